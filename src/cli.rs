@@ -1,0 +1,165 @@
+//! The command line: `serve`, `migrate`, `createsuperuser`.
+
+use std::{
+    io::{self, BufRead, IsTerminal, Write},
+    net::SocketAddr,
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::Config,
+    error::ApiError,
+    http::accounts::{create_account, validate_registration},
+    startup::{shutdown_signal, Application},
+    state::AppState,
+    store::Db,
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "mrm-chat",
+    version,
+    about = "A real-time multi-person chat server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations and serve HTTP until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on (overrides MRM_BIND).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create a staff superuser. Prompts for what is not given when a terminal is attached.
+    Createsuperuser {
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Prefer the prompt: a password on the command line is visible to other local users.
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A missing .env is normal; a malformed one is worth stopping for.
+    if let Err(err) = dotenvy::dotenv() {
+        if !err.not_found() {
+            eprintln!("error: .env: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log_format);
+    let outcome = match cli.command {
+        Command::Serve { bind } => serve(config, bind).await,
+        Command::Migrate => migrate(config).await,
+        Command::Createsuperuser {
+            username,
+            email,
+            password,
+        } => createsuperuser(config, username, email, password).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(mut config: Config, bind: Option<SocketAddr>) -> anyhow::Result<()> {
+    if let Some(bind) = bind {
+        config.bind = bind;
+    }
+    let app = Application::build(config).await?;
+    app.run_until(shutdown_signal()).await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url, 1).await?;
+    db.migrate().await?;
+    println!("migrations applied ({})", db.backend());
+    db.close().await;
+    Ok(())
+}
+
+async fn createsuperuser(
+    config: Config,
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<()> {
+    let interactive = io::stdin().is_terminal();
+    let username = match username {
+        Some(u) => u,
+        None if interactive => prompt("Username: ")?,
+        None => anyhow::bail!("--username is required when no terminal is attached"),
+    };
+    let email = match email {
+        Some(e) => e,
+        None if interactive => prompt("Email address (optional): ")?,
+        None => String::new(),
+    };
+    let (password, confirm) = match password {
+        Some(p) => (p.clone(), p),
+        None if interactive => (
+            rpassword::prompt_password("Password: ")?,
+            rpassword::prompt_password("Password (again): ")?,
+        ),
+        None => anyhow::bail!("--password is required when no terminal is attached"),
+    };
+
+    let db = Db::connect(&config.database_url, 2).await?;
+    db.migrate().await?;
+    let state = AppState::new(db.clone(), config);
+    let registration = validate_registration(
+        &state,
+        Some(username),
+        Some(email),
+        Some(password),
+        Some(confirm),
+        Some("staff".into()),
+        Default::default(),
+    )
+    .await;
+    let outcome = match registration {
+        Ok(registration) => create_account(&state, registration, true, true).await,
+        Err(err) => Err(err),
+    };
+    db.close().await;
+    match outcome {
+        Ok(user) => {
+            println!("Superuser {:?} created (id {}).", user.username, user.id);
+            Ok(())
+        }
+        Err(ApiError::Validation(errors)) => anyhow::bail!("{}", errors),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn prompt(label: &str) -> io::Result<String> {
+    print!("{label}");
+    io::stdout().flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}

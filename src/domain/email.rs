@@ -1,0 +1,89 @@
+//! Email addresses: optional, but well-formed when given.
+
+pub const MAX_CHARS: usize = 254;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// An empty string is a valid "no address"; anything else must look like `local@domain.tld`.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        if raw.is_empty() {
+            return Ok(Self(String::new()));
+        }
+        if raw.chars().count() > MAX_CHARS {
+            return Err("Ensure this field has no more than 254 characters.");
+        }
+        let Some((local, domain)) = raw.rsplit_once('@') else {
+            return Err("Enter a valid email address.");
+        };
+        if !valid_local(local) || !valid_domain(domain) {
+            return Err("Enter a valid email address.");
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The dot-atom form of RFC 5322 (quoted local parts are not accepted).
+fn valid_local(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 64
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c))
+        })
+}
+
+fn valid_domain(domain: &str) -> bool {
+    let labels: Vec<&str> = domain.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_common_addresses_and_empty() {
+        for ok in [
+            "",
+            "a@example.com",
+            "first.last+tag@mail.example.co.uk",
+            "ü@bücher.de",
+        ] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_addresses() {
+        for bad in [
+            "plain",
+            "@x.com",
+            "a@",
+            "a@b",
+            "a..b@x.com",
+            "a@-x.com",
+            "a b@x.com",
+            "a@x.1",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

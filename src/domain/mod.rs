@@ -1,0 +1,16 @@
+//! Validated values: once one exists it is valid, so handlers never re-check.
+
+pub mod email;
+pub mod message;
+pub mod password;
+pub mod user_type;
+pub mod username;
+
+pub use email::Email;
+pub use message::MessageContent;
+pub use password::PasswordPolicy;
+pub use user_type::UserType;
+pub use username::Username;
+
+/// Longest chat name, in characters.
+pub const MAX_CHAT_NAME_CHARS: usize = 255;

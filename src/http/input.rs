@@ -1,0 +1,315 @@
+//! Request bodies. `Input` reads a JSON or form-encoded body (as the original accepts both) with
+//! an explicit size limit, and its field readers turn wrong shapes into the contract's field
+//! errors, so a bad body is always a 4xx with a clear message.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::header,
+};
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, FieldErrors};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most ids or usernames accepted in one list field.
+pub const MAX_LIST_ITEMS: usize = 1000;
+
+const REQUIRED: &str = "This field is required.";
+
+#[derive(Debug, Default)]
+pub struct Input {
+    fields: Map<String, Value>,
+    /// Form bodies carry only strings, and a one-element list is a single value.
+    from_form: bool,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Input {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let too_large = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > MAX_BODY_BYTES);
+        if too_large {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+        Input::parse(&content_type, &body)
+    }
+}
+
+impl Input {
+    pub fn parse(content_type: &str, body: &[u8]) -> Result<Self, ApiError> {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if body.iter().all(u8::is_ascii_whitespace)
+            && (media.is_empty() || media == "application/json")
+        {
+            return Ok(Input::default());
+        }
+        if media == "application/json"
+            || (media.starts_with("application/") && media.ends_with("+json"))
+        {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("JSON parse error - {e}")))?;
+            return match value {
+                Value::Object(fields) => Ok(Input {
+                    fields,
+                    from_form: false,
+                }),
+                other => Err(ApiError::Validation(FieldErrors::single(
+                    "non_field_errors",
+                    format!(
+                        "Invalid data. Expected a dictionary, but got {}.",
+                        type_name(&other)
+                    ),
+                ))),
+            };
+        }
+        if media == "application/x-www-form-urlencoded" {
+            let mut fields = Map::new();
+            for (key, value) in form_urlencoded::parse(body) {
+                let value = Value::String(value.into_owned());
+                match fields.get_mut(key.as_ref()) {
+                    Some(Value::Array(items)) => items.push(value),
+                    Some(existing) => *existing = Value::Array(vec![existing.take(), value]),
+                    None => {
+                        fields.insert(key.into_owned(), value);
+                    }
+                }
+            }
+            return Ok(Input {
+                fields,
+                from_form: true,
+            });
+        }
+        Err(ApiError::UnsupportedMediaType(media))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.fields.contains_key(name)
+    }
+
+    /// A string field that must be present and not null. Numbers are accepted as their text.
+    pub fn required_string(&self, name: &str, errors: &mut FieldErrors) -> Option<String> {
+        match self.fields.get(name) {
+            None => {
+                errors.add(name, REQUIRED);
+                None
+            }
+            Some(_) => self.optional_string(name, errors),
+        }
+    }
+
+    /// A string field that may be absent (`None`); present but malformed records an error.
+    pub fn optional_string(&self, name: &str, errors: &mut FieldErrors) -> Option<String> {
+        match self.fields.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Null => {
+                errors.add(name, "This field may not be null.");
+                None
+            }
+            _ => {
+                errors.add(name, "Not a valid string.");
+                None
+            }
+        }
+    }
+
+    /// A list of integers (ids), absent as `None`.
+    pub fn optional_id_list(&self, name: &str, errors: &mut FieldErrors) -> Option<Vec<i64>> {
+        let items = self.list(name, errors)?;
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            match as_id(item) {
+                Some(id) => ids.push(id),
+                None => {
+                    errors.add(name, "A valid integer is required.");
+                    return None;
+                }
+            }
+        }
+        Some(ids)
+    }
+
+    /// A list of strings, absent as `None`.
+    pub fn optional_string_list(
+        &self,
+        name: &str,
+        errors: &mut FieldErrors,
+    ) -> Option<Vec<String>> {
+        let items = self.list(name, errors)?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(s) => out.push(s.clone()),
+                _ => {
+                    errors.add(name, "Not a valid string.");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn list<'a>(&'a self, name: &str, errors: &mut FieldErrors) -> Option<Vec<&'a Value>> {
+        let items: Vec<&Value> = match self.fields.get(name)? {
+            Value::Array(items) => items.iter().collect(),
+            single @ Value::String(_) if self.from_form => vec![single],
+            other => {
+                errors.add(
+                    name,
+                    format!(
+                        "Expected a list of items but got type \"{}\".",
+                        type_name(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        if items.len() > MAX_LIST_ITEMS {
+            errors.add(
+                name,
+                format!("Ensure this field has no more than {MAX_LIST_ITEMS} elements."),
+            );
+            return None;
+        }
+        Some(items)
+    }
+}
+
+/// An id given as a JSON integer or as digits in a string (forms carry only strings).
+fn as_id(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+/// A required, non-blank text field of at most `max_chars` characters, trimmed.
+pub fn required_text(
+    input: &Input,
+    name: &str,
+    max_chars: usize,
+    errors: &mut FieldErrors,
+) -> Option<String> {
+    let raw = input.required_string(name, errors)?;
+    checked_text(name, raw.trim(), max_chars, errors)
+}
+
+/// Checks a text value against the blank and length rules, recording what it breaks.
+pub fn checked_text(
+    name: &str,
+    value: &str,
+    max_chars: usize,
+    errors: &mut FieldErrors,
+) -> Option<String> {
+    if value.is_empty() {
+        errors.add(name, "This field may not be blank.");
+        return None;
+    }
+    if value.chars().count() > max_chars {
+        errors.add(
+            name,
+            format!("Ensure this field has no more than {max_chars} characters."),
+        );
+        return None;
+    }
+    Some(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_and_empty_bodies() {
+        let json = Input::parse(
+            "application/json; charset=utf-8",
+            br#"{"a": "x", "ids": [1, "2"]}"#,
+        )
+        .unwrap();
+        let mut errors = FieldErrors::new();
+        assert_eq!(json.required_string("a", &mut errors).as_deref(), Some("x"));
+        assert_eq!(json.optional_id_list("ids", &mut errors), Some(vec![1, 2]));
+        assert!(errors.is_empty());
+
+        let form = Input::parse(
+            "application/x-www-form-urlencoded",
+            b"ids=3&ids=4&one=5&name=a+b",
+        )
+        .unwrap();
+        assert_eq!(form.optional_id_list("ids", &mut errors), Some(vec![3, 4]));
+        assert_eq!(form.optional_id_list("one", &mut errors), Some(vec![5]));
+        assert_eq!(
+            form.required_string("name", &mut errors).as_deref(),
+            Some("a b")
+        );
+
+        assert!(!Input::parse("", b"").unwrap().has("x"));
+    }
+
+    #[test]
+    fn malformed_bodies_are_client_errors() {
+        assert!(matches!(
+            Input::parse("application/json", b"{"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            Input::parse("application/json", b"[1]"),
+            Err(ApiError::Validation(_))
+        ));
+        assert!(matches!(
+            Input::parse("text/plain", b"hi"),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_shapes_become_field_errors() {
+        let input = Input::parse(
+            "application/json",
+            br#"{"ids": "7", "names": [1], "s": {"a": 1}, "n": null}"#,
+        )
+        .unwrap();
+        let mut errors = FieldErrors::new();
+        assert_eq!(input.optional_id_list("ids", &mut errors), None);
+        assert_eq!(input.optional_string_list("names", &mut errors), None);
+        assert_eq!(input.required_string("s", &mut errors), None);
+        assert_eq!(input.required_string("n", &mut errors), None);
+        assert_eq!(input.required_string("missing", &mut errors), None);
+        for field in ["ids", "names", "s", "n", "missing"] {
+            assert!(errors.has(field), "{field}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP API: one module per resource, each exposing its `router()`, assembled here with the
+//! cross-cutting layers (origin check, CORS, tracing, panic guard, body limit).
+
+pub mod accounts;
+pub mod chats;
+pub mod health;
+pub mod input;
+pub mod messages;
+pub mod pagination;
+pub mod path;
+pub mod tokens;
+pub mod views;
+
+use std::time::Duration;
+
+use axum::{
+    extract::{DefaultBodyLimit, Request},
+    http::{header, HeaderName, Method, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+    Router,
+};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::{auth::csrf, error::ApiError, state::AppState};
+
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut router = Router::new()
+        .merge(accounts::router())
+        .merge(tokens::router())
+        .merge(chats::router())
+        .merge(messages::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::require_trusted_origin,
+        ))
+        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES));
+    if !state.config.cors_origins.is_empty() {
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(state.config.cors_origins.clone()))
+                .allow_credentials(true)
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    HeaderName::from_static(csrf::CSRF_HEADER),
+                ])
+                .expose_headers([header::LINK])
+                .max_age(Duration::from_secs(3600)),
+        );
+    }
+    router
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    // The path only: query strings and headers stay out of the logs.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or(""),
+                        user.id = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({ "detail": "Internal server error." })),
+            )
+                .into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    ApiError::MethodNotAllowed(method).into_response()
+}

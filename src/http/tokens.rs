@@ -1,0 +1,72 @@
+//! Bearer tokens for non-browser clients: `POST /api/tokens/` trades a username and password for
+//! a token, `DELETE /api/tokens/current/` revokes the token that authenticates the request.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, post},
+    Json, Router,
+};
+use serde_json::json;
+
+use super::{accounts::authenticate, input::Input, views::UserView};
+use crate::{
+    auth::{secret, AuthUser, Credential},
+    error::{ApiError, ApiResult, FieldErrors},
+    state::AppState,
+    store,
+};
+
+const MAX_NAME_CHARS: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/tokens", post(create))
+        .route("/api/tokens/current", delete(revoke_current))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    input: Input,
+) -> ApiResult<Response> {
+    let mut errors = FieldErrors::new();
+    let name = input
+        .optional_string("name", &mut errors)
+        .unwrap_or_default();
+    if name.chars().count() > MAX_NAME_CHARS {
+        errors.add(
+            "name",
+            format!("Ensure this field has no more than {MAX_NAME_CHARS} characters."),
+        );
+    }
+    errors.check()?;
+    let user = authenticate(&state, peer, &input).await?;
+    let token = format!("mrm_{}", secret::random_token(43));
+    store::tokens::create(
+        &state.db,
+        user.id,
+        &secret::storage_hash(&token),
+        name.trim(),
+    )
+    .await?;
+    tracing::info!(user.id = user.id, "token issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "user": UserView::from(&user) })),
+    )
+        .into_response())
+}
+
+async fn revoke_current(State(state): State<AppState>, auth: AuthUser) -> ApiResult<StatusCode> {
+    let Credential::Token { token_hash } = &auth.credential else {
+        return Err(ApiError::BadRequest(
+            "This request is not authenticated with a bearer token.".into(),
+        ));
+    };
+    store::tokens::delete(&state.db, token_hash).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

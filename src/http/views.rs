@@ -1,0 +1,127 @@
+//! The JSON shapes of the contract, built from stored rows.
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::store::{chats::Chat, messages::Message, users::User};
+
+/// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    if t.nanosecond() / 1000 == 0 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+}
+
+fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_timestamp(t))
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserView {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub user_type: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username.clone(),
+            email: u.email.clone(),
+            user_type: u.user_type.clone(),
+        }
+    }
+}
+
+/// An entry of the user directory.
+#[derive(Debug, Serialize)]
+pub struct UserListItem {
+    pub id: i64,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+impl From<User> for UserListItem {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            first_name: u.first_name,
+            last_name: u.last_name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: i64,
+    pub chat: i64,
+    /// Position in the chat's history: 1, 2, 3, … with no holes.
+    pub seq: i64,
+    pub sender: UserView,
+    pub content: String,
+    #[serde(serialize_with = "timestamp")]
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id,
+            chat: m.chat_id,
+            seq: m.seq,
+            sender: UserView {
+                id: m.sender_id,
+                username: m.sender_username,
+                email: m.sender_email,
+                user_type: m.sender_user_type,
+            },
+            content: m.content,
+            timestamp: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatView {
+    pub id: i64,
+    pub name: String,
+    /// The user who may rename, delete and manage members (null if their account is gone).
+    pub owner: Option<i64>,
+    pub participants: Vec<UserView>,
+    pub messages: Vec<MessageView>,
+    #[serde(serialize_with = "timestamp")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl ChatView {
+    pub fn new(chat: Chat, participants: Vec<UserView>, messages: Vec<MessageView>) -> Self {
+        Self {
+            id: chat.id,
+            name: chat.name,
+            owner: chat.owner_id,
+            participants,
+            messages,
+            created_at: chat.created_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_use_z_and_drop_zero_microseconds() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 5, 10, 20, 30).unwrap();
+        assert_eq!(format_timestamp(&t), "2026-01-05T10:20:30Z");
+        let t = t + chrono::Duration::microseconds(123_456);
+        assert_eq!(format_timestamp(&t), "2026-01-05T10:20:30.123456Z");
+    }
+}

@@ -1,0 +1,13 @@
+//! mrm-chat: a real-time multi-person chat server.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

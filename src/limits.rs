@@ -1,0 +1,50 @@
+//! Rate limits, kept in memory per node: login attempts per client address and username, and
+//! messages per user and chat.
+
+use std::{net::IpAddr, num::NonZeroU32, time::Duration};
+
+use governor::{
+    clock::{Clock, DefaultClock},
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+};
+
+use crate::error::ApiError;
+
+pub struct RateLimits {
+    logins: DefaultKeyedRateLimiter<(IpAddr, String)>,
+    messages: DefaultKeyedRateLimiter<(i64, i64)>,
+}
+
+impl RateLimits {
+    pub fn new(logins_per_minute: NonZeroU32, messages_per_second: NonZeroU32) -> Self {
+        Self {
+            logins: RateLimiter::keyed(Quota::per_minute(logins_per_minute)),
+            messages: RateLimiter::keyed(Quota::per_second(messages_per_second)),
+        }
+    }
+
+    /// One login or token request from `ip` for `username`.
+    pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), ApiError> {
+        check(self.logins.check_key(&(ip, username.to_lowercase())))
+    }
+
+    /// One message from `user_id` to `chat_id`.
+    pub fn message(&self, user_id: i64, chat_id: i64) -> Result<(), ApiError> {
+        check(self.messages.check_key(&(user_id, chat_id)))
+    }
+
+    /// Forgets keys whose budget is full again, so memory tracks active clients only.
+    pub fn prune(&self) {
+        self.logins.retain_recent();
+        self.messages.retain_recent();
+    }
+}
+
+fn check(
+    outcome: Result<(), governor::NotUntil<governor::clock::QuantaInstant>>,
+) -> Result<(), ApiError> {
+    outcome.map_err(|not_until| {
+        let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64)
+    })
+}

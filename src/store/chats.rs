@@ -1,0 +1,199 @@
+//! The `chats` and `chat_participants` tables.
+
+use chrono::{DateTime, Utc};
+
+use super::{on_pool, users::user_columns, users::User, Db, Window};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Chat {
+    pub id: i64,
+    pub name: String,
+    pub owner_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Participant {
+    pub chat_id: i64,
+    #[sqlx(flatten)]
+    pub user: User,
+}
+
+/// Creates a chat owned by `owner_id` with the given participants (the owner among them).
+pub async fn create(
+    db: &Db,
+    name: &str,
+    owner_id: i64,
+    participant_ids: &[i64],
+) -> sqlx::Result<Chat> {
+    let now = super::now();
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let chat = sqlx::query_as::<_, Chat>(
+            "INSERT INTO chats (name, owner_id, created_at) VALUES ($1, $2, $3) \
+             RETURNING id, name, owner_id, created_at",
+        )
+        .bind(name)
+        .bind(owner_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_participants (chat_id, user_id, joined_at) ");
+        q.push_values(participant_ids, |mut row, user_id| {
+            row.push_bind(chat.id).push_bind(*user_id).push_bind(now);
+        });
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(chat)
+    })
+}
+
+/// The chat, if it exists and `user_id` takes part in it.
+pub async fn visible_to(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Option<Chat>> {
+    let sql = "SELECT c.id, c.name, c.owner_id, c.created_at FROM chats c \
+               JOIN chat_participants p ON p.chat_id = c.id AND p.user_id = $2 WHERE c.id = $1";
+    on_pool!(db, pool => sqlx::query_as::<_, Chat>(sql)
+        .bind(chat_id)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// A window over the chats `user_id` takes part in, by chat id.
+pub async fn page_for_user(db: &Db, user_id: i64, window: Window) -> sqlx::Result<Vec<Chat>> {
+    let sql = if window.from_newest() {
+        "SELECT c.id, c.name, c.owner_id, c.created_at FROM chat_participants p \
+         JOIN chats c ON c.id = p.chat_id \
+         WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
+         ORDER BY p.chat_id DESC LIMIT $4"
+    } else {
+        "SELECT c.id, c.name, c.owner_id, c.created_at FROM chat_participants p \
+         JOIN chats c ON c.id = p.chat_id \
+         WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
+         ORDER BY p.chat_id LIMIT $4"
+    };
+    let rows = on_pool!(db, pool => sqlx::query_as::<_, Chat>(sql)
+        .bind(user_id)
+        .bind(window.lower())
+        .bind(window.upper())
+        .bind(window.limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(window.ascending(rows))
+}
+
+/// The participants of every given chat, ordered by chat then user id: one query for any
+/// number of chats.
+pub async fn participants(db: &Db, chat_ids: &[i64]) -> sqlx::Result<Vec<Participant>> {
+    if chat_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(concat!(
+            "SELECT p.chat_id, u.* FROM chat_participants p JOIN (SELECT ",
+            user_columns!(),
+            " FROM users) u ON u.id = p.user_id WHERE p.chat_id IN ("
+        ));
+        let mut list = q.separated(", ");
+        for id in chat_ids {
+            list.push_bind(*id);
+        }
+        q.push(") ORDER BY p.chat_id, u.id");
+        q.build_query_as::<Participant>().fetch_all(pool).await
+    })
+}
+
+pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
+    let sql = "UPDATE chats SET name = $1 WHERE id = $2";
+    on_pool!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Deletes the chat; its participants and messages go with it.
+pub async fn delete(db: &Db, chat_id: i64) -> sqlx::Result<()> {
+    let sql = "DELETE FROM chats WHERE id = $1";
+    on_pool!(db, pool => sqlx::query(sql).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Adds users who are not yet participants; returns the ids actually added.
+pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = super::now();
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_participants (chat_id, user_id, joined_at) ");
+        q.push_values(user_ids, |mut row, user_id| {
+            row.push_bind(chat_id).push_bind(*user_id).push_bind(now);
+        });
+        q.push(" ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id");
+        q.build_query_scalar::<i64>().fetch_all(pool).await
+    })
+}
+
+/// Removes one participant; false when they were not one.
+pub async fn remove_participant(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<bool> {
+    let sql = "DELETE FROM chat_participants WHERE chat_id = $1 AND user_id = $2";
+    let done = on_pool!(db, pool => sqlx::query(sql).bind(chat_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// What became of a chat when someone left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The user was not a participant.
+    NotParticipant,
+    Left,
+    /// The owner left; ownership passed to the longest-standing remaining participant.
+    OwnershipPassed {
+        new_owner: i64,
+    },
+    /// The last participant left; the chat is deleted.
+    ChatDeleted,
+}
+
+/// `user_id` leaves the chat. An owner hands the chat to the participant who joined first;
+/// the last one out deletes it, so no chat is left without anyone able to manage it.
+pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departure> {
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        // The write comes first so the transaction holds the write lock before it reads.
+        let removed = sqlx::query("DELETE FROM chat_participants WHERE chat_id = $1 AND user_id = $2")
+            .bind(chat_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            return Ok(Departure::NotParticipant);
+        }
+        let owner: Option<i64> = sqlx::query_scalar("SELECT owner_id FROM chats WHERE id = $1")
+            .bind(chat_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let successor: Option<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM chat_participants WHERE chat_id = $1 ORDER BY joined_at, user_id LIMIT 1",
+        )
+        .bind(chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match successor {
+            None => {
+                sqlx::query("DELETE FROM chats WHERE id = $1").bind(chat_id).execute(&mut *tx).await?;
+                Departure::ChatDeleted
+            }
+            Some(next) if owner == Some(user_id) || owner.is_none() => {
+                sqlx::query("UPDATE chats SET owner_id = $1 WHERE id = $2")
+                    .bind(next)
+                    .bind(chat_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Departure::OwnershipPassed { new_owner: next }
+            }
+            Some(_) => Departure::Left,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    })
+}

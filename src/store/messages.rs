@@ -1,0 +1,154 @@
+//! The `messages` table. Within a chat, message ids grow with `seq`: both are handed out while
+//! the chat's row is locked, so id cursors and seq order agree.
+
+use chrono::{DateTime, Utc};
+
+use super::{on_pool, Db, Window};
+
+/// A message with its sender's public fields, as every API view needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Message {
+    pub id: i64,
+    pub chat_id: i64,
+    pub seq: i64,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+    pub sender_id: i64,
+    pub sender_username: String,
+    pub sender_email: String,
+    pub sender_user_type: String,
+}
+
+macro_rules! message_select {
+    () => {
+        "SELECT m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
+         u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type \
+         FROM messages m JOIN users u ON u.id = m.sender_id "
+    };
+}
+
+/// Saves a message, giving it the chat's next sequence number in the same transaction.
+pub async fn insert(db: &Db, chat_id: i64, sender_id: i64, content: &str) -> sqlx::Result<i64> {
+    let now = super::now();
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        // Bumping the counter first takes the chat's row lock (the write lock on SQLite), which
+        // serialises senders of one chat until commit.
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(chat_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(chat_id)
+        .bind(seq)
+        .bind(sender_id)
+        .bind(content)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    })
+}
+
+pub async fn by_id(db: &Db, id: i64) -> sqlx::Result<Option<Message>> {
+    let sql = concat!(message_select!(), "WHERE m.id = $1");
+    on_pool!(db, pool => sqlx::query_as::<_, Message>(sql).bind(id).fetch_optional(pool).await)
+}
+
+/// The message, if it is in a chat `user_id` takes part in.
+pub async fn visible_to(db: &Db, id: i64, user_id: i64) -> sqlx::Result<Option<Message>> {
+    let sql = concat!(
+        message_select!(),
+        "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $2 WHERE m.id = $1"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, Message>(sql)
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// A window of one chat's history, oldest first.
+pub async fn page_in_chat(db: &Db, chat_id: i64, window: Window) -> sqlx::Result<Vec<Message>> {
+    let sql = if window.from_newest() {
+        concat!(
+            message_select!(),
+            "WHERE m.chat_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
+        )
+    } else {
+        concat!(
+            message_select!(),
+            "WHERE m.chat_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
+        )
+    };
+    let rows = on_pool!(db, pool => sqlx::query_as::<_, Message>(sql)
+        .bind(chat_id)
+        .bind(window.lower())
+        .bind(window.upper())
+        .bind(window.limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(window.ascending(rows))
+}
+
+/// A window over every chat `user_id` takes part in, oldest first.
+pub async fn page_for_user(db: &Db, user_id: i64, window: Window) -> sqlx::Result<Vec<Message>> {
+    let sql = if window.from_newest() {
+        concat!(
+            message_select!(),
+            "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
+             WHERE m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
+        )
+    } else {
+        concat!(
+            message_select!(),
+            "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
+             WHERE m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
+        )
+    };
+    let rows = on_pool!(db, pool => sqlx::query_as::<_, Message>(sql)
+        .bind(user_id)
+        .bind(window.lower())
+        .bind(window.upper())
+        .bind(window.limit)
+        .fetch_all(pool)
+        .await)?;
+    Ok(window.ascending(rows))
+}
+
+/// The newest `per_chat` messages of each given chat, ordered by chat then id: one query for
+/// any number of chats, reading only the rows it returns plus an index probe per chat.
+pub async fn latest_per_chat(
+    db: &Db,
+    chat_ids: &[i64],
+    per_chat: i64,
+) -> sqlx::Result<Vec<Message>> {
+    if chat_ids.is_empty() || per_chat <= 0 {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
+             u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type \
+             FROM (SELECT c.id AS chat_id, COALESCE((SELECT m2.id FROM messages m2 WHERE m2.chat_id = c.id \
+             ORDER BY m2.id DESC LIMIT 1 OFFSET ",
+        );
+        q.push_bind(per_chat - 1);
+        q.push("), 0) AS first_id FROM chats c WHERE c.id IN (");
+        let mut list = q.separated(", ");
+        for id in chat_ids {
+            list.push_bind(*id);
+        }
+        q.push(
+            ")) b JOIN messages m ON m.chat_id = b.chat_id AND m.id >= b.first_id \
+             JOIN users u ON u.id = m.sender_id ORDER BY m.chat_id, m.id",
+        );
+        q.build_query_as::<Message>().fetch_all(pool).await
+    })
+}

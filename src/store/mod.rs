@@ -1,0 +1,145 @@
+//! Storage: one codebase over SQLite (the embedded default) and PostgreSQL.
+//!
+//! Queries are written once in the SQL both dialects share (`$1` placeholders, `RETURNING`,
+//! window functions) and run against whichever pool is configured; each backend keeps its own
+//! migrations so that each gets its proper column types. SQL lives here, grouped by table.
+
+pub mod chats;
+pub mod messages;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    PgPool, SqlitePool,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A connection pool to one of the supported databases.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same statement against whichever pool `$db` holds: the body is compiled once per
+/// backend, with `$pool` bound to that backend's pool.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Db {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("DATABASE_URL: not a valid SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL keeps the database consistent after a crash and only risks
+                // the last transactions on power loss; FULL would fsync every commit.
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot open the SQLite database {url}"))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let options = PgConnectOptions::from_str(url)
+                .context("DATABASE_URL: not a valid PostgreSQL URL")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies every pending migration of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+        .context("applying database migrations")
+    }
+
+    /// Answers when the database does; used by the readiness probe.
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// The current time at the precision both backends store (PostgreSQL keeps microseconds), so a
+/// value reads back exactly as it was written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Which slice of an id-ordered list to read: ids strictly between `after` and `before`, at
+/// most `limit` of them. Without `after` a page holds the newest of the range, with it the
+/// oldest; either way rows come back in ascending id order.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+impl Window {
+    pub fn from_newest(&self) -> bool {
+        self.after.is_none()
+    }
+
+    pub fn lower(&self) -> i64 {
+        self.after.unwrap_or(0)
+    }
+
+    pub fn upper(&self) -> i64 {
+        self.before.unwrap_or(i64::MAX)
+    }
+
+    /// Puts rows read in the window's scan order into ascending order.
+    pub fn ascending<T>(&self, mut rows: Vec<T>) -> Vec<T> {
+        if self.from_newest() {
+            rows.reverse();
+        }
+        rows
+    }
+}
+
+/// True when the error is a violation of a unique constraint (a lost race on insert).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,61 @@
+//! The `sessions` table: browser sessions, keyed by the SHA-256 of the cookie value.
+
+use chrono::{DateTime, Utc};
+
+use super::{on_pool, users::user_columns, users::User, Db};
+
+pub async fn create(
+    db: &Db,
+    key_hash: &str,
+    user_id: i64,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let sql = "INSERT INTO sessions (key_hash, user_id, csrf_token, created_at, expires_at) \
+               VALUES ($1, $2, $3, $4, $5)";
+    on_pool!(db, pool => sqlx::query(sql)
+        .bind(key_hash)
+        .bind(user_id)
+        .bind(csrf_token)
+        .bind(super::now())
+        .bind(expires_at)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct SessionUser {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub csrf_token: String,
+}
+
+/// The active user owning an unexpired session.
+pub async fn user(db: &Db, key_hash: &str) -> sqlx::Result<Option<SessionUser>> {
+    let sql = concat!(
+        "SELECT s.csrf_token, u.* FROM sessions s JOIN (SELECT ",
+        user_columns!(),
+        " FROM users) u ON u.id = s.user_id \
+         WHERE s.key_hash = $1 AND s.expires_at > $2 AND u.is_active"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, SessionUser>(sql)
+        .bind(key_hash)
+        .bind(super::now())
+        .fetch_optional(pool)
+        .await)
+}
+
+pub async fn delete(db: &Db, key_hash: &str) -> sqlx::Result<()> {
+    let sql = "DELETE FROM sessions WHERE key_hash = $1";
+    on_pool!(db, pool => sqlx::query(sql).bind(key_hash).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Removes expired sessions; returns how many went.
+pub async fn delete_expired(db: &Db) -> sqlx::Result<u64> {
+    let sql = "DELETE FROM sessions WHERE expires_at <= $1";
+    let done = on_pool!(db, pool => sqlx::query(sql).bind(super::now()).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(done)
+}
