@@ -1,0 +1,96 @@
+//! The `mrm-chat` binary itself: configuration errors, `migrate`, `createsuperuser`, and `serve`
+//! answering and stopping gracefully on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Client, TestDatabase};
+
+fn mrm_chat(database_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mrm-chat"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        // Keep a developer's .env out of the picture.
+        .current_dir(std::env::temp_dir());
+    command
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let output = mrm_chat("sqlite://unused.sqlite3")
+        .env("MRM_BIND", "not-an-address")
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("MRM_BIND"), "{stderr}");
+}
+
+#[tokio::test]
+async fn migrate_createsuperuser_and_serve_until_sigterm() {
+    let db = TestDatabase::create().await;
+
+    let output = mrm_chat(&db.url).arg("migrate").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let output = mrm_chat(&db.url)
+        .args(["createsuperuser", "--username", "root-admin", "--email", "admin@example.com"])
+        .args(["--password", "an-admin-passphrase"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let output = mrm_chat(&db.url)
+        .args(["createsuperuser", "--username", "weak", "--password", "123"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a weak password is refused");
+
+    let mut server = mrm_chat(&db.url)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the server reports its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+
+    let client = Client::new(addr);
+    let me = client.login("root-admin", "an-admin-passphrase").await.body;
+    assert_eq!(me["user_type"], "staff");
+    assert_eq!(client.get("/readyz").await.status, StatusCode::OK);
+
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "stops within 10 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

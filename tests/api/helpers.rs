@@ -1,0 +1,364 @@
+//! `TestApp`: the real server on a random loopback port with a database of its own, and `Client`,
+//! a cookie-keeping HTTP client that sends the CSRF header the way a browser page does.
+//!
+//! The backend comes from `MRM_TEST_BACKEND` (`sqlite`, the default, or `postgres`); PostgreSQL
+//! tests create a uniquely named database on `MRM_TEST_POSTGRES_URL` and drop it afterwards.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+};
+
+use mrm_chat::{config::Config, startup::Application, store::Db};
+use reqwest::{cookie::CookieStore, header::HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = "correct-horse-battery";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A database that exists for one test and is removed when dropped.
+pub struct TestDatabase {
+    pub url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        let backend = std::env::var("MRM_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into());
+        match backend.as_str() {
+            "sqlite" => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("test.sqlite3").display());
+                TestDatabase {
+                    url,
+                    postgres: None,
+                    _dir: Some(dir),
+                }
+            }
+            "postgres" => {
+                let admin = std::env::var("MRM_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let run = std::env::var("MRM_TEST_RUN_ID").unwrap_or_else(|_| format!("p{}", std::process::id()));
+                let name = format!(
+                    "mrmtest_{}_{}_{}",
+                    run,
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed)
+                );
+                let db = Db::connect(&admin, 1).await.expect("PostgreSQL for tests (MRM_TEST_POSTGRES_URL)");
+                let Db::Postgres(pool) = &db else { unreachable!() };
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(pool)
+                    .await
+                    .expect("create test database");
+                db.close().await;
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                TestDatabase {
+                    url: format!("{base}/{name}"),
+                    postgres: Some((admin, name)),
+                    _dir: None,
+                }
+            }
+            other => panic!("MRM_TEST_BACKEND must be sqlite or postgres, not {other:?}"),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async code: use a runtime of our own on a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(Db::Postgres(pool)) = Db::connect(&admin, 1).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(&sql).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: Db,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Declared last: dropped after the server has been told to stop.
+    _database: TestDatabase,
+}
+
+/// The configuration tests start from: generous rate limits so that only the tests about limits
+/// meet them.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::from_lookup(|_| None).expect("default configuration");
+    config.database_url = database_url.to_owned();
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.db_max_connections = 4;
+    config.login_attempts_per_minute = 1000.try_into().unwrap();
+    config.messages_per_second = 10_000.try_into().unwrap();
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let database = TestDatabase::create().await;
+        let mut config = test_config(&database.url);
+        adjust(&mut config);
+        let app = Application::build(config).await.expect("server starts");
+        let addr = app.local_addr();
+        let db = app.state().db.clone();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            db,
+            shutdown: Some(tx),
+            server: Some(server),
+            _database: database,
+        }
+    }
+
+    /// A client with an empty cookie jar.
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    /// Registers `username` with the test password; returns the created user object.
+    pub async fn register(&self, username: &str) -> Value {
+        let response = self
+            .client()
+            .post(
+                "/api/register/",
+                &json!({
+                    "username": username,
+                    "email": format!("{username}@example.com"),
+                    "password": PASSWORD,
+                    "password_confirm": PASSWORD,
+                }),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body
+    }
+
+    /// A registered, logged-in client.
+    pub async fn user(&self, username: &str) -> Client {
+        self.register(username).await;
+        let client = self.client();
+        client.login(username, PASSWORD).await;
+        client
+    }
+
+    /// Marks a user as staff, as an administrator would.
+    pub async fn make_staff(&self, username: &str) {
+        let sql = "UPDATE users SET is_staff = TRUE WHERE username = $1";
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::query(sql).bind(username).execute(pool).await.map(|_| ()),
+            Db::Postgres(pool) => sqlx::query(sql).bind(username).execute(pool).await.map(|_| ()),
+        }
+        .expect("promote to staff");
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    /// The `Link: <…>; rel="next"` target, if any.
+    pub fn next_link(&self) -> Option<String> {
+        let link = self.headers.get("link")?.to_str().ok()?;
+        let start = link.find('<')? + 1;
+        let end = link.find('>')?;
+        assert!(link.contains("rel=\"next\""), "{link}");
+        Some(link[start..end].to_owned())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// An HTTP client that keeps cookies and copies the `csrftoken` cookie into `X-CSRFToken` on
+/// writes, as the original's web client does.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    jar: Arc<reqwest::cookie::Jar>,
+    http: reqwest::Client,
+    pub bearer: Option<String>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .build()
+            .unwrap();
+        Client {
+            base: format!("http://{addr}"),
+            jar,
+            http,
+            bearer: None,
+        }
+    }
+
+    pub fn with_bearer(addr: SocketAddr, token: &str) -> Client {
+        let mut client = Client::new(addr);
+        client.bearer = Some(token.to_owned());
+        client
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let url = self.base.parse().unwrap();
+        let header = self.jar.cookies(&url)?;
+        header.to_str().ok()?.split("; ").find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    }
+
+    pub fn csrf(&self) -> Option<String> {
+        self.cookie("csrftoken")
+    }
+
+    /// Sets a cookie by hand (e.g. to replay an old session).
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        let url = self.base.parse().unwrap();
+        self.jar.add_cookie_str(&format!("{name}={value}; Path=/"), &url);
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        let response = self
+            .post("/api/login/", &json!({ "username": username, "password": password }))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "login: {}", response.body);
+        response
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.bearer {
+            builder = builder.bearer_auth(token);
+        }
+        builder
+    }
+
+    pub async fn send(&self, builder: reqwest::RequestBuilder) -> Response {
+        let response = builder.send().await.expect("request reaches the server");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("response body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&bytes)))
+        };
+        Response { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    /// A write with a JSON body and the CSRF header (when the jar has a token).
+    pub async fn write(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        let mut builder = self.request(method, path);
+        if let Some(token) = self.csrf() {
+            builder = builder.header("X-CSRFToken", token);
+        }
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        self.send(builder).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.write(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.write(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.write(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.write(Method::DELETE, path, None).await
+    }
+
+    /// Creates a chat named `name` with the given participant ids; returns its id.
+    pub async fn create_chat(&self, name: &str, participant_ids: &[i64]) -> i64 {
+        let response = self
+            .post("/api/chats/", &json!({ "name": name, "participant_ids": participant_ids }))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body["id"].as_i64().unwrap()
+    }
+
+    /// Sends a message over REST; returns the message object.
+    pub async fn send_message(&self, chat_id: i64, content: &str) -> Value {
+        let response = self
+            .post(&format!("/api/chats/{chat_id}/send_message/"), &json!({ "content": content }))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body
+    }
+
+    pub async fn me(&self) -> Value {
+        let response = self.get("/api/me/").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        response.body
+    }
+}
+
+pub fn id(value: &Value) -> i64 {
+    value["id"].as_i64().expect("an id")
+}

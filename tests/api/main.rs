@@ -1,0 +1,11 @@
+//! HTTP tests against the real server. One binary for every feature, so it links once.
+
+mod accounts;
+mod chats;
+mod cli;
+mod csrf;
+mod errors;
+mod helpers;
+mod messages;
+mod pagination;
+mod tokens;

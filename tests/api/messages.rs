@@ -1,0 +1,94 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{id, TestApp};
+
+#[tokio::test]
+async fn send_message_returns_the_saved_message() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let me = alice.me().await;
+    let chat = alice.create_chat("c", &[]).await;
+    let first = alice.send_message(chat, "  hello, world  ").await;
+    assert_eq!(first["chat"], chat);
+    assert_eq!(first["sender"], me);
+    assert_eq!(first["content"], "  hello, world  ", "text is kept exactly as sent");
+    assert_eq!(first["seq"], 1);
+    let timestamp = first["timestamp"].as_str().unwrap();
+    let pattern = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$").unwrap();
+    assert!(pattern.is_match(timestamp), "{timestamp}");
+    let second = alice.send_message(chat, "again").await;
+    assert_eq!(second["seq"], 2);
+    assert!(id(&second) > id(&first));
+
+    let fetched = alice.get(&format!("/api/messages/{}/", id(&first))).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body, first);
+}
+
+#[tokio::test]
+async fn send_message_validates_content() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    let path = format!("/api/chats/{chat}/send_message/");
+    let cases = [
+        (json!({}), "This field is required."),
+        (json!({"content": ""}), "This field may not be blank."),
+        (json!({"content": " \n "}), "This field may not be blank."),
+        (json!({"content": "x".repeat(10_001)}), "Ensure this field has no more than 10000 characters."),
+        (json!({"content": null}), "This field may not be null."),
+        (json!({"content": {"nested": true}}), "Not a valid string."),
+    ];
+    for (body, message) in cases {
+        let response = alice.post(&path, &body).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST);
+        assert_eq!(response.body, json!({"content": [message]}));
+    }
+    assert_eq!(alice.get(&format!("/api/chats/{chat}/messages/")).await.body, json!([]), "nothing saved");
+    let longest = alice.send_message(chat, &"é".repeat(10_000)).await;
+    assert_eq!(longest["seq"], 1, "no sequence number was spent on refused messages");
+}
+
+#[tokio::test]
+async fn sends_are_rate_limited_per_user_and_chat() {
+    let app = TestApp::spawn_with(|c| c.messages_per_second = 3.try_into().unwrap()).await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    let other = alice.create_chat("d", &[]).await;
+    let path = format!("/api/chats/{chat}/send_message/");
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(alice.post(&path, &json!({"content": format!("m{i}")})).await.status);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let saved = alice.get(&format!("/api/chats/{chat}/messages/")).await.body;
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    assert_eq!(saved.as_array().unwrap().len(), created, "refused messages are not saved");
+    // Another chat has its own budget.
+    alice.send_message(other, "elsewhere").await;
+}
+
+#[tokio::test]
+async fn message_lists_cover_the_callers_chats_only() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let shared = alice.create_chat("shared", &[id(&bob.me().await)]).await;
+    let private = bob.create_chat("bob's", &[]).await;
+    let a1 = alice.send_message(shared, "a1").await;
+    let b1 = bob.send_message(private, "b1").await;
+    let b2 = bob.send_message(shared, "b2").await;
+
+    let alice_all = alice.get("/api/messages/").await.body;
+    assert_eq!(alice_all, json!([a1, b2]));
+    let bob_all = bob.get("/api/messages/").await.body;
+    assert_eq!(bob_all, json!([a1, b1, b2]));
+    let in_chat = alice.get(&format!("/api/chats/{shared}/messages/")).await.body;
+    assert_eq!(in_chat, json!([a1, b2]));
+
+    let response = alice.get(&format!("/api/messages/{}/", id(&b1))).await;
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
+    assert_eq!(alice.get("/api/messages/99999/").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(alice.get("/api/messages/abc/").await.status, StatusCode::NOT_FOUND);
+}
