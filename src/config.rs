@@ -1,7 +1,7 @@
 //! Settings read from the environment (and an optional `.env` file): one struct is the whole
 //! configuration, validated once at start-up so a bad value stops the process with a clear line.
 
-use std::{env, net::SocketAddr, num::NonZeroU32, str::FromStr};
+use std::{env, net::SocketAddr, num::NonZeroU32, str::FromStr, time::Duration};
 
 use http::HeaderValue;
 
@@ -32,6 +32,10 @@ pub struct Config {
     pub login_attempts_per_minute: NonZeroU32,
     /// Messages a user may send to one chat per second.
     pub messages_per_second: NonZeroU32,
+    /// Frames a socket may have queued before it is closed as too slow (4008).
+    pub ws_queue_capacity: usize,
+    /// How often sockets are pinged; a peer silent for a whole interval after a ping is dropped.
+    pub ws_ping_interval: Duration,
 }
 
 /// A configuration error names the variable it is about.
@@ -115,6 +119,13 @@ impl Config {
             "20",
         )?;
 
+        let ws_queue_capacity: usize = parse_or(var("MRM_WS_QUEUE"), "MRM_WS_QUEUE", "256")?;
+        if ws_queue_capacity == 0 {
+            return Err(ConfigError::new("MRM_WS_QUEUE", "must be at least 1"));
+        }
+        let ping_seconds: NonZeroU32 =
+            parse_or(var("MRM_WS_PING_SECONDS"), "MRM_WS_PING_SECONDS", "30")?;
+
         Ok(Self {
             bind,
             database_url,
@@ -125,6 +136,8 @@ impl Config {
             log_format,
             login_attempts_per_minute,
             messages_per_second,
+            ws_queue_capacity,
+            ws_ping_interval: Duration::from_secs(ping_seconds.get().into()),
         })
     }
 }

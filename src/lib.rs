@@ -7,6 +7,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod messaging;
+pub mod realtime;
 pub mod startup;
 pub mod state;
 pub mod store;

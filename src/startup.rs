@@ -6,6 +6,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use anyhow::Context;
 use axum::{extract::Request, ServiceExt};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -15,6 +16,9 @@ use crate::{
     state::AppState,
     store::{self, Db},
 };
+
+/// How long shutdown waits for sockets to take their close frame.
+const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Application {
     listener: TcpListener,
@@ -56,12 +60,30 @@ impl Application {
         // send both spellings.
         let app = NormalizePathLayer::trim_trailing_slash().layer(http::router(state.clone()));
         tracing::info!(%addr, backend = state.db.backend(), "mrm-chat listening on http://{addr}");
+        let stopping = CancellationToken::new();
+        tokio::spawn({
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
+        });
+        let closing_sockets = tokio::spawn({
+            let stopping = stopping.clone();
+            let realtime = state.realtime.clone();
+            async move {
+                stopping.cancelled().await;
+                // Upgraded sockets are not HTTP requests the server waits for: close them here.
+                realtime.close_all(SOCKET_CLOSE_GRACE).await;
+            }
+        });
         let served = axum::serve(
             listener,
             ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopping.cancelled_owned())
         .await;
+        let _ = closing_sockets.await;
         housekeeping.abort();
         state.db.close().await;
         tracing::info!("mrm-chat stopped");

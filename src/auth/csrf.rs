@@ -38,14 +38,9 @@ pub async fn require_trusted_origin(
 }
 
 pub fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let Some(origin) = request_origin(headers) else {
         return Ok(());
     };
-    let origin = origin
-        .to_str()
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_ascii_lowercase();
     if is_trusted_origin(&origin, headers, state) {
         Ok(())
     } else {
@@ -55,18 +50,21 @@ pub fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<(), ApiErro
     }
 }
 
-/// Trusted: the request's own host (either scheme, so TLS termination in front does not
-/// matter), or an origin listed in `MRM_ALLOWED_ORIGINS` or `MRM_CORS_ORIGINS`.
-pub fn is_trusted_origin(origin: &str, headers: &HeaderMap, state: &AppState) -> bool {
-    let config = &state.config;
-    if config.allowed_origins.iter().any(|o| o == origin)
-        || config
-            .cors_origins
-            .iter()
-            .any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
-    {
-        return true;
-    }
+/// The request's `Origin` header, normalised for comparison; `None` when absent.
+pub fn request_origin(headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?;
+    Some(
+        origin
+            .to_str()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_ascii_lowercase(),
+    )
+}
+
+/// True when `origin` names the host the request was sent to, with either scheme (so TLS
+/// termination in front of the server does not matter).
+pub fn is_same_host(origin: &str, headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -75,6 +73,18 @@ pub fn is_trusted_origin(origin: &str, headers: &HeaderMap, state: &AppState) ->
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"));
     matches!((host, authority), (Some(host), Some(authority)) if host == authority)
+}
+
+/// Trusted for writes: the request's own host, or an origin listed in `MRM_ALLOWED_ORIGINS` or
+/// `MRM_CORS_ORIGINS`.
+fn is_trusted_origin(origin: &str, headers: &HeaderMap, state: &AppState) -> bool {
+    let config = &state.config;
+    config.allowed_origins.iter().any(|o| o == origin)
+        || config
+            .cors_origins
+            .iter()
+            .any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+        || is_same_host(origin, headers)
 }
 
 /// The double-submit check for a session-authenticated unsafe request: the header must equal the

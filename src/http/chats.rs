@@ -22,8 +22,15 @@ use crate::{
     auth::AuthUser,
     domain::{MessageContent, MAX_CHAT_NAME_CHARS},
     error::{ApiError, ApiResult, FieldErrors},
+    messaging,
+    realtime::hub::RoomEvent,
     state::AppState,
-    store::{self, chats::Chat, users::User, Db},
+    store::{
+        self,
+        chats::{Chat, Departure},
+        users::User,
+        Db,
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -220,6 +227,7 @@ async fn destroy(
 ) -> ApiResult<StatusCode> {
     let chat = managed_chat(&state, id, &auth.user).await?;
     store::chats::delete(&state.db, chat.id).await?;
+    state.realtime.publish(chat.id, RoomEvent::ChatDeleted);
     tracing::info!(chat.id = chat.id, "chat deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -244,12 +252,10 @@ async fn send_message(
     errors.check()?;
     let content = content.ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
     state.limits.message(auth.user.id, chat.id)?;
-    let message_id =
-        store::messages::insert(&state.db, chat.id, auth.user.id, content.as_str()).await?;
-    let message = store::messages::by_id(&state.db, message_id)
+    let message = messaging::post(&state, chat.id, &auth.user, content)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok((StatusCode::CREATED, Json(MessageView::from(message))).into_response())
+    Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 
 async fn messages(
@@ -303,6 +309,9 @@ async fn remove_participant(
     if !store::chats::remove_participant(&state.db, chat.id, user_id).await? {
         return Err(ApiError::NotFound);
     }
+    state
+        .realtime
+        .publish(chat.id, RoomEvent::MemberRemoved { user_id });
     tracing::info!(chat.id = chat.id, removed = user_id, "participant removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -310,6 +319,13 @@ async fn remove_participant(
 async fn leave(State(state): State<AppState>, auth: AuthUser, Id(id): Id) -> ApiResult<StatusCode> {
     let chat = visible_chat(&state, id, &auth.user).await?;
     let outcome = store::chats::leave(&state.db, chat.id, auth.user.id).await?;
+    let event = match outcome {
+        Departure::ChatDeleted => RoomEvent::ChatDeleted,
+        _ => RoomEvent::MemberRemoved {
+            user_id: auth.user.id,
+        },
+    };
+    state.realtime.publish(chat.id, event);
     tracing::info!(chat.id = chat.id, ?outcome, "participant left");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(messages::router())
         .merge(health::router())
+        .merge(crate::realtime::socket::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

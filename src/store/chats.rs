@@ -103,6 +103,12 @@ pub async fn participants(db: &Db, chat_ids: &[i64]) -> sqlx::Result<Vec<Partici
     })
 }
 
+/// The highest seq handed out in the chat; `None` when the chat does not exist.
+pub async fn last_seq(db: &Db, chat_id: i64) -> sqlx::Result<Option<i64>> {
+    let sql = "SELECT last_seq FROM chats WHERE id = $1";
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(chat_id).fetch_optional(pool).await)
+}
+
 pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
     let sql = "UPDATE chats SET name = $1 WHERE id = $2";
     on_pool!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;

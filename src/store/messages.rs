@@ -27,19 +27,40 @@ macro_rules! message_select {
     };
 }
 
-/// Saves a message, giving it the chat's next sequence number in the same transaction.
-pub async fn insert(db: &Db, chat_id: i64, sender_id: i64, content: &str) -> sqlx::Result<i64> {
+/// What the database assigned to a saved message.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved {
+    pub id: i64,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Saves a message from a participant, giving it the chat's next sequence number in the same
+/// transaction. `None` when the sender is not (or no longer) a participant, or the chat is gone:
+/// membership is checked under the same lock that orders the chat's messages.
+pub async fn insert(
+    db: &Db,
+    chat_id: i64,
+    sender_id: i64,
+    content: &str,
+) -> sqlx::Result<Option<Saved>> {
     let now = super::now();
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         // Bumping the counter first takes the chat's row lock (the write lock on SQLite), which
         // serialises senders of one chat until commit.
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS \
+             (SELECT 1 FROM chat_participants p WHERE p.chat_id = $1 AND p.user_id = $2) \
+             RETURNING last_seq",
         )
         .bind(chat_id)
-        .fetch_one(&mut *tx)
+        .bind(sender_id)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -52,8 +73,36 @@ pub async fn insert(db: &Db, chat_id: i64, sender_id: i64, content: &str) -> sql
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(id)
+        Ok(Some(Saved { id, seq, created_at: now }))
     })
+}
+
+/// Up to `limit` messages of a chat with `after_seq < seq < before_seq`, in seq order: the
+/// replay for a resuming client and the gap filler for live delivery.
+pub async fn seq_range(
+    db: &Db,
+    chat_id: i64,
+    after_seq: i64,
+    before_seq: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Message>> {
+    let sql = concat!(
+        message_select!(),
+        "WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq LIMIT $4"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, Message>(sql)
+        .bind(chat_id)
+        .bind(after_seq)
+        .bind(before_seq)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)
+}
+
+/// The seq of message `id` if it belongs to the chat.
+pub async fn seq_of(db: &Db, chat_id: i64, id: i64) -> sqlx::Result<Option<i64>> {
+    let sql = "SELECT seq FROM messages WHERE id = $1 AND chat_id = $2";
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(id).bind(chat_id).fetch_optional(pool).await)
 }
 
 pub async fn by_id(db: &Db, id: i64) -> sqlx::Result<Option<Message>> {

@@ -1,15 +1,10 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{id, TestApp};
+use crate::helpers::{id, usernames, TestApp};
 
-fn usernames(chat: &Value) -> Vec<String> {
-    chat["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["username"].as_str().unwrap().to_owned())
-        .collect()
+fn participant_names(chat: &Value) -> Vec<String> {
+    usernames(&chat["participants"])
 }
 
 #[tokio::test]
@@ -31,7 +26,7 @@ async fn create_adds_the_creator_and_named_participants() {
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
     let chat = &response.body;
     assert_eq!(chat["name"], "Project");
-    assert_eq!(usernames(chat), ["alice", "bob", "carol"]);
+    assert_eq!(participant_names(chat), ["alice", "bob", "carol"]);
     assert_eq!(chat["owner"], alice.me().await["id"]);
     assert_eq!(chat["messages"], json!([]));
     assert!(chat["created_at"].as_str().unwrap().ends_with('Z'));
@@ -47,10 +42,16 @@ async fn create_with_an_unknown_participant_id_creates_nothing() {
     let alice = app.user("alice").await;
     let bob = app.register("bob").await;
     let response = alice
-        .post("/api/chats/", &json!({"name": "x", "participant_ids": [id(&bob), 999_999, 888_888]}))
+        .post(
+            "/api/chats/",
+            &json!({"name": "x", "participant_ids": [id(&bob), 999_999, 888_888]}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
-    assert_eq!(response.body, json!({"participant_ids": ["Unknown user id(s): 888888, 999999"]}));
+    assert_eq!(
+        response.body,
+        json!({"participant_ids": ["Unknown user id(s): 888888, 999999"]})
+    );
     assert_eq!(alice.get("/api/chats/").await.body, json!([]));
 }
 
@@ -60,18 +61,40 @@ async fn create_validates_its_fields() {
     let alice = app.user("alice").await;
     let cases = [
         (json!({}), "name", "This field is required."),
-        (json!({"name": "   "}), "name", "This field may not be blank."),
-        (json!({"name": "x".repeat(256)}), "name", "Ensure this field has no more than 255 characters."),
-        (json!({"name": "x", "participant_ids": "1"}), "participant_ids", "Expected a list of items but got type \"str\"."),
-        (json!({"name": "x", "participant_ids": ["a"]}), "participant_ids", "A valid integer is required."),
-        (json!({"name": "x", "participant_usernames": [1]}), "participant_usernames", "Not a valid string."),
+        (
+            json!({"name": "   "}),
+            "name",
+            "This field may not be blank.",
+        ),
+        (
+            json!({"name": "x".repeat(256)}),
+            "name",
+            "Ensure this field has no more than 255 characters.",
+        ),
+        (
+            json!({"name": "x", "participant_ids": "1"}),
+            "participant_ids",
+            "Expected a list of items but got type \"str\".",
+        ),
+        (
+            json!({"name": "x", "participant_ids": ["a"]}),
+            "participant_ids",
+            "A valid integer is required.",
+        ),
+        (
+            json!({"name": "x", "participant_usernames": [1]}),
+            "participant_usernames",
+            "Not a valid string.",
+        ),
     ];
     for (body, field, message) in cases {
         let response = alice.post("/api/chats/", &body).await;
         assert_eq!(response.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(response.body[field], json!([message]), "{body}");
     }
-    let response = alice.post("/api/chats/", &json!({"name": "x".repeat(255)})).await;
+    let response = alice
+        .post("/api/chats/", &json!({"name": "x".repeat(255)}))
+        .await;
     assert_eq!(response.status, StatusCode::CREATED);
 }
 
@@ -84,7 +107,10 @@ async fn only_participants_see_a_chat() {
     let chat = alice.create_chat("private", &[id(&bob.me().await)]).await;
     alice.send_message(chat, "hello").await;
 
-    assert_eq!(bob.get(&format!("/api/chats/{chat}/")).await.status, StatusCode::OK);
+    assert_eq!(
+        bob.get(&format!("/api/chats/{chat}/")).await.status,
+        StatusCode::OK
+    );
     let listed = mallory.get("/api/chats/").await;
     assert_eq!(listed.body, json!([]));
     for path in [
@@ -98,14 +124,23 @@ async fn only_participants_see_a_chat() {
         assert_eq!(response.body, json!({"detail": "Not found."}));
     }
     for response in [
-        mallory.post(&format!("/api/chats/{chat}/send_message/"), &json!({"content": "let me in"})).await,
-        mallory.patch(&format!("/api/chats/{chat}/"), &json!({"name": "mine"})).await,
+        mallory
+            .post(
+                &format!("/api/chats/{chat}/send_message/"),
+                &json!({"content": "let me in"}),
+            )
+            .await,
+        mallory
+            .patch(&format!("/api/chats/{chat}/"), &json!({"name": "mine"}))
+            .await,
         mallory.delete(&format!("/api/chats/{chat}/")).await,
-        mallory.post(&format!("/api/chats/{chat}/leave/"), &json!({})).await,
+        mallory
+            .post(&format!("/api/chats/{chat}/leave/"), &json!({}))
+            .await,
     ] {
         assert_eq!(response.status, StatusCode::NOT_FOUND);
     }
-    assert_eq!(alice.get(&format!("/api/chats/{chat}/messages/")).await.body.as_array().unwrap().len(), 1);
+    assert_eq!(alice.chat_messages(chat).await.as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -118,8 +153,14 @@ async fn the_owner_renames_other_participants_may_not() {
 
     let response = bob.patch(&path, &json!({"name": "hijacked"})).await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
-    assert_eq!(response.body, json!({"detail": "You do not have permission to perform this action."}));
-    assert_eq!(bob.put(&path, &json!({"name": "hijacked"})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        response.body,
+        json!({"detail": "You do not have permission to perform this action."})
+    );
+    assert_eq!(
+        bob.put(&path, &json!({"name": "hijacked"})).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     let response = alice.patch(&path, &json!({"name": "patched"})).await;
     assert_eq!(response.status, StatusCode::OK);
@@ -148,7 +189,12 @@ async fn the_owner_deletes_and_messages_go_with_the_chat() {
     let response = alice.delete(&path).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
     assert_eq!(alice.get(&path).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(bob.get(&format!("/api/messages/{}/", id(&message))).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.get(&format!("/api/messages/{}/", id(&message)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(alice.get("/api/messages/").await.body, json!([]));
 }
 
@@ -157,11 +203,22 @@ async fn staff_participants_may_manage_a_chat() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;
     let moderator = app.user("moderator").await;
-    let chat = alice.create_chat("moderated", &[id(&moderator.me().await)]).await;
+    let chat = alice
+        .create_chat("moderated", &[id(&moderator.me().await)])
+        .await;
     let path = format!("/api/chats/{chat}/");
-    assert_eq!(moderator.patch(&path, &json!({"name": "x"})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        moderator.patch(&path, &json!({"name": "x"})).await.status,
+        StatusCode::FORBIDDEN
+    );
     app.make_staff("moderator").await;
-    assert_eq!(moderator.patch(&path, &json!({"name": "renamed by staff"})).await.status, StatusCode::OK);
+    assert_eq!(
+        moderator
+            .patch(&path, &json!({"name": "renamed by staff"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
     assert_eq!(moderator.delete(&path).await.status, StatusCode::NO_CONTENT);
 }
 
@@ -176,24 +233,47 @@ async fn the_owner_manages_members() {
     let chat = alice.create_chat("team", &[bob_id]).await;
     let members = format!("/api/chats/{chat}/participants/");
 
-    let response = bob.post(&members, &json!({"participant_usernames": ["carol"]})).await;
+    let response = bob
+        .post(&members, &json!({"participant_usernames": ["carol"]}))
+        .await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
 
     let response = alice
-        .post(&members, &json!({"participant_usernames": ["carol"], "participant_ids": [id(&dave)]}))
+        .post(
+            &members,
+            &json!({"participant_usernames": ["carol"], "participant_ids": [id(&dave)]}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-    assert_eq!(usernames(&response.body), ["alice", "bob", "carol", "dave"]);
-    assert_eq!(carol.get(&format!("/api/chats/{chat}/")).await.status, StatusCode::OK);
+    assert_eq!(
+        participant_names(&response.body),
+        ["alice", "bob", "carol", "dave"]
+    );
+    assert_eq!(
+        carol.get(&format!("/api/chats/{chat}/")).await.status,
+        StatusCode::OK
+    );
 
     // Adding someone twice changes nothing.
-    let response = alice.post(&members, &json!({"participant_ids": [bob_id]})).await;
-    assert_eq!(usernames(&response.body), ["alice", "bob", "carol", "dave"]);
+    let response = alice
+        .post(&members, &json!({"participant_ids": [bob_id]}))
+        .await;
+    assert_eq!(
+        participant_names(&response.body),
+        ["alice", "bob", "carol", "dave"]
+    );
 
-    let response = alice.post(&members, &json!({"participant_usernames": ["ghost"]})).await;
+    let response = alice
+        .post(&members, &json!({"participant_usernames": ["ghost"]}))
+        .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
-    assert_eq!(response.body, json!({"participant_usernames": ["Unknown username(s): ghost"]}));
-    let response = alice.post(&members, &json!({"participant_ids": [777_777]})).await;
+    assert_eq!(
+        response.body,
+        json!({"participant_usernames": ["Unknown username(s): ghost"]})
+    );
+    let response = alice
+        .post(&members, &json!({"participant_ids": [777_777]}))
+        .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
     let response = alice.post(&members, &json!({})).await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
@@ -203,11 +283,19 @@ async fn the_owner_manages_members() {
     assert_eq!(response.status, StatusCode::FORBIDDEN);
     let response = alice.delete(&remove_bob).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
-    assert_eq!(bob.get(&format!("/api/chats/{chat}/")).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(alice.delete(&remove_bob).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.get(&format!("/api/chats/{chat}/")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        alice.delete(&remove_bob).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let alice_id = id(&alice.me().await);
-    let response = alice.delete(&format!("/api/chats/{chat}/participants/{alice_id}/")).await;
+    let response = alice
+        .delete(&format!("/api/chats/{chat}/participants/{alice_id}/"))
+        .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
 }
 
@@ -218,20 +306,40 @@ async fn leaving_passes_ownership_and_the_last_one_out_deletes() {
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let bob_id = id(&bob.me().await);
-    let chat = alice.create_chat("club", &[bob_id, id(&carol.me().await)]).await;
+    let chat = alice
+        .create_chat("club", &[bob_id, id(&carol.me().await)])
+        .await;
     let path = format!("/api/chats/{chat}/");
     let leave = format!("/api/chats/{chat}/leave/");
 
-    assert_eq!(carol.post(&leave, &json!({})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        carol.post(&leave, &json!({})).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(carol.get(&path).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(usernames(&alice.get(&path).await.body), ["alice", "bob"]);
+    assert_eq!(
+        participant_names(&alice.get(&path).await.body),
+        ["alice", "bob"]
+    );
 
-    assert_eq!(alice.post(&leave, &json!({})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        alice.post(&leave, &json!({})).await.status,
+        StatusCode::NO_CONTENT
+    );
     let chat_now = bob.get(&path).await.body;
-    assert_eq!(chat_now["owner"], bob_id, "ownership passed to the remaining participant");
-    assert_eq!(bob.patch(&path, &json!({"name": "bob's now"})).await.status, StatusCode::OK);
+    assert_eq!(
+        chat_now["owner"], bob_id,
+        "ownership passed to the remaining participant"
+    );
+    assert_eq!(
+        bob.patch(&path, &json!({"name": "bob's now"})).await.status,
+        StatusCode::OK
+    );
 
-    assert_eq!(bob.post(&leave, &json!({})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        bob.post(&leave, &json!({})).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(bob.get(&path).await.status, StatusCode::NOT_FOUND);
     assert_eq!(bob.get("/api/chats/").await.body, json!([]));
 }
@@ -256,10 +364,25 @@ async fn lists_show_only_the_callers_chats_with_their_members_and_messages() {
     let ids: Vec<i64> = listed.as_array().unwrap().iter().map(id).collect();
     assert_eq!(ids, mine);
     for (i, chat) in listed.as_array().unwrap().iter().enumerate() {
-        let contents: Vec<&str> = chat["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
-        assert_eq!(contents, [format!("first in {i}"), format!("second in {i}")]);
-        let expected: &[&str] = if i % 2 == 0 { &["alice", "bob"] } else { &["alice"] };
-        assert_eq!(usernames(chat), expected);
+        let contents: Vec<&str> = chat["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            contents,
+            [format!("first in {i}"), format!("second in {i}")]
+        );
+        let expected: &[&str] = if i % 2 == 0 {
+            &["alice", "bob"]
+        } else {
+            &["alice"]
+        };
+        assert_eq!(participant_names(chat), expected);
     }
-    assert_eq!(bob.get("/api/chats/").await.body.as_array().unwrap().len(), 4);
+    assert_eq!(
+        bob.get("/api/chats/").await.body.as_array().unwrap().len(),
+        4
+    );
 }

@@ -42,15 +42,29 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
     let db = TestDatabase::create().await;
 
     let output = mrm_chat(&db.url).arg("migrate").output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let output = mrm_chat(&db.url)
-        .args(["createsuperuser", "--username", "root-admin", "--email", "admin@example.com"])
+        .args([
+            "createsuperuser",
+            "--username",
+            "root-admin",
+            "--email",
+            "admin@example.com",
+        ])
         .args(["--password", "an-admin-passphrase"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let output = mrm_chat(&db.url)
         .args(["createsuperuser", "--username", "weak", "--password", "123"])
@@ -72,7 +86,9 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
         }
     });
     let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the server reports its address");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server reports its address");
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
@@ -89,7 +105,10 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
         if let Some(status) = server.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "stops within 10 s of SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stops within 10 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");

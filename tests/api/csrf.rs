@@ -13,7 +13,10 @@ async fn cookie_writes_need_the_csrf_header() {
         .send(client.request(Method::POST, "/api/chats/").json(&body))
         .await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
-    assert_eq!(response.body, json!({"detail": "CSRF Failed: CSRF token missing."}));
+    assert_eq!(
+        response.body,
+        json!({"detail": "CSRF Failed: CSRF token missing."})
+    );
 
     let response = client
         .send(
@@ -24,12 +27,17 @@ async fn cookie_writes_need_the_csrf_header() {
         )
         .await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
-    assert_eq!(response.body, json!({"detail": "CSRF Failed: CSRF token incorrect."}));
+    assert_eq!(
+        response.body,
+        json!({"detail": "CSRF Failed: CSRF token incorrect."})
+    );
 
     // Nothing was created by the refused requests.
     assert_eq!(client.get("/api/chats/").await.body, json!([]));
 
-    let response = client.post("/api/chats/", &json!({"name": "with token"})).await;
+    let response = client
+        .post("/api/chats/", &json!({"name": "with token"}))
+        .await;
     assert_eq!(response.status, StatusCode::CREATED);
 }
 
@@ -41,7 +49,10 @@ async fn the_csrf_cookie_must_be_the_one_issued_with_the_session() {
     client.set_cookie("csrftoken", "planted-token-planted-token-1234");
     let response = client.post("/api/chats/", &json!({"name": "x"})).await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
-    assert_eq!(response.body, json!({"detail": "CSRF Failed: CSRF token incorrect."}));
+    assert_eq!(
+        response.body,
+        json!({"detail": "CSRF Failed: CSRF token incorrect."})
+    );
 }
 
 #[tokio::test]
@@ -60,20 +71,26 @@ async fn a_missing_csrf_cookie_is_named() {
         )
         .await;
     assert_eq!(response.status, StatusCode::FORBIDDEN);
-    assert_eq!(response.body, json!({"detail": "CSRF Failed: CSRF cookie not set."}));
+    assert_eq!(
+        response.body,
+        json!({"detail": "CSRF Failed: CSRF cookie not set."})
+    );
 }
 
 #[tokio::test]
 async fn safe_methods_need_no_token() {
     let app = TestApp::spawn().await;
     let client = app.user("alice").await;
-    let response = client.send(client.request(Method::GET, "/api/chats/")).await;
+    let response = client
+        .send(client.request(Method::GET, "/api/chats/"))
+        .await;
     assert_eq!(response.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn writes_from_a_foreign_origin_are_refused() {
-    let app = TestApp::spawn_with(|c| c.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let app =
+        TestApp::spawn_with(|c| c.allowed_origins = vec!["https://app.example.com".into()]).await;
     let client = app.user("alice").await;
     let csrf = client.csrf().unwrap();
     let post = |origin: &'static str| {
@@ -90,9 +107,15 @@ async fn writes_from_a_foreign_origin_are_refused() {
         response.body["detail"],
         "CSRF Failed: Origin checking failed - https://evil.example.net does not match any trusted origins."
     );
-    assert_eq!(client.send(post("null")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        client.send(post("null")).await.status,
+        StatusCode::FORBIDDEN
+    );
 
-    assert_eq!(client.send(post("https://app.example.com")).await.status, StatusCode::CREATED);
+    assert_eq!(
+        client.send(post("https://app.example.com")).await.status,
+        StatusCode::CREATED
+    );
     let own = format!("http://{}", app.addr);
     let response = client
         .send(

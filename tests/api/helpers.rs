@@ -44,15 +44,20 @@ impl TestDatabase {
             "postgres" => {
                 let admin = std::env::var("MRM_TEST_POSTGRES_URL")
                     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                let run = std::env::var("MRM_TEST_RUN_ID").unwrap_or_else(|_| format!("p{}", std::process::id()));
+                let run = std::env::var("MRM_TEST_RUN_ID")
+                    .unwrap_or_else(|_| format!("p{}", std::process::id()));
                 let name = format!(
                     "mrmtest_{}_{}_{}",
                     run,
                     std::process::id(),
                     COUNTER.fetch_add(1, Ordering::Relaxed)
                 );
-                let db = Db::connect(&admin, 1).await.expect("PostgreSQL for tests (MRM_TEST_POSTGRES_URL)");
-                let Db::Postgres(pool) = &db else { unreachable!() };
+                let db = Db::connect(&admin, 1)
+                    .await
+                    .expect("PostgreSQL for tests (MRM_TEST_POSTGRES_URL)");
+                let Db::Postgres(pool) = &db else {
+                    unreachable!()
+                };
                 sqlx::query(&format!("CREATE DATABASE \"{name}\""))
                     .execute(pool)
                     .await
@@ -77,7 +82,10 @@ impl Drop for TestDatabase {
         };
         // Drop runs outside async code: use a runtime of our own on a thread of our own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(Db::Postgres(pool)) = Db::connect(&admin, 1).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -171,8 +179,16 @@ impl TestApp {
     pub async fn make_staff(&self, username: &str) {
         let sql = "UPDATE users SET is_staff = TRUE WHERE username = $1";
         match &self.db {
-            Db::Sqlite(pool) => sqlx::query(sql).bind(username).execute(pool).await.map(|_| ()),
-            Db::Postgres(pool) => sqlx::query(sql).bind(username).execute(pool).await.map(|_| ()),
+            Db::Sqlite(pool) => sqlx::query(sql)
+                .bind(username)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Db::Postgres(pool) => sqlx::query(sql)
+                .bind(username)
+                .execute(pool)
+                .await
+                .map(|_| ()),
         }
         .expect("promote to staff");
     }
@@ -183,7 +199,10 @@ impl TestApp {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stops cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 }
@@ -269,12 +288,16 @@ impl Client {
     /// Sets a cookie by hand (e.g. to replay an old session).
     pub fn set_cookie(&self, name: &str, value: &str) {
         let url = self.base.parse().unwrap();
-        self.jar.add_cookie_str(&format!("{name}={value}; Path=/"), &url);
+        self.jar
+            .add_cookie_str(&format!("{name}={value}; Path=/"), &url);
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Response {
         let response = self
-            .post("/api/login/", &json!({ "username": username, "password": password }))
+            .post(
+                "/api/login/",
+                &json!({ "username": username, "password": password }),
+            )
             .await;
         assert_eq!(response.status, StatusCode::OK, "login: {}", response.body);
         response
@@ -299,7 +322,11 @@ impl Client {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&bytes)))
         };
-        Response { status, headers, body }
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -337,7 +364,10 @@ impl Client {
     /// Creates a chat named `name` with the given participant ids; returns its id.
     pub async fn create_chat(&self, name: &str, participant_ids: &[i64]) -> i64 {
         let response = self
-            .post("/api/chats/", &json!({ "name": name, "participant_ids": participant_ids }))
+            .post(
+                "/api/chats/",
+                &json!({ "name": name, "participant_ids": participant_ids }),
+            )
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
         response.body["id"].as_i64().unwrap()
@@ -346,9 +376,19 @@ impl Client {
     /// Sends a message over REST; returns the message object.
     pub async fn send_message(&self, chat_id: i64, content: &str) -> Value {
         let response = self
-            .post(&format!("/api/chats/{chat_id}/send_message/"), &json!({ "content": content }))
+            .post(
+                &format!("/api/chats/{chat_id}/send_message/"),
+                &json!({ "content": content }),
+            )
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body
+    }
+
+    /// The chat's message history (the default page).
+    pub async fn chat_messages(&self, chat_id: i64) -> Value {
+        let response = self.get(&format!("/api/chats/{chat_id}/messages/")).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
         response.body
     }
 
@@ -359,6 +399,179 @@ impl Client {
     }
 }
 
+/// The usernames of a list of user objects.
+pub fn usernames(users: &Value) -> Vec<String> {
+    users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub fn id(value: &Value) -> i64 {
     value["id"].as_i64().expect("an id")
+}
+
+/// What a test socket saw next.
+#[derive(Debug)]
+pub enum WsEvent {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+/// A WebSocket client for tests, authenticated like the `Client` it was opened from.
+pub struct WsClient {
+    pub stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+#[derive(Default)]
+pub struct WsOptions<'a> {
+    pub query: &'a str,
+    pub origin: Option<&'a str>,
+    /// A small socket receive buffer, to make a client that stops reading fall behind quickly.
+    pub recv_buffer: Option<u32>,
+}
+
+impl Client {
+    fn ws_request(
+        &self,
+        path: &str,
+        origin: Option<&str>,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{}", self.base.replacen("http://", "ws://", 1), path);
+        let mut request = url.into_client_request().unwrap();
+        let headers = request.headers_mut();
+        let cookies = self.jar.cookies(&self.base.parse().unwrap());
+        if let Some(cookies) = cookies {
+            headers.insert("cookie", cookies.to_str().unwrap().parse().unwrap());
+        }
+        if let Some(token) = &self.bearer {
+            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        if let Some(origin) = origin {
+            headers.insert("origin", origin.parse().unwrap());
+        }
+        request
+    }
+
+    /// Opens `/ws/chat/{chat}/`; `Err(status)` when the handshake is refused.
+    pub async fn ws_with(&self, chat_id: i64, options: WsOptions<'_>) -> Result<WsClient, u16> {
+        let path = format!("/ws/chat/{chat_id}/{}", options.query);
+        let request = self.ws_request(&path, options.origin);
+        let addr: SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = options.recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let tcp = socket.connect(addr).await.unwrap();
+        match tokio_tungstenite::client_async(
+            request,
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        )
+        .await
+        {
+            Ok((stream, _)) => Ok(WsClient { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(err) => panic!("handshake failed: {err}"),
+        }
+    }
+
+    pub async fn ws(&self, chat_id: i64) -> WsClient {
+        self.ws_with(chat_id, WsOptions::default())
+            .await
+            .expect("socket opens")
+    }
+
+    pub async fn ws_after(&self, chat_id: i64, after_seq: i64) -> WsClient {
+        let query = format!("?after_seq={after_seq}");
+        self.ws_with(
+            chat_id,
+            WsOptions {
+                query: &query,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("socket opens")
+    }
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("socket send");
+    }
+
+    pub async fn send_raw(&mut self, message: tokio_tungstenite::tungstenite::Message) {
+        use futures_util::SinkExt;
+        let _ = self.stream.send(message).await;
+    }
+
+    /// The next text frame or the close, skipping pings; panics after 10 s of silence.
+    pub async fn next(&mut self) -> WsEvent {
+        self.next_within(std::time::Duration::from_secs(10))
+            .await
+            .expect("a frame within 10 s")
+    }
+
+    pub async fn next_within(&mut self, wait: std::time::Duration) -> Option<WsEvent> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(WsEvent::Json(serde_json::from_str(&text).unwrap()))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(WsEvent::Closed(frame.map(|f| u16::from(f.code))))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(WsEvent::Closed(None)),
+            }
+        }
+    }
+
+    /// The next frame of the given `type`, skipping others (presence, typing).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            match self.next().await {
+                WsEvent::Json(value) if value["type"] == kind => return value,
+                WsEvent::Json(_) => continue,
+                WsEvent::Closed(code) => {
+                    panic!("socket closed ({code:?}) while waiting for {kind}")
+                }
+            }
+        }
+    }
+
+    /// The next chat message object.
+    pub async fn next_message(&mut self) -> Value {
+        self.next_of("message").await["message"].clone()
+    }
+
+    /// Skips frames until the socket closes; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let WsEvent::Closed(code) = self.next().await {
+                return code;
+            }
+        }
+    }
 }

@@ -8,4 +8,5 @@ mod errors;
 mod helpers;
 mod messages;
 mod pagination;
+mod realtime;
 mod tokens;

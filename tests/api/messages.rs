@@ -12,7 +12,10 @@ async fn send_message_returns_the_saved_message() {
     let first = alice.send_message(chat, "  hello, world  ").await;
     assert_eq!(first["chat"], chat);
     assert_eq!(first["sender"], me);
-    assert_eq!(first["content"], "  hello, world  ", "text is kept exactly as sent");
+    assert_eq!(
+        first["content"], "  hello, world  ",
+        "text is kept exactly as sent"
+    );
     assert_eq!(first["seq"], 1);
     let timestamp = first["timestamp"].as_str().unwrap();
     let pattern = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$").unwrap();
@@ -36,7 +39,10 @@ async fn send_message_validates_content() {
         (json!({}), "This field is required."),
         (json!({"content": ""}), "This field may not be blank."),
         (json!({"content": " \n "}), "This field may not be blank."),
-        (json!({"content": "x".repeat(10_001)}), "Ensure this field has no more than 10000 characters."),
+        (
+            json!({"content": "x".repeat(10_001)}),
+            "Ensure this field has no more than 10000 characters.",
+        ),
         (json!({"content": null}), "This field may not be null."),
         (json!({"content": {"nested": true}}), "Not a valid string."),
     ];
@@ -45,9 +51,12 @@ async fn send_message_validates_content() {
         assert_eq!(response.status, StatusCode::BAD_REQUEST);
         assert_eq!(response.body, json!({"content": [message]}));
     }
-    assert_eq!(alice.get(&format!("/api/chats/{chat}/messages/")).await.body, json!([]), "nothing saved");
+    assert_eq!(alice.chat_messages(chat).await, json!([]), "nothing saved");
     let longest = alice.send_message(chat, &"é".repeat(10_000)).await;
-    assert_eq!(longest["seq"], 1, "no sequence number was spent on refused messages");
+    assert_eq!(
+        longest["seq"], 1,
+        "no sequence number was spent on refused messages"
+    );
 }
 
 #[tokio::test]
@@ -59,12 +68,27 @@ async fn sends_are_rate_limited_per_user_and_chat() {
     let path = format!("/api/chats/{chat}/send_message/");
     let mut statuses = Vec::new();
     for i in 0..6 {
-        statuses.push(alice.post(&path, &json!({"content": format!("m{i}")})).await.status);
+        statuses.push(
+            alice
+                .post(&path, &json!({"content": format!("m{i}")}))
+                .await
+                .status,
+        );
     }
-    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
-    let saved = alice.get(&format!("/api/chats/{chat}/messages/")).await.body;
-    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
-    assert_eq!(saved.as_array().unwrap().len(), created, "refused messages are not saved");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let saved = alice.chat_messages(chat).await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        saved.as_array().unwrap().len(),
+        created,
+        "refused messages are not saved"
+    );
     // Another chat has its own budget.
     alice.send_message(other, "elsewhere").await;
 }
@@ -84,11 +108,20 @@ async fn message_lists_cover_the_callers_chats_only() {
     assert_eq!(alice_all, json!([a1, b2]));
     let bob_all = bob.get("/api/messages/").await.body;
     assert_eq!(bob_all, json!([a1, b1, b2]));
-    let in_chat = alice.get(&format!("/api/chats/{shared}/messages/")).await.body;
+    let in_chat = alice
+        .get(&format!("/api/chats/{shared}/messages/"))
+        .await
+        .body;
     assert_eq!(in_chat, json!([a1, b2]));
 
     let response = alice.get(&format!("/api/messages/{}/", id(&b1))).await;
     assert_eq!(response.status, StatusCode::NOT_FOUND);
-    assert_eq!(alice.get("/api/messages/99999/").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(alice.get("/api/messages/abc/").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        alice.get("/api/messages/99999/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        alice.get("/api/messages/abc/").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

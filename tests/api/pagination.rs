@@ -30,14 +30,20 @@ async fn cursors_walk_a_250_message_history_without_gaps_or_duplicates() {
         let response = alice.get(&path).await;
         assert_eq!(response.status, StatusCode::OK);
         let page = ids(&response.body);
-        assert!(page.windows(2).all(|w| w[0] < w[1]), "each page is oldest first");
+        assert!(
+            page.windows(2).all(|w| w[0] < w[1]),
+            "each page is oldest first"
+        );
         pages.push(page);
         match response.next_link() {
             Some(next) => path = next,
             None => break,
         }
     }
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [100, 100, 50]
+    );
     assert_eq!(pages[0], sent[150..]);
     let mut walked: Vec<i64> = pages.into_iter().rev().flatten().collect();
     assert_eq!(walked, sent);
@@ -61,13 +67,24 @@ async fn cursors_walk_a_250_message_history_without_gaps_or_duplicates() {
 
     // A window between two cursors.
     let response = alice
-        .get(&format!("/api/chats/{chat}/messages/?after={}&before={}", sent[9], sent[20]))
+        .get(&format!(
+            "/api/chats/{chat}/messages/?after={}&before={}",
+            sent[9], sent[20]
+        ))
         .await;
     assert_eq!(ids(&response.body), sent[10..20]);
 
     // Sequence numbers run 1..=250 with no hole.
-    let response = alice.get(&format!("/api/chats/{chat}/messages/?after=0&limit=500")).await;
-    let seqs: Vec<i64> = response.body.as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let response = alice
+        .get(&format!("/api/chats/{chat}/messages/?after=0&limit=500"))
+        .await;
+    let seqs: Vec<i64> = response
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=250).collect::<Vec<_>>());
 
     // The chat object nests only the newest 100.
@@ -89,15 +106,25 @@ async fn bad_list_parameters_are_400() {
     let alice = app.user("alice").await;
     let chat = alice.create_chat("c", &[]).await;
     for query in ["limit=0", "limit=501", "limit=ten", "before=x", "after=-5"] {
-        for path in [format!("/api/chats/{chat}/messages/?{query}"), format!("/api/messages/?{query}"), format!("/api/chats/?{query}")] {
+        for path in [
+            format!("/api/chats/{chat}/messages/?{query}"),
+            format!("/api/messages/?{query}"),
+            format!("/api/chats/?{query}"),
+        ] {
             let response = alice.get(&path).await;
             assert_eq!(response.status, StatusCode::BAD_REQUEST, "{path}");
             assert!(response.body.is_object(), "{path}");
         }
     }
     let response = alice.get("/api/messages/?limit=501").await;
-    assert_eq!(response.body, json!({"limit": ["Ensure this value is less than or equal to 500."]}));
-    assert_eq!(alice.get("/api/messages/?limit=500").await.status, StatusCode::OK);
+    assert_eq!(
+        response.body,
+        json!({"limit": ["Ensure this value is less than or equal to 500."]})
+    );
+    assert_eq!(
+        alice.get("/api/messages/?limit=500").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

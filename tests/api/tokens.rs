@@ -6,11 +6,17 @@ use crate::helpers::{Client, TestApp, PASSWORD};
 async fn issue_token(app: &TestApp, username: &str) -> String {
     let response = app
         .client()
-        .post("/api/tokens/", &json!({"username": username, "password": PASSWORD, "name": "phone"}))
+        .post(
+            "/api/tokens/",
+            &json!({"username": username, "password": PASSWORD, "name": "phone"}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
     assert_eq!(response.body["user"]["username"], username);
-    assert!(response.set_cookies().is_empty(), "tokens come without cookies");
+    assert!(
+        response.set_cookies().is_empty(),
+        "tokens come without cookies"
+    );
     response.body["token"].as_str().unwrap().to_owned()
 }
 
@@ -53,12 +59,17 @@ async fn bad_tokens_and_credentials_are_refused() {
     app.register("alice").await;
     let response = app
         .client()
-        .post("/api/tokens/", &json!({"username": "alice", "password": "wrong-password"}))
+        .post(
+            "/api/tokens/",
+            &json!({"username": "alice", "password": "wrong-password"}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     assert_eq!(response.body, json!({"error": "Invalid credentials"}));
 
-    let response = Client::with_bearer(app.addr, "mrm_forged").get("/api/chats/").await;
+    let response = Client::with_bearer(app.addr, "mrm_forged")
+        .get("/api/chats/")
+        .await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
 
     let session = app.client();

@@ -1,0 +1,29 @@
+//! How chat events travel between nodes. A single node needs no transport: its broker hands
+//! events straight to its own hub. A multi-node broker publishes to a shared bus and feeds what it
+//! receives to the local hub; handlers and sockets do not change.
+
+use std::sync::Arc;
+
+use super::hub::{Hub, RoomEvent};
+
+pub trait Broker: Send + Sync {
+    /// Delivers the event to the hubs of every node, this one included.
+    fn publish(&self, chat_id: i64, event: RoomEvent);
+}
+
+/// The single-node broker: in-process, synchronous, lossless.
+pub struct LocalBroker {
+    hub: Arc<Hub>,
+}
+
+impl LocalBroker {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+impl Broker for LocalBroker {
+    fn publish(&self, chat_id: i64, event: RoomEvent) {
+        self.hub.dispatch(chat_id, event);
+    }
+}

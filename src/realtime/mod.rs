@@ -1,0 +1,89 @@
+//! Real-time delivery over WebSockets.
+//!
+//! - `hub`: this node's sockets, one room per chat, ordered and bounded delivery;
+//! - `broker`: how events reach every node's hub (in-process here; a shared bus plugs in the same
+//!   way when several nodes serve one deployment);
+//! - `socket`: the `/ws/chat/{id}/` endpoint and one connection's life;
+//! - `frames`: the JSON frames sent to clients.
+//!
+//! Handlers never talk to sockets: they commit to the database, then `publish` an event.
+
+pub mod broker;
+pub mod frames;
+pub mod hub;
+pub mod socket;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use self::{
+    broker::{Broker, LocalBroker},
+    hub::{ConnId, Hub, RoomEvent},
+};
+use crate::store::Db;
+
+#[derive(Clone)]
+pub struct Realtime {
+    pub hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    /// Cancelled when the server shuts down: every socket closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Every open connection, so shutdown can wait for their close frames to go out.
+    pub connections: TaskTracker,
+    next_conn: Arc<AtomicU64>,
+    pub settings: SocketSettings,
+}
+
+/// Per-connection limits and timers.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketSettings {
+    /// Frames a socket may have queued before it counts as too slow.
+    pub queue_capacity: usize,
+    pub ping_interval: Duration,
+}
+
+impl Realtime {
+    pub fn new(db: Db, settings: SocketSettings) -> Realtime {
+        let hub = Hub::new(db);
+        Realtime {
+            broker: Arc::new(LocalBroker::new(hub.clone())),
+            hub,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            next_conn: Arc::new(AtomicU64::new(1)),
+            settings,
+        }
+    }
+
+    /// Announces something that happened in a chat to every node's sockets. Call it after the
+    /// change is committed.
+    pub fn publish(&self, chat_id: i64, event: RoomEvent) {
+        self.broker.publish(chat_id, event);
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Closes every socket with 1001 and waits (at most `grace`) for them to finish.
+    pub async fn close_all(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.connections.len(),
+                "some sockets did not close in time"
+            );
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! `GET /ws/chat/{chat_id}/`: the group chat socket.
+//!
+//! The handshake is refused with 403 (no upgrade) for anonymous callers, non-participants,
+//! unknown chats, and browsers on an untrusted origin. A client that reconnects with
+//! `?after_seq=N` (or `?after=<message id>`) first receives every message after N, then live ones,
+//! with no gap and no duplicate.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{
+        ws::rejection::WebSocketUpgradeRejection,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        RawQuery, State,
+    },
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use futures_util::{
+    stream::{SplitSink, SplitStream},
+    SinkExt, StreamExt,
+};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    frames::{self, Member},
+    hub::{close, Close, ConnId, Outbound, RoomEvent, Subscriber},
+};
+use crate::{
+    auth::{csrf, AuthUser},
+    domain::MessageContent,
+    error::ApiError,
+    http::{path::Id, views::MessageView},
+    messaging,
+    state::AppState,
+    store::{self, users::User},
+};
+
+/// Largest frame (and message) a client may send.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Messages read from the database per step of a replay.
+const REPLAY_BATCH: i64 = 500;
+/// Frames written before a flush, so a burst goes out in few syscalls.
+const WRITE_BATCH: usize = 64;
+/// At most one typing notice per socket per this interval is relayed.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn router() -> axum::Router<AppState> {
+    Router::new().route("/ws/chat/{id}", get(chat_socket))
+}
+
+fn refuse(status: StatusCode, detail: &str) -> Response {
+    (status, Json(json!({ "detail": detail }))).into_response()
+}
+
+async fn chat_socket(
+    State(state): State<AppState>,
+    Id(chat_id): Id,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    auth: Result<AuthUser, ApiError>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !origin_allowed(&headers, &state) {
+        return refuse(StatusCode::FORBIDDEN, "Origin not allowed.");
+    }
+    let user = match auth {
+        Ok(auth) => auth.user,
+        Err(ApiError::InvalidToken) | Err(ApiError::NotAuthenticated) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "Authentication credentials were not provided.",
+            )
+        }
+        Err(err) => return err.into_response(),
+    };
+    match store::chats::visible_to(&state.db, chat_id, user.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "You are not a participant of this chat.",
+            )
+        }
+        Err(err) => return ApiError::from(err).into_response(),
+    }
+    let resume = match resume_point(&state, chat_id, query.as_deref()).await {
+        Ok(resume) => resume,
+        Err(err) => return err.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "Expected a WebSocket upgrade request.",
+            )
+        }
+    };
+    let settings = state.realtime.settings;
+    upgrade
+        // tungstenite reserves 128 KiB per direction by default; most sockets are idle, so keep
+        // the reservation small and let a burst grow it.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            let connections = state.realtime.connections.clone();
+            connections.track_future(async move {
+                Connection::new(state, chat_id, user, settings.queue_capacity)
+                    .run(socket, resume)
+                    .await
+            })
+        })
+}
+
+/// Browsers always send `Origin`; it must be this server's host or a configured origin. Clients
+/// without one (mobile apps, scripts) are judged by their credentials alone.
+fn origin_allowed(headers: &HeaderMap, state: &AppState) -> bool {
+    match csrf::request_origin(headers) {
+        None => true,
+        Some(origin) => {
+            csrf::is_same_host(&origin, headers) || state.config.allowed_origins.contains(&origin)
+        }
+    }
+}
+
+/// The seq the client already has: from `after_seq`, or the seq of the `after` message.
+async fn resume_point(
+    state: &AppState,
+    chat_id: i64,
+    query: Option<&str>,
+) -> Result<Option<i64>, ApiError> {
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let parsed = value.trim().parse::<i64>().ok().filter(|n| *n >= 0);
+        match (key.as_ref(), parsed) {
+            ("after_seq", Some(seq)) => return Ok(Some(seq)),
+            ("after", Some(id)) => {
+                return match store::messages::seq_of(&state.db, chat_id, id).await? {
+                    Some(seq) => Ok(Some(seq)),
+                    None => Err(ApiError::Validation(crate::error::FieldErrors::single(
+                        "after",
+                        "No message with this id in this chat.",
+                    ))),
+                };
+            }
+            ("after_seq" | "after", None) => {
+                return Err(ApiError::Validation(crate::error::FieldErrors::single(
+                    &key,
+                    "A valid non-negative integer is required.",
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+struct Connection {
+    state: AppState,
+    chat_id: i64,
+    user: User,
+    conn: ConnId,
+    queue_capacity: usize,
+}
+
+impl Connection {
+    fn new(state: AppState, chat_id: i64, user: User, queue_capacity: usize) -> Self {
+        let conn = state.realtime.next_conn_id();
+        Self {
+            state,
+            chat_id,
+            user,
+            conn,
+            queue_capacity,
+        }
+    }
+
+    async fn run(self, socket: WebSocket, resume: Option<i64>) {
+        let (outbound, queue) = mpsc::channel(self.queue_capacity);
+        let (close_tx, close_rx) = oneshot::channel();
+        let member = Member {
+            id: self.user.id,
+            username: self.user.username.clone(),
+        };
+        let subscriber = Subscriber {
+            conn: self.conn,
+            member: member.clone(),
+            outbound: outbound.clone(),
+            close: close_tx,
+        };
+        let (mut sink, stream) = socket.split();
+        let Some(live_from) = self.state.realtime.hub.join(self.chat_id, subscriber).await else {
+            let _ = send_close(
+                &mut sink,
+                Close {
+                    code: close::CHAT_DELETED,
+                    reason: "chat deleted",
+                },
+            )
+            .await;
+            return;
+        };
+        tracing::debug!(
+            chat.id = self.chat_id,
+            user.id = self.user.id,
+            conn = self.conn,
+            "socket joined"
+        );
+
+        let last_heard = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let (reader_done, reader_close) = oneshot::channel();
+        let reader = Reader {
+            state: self.state.clone(),
+            chat_id: self.chat_id,
+            user: self.user.clone(),
+            member,
+            conn: self.conn,
+            outbound,
+            last_heard: last_heard.clone(),
+            started,
+            last_typing: None,
+        };
+        let reading = tokio::spawn(reader.run(stream, reader_done));
+        let writer = Writer {
+            state: self.state.clone(),
+            chat_id: self.chat_id,
+            sink,
+            last_sent: resume.unwrap_or(live_from),
+            last_heard,
+            started,
+        };
+        writer
+            .run(resume.is_some(), queue, close_rx, reader_close)
+            .await;
+        reading.abort();
+        self.state.realtime.hub.leave(self.chat_id, self.conn);
+        tracing::debug!(chat.id = self.chat_id, conn = self.conn, "socket closed");
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send_close(sink: &mut Sink, close: Close) -> Result<(), axum::Error> {
+    sink.send(Message::Close(Some(CloseFrame {
+        code: close.code,
+        reason: Utf8Bytes::from_static(close.reason),
+    })))
+    .await
+}
+
+/// Owns the sending half: replays what a resuming client missed, then forwards the room's
+/// frames in batches, pings, and sends the close frame, whoever decided to close.
+struct Writer {
+    state: AppState,
+    chat_id: i64,
+    sink: Sink,
+    /// The highest seq this client has: nothing at or below it is sent again.
+    last_sent: i64,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        replay: bool,
+        mut queue: mpsc::Receiver<Outbound>,
+        mut room_close: oneshot::Receiver<Close>,
+        mut reader_close: oneshot::Receiver<Option<Close>>,
+    ) {
+        let shutdown = self.state.realtime.shutdown.clone();
+        if replay {
+            if let Err(err) = self.replay().await {
+                tracing::debug!(error = %err, "replay ended early");
+                return;
+            }
+        }
+        let interval = self.state.realtime.settings.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut last_ping_at: Option<u64> = None;
+        let close = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Some(Close { code: close::GOING_AWAY, reason: "server shutting down" }),
+                closed = &mut room_close => break closed.ok().or(Some(Close { code: close::INTERNAL, reason: "room closed" })),
+                closed = &mut reader_close => break closed.ok().flatten(),
+                item = queue.recv() => {
+                    let Some(item) = item else { break None };
+                    if self.write(item).await.is_err() {
+                        break None;
+                    }
+                    let mut batch = 1;
+                    while batch < WRITE_BATCH {
+                        let Ok(item) = queue.try_recv() else { break };
+                        if self.write(item).await.is_err() {
+                            return;
+                        }
+                        batch += 1;
+                    }
+                    if self.sink.flush().await.is_err() {
+                        break None;
+                    }
+                }
+                _ = ping.tick() => {
+                    // A peer that has not said anything since the last ping is gone.
+                    if let Some(sent) = last_ping_at {
+                        if self.last_heard.load(Ordering::Relaxed) < sent {
+                            tracing::debug!(chat.id = self.chat_id, "peer did not answer the ping");
+                            break None;
+                        }
+                    }
+                    last_ping_at = Some(self.started.elapsed().as_millis() as u64);
+                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        let finish = async {
+            match close {
+                Some(close) => send_close(&mut self.sink, close).await,
+                // Flushes the reply to a close the client started, if any.
+                None => self.sink.close().await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
+    }
+
+    /// Sends every message after `last_sent` from the database, in batches.
+    async fn replay(&mut self) -> anyhow::Result<()> {
+        loop {
+            let rows = store::messages::seq_range(
+                &self.state.db,
+                self.chat_id,
+                self.last_sent,
+                i64::MAX,
+                REPLAY_BATCH,
+            )
+            .await?;
+            let done = (rows.len() as i64) < REPLAY_BATCH;
+            for row in rows {
+                let seq = row.seq;
+                self.sink
+                    .feed(Message::Text(frames::message(&MessageView::from(row))))
+                    .await?;
+                self.last_sent = seq;
+            }
+            self.sink.flush().await?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn write(&mut self, item: Outbound) -> Result<(), axum::Error> {
+        match item {
+            Outbound::Message { seq, frame } => {
+                if seq <= self.last_sent {
+                    return Ok(()); // Already sent by the replay.
+                }
+                self.last_sent = seq;
+                self.sink.feed(Message::Text(frame)).await
+            }
+            Outbound::Frame(frame) => self.sink.feed(Message::Text(frame)).await,
+        }
+    }
+}
+
+/// Owns the receiving half: parses client frames and acts on them.
+struct Reader {
+    state: AppState,
+    chat_id: i64,
+    user: User,
+    member: Member,
+    conn: ConnId,
+    outbound: mpsc::Sender<Outbound>,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+    last_typing: Option<Instant>,
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut stream: SplitStream<WebSocket>,
+        done: oneshot::Sender<Option<Close>>,
+    ) {
+        let close = loop {
+            let Some(frame) = stream.next().await else {
+                break None;
+            };
+            self.last_heard.store(
+                self.started.elapsed().as_millis() as u64 + 1,
+                Ordering::Relaxed,
+            );
+            match frame {
+                Ok(Message::Text(text)) => {
+                    if let Some(close) = self.on_text(text.as_str()).await {
+                        break Some(close);
+                    }
+                }
+                Ok(Message::Binary(_)) => self.error("Binary frames are not supported"),
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(Message::Close(_)) => break None,
+                Err(err) => break too_big(err),
+            }
+        };
+        let _ = done.send(close);
+    }
+
+    fn error(&self, message: &str) {
+        let _ = self
+            .outbound
+            .try_send(Outbound::Frame(frames::error(message)));
+    }
+
+    /// Handles one text frame; `Some` when the socket must close.
+    async fn on_text(&mut self, text: &str) -> Option<Close> {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            self.error("Invalid JSON");
+            return None;
+        };
+        let Some(object) = value.as_object() else {
+            self.error("Invalid JSON");
+            return None;
+        };
+        match object.get("type") {
+            None => self.on_message(object.get("content")).await,
+            Some(Value::String(kind)) if kind == "message" => {
+                self.on_message(object.get("content")).await
+            }
+            Some(Value::String(kind)) if kind == "typing" => {
+                self.on_typing();
+                None
+            }
+            Some(Value::String(kind)) => {
+                let kind: String = kind.chars().take(50).collect();
+                self.error(&format!("Unknown message type: {kind}"));
+                None
+            }
+            Some(_) => {
+                self.error("Unknown message type");
+                None
+            }
+        }
+    }
+
+    async fn on_message(&mut self, content: Option<&Value>) -> Option<Close> {
+        let raw = match content {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => String::new(),
+            Some(_) => {
+                self.error("Content must be a string");
+                return None;
+            }
+        };
+        if raw.trim().is_empty() {
+            self.error("Content cannot be empty");
+            return None;
+        }
+        let Ok(content) = MessageContent::parse(raw) else {
+            self.error(&format!(
+                "Content is too long (at most {} characters)",
+                crate::domain::message::MAX_CHARS
+            ));
+            return None;
+        };
+        if self
+            .state
+            .limits
+            .message(self.user.id, self.chat_id)
+            .is_err()
+        {
+            self.error("Rate limit exceeded");
+            return None;
+        }
+        match messaging::post(&self.state, self.chat_id, &self.user, content).await {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(Close {
+                code: close::REMOVED,
+                reason: "not a participant",
+            }),
+            Err(err) => {
+                tracing::error!(chat.id = self.chat_id, error = %err, "could not save a socket message");
+                self.error("Message could not be saved");
+                None
+            }
+        }
+    }
+
+    fn on_typing(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_typing
+            .is_some_and(|t| now.duration_since(t) < TYPING_INTERVAL)
+        {
+            return;
+        }
+        self.last_typing = Some(now);
+        self.state.realtime.publish(
+            self.chat_id,
+            RoomEvent::Typing {
+                from: self.conn,
+                frame: frames::typing(&self.member),
+            },
+        );
+    }
+}
+
+/// A frame over the size limit closes the socket with 1009; other read errors just end it.
+fn too_big(err: axum::Error) -> Option<Close> {
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some(Close {
+            code: close::TOO_BIG,
+            reason: "frame too large",
+        }),
+        _ => None,
+    }
+}
