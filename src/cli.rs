@@ -130,7 +130,7 @@ async fn createsuperuser(
 
     let db = Db::connect(&config.database_url, 2).await?;
     db.migrate().await?;
-    let state = AppState::new(db.clone(), config);
+    let state = AppState::new(db.clone(), config)?;
     let registration = validate_registration(
         &state,
         Some(username),

@@ -15,6 +15,41 @@ pub enum LogFormat {
     Json,
 }
 
+/// A value that must never reach a log: its `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// The language-model provider: any OpenAI-compatible chat-completions API.
+#[derive(Debug, Clone)]
+pub struct AiConfig {
+    /// `None` when no key is set: AI replies answer 503.
+    pub api_key: Option<Secret>,
+    /// Ends before `/chat/completions`, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Longest wait for the provider to answer, and between two streamed chunks.
+    pub timeout: Duration,
+    /// Attempts after the first when the provider answers 429 or 5xx.
+    pub retries: u32,
+    pub max_concurrent_per_user: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -36,6 +71,7 @@ pub struct Config {
     pub ws_queue_capacity: usize,
     /// How often sockets are pinged; a peer silent for a whole interval after a ping is dropped.
     pub ws_ping_interval: Duration,
+    pub ai: AiConfig,
 }
 
 /// A configuration error names the variable it is about.
@@ -126,7 +162,38 @@ impl Config {
         let ping_seconds: NonZeroU32 =
             parse_or(var("MRM_WS_PING_SECONDS"), "MRM_WS_PING_SECONDS", "30")?;
 
+        let base_url =
+            var("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+        let base_url = base_url.trim().trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+            || base_url.parse::<http::Uri>().is_err()
+        {
+            return Err(ConfigError::new(
+                "OPENAI_BASE_URL",
+                format!("expected an http(s) URL, got {base_url:?}"),
+            ));
+        }
+        let timeout: NonZeroU32 = parse_or(
+            var("OPENAI_TIMEOUT_SECONDS"),
+            "OPENAI_TIMEOUT_SECONDS",
+            "60",
+        )?;
+        let max_concurrent: NonZeroU32 = parse_or(
+            var("MRM_AI_MAX_CONCURRENT_PER_USER"),
+            "MRM_AI_MAX_CONCURRENT_PER_USER",
+            "2",
+        )?;
+        let ai = AiConfig {
+            api_key: var("OPENAI_API_KEY").map(|k| Secret::new(k.trim())),
+            base_url,
+            model: var("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+            timeout: Duration::from_secs(timeout.get().into()),
+            retries: parse_or(var("OPENAI_RETRIES"), "OPENAI_RETRIES", "3")?,
+            max_concurrent_per_user: max_concurrent.get() as usize,
+        };
+
         Ok(Self {
+            ai,
             bind,
             database_url,
             db_max_connections,
@@ -236,6 +303,15 @@ mod tests {
         assert_eq!(err.var, "MRM_ALLOWED_ORIGINS");
         let err = config(&[("MRM_MESSAGES_PER_SECOND", "0")]).unwrap_err();
         assert_eq!(err.var, "MRM_MESSAGES_PER_SECOND");
+        let err = config(&[("OPENAI_BASE_URL", "localhost:11434")]).unwrap_err();
+        assert_eq!(err.var, "OPENAI_BASE_URL");
+    }
+
+    #[test]
+    fn the_api_key_never_prints() {
+        let c = config(&[("OPENAI_API_KEY", "sk-very-secret")]).unwrap();
+        assert_eq!(c.ai.api_key.as_ref().unwrap().expose(), "sk-very-secret");
+        assert!(!format!("{c:?}").contains("sk-very-secret"));
     }
 
     #[test]

@@ -97,6 +97,17 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// An upstream service (the AI provider) failed; the message is safe to show.
+    #[error("upstream failure: {0}")]
+    Upstream(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Too much work in progress for this caller (not a rate: retry when it finishes).
+    #[error("busy: {0}")]
+    Busy(String),
+    /// A 404 that names what is missing, as `{"error": …}`.
+    #[error("missing: {0}")]
+    Missing(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -121,6 +132,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,7 +172,10 @@ impl IntoResponse for ApiError {
                 "Request was throttled. Expected available in {secs} second{}.",
                 if *secs == 1 { "" } else { "s" }
             )),
-            ApiError::Unavailable(message) => json!({ "error": message }),
+            ApiError::Unavailable(message)
+            | ApiError::Upstream(message)
+            | ApiError::Missing(message) => json!({ "error": message }),
+            ApiError::Conflict(message) | ApiError::Busy(message) => detail(message.clone()),
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 detail("Internal server error.")

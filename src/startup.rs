@@ -29,12 +29,13 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = Db::connect(&config.database_url, config.db_max_connections).await?;
         db.migrate().await?;
+        store::ai::settle_interrupted(&db).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (MRM_BIND)", config.bind))?;
         Ok(Self {
             listener,
-            state: AppState::new(db, config),
+            state: AppState::new(db, config)?,
         })
     }
 
@@ -84,6 +85,8 @@ impl Application {
         .with_graceful_shutdown(stopping.cancelled_owned())
         .await;
         let _ = closing_sockets.await;
+        // Replies still running are cut short and saved with what they have.
+        state.generations.stop_all(SOCKET_CLOSE_GRACE).await;
         housekeeping.abort();
         state.db.close().await;
         tracing::info!("mrm-chat stopped");

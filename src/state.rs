@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
+    ai::{generation::Generations, openai::OpenAiProvider, provider::ChatProvider},
     auth::PasswordHasher,
     config::Config,
     domain::PasswordPolicy,
@@ -19,10 +20,19 @@ pub struct AppState {
     pub password_policy: Arc<PasswordPolicy>,
     pub limits: Arc<RateLimits>,
     pub realtime: Realtime,
+    pub generations: Arc<Generations>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config) -> Self {
+    /// The state with the provider the configuration names (none without an API key).
+    pub fn new(db: Db, config: Config) -> anyhow::Result<Self> {
+        let provider =
+            OpenAiProvider::from_config(&config.ai)?.map(|p| Arc::new(p) as Arc<dyn ChatProvider>);
+        Ok(Self::with_provider(db, config, provider))
+    }
+
+    /// The state with a given provider, for other backends and for tests.
+    pub fn with_provider(db: Db, config: Config, provider: Option<Arc<dyn ChatProvider>>) -> Self {
         let limits = RateLimits::new(config.login_attempts_per_minute, config.messages_per_second);
         let realtime = Realtime::new(
             db.clone(),
@@ -31,9 +41,11 @@ impl AppState {
                 ping_interval: config.ws_ping_interval,
             },
         );
+        let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
         Self {
             db,
             realtime,
+            generations,
             config: Arc::new(config),
             hasher: PasswordHasher::new(),
             password_policy: Arc::new(PasswordPolicy::load()),

@@ -245,7 +245,5 @@ async fn users(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::users::page(&state.db, cursor.probe()).await?;
-    let (rows, headers) = cursor.finish(rows, |u| u.id, "/api/users/");
-    let body: Vec<UserListItem> = rows.into_iter().map(UserListItem::from).collect();
-    Ok((headers, Json(body)).into_response())
+    Ok(cursor.respond(rows, |u| u.id, "/api/users/", UserListItem::from))
 }

@@ -267,10 +267,8 @@ async fn messages(
     let chat = visible_chat(&state, id, &auth.user).await?;
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_in_chat(&state.db, chat.id, cursor.probe()).await?;
-    let (rows, headers) =
-        cursor.finish(rows, |m| m.id, &format!("/api/chats/{}/messages/", chat.id));
-    let body: Vec<MessageView> = rows.into_iter().map(MessageView::from).collect();
-    Ok((headers, Json(body)).into_response())
+    let path = format!("/api/chats/{}/messages/", chat.id);
+    Ok(cursor.respond(rows, |m| m.id, &path, MessageView::from))
 }
 
 async fn add_participants(

@@ -170,6 +170,70 @@ impl Input {
         Some(out)
     }
 
+    /// A boolean (JSON `true`/`false`, or `true`/`false`/`1`/`0` text from forms), absent as `None`.
+    pub fn optional_bool(&self, name: &str, errors: &mut FieldErrors) -> Option<bool> {
+        match self.fields.get(name)? {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" | "" => Some(false),
+                _ => {
+                    errors.add(name, "Must be a valid boolean.");
+                    None
+                }
+            },
+            _ => {
+                errors.add(name, "Must be a valid boolean.");
+                None
+            }
+        }
+    }
+
+    /// An integer within `min..=max`, absent as `None`.
+    pub fn optional_int(
+        &self,
+        name: &str,
+        min: i64,
+        max: i64,
+        errors: &mut FieldErrors,
+    ) -> Option<i64> {
+        let value = self.fields.get(name)?;
+        match as_id(value) {
+            Some(n) if n < min => errors.add(
+                name,
+                format!("Ensure this value is greater than or equal to {min}."),
+            ),
+            Some(n) if n > max => errors.add(
+                name,
+                format!("Ensure this value is less than or equal to {max}."),
+            ),
+            Some(n) => return Some(n),
+            None => errors.add(name, "A valid integer is required."),
+        }
+        None
+    }
+
+    /// An id that may be null (to clear a link): `None` for null or an error.
+    pub fn optional_nullable_id(&self, name: &str, errors: &mut FieldErrors) -> Option<i64> {
+        match self.fields.get(name)? {
+            Value::Null => None,
+            Value::String(s) if s.trim().is_empty() && self.from_form => None,
+            value => match as_id(value) {
+                Some(id) => Some(id),
+                None => {
+                    errors.add(
+                        name,
+                        format!(
+                            "Incorrect type. Expected pk value, received {}.",
+                            type_name(value)
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
     fn list<'a>(&'a self, name: &str, errors: &mut FieldErrors) -> Option<Vec<&'a Value>> {
         let items: Vec<&Value> = match self.fields.get(name)? {
             Value::Array(items) => items.iter().collect(),

@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{RawQuery, State},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
     Json, Router,
 };
@@ -28,9 +28,7 @@ async fn list(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
-    let (rows, headers) = cursor.finish(rows, |m| m.id, "/api/messages/");
-    let body: Vec<MessageView> = rows.into_iter().map(MessageView::from).collect();
-    Ok((headers, Json(body)).into_response())
+    Ok(cursor.respond(rows, |m| m.id, "/api/messages/", MessageView::from))
 }
 
 async fn retrieve(

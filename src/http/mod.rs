@@ -2,6 +2,7 @@
 //! cross-cutting layers (origin check, CORS, tracing, panic guard, body limit).
 
 pub mod accounts;
+pub mod ai;
 pub mod chats;
 pub mod health;
 pub mod input;
@@ -38,7 +39,9 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(messages::router())
         .merge(health::router())
+        .merge(ai::router())
         .merge(crate::realtime::socket::router())
+        .merge(crate::ai::socket::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

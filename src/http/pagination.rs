@@ -4,7 +4,12 @@
 //! it. Arrays are always oldest first. When more items lie beyond the page in its direction, a
 //! `Link: <…>; rel="next"` header gives the URL of the next page.
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::{
+    http::{header, HeaderMap, HeaderValue},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
 
 use crate::{
     error::{ApiError, FieldErrors},
@@ -104,6 +109,21 @@ impl Cursor {
             headers.insert(header::LINK, value);
         }
         (rows, headers)
+    }
+}
+
+impl Cursor {
+    /// `finish`, then the page as a JSON array of views with its `Link` header.
+    pub fn respond<T, V: Serialize>(
+        &self,
+        rows: Vec<T>,
+        id: impl Fn(&T) -> i64,
+        path: &str,
+        view: impl FnMut(T) -> V,
+    ) -> Response {
+        let (rows, headers) = self.finish(rows, id, path);
+        let body: Vec<V> = rows.into_iter().map(view).collect();
+        (headers, Json(body)).into_response()
     }
 }
 

@@ -3,7 +3,12 @@
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::store::{chats::Chat, messages::Message, users::User};
+use crate::store::{
+    ai::{AiChat, AiMessage},
+    chats::Chat,
+    messages::Message,
+    users::User,
+};
 
 /// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
@@ -110,6 +115,84 @@ impl ChatView {
             created_at: chat.created_at,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AiMessageView {
+    pub id: i64,
+    pub ai_chat: i64,
+    pub role: String,
+    pub content: String,
+    #[serde(serialize_with = "timestamp")]
+    pub timestamp: DateTime<Utc>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    /// Why a reply ended: `stop`, `length`, `cancelled`, `error`, `interrupted`; null for users.
+    pub finish_reason: Option<String>,
+    /// The model that wrote a reply; null for users.
+    pub model: Option<String>,
+}
+
+impl From<AiMessage> for AiMessageView {
+    fn from(m: AiMessage) -> Self {
+        Self {
+            id: m.id,
+            ai_chat: m.ai_chat_id,
+            role: m.role,
+            content: m.content,
+            timestamp: m.created_at,
+            prompt_tokens: m.prompt_tokens,
+            completion_tokens: m.completion_tokens,
+            total_tokens: m.total_tokens,
+            finish_reason: m.finish_reason,
+            model: m.model,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AiChatView {
+    pub id: i64,
+    pub user: i64,
+    pub user_username: String,
+    pub related_chat: Option<i64>,
+    pub related_chat_name: Option<String>,
+    pub title: String,
+    pub system_prompt: String,
+    #[serde(serialize_with = "timestamp")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp")]
+    pub updated_at: DateTime<Utc>,
+    pub messages: Vec<AiMessageView>,
+    pub message_count: i64,
+}
+
+impl AiChatView {
+    pub fn new(chat: AiChat, messages: Vec<AiMessageView>) -> Self {
+        Self {
+            id: chat.id,
+            user: chat.user_id,
+            user_username: chat.user_username,
+            related_chat: chat.related_chat_id,
+            related_chat_name: chat.related_chat_name,
+            title: chat.title,
+            system_prompt: chat.system_prompt,
+            created_at: chat.created_at,
+            updated_at: chat.updated_at,
+            messages,
+            message_count: chat.message_count,
+        }
+    }
+}
+
+/// What creating or updating an AI chat answers.
+#[derive(Debug, Serialize)]
+pub struct AiChatSummary {
+    pub id: i64,
+    pub title: String,
+    pub system_prompt: String,
+    pub related_chat: Option<i64>,
 }
 
 #[cfg(test)]

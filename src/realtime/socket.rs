@@ -127,7 +127,7 @@ async fn chat_socket(
 
 /// Browsers always send `Origin`; it must be this server's host or a configured origin. Clients
 /// without one (mobile apps, scripts) are judged by their credentials alone.
-fn origin_allowed(headers: &HeaderMap, state: &AppState) -> bool {
+pub fn origin_allowed(headers: &HeaderMap, state: &AppState) -> bool {
     match csrf::request_origin(headers) {
         None => true,
         Some(origin) => {

@@ -124,7 +124,27 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// A server whose AI provider is the given fake.
+    pub async fn spawn_with_ai(
+        fake: &crate::fake_openai::FakeOpenAi,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let base_url = fake.base_url();
+        Self::spawn_with(move |config| {
+            config.ai.api_key = Some(mrm_chat::config::Secret::new("test-key"));
+            config.ai.base_url = base_url;
+            config.ai.model = crate::fake_openai::MODEL.to_owned();
+            config.ai.timeout = std::time::Duration::from_secs(2);
+            config.ai.retries = 2;
+            adjust(config);
+        })
+        .await
+    }
+
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        if std::env::var_os("MRM_TEST_LOG").is_some() {
+            mrm_chat::telemetry::init(mrm_chat::config::LogFormat::Text);
+        }
         let database = TestDatabase::create().await;
         let mut config = test_config(&database.url);
         adjust(&mut config);
@@ -461,7 +481,17 @@ impl Client {
     /// Opens `/ws/chat/{chat}/`; `Err(status)` when the handshake is refused.
     pub async fn ws_with(&self, chat_id: i64, options: WsOptions<'_>) -> Result<WsClient, u16> {
         let path = format!("/ws/chat/{chat_id}/{}", options.query);
-        let request = self.ws_request(&path, options.origin);
+        self.ws_path(&path, options).await
+    }
+
+    /// Opens `/ws/ai-chat/{id}/`; `Err(status)` when the handshake is refused.
+    pub async fn ai_ws(&self, ai_chat_id: i64) -> Result<WsClient, u16> {
+        self.ws_path(&format!("/ws/ai-chat/{ai_chat_id}/"), WsOptions::default())
+            .await
+    }
+
+    async fn ws_path(&self, path: &str, options: WsOptions<'_>) -> Result<WsClient, u16> {
+        let request = self.ws_request(path, options.origin);
         let addr: SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = options.recv_buffer {
@@ -556,6 +586,19 @@ impl WsClient {
                 WsEvent::Json(_) => continue,
                 WsEvent::Closed(code) => {
                     panic!("socket closed ({code:?}) while waiting for {kind}")
+                }
+            }
+        }
+    }
+
+    /// The next frame whose `type` is one of `kinds`, skipping others.
+    pub async fn next_of_any(&mut self, kinds: &[&str]) -> Value {
+        loop {
+            match self.next().await {
+                WsEvent::Json(value) if kinds.iter().any(|k| value["type"] == *k) => return value,
+                WsEvent::Json(_) => continue,
+                WsEvent::Closed(code) => {
+                    panic!("socket closed ({code:?}) while waiting for {kinds:?}")
                 }
             }
         }

@@ -1,10 +1,12 @@
 //! HTTP tests against the real server. One binary for every feature, so it links once.
 
 mod accounts;
+mod ai;
 mod chats;
 mod cli;
 mod csrf;
 mod errors;
+mod fake_openai;
 mod helpers;
 mod messages;
 mod pagination;

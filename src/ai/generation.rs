@@ -1,0 +1,413 @@
+//! Replies as server-side jobs. A generation belongs to its AI chat, not to the connection that
+//! asked for it: it runs to the end (or to a cancel) whoever is listening, is saved when it ends,
+//! and anyone who subscribes while it runs gets the text so far, then the live deltas, then the
+//! final message. Every socket of the owner on that AI chat sees the same stream.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::provider::{ChatMessage, ChatProvider, ProviderError, StreamEvent};
+use crate::{
+    http::views::AiMessageView,
+    store::{
+        self,
+        ai::{AiMessage, Tokens},
+        Db,
+    },
+};
+
+/// The longest a single reply may take, whatever the provider does.
+const MAX_GENERATION: Duration = Duration::from_secs(600);
+/// Events an AI chat's listeners may fall behind by before they must reconnect.
+const EVENT_BUFFER: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub enum AiEvent {
+    /// The user's message was saved.
+    UserMessage(AiMessageView),
+    /// More text of reply `id`.
+    Delta { id: i64, delta: String },
+    /// The reply, saved (possibly cut short: see its `finish_reason`).
+    Reply(AiMessageView),
+    /// The reply failed; `message` is safe to show.
+    Failed { id: Option<i64>, message: String },
+    /// The AI chat was deleted.
+    ChatDeleted,
+}
+
+/// Why a message could not start a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("AI provider is not configured")]
+    NotConfigured,
+    #[error("a reply is already being generated for this chat")]
+    AlreadyRunning,
+    #[error("too many replies in progress for this user")]
+    TooMany,
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+pub struct Subscription {
+    pub events: broadcast::Receiver<AiEvent>,
+    /// The reply being generated, if any: its id and the text so far.
+    pub in_progress: Option<(i64, String)>,
+}
+
+/// A message to answer.
+pub struct Request {
+    pub user_id: i64,
+    pub ai_chat_id: i64,
+    pub system_prompt: String,
+    pub content: String,
+    /// Related-chat messages to include, already checked and limited.
+    pub context: Vec<store::messages::Message>,
+}
+
+struct Running {
+    reply_id: Option<i64>,
+    text: String,
+    cancel: CancellationToken,
+}
+
+struct Channel {
+    events: broadcast::Sender<AiEvent>,
+    running: Option<Running>,
+}
+
+pub struct Generations {
+    provider: Option<Arc<dyn ChatProvider>>,
+    db: Db,
+    channels: Mutex<HashMap<i64, Arc<Mutex<Channel>>>>,
+    per_user: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    max_per_user: usize,
+    pub tasks: TaskTracker,
+}
+
+fn new_channel() -> Arc<Mutex<Channel>> {
+    Arc::new(Mutex::new(Channel {
+        events: broadcast::channel(EVENT_BUFFER).0,
+        running: None,
+    }))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Generations {
+    pub fn new(db: Db, provider: Option<Arc<dyn ChatProvider>>, max_per_user: usize) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            db,
+            channels: Mutex::new(HashMap::new()),
+            per_user: Mutex::new(HashMap::new()),
+            max_per_user,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    fn channel(&self, ai_chat_id: i64) -> Arc<Mutex<Channel>> {
+        lock(&self.channels)
+            .entry(ai_chat_id)
+            .or_insert_with(new_channel)
+            .clone()
+    }
+
+    /// Listens to an AI chat. Taken under the channel's lock, so the text so far and the deltas
+    /// that follow join up exactly; and under the map's, so `release` cannot drop the channel
+    /// between the two.
+    pub fn subscribe(&self, ai_chat_id: i64) -> Subscription {
+        let mut channels = lock(&self.channels);
+        let channel = channels
+            .entry(ai_chat_id)
+            .or_insert_with(new_channel)
+            .clone();
+        let state = lock(&channel);
+        Subscription {
+            events: state.events.subscribe(),
+            in_progress: state
+                .running
+                .as_ref()
+                .and_then(|r| r.reply_id.map(|id| (id, r.text.clone()))),
+        }
+    }
+
+    /// Forgets an AI chat's channel once nobody listens and nothing runs.
+    pub fn release(&self, ai_chat_id: i64) {
+        let mut channels = lock(&self.channels);
+        let idle = channels.get(&ai_chat_id).is_some_and(|channel| {
+            let state = lock(channel);
+            state.running.is_none() && state.events.receiver_count() == 0
+        });
+        if idle {
+            channels.remove(&ai_chat_id);
+        }
+    }
+
+    fn publish(&self, ai_chat_id: i64, event: AiEvent) {
+        let channel = self.channel(ai_chat_id);
+        let _ = lock(&channel).events.send(event);
+    }
+
+    /// Stops the running reply, if any; what was generated so far is kept.
+    pub fn cancel(&self, ai_chat_id: i64) -> bool {
+        let channel = self.channel(ai_chat_id);
+        let state = lock(&channel);
+        match &state.running {
+            Some(running) => {
+                running.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every running reply and waits (at most `grace`) for them to be saved.
+    pub async fn stop_all(&self, grace: Duration) {
+        for channel in lock(&self.channels).values() {
+            if let Some(running) = &lock(channel).running {
+                running.cancel.cancel();
+            }
+        }
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some AI replies were not saved before shutdown");
+        }
+    }
+
+    /// The chat is gone: stop its reply and close its listeners.
+    pub fn chat_deleted(&self, ai_chat_id: i64) {
+        self.cancel(ai_chat_id);
+        self.publish(ai_chat_id, AiEvent::ChatDeleted);
+    }
+
+    /// Saves the user's message and starts the reply. The user's message is kept even when the
+    /// reply cannot start (no provider configured).
+    pub async fn send(self: &Arc<Self>, request: Request) -> Result<AiMessage, SendError> {
+        let channel = self.channel(request.ai_chat_id);
+        let cancel = CancellationToken::new();
+        {
+            let mut state = lock(&channel);
+            if state.running.is_some() {
+                return Err(SendError::AlreadyRunning);
+            }
+            state.running = Some(Running {
+                reply_id: None,
+                text: String::new(),
+                cancel: cancel.clone(),
+            });
+        }
+        let outcome = self.start(&channel, request, cancel).await;
+        if outcome.is_err() {
+            lock(&channel).running = None;
+        }
+        outcome
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        channel: &Arc<Mutex<Channel>>,
+        request: Request,
+        cancel: CancellationToken,
+    ) -> Result<AiMessage, SendError> {
+        let permit = {
+            let semaphore = lock(&self.per_user)
+                .entry(request.user_id)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_user)))
+                .clone();
+            semaphore
+                .try_acquire_owned()
+                .map_err(|_| SendError::TooMany)?
+        };
+        let db = &self.db;
+        let user_message =
+            store::ai::insert_message(db, request.ai_chat_id, "user", &request.content, true, None)
+                .await?;
+        store::ai::touch(db, request.ai_chat_id).await?;
+        self.publish(
+            request.ai_chat_id,
+            AiEvent::UserMessage(AiMessageView::from(user_message.clone())),
+        );
+
+        let Some(provider) = self.provider.clone() else {
+            return Err(SendError::NotConfigured);
+        };
+        let history = store::ai::history(db, request.ai_chat_id).await?;
+        let prompt = super::prompt::build(&request.system_prompt, &request.context, &history);
+        let reply = store::ai::insert_message(
+            db,
+            request.ai_chat_id,
+            "assistant",
+            "",
+            false,
+            Some(provider.model()),
+        )
+        .await?;
+        if let Some(running) = lock(channel).running.as_mut() {
+            running.reply_id = Some(reply.id);
+        }
+        let job = Job {
+            generations: self.clone(),
+            channel: channel.clone(),
+            provider,
+            user_id: request.user_id,
+            ai_chat_id: request.ai_chat_id,
+            reply_id: reply.id,
+            cancel,
+            _permit: permit,
+        };
+        self.tasks.spawn(job.run(prompt));
+        Ok(user_message)
+    }
+}
+
+struct Job {
+    generations: Arc<Generations>,
+    channel: Arc<Mutex<Channel>>,
+    provider: Arc<dyn ChatProvider>,
+    user_id: i64,
+    ai_chat_id: i64,
+    reply_id: i64,
+    cancel: CancellationToken,
+    /// Held until the job ends: counts against the user's concurrent replies.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    async fn run(self, prompt: Vec<ChatMessage>) {
+        let mut tokens = None;
+        let mut finish = "stop".to_owned();
+        let generated = tokio::time::timeout(
+            MAX_GENERATION,
+            self.generate(prompt, &mut tokens, &mut finish),
+        )
+        .await;
+        let failure = match generated {
+            Err(_) => Some(ProviderError::Timeout),
+            Ok(result) => result.err(),
+        };
+        self.save(tokens, finish, failure).await;
+        self.generations.release(self.ai_chat_id);
+    }
+
+    /// Streams the reply into the channel. The provider's stream lives only in here: leaving,
+    /// for whatever reason (cancel included), drops it, which closes the upstream request.
+    async fn generate(
+        &self,
+        prompt: Vec<ChatMessage>,
+        tokens: &mut Option<Tokens>,
+        finish: &mut String,
+    ) -> Result<(), ProviderError> {
+        let mut stream = tokio::select! {
+            _ = self.cancel.cancelled() => {
+                *finish = "cancelled".into();
+                return Ok(());
+            }
+            opened = self.provider.stream(prompt) => opened?,
+        };
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    *finish = "cancelled".into();
+                    return Ok(());
+                }
+                event = stream.next() => match event {
+                    None => return Ok(()),
+                    Some(Ok(StreamEvent::Delta(delta))) => self.append(delta),
+                    Some(Ok(StreamEvent::Usage(counted))) => *tokens = Some(counted),
+                    Some(Ok(StreamEvent::Finish(reason))) => *finish = reason,
+                    Some(Err(err)) => return Err(err),
+                },
+            }
+        }
+    }
+
+    fn append(&self, delta: String) {
+        let mut state = lock(&self.channel);
+        if let Some(running) = state.running.as_mut() {
+            running.text.push_str(&delta);
+        }
+        let _ = state.events.send(AiEvent::Delta {
+            id: self.reply_id,
+            delta,
+        });
+    }
+
+    async fn save(&self, tokens: Option<Tokens>, finish: String, failure: Option<ProviderError>) {
+        let db = &self.generations.db;
+        let text = lock(&self.channel)
+            .running
+            .as_ref()
+            .map(|r| r.text.clone())
+            .unwrap_or_default();
+        if let Some(err) = &failure {
+            tracing::error!(ai_chat.id = self.ai_chat_id, error = %err, "AI reply failed");
+        }
+        let failed = failure.as_ref().map(|err| AiEvent::Failed {
+            id: Some(self.reply_id),
+            message: err.public_message().to_owned(),
+        });
+        if failure.is_some() && text.is_empty() {
+            if let Err(err) = store::ai::delete_message(db, self.reply_id).await {
+                tracing::error!(error = %err, "could not remove an empty failed reply");
+            }
+            self.finish_with(None, failed);
+            return;
+        }
+        let reason = if failure.is_some() {
+            "error"
+        } else {
+            finish.as_str()
+        };
+        let saved = store::ai::finish_reply(db, self.reply_id, &text, tokens, reason).await;
+        if let Some(counted) = tokens {
+            if let Err(err) =
+                store::ai::record_usage(db, self.user_id, self.provider.model(), counted).await
+            {
+                tracing::error!(error = %err, "could not record token usage");
+            }
+        }
+        let _ = store::ai::touch(db, self.ai_chat_id).await;
+        match saved {
+            Ok(Some(reply)) => {
+                self.finish_with(Some(AiEvent::Reply(AiMessageView::from(reply))), failed)
+            }
+            Ok(None) => self.finish_with(None, None), // The chat was deleted meanwhile.
+            Err(err) => {
+                tracing::error!(error = %err, "could not save an AI reply");
+                self.finish_with(
+                    None,
+                    Some(AiEvent::Failed {
+                        id: Some(self.reply_id),
+                        message: "the reply could not be saved".into(),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Ends the run and announces the outcome, atomically: a subscriber either saw the run (and
+    /// gets these events) or arrives after it (and reads the saved reply).
+    fn finish_with(&self, reply: Option<AiEvent>, failed: Option<AiEvent>) {
+        let mut state = lock(&self.channel);
+        state.running = None;
+        for event in [reply, failed].into_iter().flatten() {
+            let _ = state.events.send(event);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! AI conversations: a user's private chat with a language model.
+//!
+//! - `provider`: the trait a model backend implements; `openai`: the OpenAI-compatible client;
+//! - `prompt`: what the model is sent;
+//! - `generation`: replies as server-side jobs that outlive the connection that asked;
+//! - `socket`: the `/ws/ai-chat/{id}/` endpoint.
+
+pub mod generation;
+pub mod openai;
+pub mod prompt;
+pub mod provider;
+pub mod socket;

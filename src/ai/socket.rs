@@ -1,0 +1,305 @@
+//! `GET /ws/ai-chat/{id}/`: the owner's live view of an AI chat. Frames as the contract, plus
+//! `assistant_delta` frames while a reply streams and `{"type": "cancel"}` to stop it. A socket
+//! that joins while a reply runs first gets the text so far as one delta, then the live ones.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        ws::{
+            rejection::WebSocketUpgradeRejection, CloseFrame, Message, Utf8Bytes, WebSocket,
+            WebSocketUpgrade,
+        },
+        State,
+    },
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use futures_util::{stream::SplitStream, SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+
+use super::generation::{AiEvent, Request, SendError};
+use crate::{
+    auth::AuthUser,
+    domain::MessageContent,
+    error::ApiError,
+    http::{ai::context_for, path::Id, views::AiMessageView},
+    realtime::{
+        hub::close,
+        socket::{origin_allowed, MAX_FRAME_BYTES},
+    },
+    state::AppState,
+    store::{self, users::User},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws/ai-chat/{id}", get(ai_socket))
+}
+
+fn refuse(detail: &str) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({ "detail": detail }))).into_response()
+}
+
+async fn ai_socket(
+    State(state): State<AppState>,
+    Id(ai_chat_id): Id,
+    headers: HeaderMap,
+    auth: Result<AuthUser, ApiError>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !origin_allowed(&headers, &state) {
+        return refuse("Origin not allowed.");
+    }
+    let Ok(auth) = auth else {
+        return refuse("Authentication credentials were not provided.");
+    };
+    match store::ai::owned(&state.db, ai_chat_id, auth.user.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return refuse("This AI chat is not yours."),
+        Err(err) => return ApiError::from(err).into_response(),
+    }
+    let Ok(upgrade) = upgrade else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "detail": "Expected a WebSocket upgrade request." })),
+        )
+            .into_response();
+    };
+    let user = auth.user;
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            let connections = state.realtime.connections.clone();
+            connections.track_future(run(state, ai_chat_id, user, socket))
+        })
+}
+
+fn frame(value: Value) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+fn error_frame(text: &str) -> Message {
+    frame(json!({ "type": "error", "message": text }))
+}
+
+fn event_frame(event: AiEvent) -> Option<Message> {
+    Some(match event {
+        AiEvent::UserMessage(m) => frame(json!({
+            "type": "user_message",
+            "message": { "id": m.id, "role": m.role, "content": m.content, "timestamp": json!(m)["timestamp"] },
+        })),
+        AiEvent::Delta { id, delta } => {
+            frame(json!({ "type": "assistant_delta", "message": { "id": id, "delta": delta } }))
+        }
+        AiEvent::Reply(m) => assistant_frame(m),
+        AiEvent::Failed { message, .. } => {
+            error_frame(&format!("Failed to get ChatGPT response: {message}"))
+        }
+        AiEvent::ChatDeleted => return None,
+    })
+}
+
+fn assistant_frame(m: AiMessageView) -> Message {
+    let timestamp = json!(m)["timestamp"].clone();
+    frame(json!({
+        "type": "assistant_message",
+        "message": {
+            "id": m.id,
+            "role": m.role,
+            "content": m.content,
+            "timestamp": timestamp,
+            "usage": {
+                "prompt_tokens": m.prompt_tokens,
+                "completion_tokens": m.completion_tokens,
+                "total_tokens": m.total_tokens,
+            },
+            "finish_reason": m.finish_reason,
+        },
+    }))
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+async fn run(state: AppState, ai_chat_id: i64, user: User, socket: WebSocket) {
+    let subscription = state.generations.subscribe(ai_chat_id);
+    let mut events = subscription.events;
+    let (mut sink, stream) = socket.split();
+    let (direct_tx, mut direct) = mpsc::channel::<Message>(16);
+    let mut reading = tokio::spawn(read(state.clone(), ai_chat_id, user, stream, direct_tx));
+    let shutdown = state.realtime.shutdown.clone();
+    let interval = state.realtime.settings.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+
+    let mut ok = true;
+    if let Some((id, text)) = subscription
+        .in_progress
+        .filter(|(_, text)| !text.is_empty())
+    {
+        let catch_up = json!({ "type": "assistant_delta", "message": { "id": id, "delta": text } });
+        ok = sink.send(frame(catch_up)).await.is_ok();
+    }
+    let close = loop {
+        if !ok {
+            break None;
+        }
+        // Biased, events before direct replies: the user's message is announced before any
+        // error about answering it.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
+            event = events.recv() => match event {
+                Ok(event) => match event_frame(event) {
+                    Some(message) => ok = sink.send(message).await.is_ok(),
+                    None => break Some(close_frame(close::CHAT_DELETED, "AI chat deleted")),
+                },
+                Err(RecvError::Lagged(_)) => break Some(close_frame(close::TOO_SLOW, "too slow, reconnect")),
+                Err(RecvError::Closed) => break None,
+            },
+            Some(message) = direct.recv() => ok = sink.send(message).await.is_ok(),
+            _ = &mut reading => break None,
+            _ = ping.tick() => ok = sink.send(Message::Ping(Default::default())).await.is_ok(),
+        }
+    };
+    reading.abort();
+    let finish = async {
+        match close {
+            Some(close) => sink.send(close).await,
+            None => sink.close().await,
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
+    drop(events);
+    state.generations.release(ai_chat_id);
+}
+
+/// Reads client frames. Ends (closing the socket) when the client goes quiet for two ping
+/// intervals, closes, or the AI chat disappears.
+async fn read(
+    state: AppState,
+    ai_chat_id: i64,
+    user: User,
+    mut stream: SplitStream<WebSocket>,
+    direct: mpsc::Sender<Message>,
+) {
+    let silence = state.realtime.settings.ping_interval * 2;
+    loop {
+        let frame = match tokio::time::timeout(silence, stream.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let reply = match frame {
+            Message::Text(text) => match on_text(&state, ai_chat_id, &user, text.as_str()).await {
+                Ok(()) => continue,
+                Err(Some(message)) => error_frame(&message),
+                Err(None) => return,
+            },
+            Message::Binary(_) => error_frame("Binary frames are not supported"),
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if direct.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Acts on one text frame. `Err(Some(text))` is an error frame for the client; `Err(None)` ends
+/// the socket.
+async fn on_text(
+    state: &AppState,
+    ai_chat_id: i64,
+    user: &User,
+    text: &str,
+) -> Result<(), Option<String>> {
+    let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(text) else {
+        return Err(Some("Invalid JSON".into()));
+    };
+    match frame
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message")
+    {
+        "message" => {}
+        "typing" => return Ok(()),
+        "cancel" => {
+            state.generations.cancel(ai_chat_id);
+            return Ok(());
+        }
+        other => {
+            let kind: String = other.chars().take(50).collect();
+            return Err(Some(format!("Unknown message type: {kind}")));
+        }
+    }
+    let raw = frame.get("content").and_then(Value::as_str).unwrap_or("");
+    if raw.trim().is_empty() {
+        return Err(Some("Message content cannot be empty".into()));
+    }
+    let Ok(content) = MessageContent::parse(raw.to_owned()) else {
+        return Err(Some(
+            "Message content is too long (at most 10000 characters)".into(),
+        ));
+    };
+    let include_context = frame
+        .get("include_related_chat_context")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let limit = match frame.get("context_message_limit") {
+        None | Some(Value::Null) => 20,
+        Some(value) => match value.as_i64() {
+            Some(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(Some(
+                    "context_message_limit must be an integer from 1 to 100".into(),
+                ))
+            }
+        },
+    };
+    // Read afresh: the prompt and the related chat may have changed since the socket opened.
+    let chat = match store::ai::owned(&state.db, ai_chat_id, user.id).await {
+        Ok(Some(chat)) => chat,
+        Ok(None) => return Err(None),
+        Err(err) => {
+            tracing::error!(error = %err, "could not read an AI chat");
+            return Err(Some("Message could not be saved".into()));
+        }
+    };
+    let context = if include_context {
+        context_for(state, &chat, user, limit)
+            .await
+            .map_err(|_| Some("Message could not be saved".to_owned()))?
+    } else {
+        Vec::new()
+    };
+    let request = Request {
+        user_id: user.id,
+        ai_chat_id,
+        system_prompt: chat.system_prompt,
+        content: content.into_string(),
+        context,
+    };
+    match state.generations.send(request).await {
+        Ok(_) => Ok(()),
+        Err(SendError::NotConfigured) => Err(Some("AI provider is not configured".into())),
+        Err(SendError::AlreadyRunning) => Err(Some(
+            "A reply is already being generated for this AI chat".into(),
+        )),
+        Err(SendError::TooMany) => Err(Some(
+            "Too many AI replies in progress; wait for one to finish".into(),
+        )),
+        Err(SendError::Store(err)) => {
+            tracing::error!(error = %err, "could not save an AI message");
+            Err(Some("Message could not be saved".into()))
+        }
+    }
+}
