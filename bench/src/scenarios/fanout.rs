@@ -26,7 +26,7 @@ use tokio::{
     sync::watch,
     time::{self, Interval, MissedTickBehavior},
 };
-use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::{Error as WsErr, Message as Frame};
 
 use super::Report;
 use crate::{
@@ -131,6 +131,9 @@ struct SocketStats {
     error_frames: Tally,
     closes: Tally,
     closed_4008: u64,
+    /// Connections that broke without a close frame, by kind.
+    broken: Tally,
+    first_broken: Option<String>,
     resumed: u64,
     stalls: u64,
     unparsed: u64,
@@ -204,7 +207,28 @@ fn parse_content(content: &str) -> Option<(u64, usize)> {
 enum End {
     Stop,
     Closed(Option<u16>),
-    Failed(String),
+    /// The connection broke: `kind` for the tally, `detail` for the report.
+    Failed {
+        kind: String,
+        detail: String,
+    },
+}
+
+impl End {
+    fn failed(op: &str, e: Option<&WsErr>) -> End {
+        let kind = match e {
+            Some(WsErr::Io(io)) => format!("{op}_{:?}", io.kind()).to_lowercase(),
+            Some(WsErr::ConnectionClosed | WsErr::AlreadyClosed) => format!("{op}_closed"),
+            Some(WsErr::Protocol(_)) => format!("{op}_protocol"),
+            Some(_) => format!("{op}_other"),
+            None => format!("{op}_eof_without_close_frame"),
+        };
+        let detail = match e {
+            Some(e) => format!("{op}: {e}"),
+            None => format!("{op}: connection ended without a close frame"),
+        };
+        End::Failed { kind, detail }
+    }
 }
 
 async fn next_tick(ticker: &mut Option<Interval>) -> Instant {
@@ -283,8 +307,8 @@ async fn run_socket(
                         }
                         Some(Ok(Frame::Close(close))) => break End::Closed(close.map(|c| c.code.into())),
                         Some(Ok(_)) => None,
-                        Some(Err(e)) => break End::Failed(format!("read: {e}")),
-                        None => break End::Failed("connection ended without a close frame".into()),
+                        Some(Err(e)) => break End::failed("read", Some(&e)),
+                        None => break End::failed("read", None),
                     }
                 }
                 _ = time::sleep_until(send_end), if sending => {
@@ -305,7 +329,7 @@ async fn run_socket(
                 let body = format!(r#"{{"content":"t:{nanos}|{}|{n}"}}"#, member.index);
                 n += 1;
                 if let Err(e) = sink.send(Frame::text(body)).await {
-                    break End::Failed(format!("send: {e}"));
+                    break End::failed("send", Some(&e));
                 }
                 st.sent += 1;
                 if at >= plan.window_start && at < plan.send_end {
@@ -317,44 +341,53 @@ async fn run_socket(
                 outstanding += 1;
             }
         };
-        match end {
+        // A 4008 close asks for a resume; so does a connection that broke, since a real client
+        // reconnects with `after_seq` after either and loss is about the server, not the client.
+        let why = match end {
             End::Stop => {
                 let _ = time::timeout(Duration::from_secs(1), sink.close()).await;
+                break;
             }
             End::Closed(Some(4008)) => {
                 st.closed_4008 += 1;
-                if resumes >= plan.max_resumes || Instant::now() >= plan.hard_end {
-                    st.failure = Some("closed with 4008, no resume left".into());
-                    break;
-                }
-                resumes += 1;
-                let query = format!("?after_seq={}", st.contiguous);
-                match client::connect_ws(
-                    &plan.target,
-                    member.chat_id,
-                    &query,
-                    &member.cookie,
-                    None,
-                    client::ws_config(false),
-                    CONNECT_TIMEOUT,
-                )
-                .await
-                {
-                    Ok(ws) => {
-                        st.resumed += 1;
-                        // What was in flight is either replayed (and echoed) or gone.
-                        outstanding = 0;
-                        socket = Some(ws);
-                    }
-                    Err(e) => st.failure = Some(format!("resume failed: {e}")),
-                }
+                "closed with 4008".to_owned()
             }
             End::Closed(code) => {
                 let code = code.map_or("none".into(), |c| c.to_string());
                 st.failure = Some(format!("closed by the server with code {code}"));
                 st.closes.add(code);
+                break;
             }
-            End::Failed(e) => st.failure = Some(e),
+            End::Failed { kind, detail } => {
+                st.broken.add(kind);
+                st.first_broken.get_or_insert_with(|| detail.clone());
+                detail
+            }
+        };
+        if resumes >= plan.max_resumes || Instant::now() >= plan.hard_end {
+            st.failure = Some(format!("{why}; no resume left"));
+            break;
+        }
+        resumes += 1;
+        let query = format!("?after_seq={}", st.contiguous);
+        match client::connect_ws(
+            &plan.target,
+            member.chat_id,
+            &query,
+            &member.cookie,
+            None,
+            client::ws_config(false),
+            CONNECT_TIMEOUT,
+        )
+        .await
+        {
+            Ok(ws) => {
+                st.resumed += 1;
+                // What was in flight is either replayed (and echoed) or gone.
+                outstanding = 0;
+                socket = Some(ws);
+            }
+            Err(e) => st.failure = Some(format!("resume failed: {e}")),
         }
     }
     progress.done.store(true, Ordering::Relaxed);
@@ -576,6 +609,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     let mut closes = Tally::default();
     let mut socket_failures = Tally::default();
     let mut first_socket_failure = None;
+    let mut broken = Tally::default();
+    let mut first_broken = None;
     let (mut sent, mut sent_in_window, mut delivered_in_window) = (0u64, 0u64, 0u64);
     let (mut lost, mut duplicates, mut out_of_order) = (0u64, 0u64, 0u64);
     let (mut closed_4008, mut resumed, mut stalls, mut unparsed) = (0u64, 0u64, 0u64, 0u64);
@@ -584,6 +619,10 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         latency.merge(&st.latency);
         error_frames.merge(&st.error_frames);
         closes.merge(&st.closes);
+        broken.merge(&st.broken);
+        if first_broken.is_none() {
+            first_broken.clone_from(&st.first_broken);
+        }
         if let Some(f) = &st.failure {
             // Keep the tally keys short: the kind, not the whole message.
             socket_failures.add(f.split(':').next().unwrap_or(f).to_owned());
@@ -642,6 +681,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         "duplicates": duplicates,
         "out_of_order": out_of_order,
         "closed_4008": closed_4008,
+        "broken": broken,
+        "first_broken": first_broken,
         "resumed": resumed,
         "other_closes": closes,
         "socket_failures": socket_failures,
@@ -655,12 +696,14 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     let human = format!(
         "fanout {chats}×{members} ({sockets} sockets, {} senders, {mode_text}, {:.0}s): \
          sent {:.0} msg/s, delivered {:.0} msg/s, latency {}; lost {lost}, duplicated {duplicates}, \
-         out of order {out_of_order}, 4008 closes {closed_4008}, rejected {rejected}{}",
+         out of order {out_of_order}, 4008 closes {closed_4008}, broken {}, resumed {resumed}, \
+         rejected {rejected}{}",
         total_senders,
         window_secs,
         sent_in_window as f64 / window_secs,
         delivered_in_window as f64 / window_secs,
         lat.brief(),
+        broken.total(),
         if drained { "" } else { " (drain timed out)" },
     );
     Ok(Report { json, human })
