@@ -130,7 +130,10 @@ async fn createsuperuser(
 
     let db = Db::connect(&config.database_url, 2).await?;
     db.migrate().await?;
-    let state = AppState::new(db.clone(), config)?;
+    let mut config = config;
+    // Creating an account needs no fan-out.
+    config.redis_url = None;
+    let state = AppState::new(db.clone(), config).await?;
     let registration = validate_registration(
         &state,
         Some(username),

@@ -72,6 +72,13 @@ pub struct Config {
     /// How often sockets are pinged; a peer silent for a whole interval after a ping is dropped.
     pub ws_ping_interval: Duration,
     pub ai: AiConfig,
+    /// Redis for fan-out between nodes; `None` runs a single node with in-process delivery.
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and channel, so deployments (and test runs) can share a server.
+    pub redis_prefix: String,
+    /// How long a node's presence entries live without a heartbeat: the bound on how long a
+    /// crashed node's users still look online elsewhere.
+    pub presence_ttl: Duration,
 }
 
 /// A configuration error names the variable it is about.
@@ -192,7 +199,38 @@ impl Config {
             max_concurrent_per_user: max_concurrent.get() as usize,
         };
 
+        let redis_url = var("REDIS_URL").map(|url| url.trim().to_owned());
+        if let Some(url) = &redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://"))
+            {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "expected redis://host[:port][/db]",
+                ));
+            }
+        }
+        let redis_prefix = var("MRM_REDIS_PREFIX").unwrap_or_else(|| "mrm".to_owned());
+        if !redis_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(ConfigError::new(
+                "MRM_REDIS_PREFIX",
+                "use letters, digits and - _ . : only",
+            ));
+        }
+        let presence_ttl: NonZeroU32 = parse_or(
+            var("MRM_PRESENCE_TTL_SECONDS"),
+            "MRM_PRESENCE_TTL_SECONDS",
+            "15",
+        )?;
+
         Ok(Self {
+            redis_url: redis_url.map(Secret::new),
+            redis_prefix,
+            presence_ttl: Duration::from_secs(presence_ttl.get().into()),
             ai,
             bind,
             database_url,

@@ -35,7 +35,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (MRM_BIND)", config.bind))?;
         Ok(Self {
             listener,
-            state: AppState::new(db, config)?,
+            state: AppState::new(db, config).await?,
         })
     }
 

@@ -8,7 +8,7 @@ use crate::{
     config::Config,
     domain::PasswordPolicy,
     limits::RateLimits,
-    realtime::{Realtime, SocketSettings},
+    realtime::{BusSettings, Realtime, SocketSettings},
     store::Db,
 };
 
@@ -24,23 +24,37 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state with the provider the configuration names (none without an API key).
-    pub fn new(db: Db, config: Config) -> anyhow::Result<Self> {
+    /// The state the configuration describes: its AI provider (none without an API key), and
+    /// Redis fan-out when `REDIS_URL` is set.
+    pub async fn new(db: Db, config: Config) -> anyhow::Result<Self> {
         let provider =
             OpenAiProvider::from_config(&config.ai)?.map(|p| Arc::new(p) as Arc<dyn ChatProvider>);
-        Ok(Self::with_provider(db, config, provider))
+        let settings = SocketSettings {
+            queue_capacity: config.ws_queue_capacity,
+            ping_interval: config.ws_ping_interval,
+        };
+        let realtime = match &config.redis_url {
+            None => Realtime::new(db.clone(), settings),
+            Some(url) => {
+                let bus = BusSettings {
+                    redis_url: url.expose().to_owned(),
+                    prefix: config.redis_prefix.clone(),
+                    presence_ttl: config.presence_ttl,
+                };
+                Realtime::clustered(db.clone(), settings, &bus).await?
+            }
+        };
+        Ok(Self::assemble(db, config, provider, realtime))
     }
 
-    /// The state with a given provider, for other backends and for tests.
-    pub fn with_provider(db: Db, config: Config, provider: Option<Arc<dyn ChatProvider>>) -> Self {
+    /// The state with a given provider and delivery, for other backends and for tests.
+    pub fn assemble(
+        db: Db,
+        config: Config,
+        provider: Option<Arc<dyn ChatProvider>>,
+        realtime: Realtime,
+    ) -> Self {
         let limits = RateLimits::new(config.login_attempts_per_minute, config.messages_per_second);
-        let realtime = Realtime::new(
-            db.clone(),
-            SocketSettings {
-                queue_capacity: config.ws_queue_capacity,
-                ping_interval: config.ws_ping_interval,
-            },
-        );
         let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
         Self {
             db,

@@ -18,11 +18,18 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready while the database answers. Redis is reported but does not decide: without it a node
+/// still serves REST and its own sockets.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let redis = match &state.realtime.bus {
+        None => "disabled",
+        Some(bus) if bus.connected() => "ok",
+        Some(_) => "down",
+    };
     match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
         Ok(Ok(())) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "database": "ok" })),
+            Json(json!({ "status": "ready", "database": "ok", "redis": redis })),
         ),
         outcome => {
             let reason = match outcome {
@@ -32,7 +39,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             tracing::warn!(%reason, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "error" })),
+                Json(json!({ "status": "unavailable", "database": "error", "redis": redis })),
             )
         }
     }

@@ -11,9 +11,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
+
+use futures_util::future::BoxFuture;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::{
@@ -73,6 +75,23 @@ pub enum RoomEvent {
     MemberRemoved { user_id: i64 },
     /// The chat is gone: every socket closes.
     ChatDeleted,
+    /// Someone came or went on another node: recount who is online.
+    PresenceChanged,
+    /// Events may have been missed (the bus reconnected): catch up from the database.
+    Resync,
+}
+
+/// Presence shared between nodes. Without it, presence counts this node's sockets only.
+pub trait SharedPresence: Send + Sync {
+    /// Records the users this node has online in the chat (an empty list withdraws them).
+    /// Called on every change and as a heartbeat; entries not refreshed expire.
+    fn announce(&self, chat_id: i64, members: Vec<Member>) -> BoxFuture<'_, ()>;
+    /// Everyone online in the chat on any node; `None` when that cannot be known right now.
+    fn online(&self, chat_id: i64) -> BoxFuture<'_, Option<Vec<Member>>>;
+    /// Tells the other nodes that the chat's presence changed.
+    fn changed(&self, chat_id: i64);
+    /// How often rooms refresh their entries and recount.
+    fn heartbeat(&self) -> Duration;
 }
 
 enum Command {
@@ -96,6 +115,7 @@ const GAP_FILL_BATCH: i64 = 500;
 pub struct Hub {
     db: Db,
     rooms: Mutex<HashMap<i64, mpsc::UnboundedSender<Command>>>,
+    presence: OnceLock<Arc<dyn SharedPresence>>,
 }
 
 impl Hub {
@@ -103,7 +123,21 @@ impl Hub {
         Arc::new(Hub {
             db,
             rooms: Mutex::new(HashMap::new()),
+            presence: OnceLock::new(),
         })
+    }
+
+    /// Shares presence with other nodes from now on (set once, before sockets connect).
+    pub fn share_presence(&self, presence: Arc<dyn SharedPresence>) {
+        let _ = self.presence.set(presence);
+    }
+
+    /// Sends an event to every room of this node.
+    pub fn dispatch_all(&self, event: RoomEvent) {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        for room in rooms.values() {
+            let _ = room.send(Command::Event(event.clone()));
+        }
     }
 
     /// Hands an event to the chat's room, if this node has one (no sockets, nothing to do).
@@ -160,8 +194,14 @@ struct Room {
     chat_id: i64,
     inbox: mpsc::UnboundedReceiver<Command>,
     subscribers: Vec<Subscriber>,
-    /// Sockets per online user, for presence.
-    online: BTreeMap<i64, (Member, usize)>,
+    /// Sockets per user on this node.
+    here: BTreeMap<i64, (Member, usize)>,
+    /// The presence list the sockets were last sent.
+    shown: Vec<Member>,
+    /// Whether `here` changed since presence was last announced.
+    presence_dirty: bool,
+    /// Sockets that joined and still need a presence frame.
+    newcomers: Vec<ConnId>,
     next_seq: i64,
     pending: BTreeMap<i64, Utf8Bytes>,
     gap_deadline: Option<Instant>,
@@ -174,7 +214,10 @@ impl Room {
             chat_id,
             inbox,
             subscribers: Vec::new(),
-            online: BTreeMap::new(),
+            here: BTreeMap::new(),
+            shown: Vec::new(),
+            presence_dirty: false,
+            newcomers: Vec::new(),
             next_seq: 1,
             pending: BTreeMap::new(),
             gap_deadline: None,
@@ -190,6 +233,12 @@ impl Room {
                 return;
             }
         }
+        // With other nodes around, presence entries need refreshing, and a periodic look at the
+        // database bounds how long a message dropped by the bus can go unnoticed.
+        let mut heartbeat = self.hub.presence.get().map(|p| {
+            let period = p.heartbeat();
+            tokio::time::interval_at(Instant::now() + period, period)
+        });
         loop {
             let deadline = self.gap_deadline;
             let command = tokio::select! {
@@ -198,17 +247,28 @@ impl Room {
                     self.fill_gap().await;
                     continue;
                 }
+                _ = tick(&mut heartbeat) => {
+                    self.catch_up().await;
+                    self.refresh_presence(true, false).await;
+                    continue;
+                }
             };
             match command {
                 Some(Command::Join { subscriber, joined }) => self.join(subscriber, joined),
                 Some(Command::Leave { conn }) => self.remove(|s| s.conn == conn, None),
                 Some(Command::Event(event)) => {
-                    if self.on_event(event) {
+                    if self.on_event(event).await {
+                        self.presence_dirty = true;
+                        self.refresh_presence(true, true).await;
                         self.hub.retire(self.chat_id, &self.inbox, true);
                         return;
                     }
                 }
                 None => return,
+            }
+            if self.presence_dirty || !self.newcomers.is_empty() {
+                let announce = self.presence_dirty;
+                self.refresh_presence(announce, announce).await;
             }
             if self.subscribers.is_empty() && self.hub.retire(self.chat_id, &self.inbox, false) {
                 return;
@@ -235,21 +295,63 @@ impl Room {
             return; // The connection gave up while waiting.
         }
         let user = subscriber.member.clone();
+        self.newcomers.push(subscriber.conn);
         self.subscribers.push(subscriber);
-        let entry = self.online.entry(user.id).or_insert((user, 0));
+        let entry = self.here.entry(user.id).or_insert((user, 0));
         entry.1 += 1;
         if entry.1 == 1 {
+            self.presence_dirty = true;
+        }
+    }
+
+    /// Recounts who is online (here, or on every node when presence is shared) and sends the
+    /// list to every socket if it changed, else to the sockets that have not had it yet.
+    /// `announce` publishes this node's users first; `notify` tells the other nodes to recount.
+    async fn refresh_presence(&mut self, announce: bool, notify: bool) {
+        let here: Vec<Member> = self.here.values().map(|(m, _)| m.clone()).collect();
+        self.presence_dirty = false;
+        let everyone = match self.hub.presence.get() {
+            None => here,
+            Some(shared) => {
+                if announce {
+                    shared.announce(self.chat_id, here.clone()).await;
+                    if notify {
+                        shared.changed(self.chat_id);
+                    }
+                }
+                match shared.online(self.chat_id).await {
+                    Some(mut everyone) => {
+                        // This node's own users count even if the shared view lags.
+                        for member in here {
+                            if !everyone.iter().any(|m| m.id == member.id) {
+                                everyone.push(member);
+                            }
+                        }
+                        everyone.sort_by_key(|m| m.id);
+                        everyone
+                    }
+                    None => here,
+                }
+            }
+        };
+        let newcomers = std::mem::take(&mut self.newcomers);
+        if everyone != self.shown {
+            self.shown = everyone;
             self.broadcast_presence();
-        } else if let Some(last) = self.subscribers.last() {
-            // Only the newcomer needs the list: nobody else's view changed.
-            let _ = last
-                .outbound
-                .try_send(Outbound::Frame(self.presence_frame()));
+        } else {
+            let frame = self.presence_frame();
+            for s in self
+                .subscribers
+                .iter()
+                .filter(|s| newcomers.contains(&s.conn))
+            {
+                let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
+            }
         }
     }
 
     /// Handles an event; true when the room should end.
-    fn on_event(&mut self, event: RoomEvent) -> bool {
+    async fn on_event(&mut self, event: RoomEvent) -> bool {
         match event {
             RoomEvent::Message { seq, frame } => self.on_message(seq, frame),
             RoomEvent::Typing { from, frame } => {
@@ -272,8 +374,11 @@ impl Room {
                         reason: "chat deleted",
                     });
                 }
+                self.here.clear();
                 return true;
             }
+            RoomEvent::PresenceChanged => self.refresh_presence(false, false).await,
+            RoomEvent::Resync => self.catch_up().await,
         }
         false
     }
@@ -314,35 +419,62 @@ impl Room {
             self.gap_deadline = None;
             return;
         };
-        match store::messages::seq_range(
-            &self.hub.db,
-            self.chat_id,
-            self.next_seq - 1,
-            first_pending,
-            GAP_FILL_BATCH,
-        )
-        .await
-        {
-            Ok(rows) => {
-                tracing::debug!(
-                    chat.id = self.chat_id,
-                    filled = rows.len(),
-                    "gap filled from the database"
-                );
-                for row in rows {
-                    if row.seq == self.next_seq {
-                        let seq = row.seq;
-                        self.deliver(seq, frames::message(&MessageView::from(row)));
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(chat.id = self.chat_id, error = %err, "gap fill failed; retrying")
-            }
-        }
+        self.deliver_from_db(first_pending).await;
         self.flush_pending();
         if !self.pending.is_empty() {
             self.gap_deadline = Some(Instant::now() + GAP_GRACE);
+        }
+    }
+
+    /// Delivers whatever the database has beyond what this room delivered: after the bus was
+    /// down, or periodically in case it silently dropped the latest messages.
+    async fn catch_up(&mut self) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        match store::chats::last_seq(&self.hub.db, self.chat_id).await {
+            Ok(Some(last)) if last >= self.next_seq => {
+                self.deliver_from_db(last + 1).await;
+                self.flush_pending();
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(chat.id = self.chat_id, error = %err, "catch-up failed"),
+        }
+    }
+
+    /// Delivers the stored messages from `next_seq` up to (not including) `until`, in order.
+    async fn deliver_from_db(&mut self, until: i64) {
+        while self.next_seq < until {
+            let rows = match store::messages::seq_range(
+                &self.hub.db,
+                self.chat_id,
+                self.next_seq - 1,
+                until,
+                GAP_FILL_BATCH,
+            )
+            .await
+            {
+                Ok(rows) => rows,
+                Err(err) => {
+                    tracing::warn!(chat.id = self.chat_id, error = %err, "gap fill failed; retrying");
+                    return;
+                }
+            };
+            let before = self.next_seq;
+            tracing::debug!(
+                chat.id = self.chat_id,
+                filled = rows.len(),
+                "delivered from the database"
+            );
+            for row in rows {
+                if row.seq == self.next_seq {
+                    let seq = row.seq;
+                    self.deliver(seq, frames::message(&MessageView::from(row)));
+                }
+            }
+            if self.next_seq == before {
+                return; // Nothing usable came back; try again later.
+            }
         }
     }
 
@@ -374,10 +506,9 @@ impl Room {
         }
     }
 
-    /// Drops the matching subscribers (telling them why, if `close` is given) and updates
-    /// presence for those still here.
+    /// Drops the matching subscribers (telling them why, if `close` is given); presence is
+    /// recounted after the command.
     fn remove(&mut self, matches: impl Fn(&Subscriber) -> bool, close: Option<Close>) {
-        let mut presence_changed = false;
         let mut kept = Vec::with_capacity(self.subscribers.len());
         for s in self.subscribers.drain(..) {
             if !matches(&s) {
@@ -387,22 +518,19 @@ impl Room {
             if let Some(close) = close {
                 let _ = s.close.send(close);
             }
-            if let Some(entry) = self.online.get_mut(&s.member.id) {
+            if let Some(entry) = self.here.get_mut(&s.member.id) {
                 entry.1 -= 1;
                 if entry.1 == 0 {
-                    self.online.remove(&s.member.id);
-                    presence_changed = true;
+                    self.here.remove(&s.member.id);
+                    self.presence_dirty = true;
                 }
             }
         }
         self.subscribers = kept;
-        if presence_changed {
-            self.broadcast_presence();
-        }
     }
 
     fn presence_frame(&self) -> Utf8Bytes {
-        let online: Vec<&Member> = self.online.values().map(|(m, _)| m).collect();
+        let online: Vec<&Member> = self.shown.iter().collect();
         frames::presence(&online)
     }
 
@@ -411,6 +539,15 @@ impl Room {
         for s in &self.subscribers {
             let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
         }
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod frames;
 pub mod hub;
+pub mod redis;
 pub mod socket;
 
 use std::{
@@ -26,6 +27,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use self::{
     broker::{Broker, LocalBroker},
     hub::{ConnId, Hub, RoomEvent},
+    redis::{BusHealth, RedisBroker},
 };
 use crate::store::Db;
 
@@ -39,6 +41,16 @@ pub struct Realtime {
     pub connections: TaskTracker,
     next_conn: Arc<AtomicU64>,
     pub settings: SocketSettings,
+    /// Set when events travel between nodes through Redis.
+    pub bus: Option<Arc<BusHealth>>,
+}
+
+/// Where to find the other nodes.
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    pub redis_url: String,
+    pub prefix: String,
+    pub presence_ttl: Duration,
 }
 
 /// Per-connection limits and timers.
@@ -50,15 +62,41 @@ pub struct SocketSettings {
 }
 
 impl Realtime {
+    /// A single node: events go straight to this process's sockets.
     pub fn new(db: Db, settings: SocketSettings) -> Realtime {
         let hub = Hub::new(db);
+        let broker = Arc::new(LocalBroker::new(hub.clone()));
+        Self::assemble(hub, broker, settings, None)
+    }
+
+    /// One node of many: events also travel through Redis, and presence is shared.
+    pub async fn clustered(
+        db: Db,
+        settings: SocketSettings,
+        bus: &BusSettings,
+    ) -> anyhow::Result<Realtime> {
+        let hub = Hub::new(db);
+        let broker =
+            RedisBroker::start(&bus.redis_url, &bus.prefix, bus.presence_ttl, hub.clone()).await?;
+        hub.share_presence(broker.clone());
+        let health = broker.health.clone();
+        Ok(Self::assemble(hub, broker, settings, Some(health)))
+    }
+
+    fn assemble(
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        settings: SocketSettings,
+        bus: Option<Arc<BusHealth>>,
+    ) -> Realtime {
         Realtime {
-            broker: Arc::new(LocalBroker::new(hub.clone())),
+            broker,
             hub,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_conn: Arc::new(AtomicU64::new(1)),
             settings,
+            bus,
         }
     }
 

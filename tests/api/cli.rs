@@ -2,14 +2,13 @@
 //! answering and stopping gracefully on SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Client, TestDatabase};
+use crate::helpers::{start_server_process, Client, TestDatabase};
 
 fn mrm_chat(database_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mrm-chat"));
@@ -73,26 +72,7 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
         .unwrap();
     assert!(!output.status.success(), "a weak password is refused");
 
-    let mut server = mrm_chat(&db.url)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server reports its address");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let (mut server, addr) = start_server_process(&mut mrm_chat(&db.url));
 
     let client = Client::new(addr);
     let me = client.login("root-admin", "an-admin-passphrase").await.body;

@@ -618,3 +618,38 @@ impl WsClient {
         }
     }
 }
+
+/// Starts `mrm-chat serve --bind 127.0.0.1:0` as configured by `command` and returns the process
+/// and the address it reported. Its output is drained on a thread (and echoed with `MRM_TEST_LOG`).
+pub fn start_server_process(
+    command: &mut std::process::Command,
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = command
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mrm-chat");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if std::env::var_os("MRM_TEST_LOG").is_some() {
+                eprintln!("[server] {line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the server reports its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    (child, addr)
+}

@@ -4,6 +4,7 @@ mod accounts;
 mod ai;
 mod chats;
 mod cli;
+mod cluster;
 mod csrf;
 mod errors;
 mod fake_openai;

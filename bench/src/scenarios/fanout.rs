@@ -65,7 +65,8 @@ pub struct FanoutArgs {
     /// Most seconds to wait, once sending stops, for every socket to catch up.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
-    /// Reconnections (with `?after_seq=`) allowed per socket after a 4008 close.
+    /// Reconnections (with `?after_seq=`) allowed per socket after a 4008 close or a broken
+    /// connection.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_resumes: u32,
 }
@@ -77,7 +78,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const STALL: Duration = Duration::from_secs(2);
 /// Seqs beyond this are not tracked (a bitmap per socket holds the ones seen).
 const MAX_SEQ: i64 = 100_000_000;
-/// A socket with more sockets than this would exceed the open-file limit of one process.
+/// More sockets than this would not fit the open-file limit of one process.
 const MAX_SOCKETS: u64 = 15_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +138,8 @@ struct SocketStats {
     resumed: u64,
     stalls: u64,
     unparsed: u64,
-    failure: Option<String>,
+    /// Why the socket ended before the run did: (kind, detail).
+    failure: Option<(String, String)>,
 }
 
 impl SocketStats {
@@ -238,7 +240,8 @@ async fn next_tick(ticker: &mut Option<Interval>) -> Instant {
     }
 }
 
-/// One member's socket: reads everything, sends on schedule, resumes after 4008.
+/// One member's socket: reads everything, sends on schedule, resumes after a 4008 close or a
+/// broken connection.
 async fn run_socket(
     member: Member,
     ws: Ws,
@@ -354,7 +357,10 @@ async fn run_socket(
             }
             End::Closed(code) => {
                 let code = code.map_or("none".into(), |c| c.to_string());
-                st.failure = Some(format!("closed by the server with code {code}"));
+                st.failure = Some((
+                    format!("closed_{code}"),
+                    format!("closed by the server with code {code}"),
+                ));
                 st.closes.add(code);
                 break;
             }
@@ -365,7 +371,7 @@ async fn run_socket(
             }
         };
         if resumes >= plan.max_resumes || Instant::now() >= plan.hard_end {
-            st.failure = Some(format!("{why}; no resume left"));
+            st.failure = Some(("no_resume_left".into(), format!("{why}; no resume left")));
             break;
         }
         resumes += 1;
@@ -387,7 +393,9 @@ async fn run_socket(
                 outstanding = 0;
                 socket = Some(ws);
             }
-            Err(e) => st.failure = Some(format!("resume failed: {e}")),
+            Err(e) => {
+                st.failure = Some((format!("resume_{}", e.kind), format!("resume failed: {e}")))
+            }
         }
     }
     progress.done.store(true, Ordering::Relaxed);
@@ -615,6 +623,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     let (mut lost, mut duplicates, mut out_of_order) = (0u64, 0u64, 0u64);
     let (mut closed_4008, mut resumed, mut stalls, mut unparsed) = (0u64, 0u64, 0u64, 0u64);
     let mut sockets_with_loss = 0u64;
+    let mut missed_after_failure = 0u64;
     for (i, st) in results.iter().enumerate() {
         latency.merge(&st.latency);
         error_frames.merge(&st.error_frames);
@@ -623,10 +632,9 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         if first_broken.is_none() {
             first_broken.clone_from(&st.first_broken);
         }
-        if let Some(f) = &st.failure {
-            // Keep the tally keys short: the kind, not the whole message.
-            socket_failures.add(f.split(':').next().unwrap_or(f).to_owned());
-            first_socket_failure.get_or_insert_with(|| f.clone());
+        if let Some((kind, detail)) = &st.failure {
+            socket_failures.add(kind.clone());
+            first_socket_failure.get_or_insert_with(|| detail.clone());
         }
         sent += st.sent;
         sent_in_window += st.sent_in_window;
@@ -637,9 +645,18 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         resumed += st.resumed;
         stalls += st.stalls;
         unparsed += st.unparsed;
-        let missing = (1..=last[i / members]).filter(|s| !st.has(*s)).count() as u64;
+        // A socket that ended early is only accountable up to the last seq it saw; what came
+        // after is reported apart, since the client gave up on it.
+        let chat_last = last[i / members];
+        let upto = if st.failure.is_some() {
+            st.max_seq.min(chat_last)
+        } else {
+            chat_last
+        };
+        let missing = (1..=upto).filter(|s| !st.has(*s)).count() as u64;
         lost += missing;
         sockets_with_loss += u64::from(missing > 0);
+        missed_after_failure += (chat_last - upto).max(0) as u64;
     }
     let committed: i64 = last.iter().sum();
     let rejected = error_frames.total();
@@ -678,6 +695,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         "unaccounted": sent as i64 - rejected as i64 - committed,
         "lost": lost,
         "sockets_with_loss": sockets_with_loss,
+        "missed_after_failure": missed_after_failure,
         "duplicates": duplicates,
         "out_of_order": out_of_order,
         "closed_4008": closed_4008,
@@ -697,13 +715,14 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         "fanout {chats}×{members} ({sockets} sockets, {} senders, {mode_text}, {:.0}s): \
          sent {:.0} msg/s, delivered {:.0} msg/s, latency {}; lost {lost}, duplicated {duplicates}, \
          out of order {out_of_order}, 4008 closes {closed_4008}, broken {}, resumed {resumed}, \
-         rejected {rejected}{}",
+         sockets given up {}, rejected {rejected}{}",
         total_senders,
         window_secs,
         sent_in_window as f64 / window_secs,
         delivered_in_window as f64 / window_secs,
         lat.brief(),
         broken.total(),
+        socket_failures.total(),
         if drained { "" } else { " (drain timed out)" },
     );
     Ok(Report { json, human })

@@ -22,7 +22,8 @@ use crate::{
 pub struct RestArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Concurrent clients, each a distinct user.
+    /// Concurrent clients, each a distinct user. Sends are limited per user and chat by the
+    /// server's MRM_MESSAGES_PER_SECOND (20 by default, which turns most sends into 429s).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub clients: u32,
     /// Seconds measured, after the warm-up.

@@ -1,0 +1,354 @@
+//! Fan-out between nodes through Redis. Every node publishes the events of its chats to one
+//! channel and delivers what it hears to its own rooms; presence lives in Redis sorted sets whose
+//! entries expire unless their node keeps refreshing them.
+//!
+//! Redis is a transport, never the source of truth: events are delivered locally first (so a
+//! node keeps serving its own sockets through an outage), and rooms fill any gap in `seq` from
+//! the database — after a reconnect, on a gap, and periodically — so a dropped publish is late,
+//! never lost.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::future::BoxFuture;
+use redis::{aio::ConnectionManager, AsyncCommands, PushKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{
+    broker::Broker,
+    frames::Member,
+    hub::{Hub, RoomEvent, SharedPresence},
+};
+
+/// Longest wait for a presence read or write before the room carries on without it.
+const PRESENCE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most events sent to Redis in one pipelined round trip.
+const PUBLISH_BATCH: usize = 256;
+
+/// One event on the bus. Frames travel as the text sockets will receive.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The node that published it (which has already delivered it locally).
+    node: String,
+    chat: i64,
+    #[serde(flatten)]
+    event: WireEvent,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireEvent {
+    Message { seq: i64, frame: String },
+    Typing { frame: String },
+    MemberRemoved { user_id: i64 },
+    ChatDeleted,
+    PresenceChanged,
+}
+
+impl WireEvent {
+    fn from_room(event: &RoomEvent) -> Option<WireEvent> {
+        Some(match event {
+            RoomEvent::Message { seq, frame } => WireEvent::Message {
+                seq: *seq,
+                frame: frame.as_str().to_owned(),
+            },
+            RoomEvent::Typing { frame, .. } => WireEvent::Typing {
+                frame: frame.as_str().to_owned(),
+            },
+            RoomEvent::MemberRemoved { user_id } => WireEvent::MemberRemoved { user_id: *user_id },
+            RoomEvent::ChatDeleted => WireEvent::ChatDeleted,
+            RoomEvent::PresenceChanged => WireEvent::PresenceChanged,
+            RoomEvent::Resync => return None,
+        })
+    }
+
+    fn into_room(self) -> RoomEvent {
+        match self {
+            WireEvent::Message { seq, frame } => RoomEvent::Message {
+                seq,
+                frame: Utf8Bytes::from(frame),
+            },
+            // No local socket sent it, so none is left out (connection ids start at 1).
+            WireEvent::Typing { frame } => RoomEvent::Typing {
+                from: 0,
+                frame: Utf8Bytes::from(frame),
+            },
+            WireEvent::MemberRemoved { user_id } => RoomEvent::MemberRemoved { user_id },
+            WireEvent::ChatDeleted => RoomEvent::ChatDeleted,
+            WireEvent::PresenceChanged => RoomEvent::PresenceChanged,
+        }
+    }
+}
+
+/// Whether this node currently hears the bus, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct BusHealth {
+    connected: AtomicBool,
+}
+
+impl BusHealth {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+pub struct RedisBroker {
+    node: String,
+    channel: String,
+    prefix: String,
+    hub: Arc<Hub>,
+    outbox: mpsc::UnboundedSender<String>,
+    commands: ConnectionManager,
+    presence_ttl: Duration,
+    pub health: Arc<BusHealth>,
+}
+
+impl RedisBroker {
+    /// Connects (retrying in the background if Redis is down) and starts listening.
+    pub async fn start(
+        url: &str,
+        prefix: &str,
+        presence_ttl: Duration,
+        hub: Arc<Hub>,
+    ) -> anyhow::Result<Arc<RedisBroker>> {
+        let client = redis::Client::open(with_resp3(url))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_max_delay(2000)
+            .set_number_of_retries(2);
+        let commands = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("REDIS_URL: Redis did not answer within 5 s"))??;
+        let node = crate::auth::secret::random_token(12);
+        let (outbox, queue) = mpsc::unbounded_channel();
+        let broker = Arc::new(RedisBroker {
+            channel: format!("{prefix}:events"),
+            prefix: prefix.to_owned(),
+            node: node.clone(),
+            hub: hub.clone(),
+            outbox,
+            commands: commands.clone(),
+            presence_ttl,
+            health: Arc::new(BusHealth::default()),
+        });
+        tokio::spawn(publish_loop(commands, broker.channel.clone(), queue));
+        tokio::spawn(listen_loop(client, broker.clone()));
+        tracing::info!(node = %node, prefix, "fan-out through Redis");
+        Ok(broker)
+    }
+
+    fn presence_key(&self, chat_id: i64) -> String {
+        format!("{}:presence:{chat_id}", self.prefix)
+    }
+
+    fn send(&self, chat_id: i64, event: WireEvent) {
+        let envelope = Envelope {
+            node: self.node.clone(),
+            chat: chat_id,
+            event,
+        };
+        if let Ok(text) = serde_json::to_string(&envelope) {
+            let _ = self.outbox.send(text);
+        }
+    }
+
+    fn receive(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Envelope>(payload) {
+            Ok(envelope) if envelope.node == self.node => {}
+            Ok(envelope) => self.hub.dispatch(envelope.chat, envelope.event.into_room()),
+            Err(err) => tracing::warn!(error = %err, "ignoring a malformed bus event"),
+        }
+    }
+}
+
+/// The listener needs RESP3 to take pushed messages on an ordinary connection.
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, chat_id: i64, event: RoomEvent) {
+        if let Some(wire) = WireEvent::from_room(&event) {
+            self.send(chat_id, wire);
+        }
+        // Local sockets never wait for, or depend on, Redis.
+        self.hub.dispatch(chat_id, event);
+    }
+}
+
+/// Sends queued events in pipelined batches. While Redis is down events are dropped: other
+/// nodes catch up from the database.
+async fn publish_loop(
+    mut commands: ConnectionManager,
+    channel: String,
+    mut queue: mpsc::UnboundedReceiver<String>,
+) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut failing = false;
+    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for event in batch.drain(..) {
+            pipe.publish(&channel, event).ignore();
+        }
+        match pipe.query_async::<()>(&mut commands).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("publishing to Redis again");
+            }
+            Ok(()) => {}
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "cannot publish to Redis; other nodes will catch up from the database");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Subscribes, delivers what arrives, and on any disconnection reconnects with backoff; every
+/// (re)connection makes the rooms catch up from the database.
+async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut reported_down = false;
+    loop {
+        let (tx, mut pushes) = mpsc::unbounded_channel();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_push_sender(tx);
+        let connected = async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let name = format!("{}:{}", broker.prefix, broker.node);
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(name)
+                .query_async::<()>(&mut conn)
+                .await?;
+            conn.subscribe(&broker.channel).await?;
+            Ok::<_, redis::RedisError>(conn)
+        }
+        .await;
+        match connected {
+            Ok(_conn) => {
+                if reported_down {
+                    tracing::info!("Redis connection restored; catching up from the database");
+                }
+                backoff = Duration::from_millis(100);
+                broker.health.connected.store(true, Ordering::Relaxed);
+                broker.hub.dispatch_all(RoomEvent::Resync);
+                while let Some(push) = pushes.recv().await {
+                    match push.kind {
+                        PushKind::Message => {
+                            if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                                broker.receive(payload);
+                            }
+                        }
+                        PushKind::Disconnection => break,
+                        _ => {}
+                    }
+                }
+                broker.health.connected.store(false, Ordering::Relaxed);
+                tracing::warn!("Redis connection lost; serving local sockets and reconnecting");
+                reported_down = true;
+            }
+            Err(err) => {
+                broker.health.connected.store(false, Ordering::Relaxed);
+                if !reported_down {
+                    tracing::warn!(error = %err, "Redis is unreachable; serving local sockets and retrying");
+                    reported_down = true;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl SharedPresence for RedisBroker {
+    fn announce(&self, chat_id: i64, members: Vec<Member>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let key = self.presence_key(chat_id);
+            let now = chrono::Utc::now().timestamp_millis();
+            let expires = now + self.presence_ttl.as_millis() as i64;
+            let mine = format!("{}|", self.node);
+            let mut commands = self.commands.clone();
+            let work = async {
+                // Withdraw this node's old entries, then add the current ones with a fresh expiry.
+                let existing: Vec<String> = commands.zrange(&key, 0, -1).await?;
+                let mut pipe = redis::pipe();
+                pipe.zrembyscore(&key, "-inf", now).ignore();
+                for stale in existing.iter().filter(|e| e.starts_with(&mine)) {
+                    pipe.zrem(&key, stale).ignore();
+                }
+                for member in &members {
+                    pipe.zadd(
+                        &key,
+                        format!("{mine}{}|{}", member.id, member.username),
+                        expires,
+                    )
+                    .ignore();
+                }
+                pipe.pexpire(&key, self.presence_ttl.as_millis() as i64 * 2)
+                    .ignore();
+                pipe.query_async::<()>(&mut commands).await
+            };
+            if let Ok(Err(err)) = tokio::time::timeout(PRESENCE_TIMEOUT, work).await {
+                tracing::debug!(error = %err, "presence not announced");
+            }
+        })
+    }
+
+    fn online(&self, chat_id: i64) -> BoxFuture<'_, Option<Vec<Member>>> {
+        Box::pin(async move {
+            let key = self.presence_key(chat_id);
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut commands = self.commands.clone();
+            let read = commands.zrangebyscore::<_, _, _, Vec<String>>(&key, now, "+inf");
+            let entries = tokio::time::timeout(PRESENCE_TIMEOUT, read)
+                .await
+                .ok()?
+                .ok()?;
+            let mut members: Vec<Member> = entries
+                .iter()
+                .filter_map(|entry| {
+                    let mut parts = entry.splitn(3, '|');
+                    let (_node, id, username) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some(Member {
+                        id: id.parse().ok()?,
+                        username: username.to_owned(),
+                    })
+                })
+                .collect();
+            members.sort_by_key(|m| m.id);
+            members.dedup_by_key(|m| m.id);
+            Some(members)
+        })
+    }
+
+    fn changed(&self, chat_id: i64) {
+        self.send(chat_id, WireEvent::PresenceChanged);
+    }
+
+    fn heartbeat(&self) -> Duration {
+        (self.presence_ttl / 3).max(Duration::from_millis(200))
+    }
+}

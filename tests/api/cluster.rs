@@ -1,0 +1,349 @@
+//! Several server processes sharing one database and one Redis.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    id, start_server_process, usernames, Client, TestDatabase, WsClient, WsEvent, PASSWORD,
+};
+
+static PREFIXES: AtomicU32 = AtomicU32::new(0);
+
+fn redis_url() -> String {
+    std::env::var("MRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis key prefix of this test's own, whose keys are removed afterwards.
+struct TestPrefix(String);
+
+impl TestPrefix {
+    fn new() -> TestPrefix {
+        let run = std::env::var("MRM_TEST_RUN_ID").unwrap_or_else(|_| "local".into());
+        TestPrefix(format!(
+            "mrmtest:{run}:{}:{}",
+            std::process::id(),
+            PREFIXES.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.0);
+        if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+}
+
+/// One `mrm-chat serve` process.
+struct Node {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Node {
+    fn start(database_url: &str, prefix: &str) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mrm-chat"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", redis_url())
+            .env("MRM_REDIS_PREFIX", prefix)
+            .env("MRM_PRESENCE_TTL_SECONDS", "2")
+            .env("MRM_MESSAGES_PER_SECOND", "100000")
+            .env("MRM_LOGIN_ATTEMPTS_PER_MINUTE", "10000")
+            .env("MRM_WS_QUEUE", "4096")
+            .env("MRM_DB_MAX_CONNECTIONS", "4")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .current_dir(std::env::temp_dir());
+        let (child, addr) = start_server_process(&mut command);
+        Node { addr, child }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    a: Node,
+    b: Node,
+    prefix: TestPrefix,
+    _db: TestDatabase,
+}
+
+async fn cluster() -> Cluster {
+    let db = TestDatabase::create().await;
+    let prefix = TestPrefix::new();
+    // One after the other: the first applies the migrations.
+    let a = Node::start(&db.url, &prefix.0);
+    let b = Node::start(&db.url, &prefix.0);
+    Cluster {
+        a,
+        b,
+        prefix,
+        _db: db,
+    }
+}
+
+/// Registers on any node and logs in on `node`.
+async fn user_on(node: &Node, username: &str) -> Client {
+    let client = node.client();
+    let response = client
+        .post(
+            "/api/register/",
+            &json!({"username": username, "password": PASSWORD, "password_confirm": PASSWORD}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+    client.login(username, PASSWORD).await;
+    client
+}
+
+/// Reads message frames until `count` arrived; returns their seqs in arrival order.
+async fn collect(socket: &mut WsClient, count: usize) -> Vec<i64> {
+    let mut seqs = Vec::with_capacity(count);
+    while seqs.len() < count {
+        seqs.push(socket.next_message().await["seq"].as_i64().unwrap());
+    }
+    seqs
+}
+
+fn online(frame: &Value) -> Vec<String> {
+    usernames(&frame["online"])
+}
+
+/// Waits for a presence frame listing exactly `expected`; returns how long it took.
+async fn presence_becomes(socket: &mut WsClient, expected: &[&str]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let frame = socket.next_of("presence").await;
+        if online(&frame) == expected {
+            return started.elapsed();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_login_on_one_node_works_on_the_other() {
+    let cluster = cluster().await;
+    let on_a = user_on(&cluster.a, "alice").await;
+    let me = on_a.me().await;
+
+    // The same cookies, presented to node B.
+    let on_b = cluster.b.client();
+    on_b.set_cookie("sessionid", &on_a.cookie("sessionid").unwrap());
+    on_b.set_cookie("csrftoken", &on_a.csrf().unwrap());
+    assert_eq!(on_b.me().await, me);
+    let chat = on_b.create_chat("made on b", &[]).await;
+    assert_eq!(
+        on_a.get(&format!("/api/chats/{chat}/")).await.status,
+        StatusCode::OK
+    );
+
+    let token = cluster
+        .a
+        .client()
+        .post(
+            "/api/tokens/",
+            &json!({"username": "alice", "password": PASSWORD}),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(Client::with_bearer(cluster.b.addr, &token).me().await, me);
+    let ready = cluster.b.client().get("/readyz").await.body;
+    assert_eq!(ready["redis"], "ok");
+}
+
+#[tokio::test]
+async fn messages_from_both_nodes_reach_every_client_once_in_order() {
+    let cluster = cluster().await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let carol = user_on(&cluster.a, "carol").await;
+    let dave = user_on(&cluster.b, "dave").await;
+    let ids = [
+        id(&bob.me().await),
+        id(&carol.me().await),
+        id(&dave.me().await),
+    ];
+    let chat = alice.create_chat("cross", &ids).await;
+    let mut alice_ws = alice.ws(chat).await;
+    let mut bob_ws = bob.ws(chat).await;
+    let mut carol_ws = carol.ws(chat).await;
+    let mut dave_ws = dave.ws(chat).await;
+
+    let total = 1000;
+    let send_all = |client: Client, tag: &'static str| {
+        tokio::spawn(async move {
+            let mut socket = client.ws(chat).await;
+            for i in 0..total / 2 {
+                socket
+                    .send_json(json!({"content": format!("{tag}{i}")}))
+                    .await;
+            }
+            socket
+        })
+    };
+    let from_a = send_all(alice.clone(), "a");
+    let from_b = send_all(bob.clone(), "b");
+    let expected: Vec<i64> = (1..=total as i64).collect();
+    for socket in [&mut alice_ws, &mut bob_ws, &mut carol_ws, &mut dave_ws] {
+        assert_eq!(collect(socket, total).await, expected);
+    }
+    from_a.await.unwrap();
+    from_b.await.unwrap();
+    // And nothing extra arrives afterwards.
+    alice.send_message(chat, "last").await;
+    assert_eq!(dave_ws.next_message().await["seq"], total as i64 + 1);
+}
+
+#[tokio::test]
+async fn a_lost_redis_connection_loses_no_message() {
+    let cluster = cluster().await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let chat = bob.create_chat("flaky", &[id(&alice.me().await)]).await;
+    let mut on_a = alice.ws(chat).await;
+
+    let total = 300;
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            bob.send_message(chat, &format!("m{i}")).await;
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    // Cut both nodes' subscriptions, twice, while messages flow.
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = cluster.prefix.0.clone();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let victims: Vec<&str> = clients
+            .lines()
+            .filter(|l| l.contains(&format!("name={prefix}:")))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .collect();
+        assert_eq!(victims.len(), 2, "one listener per node: {clients}");
+        for victim in victims {
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(victim)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+    }
+    sender.await.unwrap();
+    assert_eq!(
+        collect(&mut on_a, total).await,
+        (1..=total as i64).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_node_resume_on_the_other_and_its_users_go_offline() {
+    let mut cluster = cluster().await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let chat = bob.create_chat("failover", &[id(&alice.me().await)]).await;
+    let mut bob_ws = bob.ws(chat).await;
+    presence_becomes(&mut bob_ws, &["bob"]).await;
+    let mut alice_ws = alice.ws(chat).await;
+    presence_becomes(&mut bob_ws, &["alice", "bob"]).await;
+
+    let total = 200;
+    let sender = tokio::spawn({
+        let bob = bob.clone();
+        async move {
+            for i in 0..total {
+                bob.send_message(chat, &format!("m{i}")).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let mut seen = collect(&mut alice_ws, 20).await;
+    cluster.a.kill();
+    // Alice's client notices and resumes on node B from the last seq it has.
+    loop {
+        match alice_ws.next().await {
+            WsEvent::Json(frame) if frame["type"] == "message" => {
+                seen.push(frame["message"]["seq"].as_i64().unwrap())
+            }
+            WsEvent::Json(_) => {}
+            WsEvent::Closed(_) => break,
+        }
+    }
+    // Node B shows alice offline within the presence bound (TTL 2 s plus a heartbeat).
+    let gone = presence_becomes(&mut bob_ws, &["bob"]).await;
+    assert!(gone < Duration::from_secs(5), "took {gone:?}");
+
+    let on_b = cluster.b.client();
+    on_b.set_cookie("sessionid", &alice.cookie("sessionid").unwrap());
+    let mut resumed = on_b.ws_after(chat, *seen.last().unwrap()).await;
+    sender.await.unwrap();
+    let rest = collect(&mut resumed, total - seen.len()).await;
+    seen.extend(rest);
+    assert_eq!(seen, (1..=total as i64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn typing_and_presence_cross_nodes() {
+    let cluster = cluster().await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let chat = alice.create_chat("talk", &[id(&bob.me().await)]).await;
+    let mut alice_ws = alice.ws(chat).await;
+    presence_becomes(&mut alice_ws, &["alice"]).await;
+    let mut bob_ws = bob.ws(chat).await;
+    presence_becomes(&mut bob_ws, &["alice", "bob"]).await;
+    presence_becomes(&mut alice_ws, &["alice", "bob"]).await;
+
+    bob_ws.send_json(json!({"type": "typing"})).await;
+    let typing = alice_ws.next_of("typing").await;
+    assert_eq!(typing["user"]["username"], "bob");
+
+    drop(bob_ws);
+    presence_becomes(&mut alice_ws, &["alice"]).await;
+}
