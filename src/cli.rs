@@ -53,6 +53,7 @@ enum Command {
 
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::os::tune_process();
     // A missing .env is normal; a malformed one is worth stopping for.
     if let Err(err) = dotenvy::dotenv() {
         if !err.not_found() {

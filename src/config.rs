@@ -71,6 +71,9 @@ pub struct Config {
     pub ws_queue_capacity: usize,
     /// How often sockets are pinged; a peer silent for a whole interval after a ping is dropped.
     pub ws_ping_interval: Duration,
+    /// Most sockets served at once; past it handshakes get 503. By default the open-file limit
+    /// less a reserve for the database, Redis and plain HTTP.
+    pub max_sockets: Option<usize>,
     pub ai: AiConfig,
     /// Redis for fan-out between nodes; `None` runs a single node with in-process delivery.
     pub redis_url: Option<Secret>,
@@ -227,7 +230,13 @@ impl Config {
             "15",
         )?;
 
+        let max_sockets = match var("MRM_MAX_SOCKETS") {
+            None => None,
+            Some(raw) => Some(parse_or(Some(raw), "MRM_MAX_SOCKETS", "0")?),
+        };
+
         Ok(Self {
+            max_sockets,
             redis_url: redis_url.map(Secret::new),
             redis_prefix,
             presence_ttl: Duration::from_secs(presence_ttl.get().into()),

@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use axum::{extract::Request, ServiceExt};
+use axum::{extract::Request, serve::ListenerExt, ServiceExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -77,6 +77,10 @@ impl Application {
                 // Upgraded sockets are not HTTP requests the server waits for: close them here.
                 realtime.close_all(SOCKET_CLOSE_GRACE).await;
             }
+        });
+        // Frames are small and latency matters: no Nagle delay on any connection.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
         });
         let served = axum::serve(
             listener,

@@ -32,6 +32,11 @@ impl AppState {
         let settings = SocketSettings {
             queue_capacity: config.ws_queue_capacity,
             ping_interval: config.ws_ping_interval,
+            max_sockets: config.max_sockets.unwrap_or_else(|| {
+                // Keep descriptors for the database pool, Redis, plain HTTP and the process.
+                let limit = crate::os::open_file_limit().min(usize::MAX as u64) as usize;
+                limit.saturating_sub(256 + config.db_max_connections as usize)
+            }),
         };
         let realtime = match &config.redis_url {
             None => Realtime::new(db.clone(), settings),

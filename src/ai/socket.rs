@@ -53,6 +53,14 @@ async fn ai_socket(
     if !origin_allowed(&headers, &state) {
         return refuse("Origin not allowed.");
     }
+    if state.realtime.at_capacity() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "detail": "The server is at its connection limit; try again later." })),
+        )
+            .into_response();
+    }
+
     let Ok(auth) = auth else {
         return refuse("Authentication credentials were not provided.");
     };

@@ -59,6 +59,8 @@ pub struct SocketSettings {
     /// Frames a socket may have queued before it counts as too slow.
     pub queue_capacity: usize,
     pub ping_interval: Duration,
+    /// Most sockets at once, chat and AI together.
+    pub max_sockets: usize,
 }
 
 impl Realtime {
@@ -104,6 +106,12 @@ impl Realtime {
     /// change is committed.
     pub fn publish(&self, chat_id: i64, event: RoomEvent) {
         self.broker.publish(chat_id, event);
+    }
+
+    /// True when another socket would exceed the limit: better a clean 503 at the handshake
+    /// than running out of file descriptors for everything else.
+    pub fn at_capacity(&self) -> bool {
+        self.connections.len() >= self.settings.max_sockets
     }
 
     pub fn next_conn_id(&self) -> ConnId {

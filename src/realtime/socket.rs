@@ -7,7 +7,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -72,6 +72,12 @@ async fn chat_socket(
 ) -> Response {
     if !origin_allowed(&headers, &state) {
         return refuse(StatusCode::FORBIDDEN, "Origin not allowed.");
+    }
+    if state.realtime.at_capacity() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is at its connection limit; try again later.",
+        );
     }
     let user = match auth {
         Ok(auth) => auth.user,
@@ -222,7 +228,9 @@ impl Connection {
         let last_heard = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let (reader_done, reader_close) = oneshot::channel();
+        let closing = Arc::new(AtomicBool::new(false));
         let reader = Reader {
+            closing: closing.clone(),
             state: self.state.clone(),
             chat_id: self.chat_id,
             user: self.user.clone(),
@@ -233,7 +241,7 @@ impl Connection {
             started,
             last_typing: None,
         };
-        let reading = tokio::spawn(reader.run(stream, reader_done));
+        let mut reading = tokio::spawn(reader.run(stream, reader_done));
         let writer = Writer {
             state: self.state.clone(),
             chat_id: self.chat_id,
@@ -245,8 +253,16 @@ impl Connection {
         writer
             .run(resume.is_some(), queue, close_rx, reader_close)
             .await;
-        reading.abort();
         self.state.realtime.hub.leave(self.chat_id, self.conn);
+        // Let the client answer the close frame (its reply and any frames it had in flight are
+        // read and dropped): closing with unread data would reset the connection instead.
+        closing.store(true, Ordering::Relaxed);
+        if tokio::time::timeout(Duration::from_secs(2), &mut reading)
+            .await
+            .is_err()
+        {
+            reading.abort();
+        }
         tracing::debug!(chat.id = self.chat_id, conn = self.conn, "socket closed");
     }
 }
@@ -381,6 +397,8 @@ impl Writer {
 
 /// Owns the receiving half: parses client frames and acts on them.
 struct Reader {
+    /// Set once the close frame is sent: later frames are read but not acted on.
+    closing: Arc<AtomicBool>,
     state: AppState,
     chat_id: i64,
     user: User,
@@ -406,6 +424,12 @@ impl Reader {
                 self.started.elapsed().as_millis() as u64 + 1,
                 Ordering::Relaxed,
             );
+            if self.closing.load(Ordering::Relaxed) {
+                match frame {
+                    Ok(Message::Close(_)) | Err(_) => break None,
+                    Ok(_) => continue,
+                }
+            }
             match frame {
                 Ok(Message::Text(text)) => {
                     if let Some(close) = self.on_text(text.as_str()).await {

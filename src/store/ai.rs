@@ -154,6 +154,7 @@ pub async fn insert_message(
     complete: bool,
     model: Option<&str>,
 ) -> sqlx::Result<AiMessage> {
+    let _turn = db.write_turn().await;
     let sql = concat!(
         "INSERT INTO ai_messages (ai_chat_id, role, content, created_at, complete, model) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
@@ -178,6 +179,7 @@ pub async fn finish_reply(
     tokens: Option<Tokens>,
     finish_reason: &str,
 ) -> sqlx::Result<Option<AiMessage>> {
+    let _turn = db.write_turn().await;
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
          total_tokens = $4, finish_reason = $5, complete = TRUE WHERE id = $6 RETURNING ",

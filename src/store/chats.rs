@@ -26,6 +26,7 @@ pub async fn create(
     owner_id: i64,
     participant_ids: &[i64],
 ) -> sqlx::Result<Chat> {
+    let _turn = db.write_turn().await;
     let now = super::now();
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
@@ -124,6 +125,7 @@ pub async fn delete(db: &Db, chat_id: i64) -> sqlx::Result<()> {
 
 /// Adds users who are not yet participants; returns the ids actually added.
 pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+    let _turn = db.write_turn().await;
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -162,6 +164,7 @@ pub enum Departure {
 /// `user_id` leaves the chat. An owner hands the chat to the participant who joined first;
 /// the last one out deletes it, so no chat is left without anyone able to manage it.
 pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departure> {
+    let _turn = db.write_turn().await;
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         // The write comes first so the transaction holds the write lock before it reads.

@@ -44,6 +44,7 @@ pub async fn insert(
     sender_id: i64,
     content: &str,
 ) -> sqlx::Result<Option<Saved>> {
+    let _turn = db.write_turn().await;
     let now = super::now();
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;

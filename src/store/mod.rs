@@ -28,16 +28,21 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// A connection pool to one of the supported databases.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    /// SQLite allows one writer at a time. Writers queue on the gate in this process instead
+    /// of meeting SQLITE_BUSY and sleeping in SQLite's busy handler, which made sends stall for
+    /// up to a second under load.
+    Sqlite(SqlitePool, WriteGate),
     Postgres(PgPool),
 }
+
+pub type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 /// Runs the same statement against whichever pool `$db` holds: the body is compiled once per
 /// backend, with `$pool` bound to that backend's pool.
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite($pool, _) => $body,
             $crate::store::Db::Postgres($pool) => $body,
         }
     };
@@ -62,7 +67,7 @@ impl Db {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {url}"))?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(pool, WriteGate::default()))
         } else {
             let options = PgConnectOptions::from_str(url)
                 .context("DATABASE_URL: not a valid PostgreSQL URL")?;
@@ -78,7 +83,7 @@ impl Db {
 
     pub fn backend(&self) -> &'static str {
         match self {
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite(..) => "sqlite",
             Db::Postgres(_) => "postgres",
         }
     }
@@ -86,10 +91,19 @@ impl Db {
     /// Applies every pending migration of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool, _) => SQLITE_MIGRATIONS.run(pool).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
         .context("applying database migrations")
+    }
+
+    /// Held around a write transaction: on SQLite, waits for this process's other writers; on
+    /// PostgreSQL, which locks rows itself, a no-op.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self {
+            Db::Sqlite(_, gate) => Some(gate.clone().lock_owned().await),
+            Db::Postgres(_) => None,
+        }
     }
 
     /// Answers when the database does; used by the readiness probe.

@@ -11,6 +11,7 @@ pub async fn create(
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
+    let _turn = db.write_turn().await;
     let sql = "INSERT INTO sessions (key_hash, user_id, csrf_token, created_at, expires_at) \
                VALUES ($1, $2, $3, $4, $5)";
     on_pool!(db, pool => sqlx::query(sql)

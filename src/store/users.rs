@@ -46,6 +46,7 @@ pub struct Credentials {
 
 /// Inserts a user; a taken username surfaces as a unique violation.
 pub async fn create(db: &Db, new: &NewUser<'_>) -> sqlx::Result<User> {
+    let _turn = db.write_turn().await;
     let sql = concat!(
         "INSERT INTO users (username, email, password_hash, user_type, is_staff, is_superuser, \
          is_active, date_joined) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING ",

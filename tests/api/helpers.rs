@@ -199,7 +199,7 @@ impl TestApp {
     pub async fn make_staff(&self, username: &str) {
         let sql = "UPDATE users SET is_staff = TRUE WHERE username = $1";
         match &self.db {
-            Db::Sqlite(pool) => sqlx::query(sql)
+            Db::Sqlite(pool, _) => sqlx::query(sql)
                 .bind(username)
                 .execute(pool)
                 .await
