@@ -7,8 +7,7 @@ use anyhow::Context;
 use axum::{extract::Request, serve::ListenerExt, ServiceExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::Layer;
-use tower_http::normalize_path::NormalizePathLayer;
+use tower::{util::MapRequestLayer, Layer};
 
 use crate::{
     config::Config,
@@ -59,7 +58,8 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         // Paths are matched with or without their trailing slash, as clients of the original
         // send both spellings.
-        let app = NormalizePathLayer::trim_trailing_slash().layer(http::router(state.clone()));
+        let app =
+            MapRequestLayer::new(http::trim_trailing_slash).layer(http::router(state.clone()));
         tracing::info!(%addr, backend = state.db.backend(), "mrm-chat listening on http://{addr}");
         let stopping = CancellationToken::new();
         tokio::spawn({

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod ai;
+pub mod assets;
 pub mod chats;
 pub mod health;
 pub mod input;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(messages::router())
         .merge(health::router())
+        .merge(assets::router())
         .merge(ai::router())
         .merge(crate::realtime::socket::router())
         .merge(crate::ai::socket::router())
@@ -100,6 +102,25 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
         }))
         .with_state(state)
+}
+
+/// Routes are declared without their trailing slash, and every request path loses its slash
+/// before routing, so both spellings reach the same handler. The documentation UI is the
+/// exception: its pages load assets relative to a directory URL.
+pub fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/api/docs/") {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 async fn not_found() -> ApiError {

@@ -36,3 +36,8 @@ pub fn typing(member: &Member) -> Utf8Bytes {
 pub fn presence(online: &[&Member]) -> Utf8Bytes {
     encode(json!({ "type": "presence", "online": online }))
 }
+
+/// `{"type": "message_deleted", "id", "chat"}`
+pub fn message_deleted(id: i64, chat_id: i64) -> Utf8Bytes {
+    encode(json!({ "type": "message_deleted", "id": id, "chat": chat_id }))
+}

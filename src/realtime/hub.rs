@@ -75,6 +75,8 @@ pub enum RoomEvent {
     MemberRemoved { user_id: i64 },
     /// The chat is gone: every socket closes.
     ChatDeleted,
+    /// A message was deleted (by an administrator): every socket is told.
+    MessageDeleted { frame: Utf8Bytes },
     /// Someone came or went on another node: recount who is online.
     PresenceChanged,
     /// Events may have been missed (the bus reconnected): catch up from the database.
@@ -376,6 +378,11 @@ impl Room {
                 }
                 self.here.clear();
                 return true;
+            }
+            RoomEvent::MessageDeleted { frame } => {
+                for s in &self.subscribers {
+                    let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
+                }
             }
             RoomEvent::PresenceChanged => self.refresh_presence(false, false).await,
             RoomEvent::Resync => self.catch_up().await,

@@ -49,6 +49,7 @@ enum WireEvent {
     Typing { frame: String },
     MemberRemoved { user_id: i64 },
     ChatDeleted,
+    MessageDeleted { frame: String },
     PresenceChanged,
 }
 
@@ -64,6 +65,9 @@ impl WireEvent {
             },
             RoomEvent::MemberRemoved { user_id } => WireEvent::MemberRemoved { user_id: *user_id },
             RoomEvent::ChatDeleted => WireEvent::ChatDeleted,
+            RoomEvent::MessageDeleted { frame } => WireEvent::MessageDeleted {
+                frame: frame.as_str().to_owned(),
+            },
             RoomEvent::PresenceChanged => WireEvent::PresenceChanged,
             RoomEvent::Resync => return None,
         })
@@ -82,6 +86,9 @@ impl WireEvent {
             },
             WireEvent::MemberRemoved { user_id } => RoomEvent::MemberRemoved { user_id },
             WireEvent::ChatDeleted => RoomEvent::ChatDeleted,
+            WireEvent::MessageDeleted { frame } => RoomEvent::MessageDeleted {
+                frame: Utf8Bytes::from(frame),
+            },
             WireEvent::PresenceChanged => RoomEvent::PresenceChanged,
         }
     }
