@@ -49,6 +49,9 @@ enum Command {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Set a user's password. Prompts twice in a terminal; otherwise reads one line from stdin.
+    /// Ends the user's browser sessions.
+    Changepassword { username: String },
 }
 
 pub async fn main() -> ExitCode {
@@ -77,6 +80,7 @@ pub async fn main() -> ExitCode {
             email,
             password,
         } => createsuperuser(config, username, email, password).await,
+        Command::Changepassword { username } => changepassword(config, username).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +162,47 @@ async fn createsuperuser(
         Err(ApiError::Validation(errors)) => anyhow::bail!("{}", errors),
         Err(err) => Err(err.into()),
     }
+}
+
+async fn changepassword(config: Config, username: String) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url, 2).await?;
+    db.migrate().await?;
+    let Some(credentials) = crate::store::users::credentials(&db, &username).await? else {
+        anyhow::bail!("no user named {username:?}");
+    };
+    let user = crate::store::users::by_id(&db, credentials.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?;
+    let password = if io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {username}: "))?;
+        let again = rpassword::prompt_password("New password (again): ")?;
+        if first != again {
+            anyhow::bail!("the passwords don't match");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let problems = crate::domain::PasswordPolicy::load().problems(
+        &password,
+        &[
+            ("username", user.username.as_str()),
+            ("first name", user.first_name.as_str()),
+            ("last name", user.last_name.as_str()),
+            ("email address", user.email.as_str()),
+        ],
+    );
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join(" "));
+    }
+    let hash = crate::auth::PasswordHasher::new().hash(password).await?;
+    crate::store::users::set_password(&db, &username, &hash).await?;
+    let ended = crate::store::sessions::delete_for_user(&db, user.id).await?;
+    db.close().await;
+    println!("Password changed for {username:?}; {ended} session(s) ended.");
+    Ok(())
 }
 
 fn prompt(label: &str) -> io::Result<String> {

@@ -1,50 +1,122 @@
-//! Posting a message: the one path REST and WebSocket sends share. The message is committed
-//! first, then published, so no socket ever sees a message the database does not have.
+//! Posting a message: the one path REST and WebSocket sends share.
+//!
+//! Messages are written by one task per process, which takes every message waiting at that
+//! moment and commits them in one transaction (group commit): under load a commit carries many
+//! messages, at rest a message waits for nobody. Each message is committed before it is
+//! published, and published in `seq` order right after the commit, so no socket ever sees a
+//! message the database does not have. Callers that go away (a dropped HTTP request) cannot
+//! leave a committed message unpublished: the writer finishes the job.
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     domain::MessageContent,
     error::{ApiError, ApiResult},
     http::views::{MessageView, UserView},
-    realtime::{frames, hub::RoomEvent},
-    state::AppState,
-    store::{self, users::User},
+    realtime::{frames, hub::RoomEvent, Realtime},
+    store::{self, messages::NewMessage, users::User, Db},
 };
 
-/// Saves and publishes a message. `None` when the sender is not a participant of the chat (or
-/// the chat is gone). Runs as its own task: a caller that goes away mid-way (a dropped HTTP
-/// request) cannot leave a committed message unpublished.
-pub async fn post(
-    state: &AppState,
+/// Most messages committed together.
+const MAX_BATCH: usize = 256;
+/// Messages waiting for the writer before senders wait too.
+const QUEUE: usize = 4096;
+
+struct Pending {
     chat_id: i64,
-    sender: &User,
+    sender: UserView,
     content: MessageContent,
-) -> ApiResult<Option<MessageView>> {
-    let state = state.clone();
-    let sender = UserView::from(sender);
-    tokio::spawn(async move {
-        let Some(saved) =
-            store::messages::insert(&state.db, chat_id, sender.id, content.as_str()).await?
-        else {
-            return Ok(None);
-        };
-        let view = MessageView {
-            id: saved.id,
-            chat: chat_id,
-            seq: saved.seq,
-            sender,
-            content: content.into_string(),
-            timestamp: saved.created_at,
-        };
-        let frame = frames::message(&view);
-        state.realtime.publish(
+    saved: oneshot::Sender<sqlx::Result<Option<MessageView>>>,
+}
+
+#[derive(Clone)]
+pub struct MessageWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl MessageWriter {
+    /// Starts the writer task; it ends when the last handle is dropped.
+    pub fn start(db: Db, realtime: Realtime) -> MessageWriter {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(db, realtime, pending));
+        MessageWriter { queue }
+    }
+
+    /// Saves and publishes a message. `None` when the sender is not a participant of the chat
+    /// (or the chat is gone).
+    pub async fn post(
+        &self,
+        chat_id: i64,
+        sender: &User,
+        content: MessageContent,
+    ) -> ApiResult<Option<MessageView>> {
+        let (saved, answer) = oneshot::channel();
+        let pending = Pending {
             chat_id,
-            RoomEvent::Message {
+            sender: UserView::from(sender),
+            content,
+            saved,
+        };
+        let gone = || ApiError::Internal(anyhow::anyhow!("the message writer stopped"));
+        self.queue.send(pending).await.map_err(|_| gone())?;
+        Ok(answer.await.map_err(|_| gone())??)
+    }
+}
+
+async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let rows: Vec<NewMessage<'_>> = batch
+            .iter()
+            .map(|p| NewMessage {
+                chat_id: p.chat_id,
+                sender_id: p.sender.id,
+                content: p.content.as_str(),
+            })
+            .collect();
+        match store::messages::insert_batch(&db, &rows).await {
+            Ok(saved) => {
+                drop(rows);
+                for (p, saved) in batch.drain(..).zip(saved) {
+                    finish(&realtime, p, Ok(saved));
+                }
+            }
+            Err(err) => {
+                // One bad row fails the whole transaction: retry each alone, so only it fails.
+                tracing::warn!(error = %err, size = batch.len(), "batched insert failed; retrying one by one");
+                drop(rows);
+                for p in batch.drain(..) {
+                    let saved =
+                        store::messages::insert(&db, p.chat_id, p.sender.id, p.content.as_str())
+                            .await;
+                    finish(&realtime, p, saved);
+                }
+            }
+        }
+    }
+}
+
+/// Publishes a committed message and answers its sender.
+fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::messages::Saved>>) {
+    let outcome = saved.map(|saved| {
+        saved.map(|saved| {
+            let view = MessageView {
+                id: saved.id,
+                chat: p.chat_id,
                 seq: saved.seq,
-                frame,
-            },
-        );
-        Ok(Some(view))
-    })
-    .await
-    .map_err(|err| ApiError::Internal(anyhow::anyhow!("message task failed: {err}")))?
+                sender: p.sender,
+                content: p.content.into_string(),
+                timestamp: saved.created_at,
+            };
+            realtime.publish(
+                p.chat_id,
+                RoomEvent::Message {
+                    seq: saved.seq,
+                    frame: frames::message(&view),
+                },
+            );
+            view
+        })
+    });
+    let _ = p.saved.send(outcome);
 }

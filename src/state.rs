@@ -8,6 +8,7 @@ use crate::{
     config::Config,
     domain::PasswordPolicy,
     limits::RateLimits,
+    messaging::MessageWriter,
     realtime::{BusSettings, Realtime, SocketSettings},
     store::Db,
 };
@@ -21,6 +22,7 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub realtime: Realtime,
     pub generations: Arc<Generations>,
+    pub messages: MessageWriter,
 }
 
 impl AppState {
@@ -61,7 +63,9 @@ impl AppState {
     ) -> Self {
         let limits = RateLimits::new(config.login_attempts_per_minute, config.messages_per_second);
         let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
+        let messages = MessageWriter::start(db.clone(), realtime.clone());
         Self {
+            messages,
             db,
             realtime,
             generations,

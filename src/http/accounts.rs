@@ -13,6 +13,7 @@ use axum::{
 use axum_extra::extract::CookieJar;
 use serde_json::json;
 
+use super::schemas::{BadRequest, Detail, ErrorMessage, LoginRequest, Message, RegisterRequest};
 use super::{
     input::Input,
     pagination::Cursor,
@@ -147,6 +148,13 @@ pub async fn create_account(
     }
 }
 
+#[utoipa::path(post, path = "/api/register/", tag = "Authentication", security(()),
+    request_body(content = RegisterRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Account created", body = UserView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 403, description = "Cross-origin request refused", body = Detail),
+    ))]
 async fn register(State(state): State<AppState>, input: Input) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
     let username = input.required_string("username", &mut errors);
@@ -197,6 +205,15 @@ pub async fn authenticate(
     }
 }
 
+#[utoipa::path(post, path = "/api/login/", tag = "Authentication", security(()),
+    request_body(content = LoginRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Logged in: sets the `sessionid` and `csrftoken` cookies", body = UserView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Wrong username or password", body = ErrorMessage),
+        (status = 403, description = "Cross-origin request refused", body = Detail),
+        (status = 429, description = "Too many attempts", body = Detail),
+    ))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -218,6 +235,12 @@ async fn login(
     Ok((headers, Json(UserView::from(&user))).into_response())
 }
 
+#[utoipa::path(post, path = "/api/logout/", tag = "Authentication", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Session ended", body = Message),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn logout(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Response> {
     if let Credential::Session { key_hash } = &auth.credential {
         store::sessions::delete(&state.db, key_hash).await?;
@@ -234,10 +257,27 @@ async fn logout(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Resp
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/me/", tag = "Users", security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserView),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn me(auth: AuthUser) -> Json<UserView> {
     Json(UserView::from(&auth.user))
 }
 
+#[utoipa::path(get, path = "/api/users/", tag = "Users", security(("session" = []), ("bearer" = [])), params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "The user directory, by id", body = Vec<UserListItem>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn users(
     State(state): State<AppState>,
     _auth: AuthUser,

@@ -18,6 +18,10 @@ use futures_util::Stream;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::schemas::{
+    AiChatCreate, AiChatUpdate, AiSendMessage, BadRequest, Cancelled, Detail, ErrorMessage,
+    NotFoundBody, RelatedChatContext, ServerSentEvent, Usage,
+};
 use super::{
     input::{required_text, Input},
     pagination::{Cursor, DEFAULT_LIMIT, MAX_LIMIT},
@@ -88,6 +92,17 @@ async fn views(state: &AppState, chats: Vec<AiChat>) -> ApiResult<Vec<AiChatView
         .collect())
 }
 
+#[utoipa::path(get, path = "/api/ai/chats/", tag = "AI Chat", security(("session" = []), ("bearer" = [])),
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, description = "From the `Link` header of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The caller's AI chats, newest-updated first", body = Vec<AiChatView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 /// `?limit=` and an opaque `?cursor=` (from the `Link` header): the list is ordered by last
 /// update, newest first, so its cursor is the last row's update time and id.
 async fn list(
@@ -194,6 +209,14 @@ async fn chat_fields(
     }
 }
 
+#[utoipa::path(post, path = "/api/ai/chats/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    request_body(content = AiChatCreate, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = AiChatSummary),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -216,6 +239,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
+    responses(
+        (status = 200, description = "The AI chat with its newest 100 messages", body = AiChatView),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn retrieve(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -225,6 +255,15 @@ async fn retrieve(
     Ok(Json(views(&state, vec![chat]).await?.remove(0)))
 }
 
+#[utoipa::path(method(put, patch), path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
+    request_body(content = AiChatUpdate, content_type = "application/json", description = "`title` is required with PUT; the related chat is re-checked on every write"),
+    responses(
+        (status = 200, description = "Updated", body = AiChatSummary),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn update(
     State(state): State<AppState>,
     method: Method,
@@ -250,6 +289,13 @@ async fn update(
     }))
 }
 
+#[utoipa::path(delete, path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
+    responses(
+        (status = 204, description = "Deleted with its messages (its token accounting stays)"),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn destroy(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -335,6 +381,22 @@ pub fn send_fields(input: &Input, errors: &mut FieldErrors) -> Option<SendFields
     })
 }
 
+#[utoipa::path(post, path = "/api/ai/chats/{id}/send_message/", tag = "AI Messages", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
+    request_body(content = AiSendMessage, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The assistant's reply; with `stream` or `Accept: text/event-stream`, server-sent events `user_message`, `assistant_delta`, then `assistant_message` or `error`", content(
+            (AiMessageView = "application/json"),
+            (ServerSentEvent = "text/event-stream"),
+        )),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 409, description = "A reply is already being generated for this AI chat", body = Detail),
+        (status = 429, description = "Too many replies in progress for this user", body = Detail),
+        (status = 502, description = "The AI provider failed; the question is kept", body = ErrorMessage),
+        (status = 503, description = "No AI provider is configured; the question is kept", body = ErrorMessage),
+    ))]
 async fn send_message(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -447,6 +509,13 @@ fn sse_events(
     })
 }
 
+#[utoipa::path(post, path = "/api/ai/chats/{id}/cancel/", tag = "AI Messages", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
+    responses(
+        (status = 200, description = "The running reply, if any, stops; its text so far is kept", body = Cancelled),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -457,6 +526,20 @@ async fn cancel(
     Ok(Json(json!({ "cancelled": cancelled })))
 }
 
+#[utoipa::path(get, path = "/api/ai/chats/{id}/messages/", tag = "AI Messages", security(("session" = []), ("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "AI chat id"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "A page of the conversation, oldest first", body = Vec<AiMessageView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn chat_messages(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -470,6 +553,18 @@ async fn chat_messages(
     Ok(cursor.respond(rows, |m| m.id, &path, AiMessageView::from))
 }
 
+#[utoipa::path(get, path = "/api/ai/chats/{id}/related_chat_context/", tag = "AI Chat", security(("session" = []), ("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "AI chat id"),
+        ("message_limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Default 50"),
+    ),
+    responses(
+        (status = 200, description = "What the model would be given from the linked group chat", body = RelatedChatContext),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "No AI chat, or no related chat linked (or no longer a participant)", body = NotFoundBody),
+    ))]
 async fn related_chat_context(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -521,6 +616,17 @@ async fn related_chat_context(
     })))
 }
 
+#[utoipa::path(get, path = "/api/ai/messages/", tag = "AI Messages", security(("session" = []), ("bearer" = [])), params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "The caller's AI messages, oldest first", body = Vec<AiMessageView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn all_messages(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -531,6 +637,14 @@ async fn all_messages(
     Ok(cursor.respond(rows, |m| m.id, "/api/ai/messages/", AiMessageView::from))
 }
 
+#[utoipa::path(get, path = "/api/ai/messages/{id}/", tag = "AI Messages", security(("session" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "AI message id")),
+    responses(
+        (status = 200, description = "The AI message", body = AiMessageView),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn one_message(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -542,6 +656,19 @@ async fn one_message(
     Ok(Json(AiMessageView::from(message)))
 }
 
+#[utoipa::path(get, path = "/api/ai/usage/", tag = "AI Messages", security(("session" = []), ("bearer" = [])),
+    params(
+        ("from" = Option<String>, Query, description = "First day, YYYY-MM-DD (default: 29 days before `to`)"),
+        ("to" = Option<String>, Query, description = "Last day, YYYY-MM-DD (default: today, UTC)"),
+        ("user" = Option<i64>, Query, description = "Another user's id (staff only)"),
+    ),
+    responses(
+        (status = 200, description = "Token use in total, per model and per day", body = Usage),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or not staff", body = Detail),
+        (status = 404, description = "No such user", body = Detail),
+    ))]
 /// Token use for a date range (`from`, `to` as `YYYY-MM-DD`, default the last 30 days), in total,
 /// per model and per day. Staff may ask about another user with `user=<id>`.
 async fn usage(

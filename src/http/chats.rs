@@ -12,6 +12,7 @@ use axum::{
     Json, Router,
 };
 
+use super::schemas::{BadRequest, ChatCreate, ChatUpdate, Detail, ParticipantsAdd, SendMessage};
 use super::{
     input::{required_text, Input},
     pagination::{Cursor, DEFAULT_LIMIT},
@@ -22,7 +23,6 @@ use crate::{
     auth::AuthUser,
     domain::{MessageContent, MAX_CHAT_NAME_CHARS},
     error::{ApiError, ApiResult, FieldErrors},
-    messaging,
     realtime::hub::RoomEvent,
     state::AppState,
     store::{
@@ -102,6 +102,17 @@ async fn managed_chat(state: &AppState, chat_id: i64, user: &User) -> ApiResult<
     }
 }
 
+#[utoipa::path(get, path = "/api/chats/", tag = "Chats", security(("session" = []), ("bearer" = [])), params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "The caller's chats, each with its newest 100 messages", body = Vec<ChatView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -170,6 +181,14 @@ async fn requested_members(
     Ok(members)
 }
 
+#[utoipa::path(post, path = "/api/chats/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    request_body(content = ChatCreate, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the caller owns it", body = ChatView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -188,6 +207,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(chat_view(&state.db, chat).await?)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/chats/{id}/", tag = "Chats", security(("session" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
+    responses(
+        (status = 200, description = "The chat with its newest 100 messages", body = ChatView),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn retrieve(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -197,6 +223,15 @@ async fn retrieve(
     Ok(Json(chat_view(&state.db, chat).await?))
 }
 
+#[utoipa::path(method(put, patch), path = "/api/chats/{id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
+    request_body(content = ChatUpdate, content_type = "application/json", description = "`name` is required with PUT, optional with PATCH"),
+    responses(
+        (status = 200, description = "Renamed (owner or staff)", body = ChatView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 /// PUT requires the name, PATCH may leave it out.
 async fn update(
     State(state): State<AppState>,
@@ -220,6 +255,13 @@ async fn update(
     Ok(Json(chat_view(&state.db, chat).await?))
 }
 
+#[utoipa::path(delete, path = "/api/chats/{id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
+    responses(
+        (status = 204, description = "Deleted with its messages; its sockets close with 4004"),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn destroy(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -232,6 +274,16 @@ async fn destroy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/chats/{id}/send_message/", tag = "Messages", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
+    request_body(content = SendMessage, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Saved, and delivered to the chat's sockets", body = MessageView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 429, description = "Sending too fast", body = Detail),
+    ))]
 async fn send_message(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -252,12 +304,28 @@ async fn send_message(
     errors.check()?;
     let content = content.ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
     state.limits.message(auth.user.id, chat.id)?;
-    let message = messaging::post(&state, chat.id, &auth.user, content)
+    let message = state
+        .messages
+        .post(chat.id, &auth.user, content)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/chats/{id}/messages/", tag = "Messages", security(("session" = []), ("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "Chat id"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "A page of the chat's history, oldest first", body = Vec<MessageView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn messages(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -271,6 +339,15 @@ async fn messages(
     Ok(cursor.respond(rows, |m| m.id, &path, MessageView::from))
 }
 
+#[utoipa::path(post, path = "/api/chats/{id}/participants/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
+    request_body(content = ParticipantsAdd, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Members added (owner or staff)", body = ChatView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn add_participants(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -293,6 +370,15 @@ async fn add_participants(
     Ok(Json(chat_view(&state.db, chat).await?))
 }
 
+#[utoipa::path(delete, path = "/api/chats/{id}/participants/{user_id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Chat id"), ("user_id" = i64, Path, description = "The member to remove")),
+    responses(
+        (status = 204, description = "Removed; their sockets close with 4003"),
+        (status = 400, description = "The owner cannot be removed", body = Detail),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn remove_participant(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -314,6 +400,13 @@ async fn remove_participant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/chats/{id}/leave/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
+    responses(
+        (status = 204, description = "Left; an owner's chat passes to the longest-standing member, the last one out deletes it"),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn leave(State(state): State<AppState>, auth: AuthUser, Id(id): Id) -> ApiResult<StatusCode> {
     let chat = visible_chat(&state, id, &auth.user).await?;
     let outcome = store::chats::leave(&state.db, chat.id, auth.user.id).await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use serde_json::{json, Value};
 
+use super::schemas::{Health, Readiness};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -14,10 +15,17 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "Operations", security(()),
+    responses((status = 200, description = "The process is running", body = Health)))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "Operations", security(()),
+    responses(
+        (status = 200, description = "The database answers", body = Readiness),
+        (status = 503, description = "The database does not answer", body = Readiness),
+    ))]
 /// Ready while the database answers. Redis is reported but does not decide: without it a node
 /// still serves REST and its own sockets.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

@@ -7,6 +7,7 @@ use axum::{
     Json, Router,
 };
 
+use super::schemas::{BadRequest, Detail};
 use super::{pagination::Cursor, path::Id, views::MessageView};
 use crate::{
     auth::AuthUser,
@@ -21,6 +22,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/messages/{id}", get(retrieve))
 }
 
+#[utoipa::path(get, path = "/api/messages/", tag = "Messages", security(("session" = []), ("bearer" = [])), params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "Messages of every chat the caller is in, oldest first", body = Vec<MessageView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -31,6 +43,14 @@ async fn list(
     Ok(cursor.respond(rows, |m| m.id, "/api/messages/", MessageView::from))
 }
 
+#[utoipa::path(get, path = "/api/messages/{id}/", tag = "Messages", security(("session" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Message id")),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
 async fn retrieve(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -8,8 +8,10 @@ pub mod chats;
 pub mod health;
 pub mod input;
 pub mod messages;
+pub mod openapi;
 pub mod pagination;
 pub mod path;
+pub mod schemas;
 pub mod tokens;
 pub mod views;
 
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(health::router())
         .merge(assets::router())
+        .merge(openapi::router())
         .merge(ai::router())
         .merge(crate::realtime::socket::router())
         .merge(crate::ai::socket::router())

@@ -12,6 +12,7 @@ use axum::{
 };
 use serde_json::json;
 
+use super::schemas::{BadRequest, Detail, ErrorMessage, TokenRequest, TokenResponse};
 use super::{accounts::authenticate, input::Input, views::UserView};
 use crate::{
     auth::{secret, AuthUser, Credential},
@@ -28,6 +29,15 @@ pub fn router() -> Router<AppState> {
         .route("/api/tokens/current", delete(revoke_current))
 }
 
+#[utoipa::path(post, path = "/api/tokens/", tag = "Authentication", security(()),
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "A new bearer token", body = TokenResponse),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Wrong username or password", body = ErrorMessage),
+        (status = 403, description = "Cross-origin request refused", body = Detail),
+        (status = 429, description = "Too many attempts", body = Detail),
+    ))]
 async fn create(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -61,6 +71,13 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(delete, path = "/api/tokens/current/", tag = "Authentication", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The token is revoked"),
+        (status = 400, description = "The request was not made with a bearer token", body = Detail),
+        (status = 401, description = "Invalid token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
 async fn revoke_current(State(state): State<AppState>, auth: AuthUser) -> ApiResult<StatusCode> {
     let Credential::Token { token_hash } = &auth.credential else {
         return Err(ApiError::BadRequest(

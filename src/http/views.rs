@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
 
 use crate::store::{
     ai::{AiChat, AiMessage},
@@ -23,7 +24,7 @@ fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&format_timestamp(t))
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub username: String,
@@ -43,7 +44,7 @@ impl From<&User> for UserView {
 }
 
 /// An entry of the user directory.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserListItem {
     pub id: i64,
     pub username: String,
@@ -62,7 +63,7 @@ impl From<User> for UserListItem {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageView {
     pub id: i64,
     pub chat: i64,
@@ -71,6 +72,7 @@ pub struct MessageView {
     pub sender: UserView,
     pub content: String,
     #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
 }
 
@@ -92,7 +94,7 @@ impl From<Message> for MessageView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatView {
     pub id: i64,
     pub name: String,
@@ -101,6 +103,7 @@ pub struct ChatView {
     pub participants: Vec<UserView>,
     pub messages: Vec<MessageView>,
     #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -117,13 +120,14 @@ impl ChatView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct AiMessageView {
     pub id: i64,
     pub ai_chat: i64,
     pub role: String,
     pub content: String,
     #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
@@ -151,7 +155,7 @@ impl From<AiMessage> for AiMessageView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AiChatView {
     pub id: i64,
     pub user: i64,
@@ -161,8 +165,10 @@ pub struct AiChatView {
     pub title: String,
     pub system_prompt: String,
     #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub updated_at: DateTime<Utc>,
     pub messages: Vec<AiMessageView>,
     pub message_count: i64,
@@ -187,7 +193,7 @@ impl AiChatView {
 }
 
 /// What creating or updating an AI chat answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AiChatSummary {
     pub id: i64,
     pub title: String,

@@ -40,7 +40,6 @@ use crate::{
     domain::MessageContent,
     error::ApiError,
     http::{path::Id, views::MessageView},
-    messaging,
     state::AppState,
     store::{self, users::User},
 };
@@ -511,7 +510,12 @@ impl Reader {
             self.error("Rate limit exceeded");
             return None;
         }
-        match messaging::post(&self.state, self.chat_id, &self.user, content).await {
+        match self
+            .state
+            .messages
+            .post(self.chat_id, &self.user, content)
+            .await
+        {
             Ok(Some(_)) => None,
             Ok(None) => Some(Close {
                 code: close::REMOVED,

@@ -78,6 +78,53 @@ pub async fn insert(
     })
 }
 
+/// A message to save with `insert_batch`.
+pub struct NewMessage<'a> {
+    pub chat_id: i64,
+    pub sender_id: i64,
+    pub content: &'a str,
+}
+
+/// Saves several messages in one transaction, each exactly as `insert` would (sequence number,
+/// membership check); one commit for all of them.
+pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<Option<Saved>>> {
+    let _turn = db.write_turn().await;
+    let now = super::now();
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut saved = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS \
+                 (SELECT 1 FROM chat_participants p WHERE p.chat_id = $1 AND p.user_id = $2) \
+                 RETURNING last_seq",
+            )
+            .bind(row.chat_id)
+            .bind(row.sender_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                saved.push(None);
+                continue;
+            };
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(row.chat_id)
+            .bind(seq)
+            .bind(row.sender_id)
+            .bind(row.content)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            saved.push(Some(Saved { id, seq, created_at: now }));
+        }
+        tx.commit().await?;
+        Ok(saved)
+    })
+}
+
 /// Up to `limit` messages of a chat with `after_seq < seq < before_seq`, in seq order: the
 /// replay for a resuming client and the gap filler for live delivery.
 pub async fn seq_range(

@@ -72,10 +72,50 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
         .unwrap();
     assert!(!output.status.success(), "a weak password is refused");
 
+    // changepassword reads the new password from stdin when no terminal is attached.
+    let mut change = mrm_chat(&db.url)
+        .args(["changepassword", "root-admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    change
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a-new-admin-passphrase\n")
+        .unwrap();
+    assert!(change.wait().unwrap().success());
+    let mut weak = mrm_chat(&db.url)
+        .args(["changepassword", "root-admin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    weak.stdin.take().unwrap().write_all(b"12345678\n").unwrap();
+    assert!(
+        !weak.wait().unwrap().success(),
+        "the password policy applies"
+    );
+
     let (mut server, addr) = start_server_process(&mut mrm_chat(&db.url));
 
     let client = Client::new(addr);
-    let me = client.login("root-admin", "an-admin-passphrase").await.body;
+    let refused = client
+        .post(
+            "/api/login/",
+            &serde_json::json!({"username": "root-admin", "password": "an-admin-passphrase"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "the old password no longer works"
+    );
+    let me = client
+        .login("root-admin", "a-new-admin-passphrase")
+        .await
+        .body;
     assert_eq!(me["user_type"], "staff");
     assert_eq!(client.get("/readyz").await.status, StatusCode::OK);
 

@@ -10,6 +10,7 @@ mod errors;
 mod fake_openai;
 mod helpers;
 mod messages;
+mod openapi;
 mod pagination;
 mod realtime;
 mod tokens;

@@ -69,6 +69,11 @@ pub struct FanoutArgs {
     /// connection.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_resumes: u32,
+    /// Spread the sockets over these servers (comma-separated base URLs, round robin) instead
+    /// of `--target`, to measure several nodes sharing one database and one Redis. Setup and
+    /// REST calls still go to `--target`.
+    #[arg(long, value_delimiter = ',')]
+    pub socket_targets: Vec<String>,
 }
 
 /// Sockets opened at once during setup.
@@ -98,7 +103,14 @@ struct Plan {
     hard_end: Instant,
     mode: Mode,
     max_resumes: u32,
-    target: Arc<Target>,
+    /// Where socket `i` connects: `socket_targets[i % len]`.
+    socket_targets: Vec<Arc<Target>>,
+}
+
+impl Plan {
+    fn socket_target(&self, index: usize) -> &Arc<Target> {
+        &self.socket_targets[index % self.socket_targets.len()]
+    }
 }
 
 struct Member {
@@ -377,7 +389,7 @@ async fn run_socket(
         resumes += 1;
         let query = format!("?after_seq={}", st.contiguous);
         match client::connect_ws(
-            &plan.target,
+            plan.socket_target(member.index),
             member.chat_id,
             &query,
             &member.cookie,
@@ -455,6 +467,13 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
 
     crate::os::raise_nofile_limit()?;
     let target = Arc::new(Target::resolve(&args.common.target).await?);
+    let mut socket_targets = Vec::new();
+    for url in &args.socket_targets {
+        socket_targets.push(Arc::new(Target::resolve(url).await?));
+    }
+    if socket_targets.is_empty() {
+        socket_targets.push(target.clone());
+    }
     let prefix = users::run_prefix();
     note!("registering {} users as {prefix}_*", sockets);
     let sessions = users::create(
@@ -481,7 +500,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     note!("opening {sockets} sockets");
     let opened: Vec<(usize, Result<Ws, client::WsError>)> = stream::iter(0..sockets)
         .map(|i| {
-            let target = target.clone();
+            let target = socket_targets[i % socket_targets.len()].clone();
             let cookie = sessions[i].cookie.clone();
             let chat_id = chat_ids[i / members];
             async move {
@@ -535,7 +554,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         hard_end: send_end + drain + Duration::from_secs(5),
         mode,
         max_resumes: args.max_resumes,
-        target: target.clone(),
+        socket_targets: socket_targets.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(sockets);
@@ -670,6 +689,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     let json = json!({
         "scenario": "fanout",
         "target": target.base.as_str(),
+        "socket_targets": socket_targets.iter().map(|t| t.base.as_str()).collect::<Vec<_>>(),
         "params": {
             "chats": chats,
             "members": members,

@@ -1,0 +1,263 @@
+//! The OpenAPI document, generated from the handlers' annotations: `GET /api/schema/` (YAML, or
+//! JSON with `?format=json`), Swagger UI at `/api/docs/` and ReDoc at `/api/redoc/`, every asset
+//! served by this process.
+
+use axum::{
+    extract::RawQuery,
+    http::{header, HeaderMap},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use serde_json::json;
+use utoipa::{
+    openapi::{
+        extensions::ExtensionsBuilder,
+        path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItemBuilder},
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+        ResponseBuilder,
+    },
+    Modify, OpenApi,
+};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use super::{accounts, ai, chats, health, messages, schemas, tokens};
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "MRM Chat API",
+        description = "Accounts, group chats with live delivery, and AI conversations.\n\n\
+            Browser clients log in with `POST /api/login/`, which sets the `sessionid` cookie, and \
+            repeat the `csrftoken` cookie in an `X-CSRFToken` header on every write. Other clients \
+            take a token from `POST /api/tokens/` and send `Authorization: Bearer <token>`.\n\n\
+            Lists are bare arrays, oldest first, bounded by `limit` (default 100, at most 500) and \
+            the `before` / `after` id cursors, with a `Link: <…>; rel=\"next\"` header when more exist."
+    ),
+    paths(
+        accounts::register, accounts::login, accounts::logout, accounts::me, accounts::users,
+        tokens::create, tokens::revoke_current,
+        chats::list, chats::create, chats::retrieve, chats::update, chats::destroy,
+        chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
+        chats::leave,
+        messages::list, messages::retrieve,
+        ai::list, ai::create, ai::retrieve, ai::update, ai::destroy, ai::send_message, ai::cancel,
+        ai::chat_messages, ai::related_chat_context, ai::all_messages, ai::one_message, ai::usage,
+        health::healthz, health::readyz,
+    ),
+    components(schemas(
+        schemas::ChatSendFrame, schemas::TypingRequestFrame, schemas::MessageFrame,
+        schemas::PresenceFrame, schemas::TypingFrame, schemas::MessageDeletedFrame,
+        schemas::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
+        schemas::UserMessageFrame, schemas::AssistantDeltaFrame, schemas::AssistantMessageFrame,
+        schemas::AiStreamEvent,
+    )),
+    tags(
+        (name = "Authentication", description = "Registration, login and logout, bearer tokens"),
+        (name = "Users", description = "The caller and the user directory"),
+        (name = "Chats", description = "Group chats, their owners and members"),
+        (name = "Messages", description = "Sending and reading group chat messages"),
+        (name = "AI Chat", description = "Private conversations with a language model"),
+        (name = "AI Messages", description = "Asking the model, its replies, and token usage"),
+        (name = "WebSockets", description = "Live delivery: group chat and AI sockets"),
+        (name = "Operations", description = "Health and readiness probes"),
+    ),
+    modifiers(&SecuritySchemes, &WebSockets),
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "sessionid",
+                "The session cookie set by `POST /api/login/`.",
+            ))),
+        );
+        components.add_security_scheme(
+            "csrf",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-CSRFToken",
+                "The value of the `csrftoken` cookie; required on writes made with the session cookie.",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `POST /api/tokens/`; no CSRF header needed.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The two socket protocols, as GET operations under "WebSockets": how to connect, and the
+/// frames each way (`x-client-frames`, `x-server-frames`, referencing component schemas).
+struct WebSockets;
+
+impl Modify for WebSockets {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let frames = |names: &[&str]| {
+            json!(names
+                .iter()
+                .map(|n| json!({ "$ref": format!("#/components/schemas/{n}") }))
+                .collect::<Vec<_>>())
+        };
+        let socket =
+            |summary: &str, description: &str, id: &str, client: &[&str], server: &[&str]| {
+                let operation = OperationBuilder::new()
+                .tag("WebSockets")
+                .summary(Some(summary))
+                .description(Some(description))
+                .operation_id(Some(id))
+                .parameter(
+                    ParameterBuilder::new()
+                        .name("id")
+                        .parameter_in(ParameterIn::Path)
+                        .required(utoipa::openapi::Required::True)
+                        .schema(Some(i64::schema_ref())),
+                )
+                .response(
+                    "101",
+                    ResponseBuilder::new().description("Switching protocols: the socket is open"),
+                )
+                .response(
+                    "400",
+                    ResponseBuilder::new()
+                        .description("Not a WebSocket handshake, or a bad resume parameter"),
+                )
+                .response(
+                    "403",
+                    ResponseBuilder::new().description(
+                        "Refused before the upgrade: anonymous, not allowed, or a foreign Origin",
+                    ),
+                )
+                .response("404", ResponseBuilder::new().description("Not a valid id"))
+                .response(
+                    "503",
+                    ResponseBuilder::new().description("The server is at its connection limit"),
+                )
+                .extensions(Some(
+                    ExtensionsBuilder::new()
+                        .add("x-client-frames", frames(client))
+                        .add("x-server-frames", frames(server))
+                        .build(),
+                ))
+                .build();
+                PathItemBuilder::new()
+                    .operation(HttpMethod::Get, operation)
+                    .build()
+            };
+        openapi.paths.paths.insert(
+            "/ws/chat/{id}/".into(),
+            socket(
+                "Group chat socket",
+                "Connect as a participant (session cookie or bearer token; browsers must be on a \
+                 trusted Origin). Add `?after_seq=N` (or `?after=<message id>`) to first receive \
+                 every message after N, then live ones, with no gap and no duplicate. Close codes: \
+                 1001 server going away, 1009 frame over 64 KiB, 4003 no longer a participant, \
+                 4004 chat deleted, 4008 too slow (reconnect with `after_seq`).",
+                "chat_socket",
+                &["ChatSendFrame", "TypingRequestFrame"],
+                &[
+                    "MessageFrame",
+                    "PresenceFrame",
+                    "TypingFrame",
+                    "MessageDeletedFrame",
+                    "ErrorFrame",
+                ],
+            ),
+        );
+        openapi.paths.paths.insert(
+            "/ws/ai-chat/{id}/".into(),
+            socket(
+                "AI chat socket",
+                "Connect as the AI chat's owner. A reply streams as `assistant_delta` frames, then \
+                 the saved `assistant_message`; a socket opened while a reply runs first gets the \
+                 text so far. `{\"type\": \"typing\"}` is accepted and ignored.",
+                "ai_chat_socket",
+                &["AiAskFrame", "AiCancelFrame", "TypingRequestFrame"],
+                &["UserMessageFrame", "AssistantDeltaFrame", "AssistantMessageFrame", "ErrorFrame"],
+            ),
+        );
+    }
+}
+
+trait SchemaRef {
+    fn schema_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
+}
+
+impl SchemaRef for i64 {
+    fn schema_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .into()
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    let swagger = SwaggerUi::new("/api/docs").config(
+        Config::new(["/api/schema/?format=json"])
+            .try_it_out_enabled(true)
+            .persist_authorization(true),
+    );
+    Router::new()
+        .route("/api/schema", get(schema))
+        .route("/api/redoc", get(redoc))
+        .merge(swagger)
+}
+
+/// `GET /api/schema/`: YAML by default, JSON with `?format=json` (or `Accept: application/json`).
+async fn schema(RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    let wants_json = query.as_deref().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "format" && v == "json")
+    }) || headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let doc = ApiDoc::openapi();
+    if wants_json {
+        return axum::Json(doc).into_response();
+    }
+    match doc.to_yaml() {
+        Ok(yaml) => (
+            [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+            yaml,
+        )
+            .into_response(),
+        Err(err) => crate::error::ApiError::Internal(anyhow::anyhow!("schema as YAML: {err}"))
+            .into_response(),
+    }
+}
+
+/// `GET /api/redoc/`: ReDoc, from the bundle this server embeds.
+async fn redoc() -> Html<&'static str> {
+    Html(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>MRM Chat API — ReDoc</title>
+  <style>body { margin: 0; padding: 0; }</style>
+</head>
+<body>
+  <redoc spec-url="/api/schema/?format=json"></redoc>
+  <script src="/static/redoc/redoc.standalone.js"></script>
+</body>
+</html>
+"#,
+    )
+}
