@@ -77,7 +77,10 @@ async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pend
         match store::messages::insert_batch(&db, &rows).await {
             Ok(saved) => {
                 drop(rows);
-                for (p, saved) in batch.drain(..).zip(saved) {
+                // Published chat by chat in seq order, as committed.
+                let mut done: Vec<_> = batch.drain(..).zip(saved).collect();
+                done.sort_by_key(|(p, s)| (p.chat_id, s.map(|s| s.seq)));
+                for (p, saved) in done {
                     finish(&realtime, p, Ok(saved));
                 }
             }

@@ -86,14 +86,19 @@ pub struct NewMessage<'a> {
 }
 
 /// Saves several messages in one transaction, each exactly as `insert` would (sequence number,
-/// membership check); one commit for all of them.
+/// membership check); one commit for all of them. Chats are locked in id order, so batches
+/// written by several nodes at once wait for each other instead of deadlocking; messages of one
+/// chat keep their order.
 pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<Option<Saved>>> {
     let _turn = db.write_turn().await;
     let now = super::now();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].chat_id);
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
-        let mut saved = Vec::with_capacity(rows.len());
-        for row in rows {
+        let mut saved = vec![None; rows.len()];
+        for i in order {
+            let row = &rows[i];
             let seq: Option<i64> = sqlx::query_scalar(
                 "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS \
                  (SELECT 1 FROM chat_participants p WHERE p.chat_id = $1 AND p.user_id = $2) \
@@ -104,7 +109,6 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
             .fetch_optional(&mut *tx)
             .await?;
             let Some(seq) = seq else {
-                saved.push(None);
                 continue;
             };
             let id: i64 = sqlx::query_scalar(
@@ -118,7 +122,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            saved.push(Some(Saved { id, seq, created_at: now }));
+            saved[i] = Some(Saved { id, seq, created_at: now });
         }
         tx.commit().await?;
         Ok(saved)
