@@ -1,5 +1,6 @@
 //! mrm-chat: a real-time multi-person chat server.
 
+pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod cli;

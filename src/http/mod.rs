@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::router())
         .merge(openapi::router())
         .merge(ai::router())
+        .merge(crate::admin::router())
         .merge(crate::realtime::socket::router())
         .merge(crate::ai::socket::router())
         .fallback(not_found)

@@ -67,7 +67,7 @@ impl From<User> for UserListItem {
 pub struct MessageView {
     pub id: i64,
     pub chat: i64,
-    /// Position in the chat's history: 1, 2, 3, … with no holes.
+    /// Position in the chat's history: 1, 2, 3, … in the order messages were saved.
     pub seq: i64,
     pub sender: UserView,
     pub content: String,

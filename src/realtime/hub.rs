@@ -450,6 +450,8 @@ impl Room {
     }
 
     /// Delivers the stored messages from `next_seq` up to (not including) `until`, in order.
+    /// Everything below `until` is committed (a published or counted seq implies it), so a seq
+    /// the database lacks there was deleted, and is skipped rather than waited for.
     async fn deliver_from_db(&mut self, until: i64) {
         while self.next_seq < until {
             let rows = match store::messages::seq_range(
@@ -467,20 +469,20 @@ impl Room {
                     return;
                 }
             };
-            let before = self.next_seq;
+            let complete = (rows.len() as i64) < GAP_FILL_BATCH;
             tracing::debug!(
                 chat.id = self.chat_id,
                 filled = rows.len(),
                 "delivered from the database"
             );
             for row in rows {
-                if row.seq == self.next_seq {
+                if row.seq >= self.next_seq {
                     let seq = row.seq;
                     self.deliver(seq, frames::message(&MessageView::from(row)));
                 }
             }
-            if self.next_seq == before {
-                return; // Nothing usable came back; try again later.
+            if complete {
+                self.next_seq = self.next_seq.max(until);
             }
         }
     }

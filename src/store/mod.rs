@@ -4,6 +4,7 @@
 //! window functions) and run against whichever pool is configured; each backend keeps its own
 //! migrations so that each gets its proper column types. SQL lives here, grouped by table.
 
+pub mod admin;
 pub mod ai;
 pub mod chats;
 pub mod messages;

@@ -1,6 +1,7 @@
 //! HTTP tests against the real server. One binary for every feature, so it links once.
 
 mod accounts;
+mod admin;
 mod ai;
 mod chats;
 mod cli;

@@ -1,0 +1,215 @@
+//! `/admin/ai/…`: AI conversations (searchable by title and owner), their messages with token
+//! counts, and token usage per user and per model.
+
+use askama::Template;
+use axum::{extract::State, response::Response};
+use chrono::NaiveDate;
+
+use super::{
+    pagination::{requested_page, Pager},
+    render, AdminError, AdminId, AdminResult, Chrome, Params, StaffUser,
+};
+use crate::{
+    state::AppState,
+    store::{
+        self,
+        admin::{AiChatFilter, AiChatRow, AiMessageFilter, AiMessageRow, DayRange, UsageTotal},
+    },
+};
+
+const ROLES: [&str; 3] = ["user", "assistant", "system"];
+
+#[derive(Template)]
+#[template(path = "admin/ai_chats.html")]
+struct ChatsPage {
+    chrome: Chrome,
+    chats: Vec<AiChatRow>,
+    pager: Pager,
+    q: String,
+    owner: String,
+}
+
+pub async fn chats(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let filter = AiChatFilter {
+        search: params.text("q"),
+        owner: params.text("owner"),
+    };
+    let q = filter.search.clone().unwrap_or_default();
+    let owner = filter.owner.clone().unwrap_or_default();
+    let page = requested_page(&params)?;
+    let total = store::admin::count_ai_chats(&state.db, &filter).await?;
+    let keep = [("q", q.clone()), ("owner", owner.clone())];
+    let pager = Pager::new(page, total, "/admin/ai/chats/", &keep)?;
+    let chats = store::admin::ai_chats(&state.db, &filter, pager.limit(), pager.offset()).await?;
+    render(&ChatsPage {
+        chrome: staff.chrome("ai_chats", None),
+        chats,
+        pager,
+        q,
+        owner,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/ai_chat.html")]
+struct ChatPage {
+    chrome: Chrome,
+    chat: AiChatRow,
+    messages: Vec<AiMessageRow>,
+    pager: Pager,
+}
+
+pub async fn chat(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+    params: Params,
+) -> AdminResult<Response> {
+    let chat = store::admin::ai_chat(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    let filter = AiMessageFilter {
+        ai_chat_id: Some(chat.id),
+        ..AiMessageFilter::default()
+    };
+    let page = requested_page(&params)?;
+    let total = store::admin::count_ai_messages(&state.db, &filter).await?;
+    let pager = Pager::new(page, total, &format!("/admin/ai/chats/{id}/"), &[])?;
+    let messages =
+        store::admin::ai_messages(&state.db, &filter, true, pager.limit(), pager.offset()).await?;
+    render(&ChatPage {
+        chrome: staff.chrome("ai_chats", None),
+        chat,
+        messages,
+        pager,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/ai_messages.html")]
+struct MessagesPage {
+    chrome: Chrome,
+    messages: Vec<AiMessageRow>,
+    pager: Pager,
+    chat: String,
+    role: String,
+    owner: String,
+    roles: [&'static str; 3],
+    filter_error: Option<&'static str>,
+}
+
+pub async fn messages(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let chat = params.text("chat").unwrap_or_default();
+    let role = params
+        .text("role")
+        .filter(|r| ROLES.contains(&r.as_str()))
+        .unwrap_or_default();
+    let owner = params.text("owner").unwrap_or_default();
+    let keep = [
+        ("chat", chat.clone()),
+        ("role", role.clone()),
+        ("owner", owner.clone()),
+    ];
+    let page = requested_page(&params)?;
+    let chat_id = match chat.as_str() {
+        "" => Ok(None),
+        raw => raw.parse::<i64>().map(Some),
+    };
+    let (pager, messages, filter_error) = match chat_id {
+        Ok(ai_chat_id) => {
+            let filter = AiMessageFilter {
+                ai_chat_id,
+                role: Some(role.clone()).filter(|r| !r.is_empty()),
+                owner: Some(owner.clone()).filter(|o| !o.is_empty()),
+            };
+            let total = store::admin::count_ai_messages(&state.db, &filter).await?;
+            let pager = Pager::new(page, total, "/admin/ai/messages/", &keep)?;
+            let rows =
+                store::admin::ai_messages(&state.db, &filter, false, pager.limit(), pager.offset())
+                    .await?;
+            (pager, rows, None)
+        }
+        Err(_) => (
+            Pager::new(page, 0, "/admin/ai/messages/", &keep)?,
+            Vec::new(),
+            Some("The AI chat id must be a whole number."),
+        ),
+    };
+    render(&MessagesPage {
+        chrome: staff.chrome("ai_messages", None),
+        messages,
+        pager,
+        chat,
+        role,
+        owner,
+        roles: ROLES,
+        filter_error,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/ai_usage.html")]
+struct UsagePage {
+    chrome: Chrome,
+    from: String,
+    to: String,
+    total: UsageTotal,
+    by_model: Vec<UsageTotal>,
+    by_user: Vec<UsageTotal>,
+    pager: Pager,
+    filter_error: Option<&'static str>,
+}
+
+/// A `YYYY-MM-DD` day from the query: `Ok(None)` when blank, `Err` when not a date.
+fn day(params: &Params, name: &str) -> Result<Option<String>, ()> {
+    match params.text(name) {
+        None => Ok(None),
+        Some(raw) => NaiveDate::parse_from_str(&raw, "%Y-%m-%d")
+            .map(|d| Some(d.format("%Y-%m-%d").to_string()))
+            .map_err(|_| ()),
+    }
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let mut filter_error = None;
+    let (from, to) = match (day(&params, "from"), day(&params, "to")) {
+        (Ok(from), Ok(to)) => (from, to),
+        _ => {
+            filter_error = Some("Dates must be written as YYYY-MM-DD; showing all days.");
+            (None, None)
+        }
+    };
+    let days = DayRange { from, to };
+    let from = days.from.clone().unwrap_or_default();
+    let to = days.to.clone().unwrap_or_default();
+    let page = requested_page(&params)?;
+    let total_users = store::admin::count_usage_users(&state.db, &days).await?;
+    let keep = [("from", from.clone()), ("to", to.clone())];
+    let pager = Pager::new(page, total_users, "/admin/ai/usage/", &keep)?;
+    let by_user =
+        store::admin::usage_by_user(&state.db, &days, pager.limit(), pager.offset()).await?;
+    let by_model = store::admin::usage_by_model(&state.db, &days).await?;
+    let total = store::admin::usage_total(&state.db, &days).await?;
+    render(&UsagePage {
+        chrome: staff.chrome("usage", None),
+        from,
+        to,
+        total,
+        by_model,
+        by_user,
+        pager,
+        filter_error,
+    })
+}

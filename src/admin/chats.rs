@@ -1,0 +1,254 @@
+//! `/admin/chats/`: the chat list with search by name, and renaming a chat, adding and removing
+//! participants, and deleting it. Removals and deletions close the affected sockets, as the API's
+//! do.
+
+use std::collections::BTreeSet;
+
+use askama::Template;
+use axum::{extract::State, http::StatusCode, response::Response};
+
+use super::{
+    form::{check_length, AdminIds, Errors},
+    notice,
+    pagination::{requested_page, Pager},
+    render, render_with, see_other, AdminError, AdminId, AdminResult, Chrome, Params, StaffForm,
+    StaffUser,
+};
+use crate::{
+    domain::MAX_CHAT_NAME_CHARS,
+    realtime::hub::RoomEvent,
+    state::AppState,
+    store::{self, admin::ChatRow, users::User},
+};
+
+/// Most usernames added in one go.
+const MAX_ADDED: usize = 100;
+
+#[derive(Template)]
+#[template(path = "admin/chats.html")]
+struct ChatsPage {
+    chrome: Chrome,
+    chats: Vec<ChatRow>,
+    pager: Pager,
+    q: String,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let search = params.text("q");
+    let q = search.clone().unwrap_or_default();
+    let page = requested_page(&params)?;
+    let total = store::admin::count_chats(&state.db, search.as_deref()).await?;
+    let pager = Pager::new(page, total, "/admin/chats/", &[("q", q.clone())])?;
+    let chats =
+        store::admin::chats(&state.db, search.as_deref(), pager.limit(), pager.offset()).await?;
+    render(&ChatsPage {
+        chrome: staff.chrome("chats", notice(&params)),
+        chats,
+        pager,
+        q,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/chat_edit.html")]
+struct EditPage {
+    chrome: Chrome,
+    chat: ChatRow,
+    participants: Vec<User>,
+    /// The name field's value (as submitted, when it was refused).
+    name: String,
+    /// The add-participants field's value, when it was refused.
+    usernames: String,
+    errors: Errors,
+}
+
+async fn chat(state: &AppState, id: i64) -> AdminResult<ChatRow> {
+    store::admin::chat(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)
+}
+
+async fn edit_page_for(
+    state: &AppState,
+    staff: &StaffUser,
+    chat: ChatRow,
+    notice: Option<&'static str>,
+) -> AdminResult<EditPage> {
+    let participants = store::chats::participants(&state.db, &[chat.id])
+        .await?
+        .into_iter()
+        .map(|p| p.user)
+        .collect();
+    Ok(EditPage {
+        chrome: staff.chrome("chats", notice),
+        name: chat.name.clone(),
+        chat,
+        participants,
+        usernames: String::new(),
+        errors: Errors::default(),
+    })
+}
+
+pub async fn edit_page(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+    params: Params,
+) -> AdminResult<Response> {
+    let chat = chat(&state, id).await?;
+    render(&edit_page_for(&state, &staff, chat, notice(&params)).await?)
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let chat = chat(&state, id).await?;
+    let name = form.text("name");
+    let mut errors = Errors::default();
+    if name.is_empty() {
+        errors.add("name", "This field may not be blank.");
+    }
+    check_length(&mut errors, "name", &name, MAX_CHAT_NAME_CHARS);
+    if !errors.is_empty() {
+        let mut page = edit_page_for(&state, &staff, chat, None).await?;
+        page.name = name;
+        page.errors = errors;
+        return render(&page);
+    }
+    store::chats::rename(&state.db, chat.id, &name).await?;
+    tracing::info!(
+        chat.id = chat.id,
+        by = staff.user.id,
+        "admin renamed a chat"
+    );
+    Ok(see_other(&format!("/admin/chats/{id}/?done=renamed")))
+}
+
+pub async fn add_participants(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let chat = chat(&state, id).await?;
+    let raw = form.text("usernames");
+    // Usernames have no spaces or commas, so either separates them.
+    let wanted: BTreeSet<String> = raw
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut errors = Errors::default();
+    if wanted.is_empty() {
+        errors.add("usernames", "Enter at least one username.");
+    } else if wanted.len() > MAX_ADDED {
+        errors.add(
+            "usernames",
+            format!("Add at most {MAX_ADDED} users at a time."),
+        );
+    }
+    let mut found = Vec::new();
+    if errors.is_empty() {
+        let names: Vec<String> = wanted.iter().cloned().collect();
+        found = store::users::by_usernames(&state.db, &names).await?;
+        let known: BTreeSet<&str> = found.iter().map(|u| u.username.as_str()).collect();
+        let unknown: Vec<&str> = wanted
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !known.contains(n))
+            .collect();
+        if !unknown.is_empty() {
+            errors.add(
+                "usernames",
+                format!("Unknown username(s): {}", unknown.join(", ")),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        let mut page = edit_page_for(&state, &staff, chat, None).await?;
+        page.usernames = raw;
+        page.errors = errors;
+        return render(&page);
+    }
+    let ids: Vec<i64> = found.iter().map(|u| u.id).collect();
+    let added = store::chats::add_participants(&state.db, chat.id, &ids).await?;
+    tracing::info!(
+        chat.id = chat.id,
+        added = added.len(),
+        by = staff.user.id,
+        "admin added participants"
+    );
+    Ok(see_other(&format!("/admin/chats/{id}/?done=added")))
+}
+
+pub async fn remove_participant(
+    State(state): State<AppState>,
+    AdminIds(id, user_id): AdminIds,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let staff = posted.staff;
+    let chat = chat(&state, id).await?;
+    if chat.owner_id == Some(user_id) {
+        let mut page = edit_page_for(&state, &staff, chat, None).await?;
+        page.errors.add(
+            "participants",
+            "The owner cannot be removed from the chat; the owner may leave it instead.",
+        );
+        return render_with(StatusCode::BAD_REQUEST, &page);
+    }
+    if !store::chats::remove_participant(&state.db, chat.id, user_id).await? {
+        return Err(AdminError::NotFound);
+    }
+    state
+        .realtime
+        .publish(chat.id, RoomEvent::MemberRemoved { user_id });
+    tracing::info!(
+        chat.id = chat.id,
+        removed = user_id,
+        by = staff.user.id,
+        "admin removed a participant"
+    );
+    Ok(see_other(&format!("/admin/chats/{id}/?done=removed")))
+}
+
+#[derive(Template)]
+#[template(path = "admin/chat_delete.html")]
+struct DeletePage {
+    chrome: Chrome,
+    chat: ChatRow,
+}
+
+pub async fn delete_page(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+) -> AdminResult<Response> {
+    let chat = chat(&state, id).await?;
+    render(&DeletePage {
+        chrome: staff.chrome("chats", None),
+        chat,
+    })
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let chat = chat(&state, id).await?;
+    store::chats::delete(&state.db, chat.id).await?;
+    state.realtime.publish(chat.id, RoomEvent::ChatDeleted);
+    tracing::info!(
+        chat.id = chat.id,
+        by = posted.staff.user.id,
+        "admin deleted a chat"
+    );
+    Ok(see_other("/admin/chats/?done=deleted"))
+}

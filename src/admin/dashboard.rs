@@ -1,0 +1,46 @@
+//! `/admin/`: how much there is, and what happened last.
+
+use askama::Template;
+use axum::{extract::State, response::Response};
+
+use super::{notice, render, AdminResult, Chrome, Params, StaffUser};
+use crate::{
+    state::AppState,
+    store::{
+        self,
+        admin::{Counts, MessageFilter, MessageRow},
+        users::User,
+    },
+};
+
+/// How many of the newest users and messages the dashboard lists.
+const RECENT: i64 = 5;
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+struct DashboardPage {
+    chrome: Chrome,
+    counts: Counts,
+    today: String,
+    newest_users: Vec<User>,
+    latest_messages: Vec<MessageRow>,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let today = store::now().format("%Y-%m-%d").to_string();
+    let counts = store::admin::counts(&state.db, &today).await?;
+    let newest_users = store::admin::newest_users(&state.db, RECENT).await?;
+    let latest_messages =
+        store::admin::messages(&state.db, &MessageFilter::default(), RECENT, 0).await?;
+    render(&DashboardPage {
+        chrome: staff.chrome("dashboard", notice(&params)),
+        counts,
+        today,
+        newest_users,
+        latest_messages,
+    })
+}

@@ -1,0 +1,124 @@
+//! `/admin/messages/`: every chat message, newest first, filtered by chat, sender and content;
+//! deleting one tells the chat's open sockets (`message_deleted`).
+
+use askama::Template;
+use axum::{extract::State, response::Response};
+
+use super::{
+    notice,
+    pagination::{requested_page, Pager},
+    render, see_other, AdminError, AdminId, AdminResult, Chrome, Params, StaffForm, StaffUser,
+};
+use crate::{
+    realtime::{frames, hub::RoomEvent},
+    state::AppState,
+    store::{
+        self,
+        admin::{MessageFilter, MessageRow},
+    },
+};
+
+#[derive(Template)]
+#[template(path = "admin/messages.html")]
+struct MessagesPage {
+    chrome: Chrome,
+    messages: Vec<MessageRow>,
+    pager: Pager,
+    chat: String,
+    sender: String,
+    q: String,
+    /// Why the filters could not be applied.
+    filter_error: Option<&'static str>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let chat = params.text("chat").unwrap_or_default();
+    let sender = params.text("sender").unwrap_or_default();
+    let q = params.text("q").unwrap_or_default();
+    let keep = [
+        ("chat", chat.clone()),
+        ("sender", sender.clone()),
+        ("q", q.clone()),
+    ];
+    let chat_id = match chat.as_str() {
+        "" => Ok(None),
+        raw => raw.parse::<i64>().map(Some),
+    };
+    let page = requested_page(&params)?;
+    let (pager, messages, filter_error) = match chat_id {
+        Ok(chat_id) => {
+            let filter = MessageFilter {
+                chat_id,
+                sender: Some(sender.clone()).filter(|s| !s.is_empty()),
+                search: Some(q.clone()).filter(|s| !s.is_empty()),
+            };
+            let total = store::admin::count_messages(&state.db, &filter).await?;
+            let pager = Pager::new(page, total, "/admin/messages/", &keep)?;
+            let rows =
+                store::admin::messages(&state.db, &filter, pager.limit(), pager.offset()).await?;
+            (pager, rows, None)
+        }
+        Err(_) => (
+            Pager::new(page, 0, "/admin/messages/", &keep)?,
+            Vec::new(),
+            Some("The chat id must be a whole number."),
+        ),
+    };
+    render(&MessagesPage {
+        chrome: staff.chrome("messages", notice(&params)),
+        messages,
+        pager,
+        chat,
+        sender,
+        q,
+        filter_error,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/message_delete.html")]
+struct DeletePage {
+    chrome: Chrome,
+    message: MessageRow,
+}
+
+pub async fn delete_page(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+) -> AdminResult<Response> {
+    let message = store::admin::message(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    render(&DeletePage {
+        chrome: staff.chrome("messages", None),
+        message,
+    })
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let chat_id = store::admin::delete_message(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    state.realtime.publish(
+        chat_id,
+        RoomEvent::MessageDeleted {
+            frame: frames::message_deleted(id, chat_id),
+        },
+    );
+    tracing::info!(
+        message.id = id,
+        chat.id = chat_id,
+        by = posted.staff.user.id,
+        "admin deleted a message"
+    );
+    Ok(see_other("/admin/messages/?done=deleted"))
+}

@@ -1,0 +1,488 @@
+//! `/admin/users/`: the user list with search and filters, and adding, editing, setting the
+//! password of and deleting a user.
+//!
+//! Only superusers grant or revoke staff and superuser status, and only they change other staff
+//! accounts: otherwise a staff member could take over a superuser by resetting its password.
+
+use askama::Template;
+use axum::{extract::State, http::StatusCode, response::Response};
+
+use super::{
+    form::{check_length, Errors},
+    notice,
+    pagination::{requested_page, Pager},
+    render, render_with, see_other, AdminError, AdminId, AdminResult, Chrome, Params, StaffForm,
+    StaffUser,
+};
+use crate::{
+    domain::{Email, UserType},
+    error::{ApiError, FieldErrors},
+    http::accounts::{create_account, validate_registration},
+    realtime::hub::RoomEvent,
+    state::AppState,
+    store::{
+        self,
+        admin::{UserChanges, UserFilter},
+        users::User,
+    },
+};
+
+/// Longest first or last name, in characters (the column's size).
+const MAX_NAME_CHARS: usize = 150;
+
+const ONLY_SUPERUSERS_GRANT: &str =
+    "Only superusers can grant or revoke staff or superuser status.";
+const ONLY_SUPERUSERS_MANAGE: &str =
+    "Only superusers can change the accounts of other staff members.";
+
+fn user_types() -> Vec<&'static str> {
+    UserType::ALL.iter().map(|t| t.as_str()).collect()
+}
+
+/// `yes`, `no` or blank (either), as the filter selects spell a flag.
+fn flag_text(flag: Option<bool>) -> String {
+    match flag {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => String::new(),
+    }
+}
+
+/// Whether `staff` may change `target`: superusers any account, other staff ordinary accounts
+/// and their own.
+fn may_manage(staff: &StaffUser, target: &User) -> bool {
+    staff.is_superuser() || target.id == staff.user.id || !(target.is_staff || target.is_superuser)
+}
+
+async fn target(state: &AppState, id: i64) -> AdminResult<User> {
+    store::users::by_id(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)
+}
+
+/// Closes the user's sockets in every chat, as if they had been removed: used when the account
+/// stops being usable (deactivated or deleted).
+fn close_sockets(state: &AppState, user_id: i64, chats: &[i64]) {
+    for chat_id in chats {
+        state
+            .realtime
+            .publish(*chat_id, RoomEvent::MemberRemoved { user_id });
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<User>,
+    pager: Pager,
+    q: String,
+    user_type: String,
+    staff: String,
+    active: String,
+    user_types: Vec<&'static str>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    params: Params,
+) -> AdminResult<Response> {
+    let filter = UserFilter {
+        search: params.text("q"),
+        user_type: params
+            .text("user_type")
+            .filter(|t| UserType::parse(t).is_ok()),
+        staff: params.flag("staff"),
+        active: params.flag("active"),
+    };
+    let q = filter.search.clone().unwrap_or_default();
+    let user_type = filter.user_type.clone().unwrap_or_default();
+    let (staff_flag, active_flag) = (flag_text(filter.staff), flag_text(filter.active));
+    let keep = [
+        ("q", q.clone()),
+        ("user_type", user_type.clone()),
+        ("staff", staff_flag.clone()),
+        ("active", active_flag.clone()),
+    ];
+    let page = requested_page(&params)?;
+    let total = store::admin::count_users(&state.db, &filter).await?;
+    let pager = Pager::new(page, total, "/admin/users/", &keep)?;
+    let users = store::admin::users(&state.db, &filter, pager.limit(), pager.offset()).await?;
+    render(&UsersPage {
+        chrome: staff.chrome("users", notice(&params)),
+        users,
+        pager,
+        q,
+        user_type,
+        staff: staff_flag,
+        active: active_flag,
+        user_types: user_types(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/user_add.html")]
+struct AddPage {
+    chrome: Chrome,
+    username: String,
+    email: String,
+    user_type: String,
+    is_staff: bool,
+    is_superuser: bool,
+    can_grant: bool,
+    user_types: Vec<&'static str>,
+    errors: Errors,
+}
+
+impl AddPage {
+    fn empty(staff: &StaffUser) -> Self {
+        AddPage {
+            chrome: staff.chrome("users", None),
+            username: String::new(),
+            email: String::new(),
+            user_type: UserType::default().as_str().to_owned(),
+            is_staff: false,
+            is_superuser: false,
+            can_grant: staff.is_superuser(),
+            user_types: user_types(),
+            errors: Errors::default(),
+        }
+    }
+}
+
+pub async fn add_page(staff: StaffUser) -> AdminResult<Response> {
+    render(&AddPage::empty(&staff))
+}
+
+pub async fn add(State(state): State<AppState>, posted: StaffForm) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let mut page = AddPage::empty(&staff);
+    page.username = form.text("username");
+    page.email = form.text("email");
+    page.user_type = form.text("user_type");
+    page.is_staff = form.flag("is_staff").unwrap_or(false);
+    page.is_superuser = form.flag("is_superuser").unwrap_or(false);
+    if !staff.is_superuser() && (page.is_staff || page.is_superuser) {
+        page.errors.add("is_staff", ONLY_SUPERUSERS_GRANT);
+        return render_with(StatusCode::FORBIDDEN, &page);
+    }
+    let user_type = Some(page.user_type.clone()).filter(|t| !t.is_empty());
+    let registration = validate_registration(
+        &state,
+        Some(page.username.clone()),
+        Some(page.email.clone()),
+        Some(form.raw("password")),
+        Some(form.raw("password_confirm")),
+        user_type,
+        FieldErrors::new(),
+    )
+    .await;
+    let created = match registration {
+        Ok(registration) => {
+            create_account(&state, registration, page.is_staff, page.is_superuser).await
+        }
+        Err(err) => Err(err),
+    };
+    match created {
+        Ok(user) => {
+            tracing::info!(
+                user.id = user.id,
+                by = staff.user.id,
+                "admin created a user"
+            );
+            Ok(see_other(&format!(
+                "/admin/users/{}/?done=created",
+                user.id
+            )))
+        }
+        Err(ApiError::Validation(errors)) => {
+            page.errors = Errors::from_field_errors(errors).await;
+            render(&page)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The edit form's values, as stored or as submitted.
+#[derive(Debug, Clone)]
+struct UserForm {
+    first_name: String,
+    last_name: String,
+    email: String,
+    user_type: String,
+    is_staff: bool,
+    is_superuser: bool,
+    is_active: bool,
+}
+
+impl From<&User> for UserForm {
+    fn from(user: &User) -> Self {
+        UserForm {
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            email: user.email.clone(),
+            user_type: user.user_type.clone(),
+            is_staff: user.is_staff,
+            is_superuser: user.is_superuser,
+            is_active: user.is_active,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/user_edit.html")]
+struct EditPage {
+    chrome: Chrome,
+    target: User,
+    form: UserForm,
+    /// False when only a superuser may change this account: the page is read-only.
+    can_manage: bool,
+    can_grant: bool,
+    is_self: bool,
+    user_types: Vec<&'static str>,
+    errors: Errors,
+}
+
+impl EditPage {
+    fn new(staff: &StaffUser, target: User, notice: Option<&'static str>) -> Self {
+        EditPage {
+            chrome: staff.chrome("users", notice),
+            form: UserForm::from(&target),
+            can_manage: may_manage(staff, &target),
+            can_grant: staff.is_superuser(),
+            is_self: target.id == staff.user.id,
+            target,
+            user_types: user_types(),
+            errors: Errors::default(),
+        }
+    }
+}
+
+pub async fn edit_page(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+    params: Params,
+) -> AdminResult<Response> {
+    let target = target(&state, id).await?;
+    render(&EditPage::new(&staff, target, notice(&params)))
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let target = target(&state, id).await?;
+    if !may_manage(&staff, &target) {
+        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
+    }
+    let mut page = EditPage::new(&staff, target, None);
+    let target = &page.target;
+    // A flag that was not sent keeps its value: non-superusers get no privilege fields at all.
+    let submitted = UserForm {
+        first_name: form.text("first_name"),
+        last_name: form.text("last_name"),
+        email: form.text("email"),
+        user_type: form.text("user_type"),
+        is_staff: form.flag("is_staff").unwrap_or(target.is_staff),
+        is_superuser: form.flag("is_superuser").unwrap_or(target.is_superuser),
+        is_active: form.flag("is_active").unwrap_or(target.is_active),
+    };
+    let mut errors = Errors::default();
+    let mut status = StatusCode::OK;
+    check_length(
+        &mut errors,
+        "first_name",
+        &submitted.first_name,
+        MAX_NAME_CHARS,
+    );
+    check_length(
+        &mut errors,
+        "last_name",
+        &submitted.last_name,
+        MAX_NAME_CHARS,
+    );
+    if let Err(message) = Email::parse(&submitted.email) {
+        errors.add("email", message);
+    }
+    if let Err(message) = UserType::parse(&submitted.user_type) {
+        errors.add("user_type", message);
+    }
+    let privileges_changed =
+        submitted.is_staff != target.is_staff || submitted.is_superuser != target.is_superuser;
+    if privileges_changed && !staff.is_superuser() {
+        errors.add("is_staff", ONLY_SUPERUSERS_GRANT);
+        status = StatusCode::FORBIDDEN;
+    } else if page.is_self && privileges_changed {
+        // Another superuser has to do it, so nobody locks themselves out by accident.
+        errors.add(
+            "is_staff",
+            "You cannot change your own staff or superuser status.",
+        );
+    }
+    if page.is_self && !submitted.is_active {
+        errors.add("is_active", "You cannot deactivate your own account.");
+    }
+    if !errors.is_empty() {
+        page.form = UserForm {
+            is_staff: if staff.is_superuser() {
+                submitted.is_staff
+            } else {
+                target.is_staff
+            },
+            is_superuser: if staff.is_superuser() {
+                submitted.is_superuser
+            } else {
+                target.is_superuser
+            },
+            ..submitted
+        };
+        page.errors = errors;
+        return render_with(status, &page);
+    }
+    let changes = UserChanges {
+        first_name: &submitted.first_name,
+        last_name: &submitted.last_name,
+        email: &submitted.email,
+        user_type: &submitted.user_type,
+        is_staff: submitted.is_staff,
+        is_superuser: submitted.is_superuser,
+        is_active: submitted.is_active,
+    };
+    let updated = store::admin::update_user(&state.db, id, &changes)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    if target.is_active && !updated.is_active {
+        let chats = store::admin::chat_ids_of_user(&state.db, id).await?;
+        close_sockets(&state, id, &chats);
+    }
+    tracing::info!(user.id = id, by = staff.user.id, "admin changed a user");
+    Ok(see_other(&format!("/admin/users/{id}/?done=saved")))
+}
+
+#[derive(Template)]
+#[template(path = "admin/user_password.html")]
+struct PasswordPage {
+    chrome: Chrome,
+    target: User,
+    errors: Errors,
+}
+
+pub async fn password_page(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+) -> AdminResult<Response> {
+    let target = target(&state, id).await?;
+    if !may_manage(&staff, &target) {
+        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
+    }
+    render(&PasswordPage {
+        chrome: staff.chrome("users", None),
+        target,
+        errors: Errors::default(),
+    })
+}
+
+pub async fn set_password(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let target = target(&state, id).await?;
+    if !may_manage(&staff, &target) {
+        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
+    }
+    let password = form.raw("password");
+    let confirm = form.raw("password_confirm");
+    let mut errors = Errors::default();
+    if password.is_empty() {
+        errors.add("password", "This field may not be blank.");
+    } else if password != confirm {
+        errors.add("password_confirm", "Passwords don't match.");
+    } else {
+        let attributes = [
+            ("username", target.username.as_str()),
+            ("email address", target.email.as_str()),
+        ];
+        for problem in state.password_policy.problems(&password, &attributes) {
+            errors.add("password", problem);
+        }
+    }
+    if !errors.is_empty() {
+        return render(&PasswordPage {
+            chrome: staff.chrome("users", None),
+            target,
+            errors,
+        });
+    }
+    let hash = state.hasher.hash(password).await?;
+    if !store::admin::set_password(&state.db, id, &hash).await? {
+        return Err(AdminError::NotFound);
+    }
+    // Whoever knew the old password is signed out everywhere; the admin changing their own
+    // password keeps this session.
+    let keep = (id == staff.user.id).then_some(staff.key_hash.as_str());
+    store::admin::end_sessions(&state.db, id, keep).await?;
+    tracing::info!(user.id = id, by = staff.user.id, "admin set a password");
+    Ok(see_other(&format!("/admin/users/{id}/?done=password")))
+}
+
+#[derive(Template)]
+#[template(path = "admin/user_delete.html")]
+struct DeletePage {
+    chrome: Chrome,
+    target: User,
+    error: Option<&'static str>,
+}
+
+pub async fn delete_page(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+) -> AdminResult<Response> {
+    let target = target(&state, id).await?;
+    if !may_manage(&staff, &target) {
+        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
+    }
+    let error = (target.id == staff.user.id).then_some(CANNOT_DELETE_SELF);
+    render(&DeletePage {
+        chrome: staff.chrome("users", None),
+        target,
+        error,
+    })
+}
+
+const CANNOT_DELETE_SELF: &str = "You cannot delete your own account.";
+
+pub async fn delete(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let staff = posted.staff;
+    let target = target(&state, id).await?;
+    if !may_manage(&staff, &target) {
+        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
+    }
+    if target.id == staff.user.id {
+        return render_with(
+            StatusCode::BAD_REQUEST,
+            &DeletePage {
+                chrome: staff.chrome("users", None),
+                target,
+                error: Some(CANNOT_DELETE_SELF),
+            },
+        );
+    }
+    let chats = store::admin::delete_user(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    close_sockets(&state, id, &chats);
+    tracing::info!(user.id = id, by = staff.user.id, "admin deleted a user");
+    Ok(see_other("/admin/users/?done=deleted"))
+}
