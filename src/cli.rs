@@ -50,7 +50,7 @@ enum Command {
         password: Option<String>,
     },
     /// Set a user's password. Prompts twice in a terminal; otherwise reads one line from stdin.
-    /// Ends the user's browser sessions.
+    /// Ends the user's sessions and revokes their bearer tokens.
     Changepassword { username: String },
 }
 
@@ -200,8 +200,11 @@ async fn changepassword(config: Config, username: String) -> anyhow::Result<()> 
     let hash = crate::auth::PasswordHasher::new().hash(password).await?;
     crate::store::users::set_password(&db, &username, &hash).await?;
     let ended = crate::store::sessions::delete_for_user(&db, user.id).await?;
+    let revoked = crate::store::tokens::delete_for_user(&db, user.id).await?;
     db.close().await;
-    println!("Password changed for {username:?}; {ended} session(s) ended.");
+    println!(
+        "Password changed for {username:?}; {ended} session(s) ended, {revoked} token(s) revoked."
+    );
     Ok(())
 }
 

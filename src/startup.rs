@@ -72,10 +72,16 @@ impl Application {
         let closing_sockets = tokio::spawn({
             let stopping = stopping.clone();
             let realtime = state.realtime.clone();
+            let generations = state.generations.clone();
             async move {
                 stopping.cancelled().await;
                 // Upgraded sockets are not HTTP requests the server waits for: close them here.
-                realtime.close_all(SOCKET_CLOSE_GRACE).await;
+                // Replies still running are cut short and saved with what they have, which also
+                // lets requests waiting for them finish.
+                tokio::join!(
+                    realtime.close_all(SOCKET_CLOSE_GRACE),
+                    generations.stop_all(SOCKET_CLOSE_GRACE)
+                );
             }
         });
         // Frames are small and latency matters: no Nagle delay on any connection.
@@ -89,8 +95,6 @@ impl Application {
         .with_graceful_shutdown(stopping.cancelled_owned())
         .await;
         let _ = closing_sockets.await;
-        // Replies still running are cut short and saved with what they have.
-        state.generations.stop_all(SOCKET_CLOSE_GRACE).await;
         housekeeping.abort();
         state.db.close().await;
         tracing::info!("mrm-chat stopped");
@@ -109,6 +113,9 @@ async fn housekeeping(state: AppState) {
             Err(err) => tracing::warn!(error = %err, "could not remove expired sessions"),
         }
         state.limits.prune();
+        if let Err(err) = store::ai::settle_interrupted(&state.db).await {
+            tracing::warn!(error = %err, "could not settle interrupted AI replies");
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Structured logging: human-readable lines by default, JSON lines with `MRM_LOG_FORMAT=json`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::config::LogFormat;
@@ -10,7 +12,12 @@ pub fn init(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init` so that embedding (tests start several servers in one process) never panics.
     let _ = match format {
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        // Colours only for a person at a terminal, never in files or log collectors.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ))
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .try_init(),

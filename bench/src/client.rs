@@ -172,6 +172,18 @@ impl Session {
         Ok(decode::<Created>(response).await?.id)
     }
 
+    /// `POST /api/ai/chats/`: a private AI chat with the default system prompt.
+    pub async fn create_ai_chat(&self, title: &str) -> Result<i64, RequestError> {
+        let response = self
+            .http
+            .post(self.target.url("/api/ai/chats/"))
+            .header("X-CSRFToken", &self.csrf)
+            .json(&json!({ "title": title }))
+            .send()
+            .await?;
+        Ok(decode::<Created>(response).await?.id)
+    }
+
     pub async fn send_message(&self, chat_id: i64, content: &str) -> Result<Message, RequestError> {
         let response = self
             .http
@@ -268,8 +280,21 @@ pub async fn connect_ws(
     config: WebSocketConfig,
     timeout: Duration,
 ) -> Result<Ws, WsError> {
+    let path = format!("/ws/chat/{chat_id}/{query}");
+    connect_ws_path(target, &path, cookie, source, config, timeout).await
+}
+
+/// Opens the WebSocket at `path_and_query` (e.g. `/ws/ai-chat/7/`), as `connect_ws` does.
+pub async fn connect_ws_path(
+    target: &Target,
+    path_and_query: &str,
+    cookie: &str,
+    source: Option<IpAddr>,
+    config: WebSocketConfig,
+    timeout: Duration,
+) -> Result<Ws, WsError> {
     let attempt = async {
-        let url = format!("ws://{}/ws/chat/{chat_id}/{query}", target.authority);
+        let url = format!("ws://{}{path_and_query}", target.authority);
         let mut request = url.into_client_request().map_err(|e| WsError {
             kind: "bad_request".into(),
             detail: e.to_string(),

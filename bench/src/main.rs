@@ -53,6 +53,8 @@ enum Scenario {
     Rest(scenarios::rest::RestArgs),
     /// Message list latency as a chat's history grows.
     History(scenarios::history::HistoryArgs),
+    /// AI chats streaming replies from a fake provider run by this process.
+    Ai(scenarios::ai::AiArgs),
     /// Runs one share of `connections --processes P`, driven by its parent over stdin/stdout.
     #[command(hide = true)]
     ConnectionsWorker,
@@ -97,6 +99,10 @@ async fn main() {
         Scenario::History(args) => {
             args.common.apply();
             scenarios::history::run(args).await
+        }
+        Scenario::Ai(args) => {
+            args.common.apply();
+            scenarios::ai::run(args).await
         }
         Scenario::ConnectionsWorker => match scenarios::connections::worker().await {
             Ok(()) => return,

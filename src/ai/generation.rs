@@ -163,7 +163,9 @@ impl Generations {
 
     /// Stops the running reply, if any; what was generated so far is kept.
     pub fn cancel(&self, ai_chat_id: i64) -> bool {
-        let channel = self.channel(ai_chat_id);
+        let Some(channel) = lock(&self.channels).get(&ai_chat_id).cloned() else {
+            return false;
+        };
         let state = lock(&channel);
         match &state.running {
             Some(running) => {
@@ -193,30 +195,40 @@ impl Generations {
     /// The chat is gone: stop its reply and close its listeners.
     pub fn chat_deleted(&self, ai_chat_id: i64) {
         self.cancel(ai_chat_id);
-        self.publish(ai_chat_id, AiEvent::ChatDeleted);
+        if let Some(channel) = lock(&self.channels).remove(&ai_chat_id) {
+            let _ = lock(&channel).events.send(AiEvent::ChatDeleted);
+        }
     }
 
     /// Saves the user's message and starts the reply. The user's message is kept even when the
-    /// reply cannot start (no provider configured).
+    /// reply cannot start (no provider configured). Runs as its own task: a caller that goes
+    /// away mid-way cannot leave the chat marked as answering.
     pub async fn send(self: &Arc<Self>, request: Request) -> Result<AiMessage, SendError> {
-        let channel = self.channel(request.ai_chat_id);
-        let cancel = CancellationToken::new();
-        {
-            let mut state = lock(&channel);
-            if state.running.is_some() {
-                return Err(SendError::AlreadyRunning);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let channel = this.channel(request.ai_chat_id);
+            let cancel = CancellationToken::new();
+            {
+                let mut state = lock(&channel);
+                if state.running.is_some() {
+                    return Err(SendError::AlreadyRunning);
+                }
+                state.running = Some(Running {
+                    reply_id: None,
+                    text: String::new(),
+                    cancel: cancel.clone(),
+                });
             }
-            state.running = Some(Running {
-                reply_id: None,
-                text: String::new(),
-                cancel: cancel.clone(),
-            });
-        }
-        let outcome = self.start(&channel, request, cancel).await;
-        if outcome.is_err() {
-            lock(&channel).running = None;
-        }
-        outcome
+            let outcome = this.start(&channel, request, cancel).await;
+            if outcome.is_err() {
+                lock(&channel).running = None;
+            }
+            outcome
+        })
+        .await
+        .map_err(|err| {
+            SendError::Store(sqlx::Error::Protocol(format!("reply task failed: {err}")))
+        })?
     }
 
     async fn start(
@@ -288,8 +300,19 @@ struct Job {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Clears the chat's running reply however the job ends, a panic included, so the chat never
+/// stays marked as answering.
+struct RunningGuard(Arc<Mutex<Channel>>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        lock(&self.0).running = None;
+    }
+}
+
 impl Job {
     async fn run(self, prompt: Vec<ChatMessage>) {
+        let _guard = RunningGuard(self.channel.clone());
         let mut tokens = None;
         let mut finish = "stop".to_owned();
         let generated = tokio::time::timeout(

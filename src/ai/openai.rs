@@ -78,6 +78,7 @@ impl OpenAiProvider {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|secs| secs.is_finite())
                         .map(|secs| Duration::from_secs_f64(secs.clamp(0.0, 30.0)))
                 }
                 Err(err) if attempt >= self.retries => return Err(err),
@@ -123,13 +124,17 @@ impl OpenAiProvider {
             );
         }
         let sse = Box::pin(response.bytes_stream().eventsource());
-        // Each SSE event becomes a batch of reply events; the stream ends at `[DONE]`, at the end
-        // of the body, or after the first error.
-        let batches = futures_util::stream::unfold(Some(sse), move |sse| async move {
-            let mut sse = sse?;
+        // Each SSE event becomes a batch of reply events; the stream ends at `[DONE]`, or after
+        // the first error. A body that ends before `[DONE]` or a finish reason was cut short: an
+        // error, not a complete reply.
+        let batches = futures_util::stream::unfold(Some((sse, false)), move |state| async move {
+            let (mut sse, mut finished) = state?;
             let batch = match tokio::time::timeout(timeout, sse.next()).await {
                 Err(_) => vec![Err(ProviderError::Timeout)],
-                Ok(None) => return None,
+                Ok(None) if finished => return None,
+                Ok(None) => vec![Err(ProviderError::Transport(
+                    "the reply stream ended before it was complete".into(),
+                ))],
                 Ok(Some(Err(err))) => vec![Err(ProviderError::Transport(err.to_string()))],
                 Ok(Some(Ok(event))) if event.data.trim() == "[DONE]" => return None,
                 Ok(Some(Ok(event))) => match serde_json::from_str::<Value>(&event.data) {
@@ -137,8 +142,14 @@ impl OpenAiProvider {
                     Err(err) => vec![Err(ProviderError::Malformed(err.to_string()))],
                 },
             };
+            finished |= batch
+                .iter()
+                .any(|e| matches!(e, Ok(StreamEvent::Finish(_))));
             let failed = batch.iter().any(Result::is_err);
-            Some((futures_util::stream::iter(batch), (!failed).then_some(sse)))
+            Some((
+                futures_util::stream::iter(batch),
+                (!failed).then_some((sse, finished)),
+            ))
         });
         Box::pin(batches.flatten())
     }

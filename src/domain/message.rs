@@ -11,6 +11,10 @@ impl MessageContent {
         if raw.trim().is_empty() {
             return Err("This field may not be blank.".into());
         }
+        // PostgreSQL text cannot hold NUL; refuse it on every backend alike.
+        if raw.contains('\0') {
+            return Err("Null characters are not allowed.".into());
+        }
         if raw.chars().count() > MAX_CHARS {
             return Err(format!(
                 "Ensure this field has no more than {MAX_CHARS} characters."

@@ -183,10 +183,10 @@ pub async fn authenticate(
     peer: SocketAddr,
     input: &Input,
 ) -> ApiResult<store::users::User> {
+    // As the original: anything short of a matching username and password is a 401.
     let mut errors = FieldErrors::new();
     let username = input.required_string("username", &mut errors);
     let password = input.required_string("password", &mut errors);
-    errors.check()?;
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::InvalidCredentials);
     };

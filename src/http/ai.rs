@@ -447,6 +447,10 @@ async fn send_message(
     let outcome = tokio::time::timeout(REPLY_WAIT, async {
         loop {
             match subscription.events.recv().await {
+                // A reply cut short by a failure is kept, but the request still failed.
+                Ok(AiEvent::Reply(reply)) if reply.finish_reason.as_deref() == Some("error") => {
+                    continue
+                }
                 Ok(AiEvent::Reply(reply)) => return Ok(reply),
                 Ok(AiEvent::Failed { message, .. }) => {
                     return Err(ApiError::Upstream(format!(
@@ -699,7 +703,12 @@ async fn usage(
     }
     errors.check()?;
     let to = to.unwrap_or(today);
-    let from = from.unwrap_or(to - chrono::Days::new(29));
+    let from = match from {
+        Some(from) => from,
+        None => to.checked_sub_days(chrono::Days::new(29)).ok_or_else(|| {
+            ApiError::Validation(FieldErrors::single("to", "Enter a date as YYYY-MM-DD."))
+        })?,
+    };
     if from > to {
         return Err(ApiError::Validation(FieldErrors::single(
             "from",

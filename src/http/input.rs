@@ -46,7 +46,13 @@ impl<S: Send + Sync> FromRequest<S> for Input {
         }
         let body = Bytes::from_request(request, state)
             .await
-            .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?;
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+                } else {
+                    ApiError::BadRequest("The request body could not be read.".into())
+                }
+            })?;
         Input::parse(&content_type, &body)
     }
 }
@@ -307,6 +313,10 @@ pub fn checked_text(
             name,
             format!("Ensure this field has no more than {max_chars} characters."),
         );
+        return None;
+    }
+    if value.contains('\0') {
+        errors.add(name, "Null characters are not allowed.");
         return None;
     }
     Some(value.to_owned())

@@ -29,6 +29,8 @@ use super::{
 
 /// Longest wait for a presence read or write before the room carries on without it.
 const PRESENCE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Events waiting to be published; beyond this they are dropped (and recovered from the database).
+const OUTBOX: usize = 65_536;
 /// Most events sent to Redis in one pipelined round trip.
 const PUBLISH_BATCH: usize = 256;
 
@@ -111,7 +113,7 @@ pub struct RedisBroker {
     channel: String,
     prefix: String,
     hub: Arc<Hub>,
-    outbox: mpsc::UnboundedSender<String>,
+    outbox: mpsc::Sender<String>,
     commands: ConnectionManager,
     presence_ttl: Duration,
     pub health: Arc<BusHealth>,
@@ -138,7 +140,7 @@ impl RedisBroker {
         .await
         .map_err(|_| anyhow::anyhow!("REDIS_URL: Redis did not answer within 5 s"))??;
         let node = crate::auth::secret::random_token(12);
-        let (outbox, queue) = mpsc::unbounded_channel();
+        let (outbox, queue) = mpsc::channel(OUTBOX);
         let broker = Arc::new(RedisBroker {
             channel: format!("{prefix}:events"),
             prefix: prefix.to_owned(),
@@ -166,7 +168,9 @@ impl RedisBroker {
             event,
         };
         if let Ok(text) = serde_json::to_string(&envelope) {
-            let _ = self.outbox.send(text);
+            // A full outbox means Redis is down or far behind: drop the event; other nodes
+            // catch up from the database.
+            let _ = self.outbox.try_send(text);
         }
     }
 
@@ -205,7 +209,7 @@ impl Broker for RedisBroker {
 async fn publish_loop(
     mut commands: ConnectionManager,
     channel: String,
-    mut queue: mpsc::UnboundedReceiver<String>,
+    mut queue: mpsc::Receiver<String>,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut failing = false;

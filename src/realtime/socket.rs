@@ -224,6 +224,19 @@ impl Connection {
             "socket joined"
         );
 
+        // A removal published between the handshake and the join found no socket to close:
+        // check once more now that removals reach this one.
+        let still_member =
+            store::chats::visible_to(&self.state.db, self.chat_id, self.user.id).await;
+        if !matches!(still_member, Ok(Some(_))) {
+            self.state.realtime.hub.leave(self.chat_id, self.conn);
+            let removed = Close {
+                code: close::REMOVED,
+                reason: "not a participant",
+            };
+            let _ = send_close(&mut sink, removed).await;
+            return;
+        }
         let last_heard = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let (reader_done, reader_close) = oneshot::channel();

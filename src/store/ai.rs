@@ -203,13 +203,22 @@ pub async fn delete_message(db: &Db, id: i64) -> sqlx::Result<()> {
 }
 
 /// Replies left unfinished by a stopped process: kept, marked `interrupted`, if they have text;
-/// removed if not.
+/// removed if not. Only rows older than any reply can run, so other nodes' replies in progress
+/// are left alone.
 pub async fn settle_interrupted(db: &Db) -> sqlx::Result<()> {
+    let cutoff = super::now() - chrono::Duration::minutes(15);
     on_pool!(db, pool => {
-        sqlx::query("DELETE FROM ai_messages WHERE complete = FALSE AND content = ''").execute(pool).await?;
-        sqlx::query("UPDATE ai_messages SET complete = TRUE, finish_reason = 'interrupted' WHERE complete = FALSE")
+        sqlx::query("DELETE FROM ai_messages WHERE complete = FALSE AND content = '' AND created_at < $1")
+            .bind(cutoff)
             .execute(pool)
             .await?;
+        sqlx::query(
+            "UPDATE ai_messages SET complete = TRUE, finish_reason = 'interrupted' \
+             WHERE complete = FALSE AND created_at < $1",
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
         Ok(())
     })
 }

@@ -140,11 +140,25 @@ pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::
     })
 }
 
-/// Removes one participant; false when they were not one.
+/// Removes one participant; false when they were not one. Takes the chat's row lock like a
+/// send does, so a send that was waiting for it sees the removal.
 pub async fn remove_participant(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<bool> {
-    let sql = "DELETE FROM chat_participants WHERE chat_id = $1 AND user_id = $2";
-    let done = on_pool!(db, pool => sqlx::query(sql).bind(chat_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(done == 1)
+    let _turn = db.write_turn().await;
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE chats SET last_seq = last_seq WHERE id = $1")
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
+        let removed = sqlx::query("DELETE FROM chat_participants WHERE chat_id = $1 AND user_id = $2")
+            .bind(chat_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed == 1)
+    })
 }
 
 /// What became of a chat when someone left it.
@@ -167,7 +181,12 @@ pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departur
     let _turn = db.write_turn().await;
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
-        // The write comes first so the transaction holds the write lock before it reads.
+        // Lock the chat's row first (the write lock on SQLite): departures and sends of one chat
+        // take turns, so two last members leaving at once cannot both see the other stay.
+        sqlx::query("UPDATE chats SET last_seq = last_seq WHERE id = $1")
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
         let removed = sqlx::query("DELETE FROM chat_participants WHERE chat_id = $1 AND user_id = $2")
             .bind(chat_id)
             .bind(user_id)

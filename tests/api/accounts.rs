@@ -245,11 +245,12 @@ async fn login_refuses_bad_credentials_with_401() {
     let response = client
         .post("/api/login/", &json!({"username": "alice"}))
         .await;
-    assert_eq!(response.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        response.body["password"],
-        json!(["This field is required."])
+        response.status,
+        StatusCode::UNAUTHORIZED,
+        "a missing field is a failed login"
     );
+    assert_eq!(response.body, json!({"error": "Invalid credentials"}));
 }
 
 #[tokio::test]

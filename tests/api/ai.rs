@@ -470,6 +470,25 @@ async fn provider_failures_are_502_with_a_safe_message_and_keep_the_question() {
     let response = ask(&alice, chat, json!({"content": "q2"})).await;
     assert_eq!(response.status, StatusCode::BAD_GATEWAY);
 
+    // A stream that stops before its end is a failure too; what came is kept, marked "error".
+    fake.then(Behaviour::Truncated(vec!["half ".into(), "a reply".into()]));
+    let response = ask(&alice, chat, json!({"content": "q2b"})).await;
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        response.body
+    );
+    let stored = alice
+        .get(&format!("/api/ai/chats/{chat}/messages/"))
+        .await
+        .body;
+    let last = stored.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["content"].as_str(), last["finish_reason"].as_str()),
+        (Some("half a reply"), Some("error"))
+    );
+
     fake.then(Behaviour::Status(400));
     let response = ask(&alice, chat, json!({"content": "q3"})).await;
     assert_eq!(response.status, StatusCode::BAD_GATEWAY);
@@ -486,7 +505,7 @@ async fn provider_failures_are_502_with_a_safe_message_and_keep_the_question() {
         .collect();
     assert_eq!(
         contents,
-        ["q1", "q2", "q3"],
+        ["q1", "q2", "q2b", "half a reply", "q3"],
         "questions kept, no empty replies"
     );
 }

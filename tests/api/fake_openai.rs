@@ -44,6 +44,8 @@ pub enum Behaviour {
     Status(u16),
     /// A 200 event stream whose events are not JSON.
     Garbage,
+    /// These chunks, then the body ends with no finish reason and no `[DONE]`.
+    Truncated(Vec<String>),
 }
 
 #[derive(Default)]
@@ -250,6 +252,10 @@ async fn completions(
             Json(json!({ "error": { "message": "secret upstream detail: key sk-live-abc is over quota" } })),
         )
             .into_response(),
+        Behaviour::Truncated(chunks) => {
+            let parts = chunks.iter().map(|c| chunk(Some(c), None)).collect();
+            event_stream(shared, parts, Duration::ZERO)
+        }
         Behaviour::Garbage => Response::builder()
             .header("content-type", "text/event-stream")
             .body(Body::from("data: this is not json\n\n"))

@@ -44,6 +44,10 @@ async fn send_message_validates_content() {
             "Ensure this field has no more than 10000 characters.",
         ),
         (json!({"content": null}), "This field may not be null."),
+        (
+            json!({"content": "a\u{0}b"}),
+            "Null characters are not allowed.",
+        ),
         (json!({"content": {"nested": true}}), "Not a valid string."),
     ];
     for (body, message) in cases {

@@ -1,6 +1,7 @@
 //! One module per benchmark; each `run` sets up what it needs on the server, measures, and
 //! returns its report.
 
+pub mod ai;
 pub mod connections;
 pub mod fanout;
 pub mod history;
