@@ -99,8 +99,9 @@ pub trait SharedPresence: Send + Sync {
 enum Command {
     Join {
         subscriber: Subscriber,
-        /// Answers with the last seq the room delivered before this subscriber joined.
-        joined: oneshot::Sender<i64>,
+        /// Answers with the last seq the room delivered before this subscriber joined, or why
+        /// it cannot join.
+        joined: oneshot::Sender<Result<i64, Close>>,
     },
     Leave {
         conn: ConnId,
@@ -151,8 +152,13 @@ impl Hub {
     }
 
     /// Adds a subscriber to the chat's room, starting the room if needed. Returns the last seq
-    /// delivered before the subscriber joined, or `None` when the chat does not exist.
-    pub async fn join(self: &Arc<Self>, chat_id: i64, subscriber: Subscriber) -> Option<i64> {
+    /// delivered before the subscriber joined, or the close to send: 4004 when the chat does not
+    /// exist, 1011 when it could not be read (the client should retry).
+    pub async fn join(
+        self: &Arc<Self>,
+        chat_id: i64,
+        subscriber: Subscriber,
+    ) -> Result<i64, Close> {
         let (joined, answer) = oneshot::channel();
         {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,7 +170,10 @@ impl Hub {
             // Sent under the lock: a room only retires under it too, after checking its inbox.
             let _ = room.send(Command::Join { subscriber, joined });
         }
-        answer.await.ok()
+        answer.await.unwrap_or(Err(Close {
+            code: close::INTERNAL,
+            reason: "try again",
+        }))
     }
 
     pub fn leave(&self, chat_id: i64, conn: ConnId) {
@@ -227,13 +236,28 @@ impl Room {
     }
 
     async fn run(mut self) {
-        match self.starting_seq().await {
-            Some(last) => self.next_seq = last + 1,
-            None => {
-                // Unknown chat (or no database): joiners get no answer and close.
-                self.hub.retire(self.chat_id, &self.inbox, true);
-                return;
+        let refusal = match self.starting_seq().await {
+            Ok(Some(last)) => {
+                self.next_seq = last + 1;
+                None
             }
+            Ok(None) => Some(Close {
+                code: close::CHAT_DELETED,
+                reason: "chat deleted",
+            }),
+            Err(()) => Some(Close {
+                code: close::INTERNAL,
+                reason: "try again",
+            }),
+        };
+        if let Some(refusal) = refusal {
+            self.hub.retire(self.chat_id, &self.inbox, true);
+            while let Ok(command) = self.inbox.try_recv() {
+                if let Command::Join { joined, .. } = command {
+                    let _ = joined.send(Err(refusal));
+                }
+            }
+            return;
         }
         // With other nodes around, presence entries need refreshing, and a periodic look at the
         // database bounds how long a message dropped by the bus can go unnoticed.
@@ -278,22 +302,23 @@ impl Room {
         }
     }
 
-    /// The chat's last seq, retried briefly if the database hiccups; `None` for a missing chat.
-    async fn starting_seq(&self) -> Option<i64> {
+    /// The chat's last seq, retried briefly if the database hiccups; `Ok(None)` for a missing
+    /// chat, `Err` when the database did not answer.
+    async fn starting_seq(&self) -> Result<Option<i64>, ()> {
         for attempt in 0..5u32 {
             match store::chats::last_seq(&self.hub.db, self.chat_id).await {
-                Ok(found) => return found,
+                Ok(found) => return Ok(found),
                 Err(err) => {
                     tracing::warn!(chat.id = self.chat_id, error = %err, "room could not read the chat");
                     tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempt))).await;
                 }
             }
         }
-        None
+        Err(())
     }
 
-    fn join(&mut self, subscriber: Subscriber, joined: oneshot::Sender<i64>) {
-        if joined.send(self.next_seq - 1).is_err() {
+    fn join(&mut self, subscriber: Subscriber, joined: oneshot::Sender<Result<i64, Close>>) {
+        if joined.send(Ok(self.next_seq - 1)).is_err() {
             return; // The connection gave up while waiting.
         }
         let user = subscriber.member.clone();

@@ -206,16 +206,12 @@ impl Connection {
             close: close_tx,
         };
         let (mut sink, stream) = socket.split();
-        let Some(live_from) = self.state.realtime.hub.join(self.chat_id, subscriber).await else {
-            let _ = send_close(
-                &mut sink,
-                Close {
-                    code: close::CHAT_DELETED,
-                    reason: "chat deleted",
-                },
-            )
-            .await;
-            return;
+        let live_from = match self.state.realtime.hub.join(self.chat_id, subscriber).await {
+            Ok(live_from) => live_from,
+            Err(refusal) => {
+                let _ = send_close(&mut sink, refusal).await;
+                return;
+            }
         };
         tracing::debug!(
             chat.id = self.chat_id,
