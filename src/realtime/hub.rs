@@ -112,6 +112,8 @@ enum Command {
 /// How long a message that arrived ahead of its turn waits before the room reads the missing
 /// ones from the database.
 const GAP_GRACE: Duration = Duration::from_millis(25);
+/// How often a room with sockets checks the database for messages it was not told about.
+const CATCH_UP_PERIOD: Duration = Duration::from_secs(2);
 /// Most messages one gap fill reads at a time.
 const GAP_FILL_BATCH: i64 = 500;
 
@@ -259,12 +261,16 @@ impl Room {
             }
             return;
         }
-        // With other nodes around, presence entries need refreshing, and a periodic look at the
-        // database bounds how long a message dropped by the bus can go unnoticed.
-        let mut heartbeat = self.hub.presence.get().map(|p| {
-            let period = p.heartbeat();
-            tokio::time::interval_at(Instant::now() + period, period)
-        });
+        // A periodic look at the database bounds how long a message whose event never reached
+        // this room can go unnoticed (a bus that dropped it, or anything else): the database,
+        // not the event, is what sockets are owed. With other nodes around, presence entries
+        // need refreshing on the same beat.
+        let period = self
+            .hub
+            .presence
+            .get()
+            .map_or(CATCH_UP_PERIOD, |p| p.heartbeat().min(CATCH_UP_PERIOD));
+        let mut heartbeat = Some(tokio::time::interval_at(Instant::now() + period, period));
         loop {
             let deadline = self.gap_deadline;
             let command = tokio::select! {
@@ -275,7 +281,9 @@ impl Room {
                 }
                 _ = tick(&mut heartbeat) => {
                     self.catch_up().await;
-                    self.refresh_presence(true, false).await;
+                    if self.hub.presence.get().is_some() {
+                        self.refresh_presence(true, false).await;
+                    }
                     continue;
                 }
             };
