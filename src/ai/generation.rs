@@ -61,6 +61,43 @@ pub struct Subscription {
     pub in_progress: Option<(i64, String)>,
 }
 
+/// A subscription's receiver that, once dropped (a stream finished, or its client gone), lets
+/// the AI chat's channel go when nothing else uses it.
+pub struct Listener {
+    events: Option<broadcast::Receiver<AiEvent>>,
+    generations: Arc<Generations>,
+    ai_chat_id: i64,
+}
+
+impl Listener {
+    pub fn new(
+        events: broadcast::Receiver<AiEvent>,
+        generations: Arc<Generations>,
+        ai_chat_id: i64,
+    ) -> Self {
+        Self {
+            events: Some(events),
+            generations,
+            ai_chat_id,
+        }
+    }
+
+    pub async fn recv(&mut self) -> Result<AiEvent, broadcast::error::RecvError> {
+        match self.events.as_mut() {
+            Some(events) => events.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The receiver goes first, so `release` sees it gone.
+        self.events.take();
+        self.generations.release(self.ai_chat_id);
+    }
+}
+
 /// A message to answer.
 pub struct Request {
     pub user_id: i64,

@@ -29,7 +29,7 @@ use super::{
     views::{format_timestamp, AiChatSummary, AiChatView, AiMessageView},
 };
 use crate::{
-    ai::generation::{AiEvent, Request, SendError},
+    ai::generation::{AiEvent, Listener, Request, SendError},
     auth::AuthUser,
     domain::MessageContent,
     error::{ApiError, ApiResult, FieldErrors},
@@ -439,7 +439,8 @@ async fn send_message(
         }
     };
     if stream {
-        let events = sse_events(subscription.events, AiMessageView::from(user_message));
+        let listener = Listener::new(subscription.events, state.generations.clone(), chat.id);
+        let events = sse_events(listener, AiMessageView::from(user_message));
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response());
@@ -479,7 +480,7 @@ async fn send_message(
 /// The server-sent events of one reply: `user_message`, `assistant_delta`s, then
 /// `assistant_message` or `error`. A client that hangs up stops only its stream, not the reply.
 fn sse_events(
-    events: tokio::sync::broadcast::Receiver<AiEvent>,
+    events: Listener,
     user_message: AiMessageView,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     fn event(name: &str, data: impl serde::Serialize) -> Event {
