@@ -68,7 +68,7 @@ impl Node {
             .env("MRM_MESSAGES_PER_SECOND", "100000")
             .env("MRM_LOGIN_ATTEMPTS_PER_MINUTE", "10000")
             .env("MRM_WS_QUEUE", "4096")
-            .env("MRM_DB_MAX_CONNECTIONS", "4")
+            .env("MRM_DB_MAX_CONNECTIONS", "8")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .current_dir(std::env::temp_dir());

@@ -113,7 +113,7 @@ pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::from_lookup(|_| None).expect("default configuration");
     config.database_url = database_url.to_owned();
     config.bind = "127.0.0.1:0".parse().unwrap();
-    config.db_max_connections = 4;
+    config.db_max_connections = 8;
     config.login_attempts_per_minute = 1000.try_into().unwrap();
     config.messages_per_second = 10_000.try_into().unwrap();
     config
@@ -550,11 +550,12 @@ impl WsClient {
         let _ = self.stream.send(message).await;
     }
 
-    /// The next text frame or the close, skipping pings; panics after 10 s of silence.
+    /// The next text frame or the close, skipping pings; panics after 30 s of silence (the
+    /// machines running the suite are small and shared: a generous bound, never a timing claim).
     pub async fn next(&mut self) -> WsEvent {
-        self.next_within(std::time::Duration::from_secs(10))
+        self.next_within(std::time::Duration::from_secs(30))
             .await
-            .expect("a frame within 10 s")
+            .expect("a frame within 30 s")
     }
 
     pub async fn next_within(&mut self, wait: std::time::Duration) -> Option<WsEvent> {
