@@ -1,7 +1,10 @@
 //! The `messages` table. Within a chat, message ids grow with `seq`: both are handed out while
 //! the chat's row is locked, so id cursors and seq order agree.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
 
 use super::{on_pool, Db, Window};
 
@@ -85,48 +88,138 @@ pub struct NewMessage<'a> {
     pub content: &'a str,
 }
 
+/// Rows per multi-row `INSERT`: five parameters each stays far below both backends' limits.
+const INSERT_CHUNK: usize = 1000;
+
 /// Saves several messages in one transaction, each exactly as `insert` would (sequence number,
-/// membership check); one commit for all of them. Chats are locked in id order, so batches
-/// written by several nodes at once wait for each other instead of deadlocking; messages of one
-/// chat keep their order.
+/// membership check); one commit for all of them, and a fixed number of statements however many
+/// messages there are (on SQLite each statement is a round trip to the connection's thread).
+/// Chats are locked in id order, so batches written by several nodes at once wait for each
+/// other instead of deadlocking; messages of one chat keep their order.
 pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<Option<Saved>>> {
+    let mut saved = vec![None; rows.len()];
+    if rows.is_empty() {
+        return Ok(saved);
+    }
     let _turn = db.write_turn().await;
     let now = super::now();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| rows[i].chat_id);
+    let mut chat_ids: Vec<i64> = order.iter().map(|&i| rows[i].chat_id).collect();
+    chat_ids.dedup();
+    let mut sender_ids: Vec<i64> = rows.iter().map(|r| r.sender_id).collect();
+    sender_ids.sort_unstable();
+    sender_ids.dedup();
+
+    // Locking the chats first, as `insert` does, serialises these sends with departures.
+    let (lock_head, lock_tail) = match db {
+        // The first statement writes, so the transaction holds SQLite's write lock from here.
+        Db::Sqlite(..) => (
+            "UPDATE chats SET last_seq = last_seq WHERE id IN (",
+            ") RETURNING id, last_seq",
+        ),
+        Db::Postgres(_) => (
+            "SELECT id, last_seq FROM chats WHERE id IN (",
+            ") ORDER BY id FOR UPDATE",
+        ),
+    };
+
     on_pool!(db, pool => {
         let mut tx = pool.begin().await?;
-        let mut saved = vec![None; rows.len()];
+        let mut lock = QueryBuilder::new(lock_head);
+        push_list(&mut lock, &chat_ids);
+        lock.push(lock_tail);
+        let mut last_seq: HashMap<i64, i64> = lock
+            .build_query_as::<(i64, i64)>()
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        let mut members =
+            QueryBuilder::new("SELECT chat_id, user_id FROM chat_participants WHERE chat_id IN (");
+        push_list(&mut members, &chat_ids);
+        members.push(") AND user_id IN (");
+        push_list(&mut members, &sender_ids);
+        members.push(")");
+        let members: HashSet<(i64, i64)> = members
+            .build_query_as::<(i64, i64)>()
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+
+        // (row index, seq) of every message that may be saved, chat by chat in seq order.
+        let mut accepted = Vec::with_capacity(rows.len());
         for i in order {
             let row = &rows[i];
-            let seq: Option<i64> = sqlx::query_scalar(
-                "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS \
-                 (SELECT 1 FROM chat_participants p WHERE p.chat_id = $1 AND p.user_id = $2) \
-                 RETURNING last_seq",
-            )
-            .bind(row.chat_id)
-            .bind(row.sender_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(seq) = seq else {
+            if !members.contains(&(row.chat_id, row.sender_id)) {
                 continue;
-            };
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(row.chat_id)
-            .bind(seq)
-            .bind(row.sender_id)
-            .bind(row.content)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            saved[i] = Some(Saved { id, seq, created_at: now });
+            }
+            if let Some(seq) = last_seq.get_mut(&row.chat_id) {
+                *seq += 1;
+                accepted.push((i, *seq));
+            }
+        }
+        if !accepted.is_empty() {
+            let mut bump = QueryBuilder::new("UPDATE chats SET last_seq = CASE id");
+            let mut bumped: Vec<i64> = Vec::new();
+            for &(i, _) in &accepted {
+                let chat_id = rows[i].chat_id;
+                if bumped.last() != Some(&chat_id) {
+                    bumped.push(chat_id);
+                    bump.push(" WHEN ").push_bind(chat_id);
+                    bump.push(" THEN ").push_bind(last_seq[&chat_id]);
+                }
+            }
+            bump.push(" END WHERE id IN (");
+            push_list(&mut bump, &bumped);
+            bump.push(")");
+            bump.build().execute(&mut *tx).await?;
+
+            // Rows go in in seq order, so ids grow with seq within each chat.
+            for chunk in accepted.chunks(INSERT_CHUNK) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) ",
+                );
+                insert.push_values(chunk, |mut values, &(i, seq)| {
+                    let row = &rows[i];
+                    values
+                        .push_bind(row.chat_id)
+                        .push_bind(seq)
+                        .push_bind(row.sender_id)
+                        .push_bind(row.content)
+                        .push_bind(now);
+                });
+                insert.push(" RETURNING id, chat_id, seq");
+                let ids: HashMap<(i64, i64), i64> = insert
+                    .build_query_as::<(i64, i64, i64)>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(id, chat_id, seq)| ((chat_id, seq), id))
+                    .collect();
+                for &(i, seq) in chunk {
+                    let id = ids.get(&(rows[i].chat_id, seq)).copied().ok_or_else(|| {
+                        sqlx::Error::Protocol("an inserted message came back without its id".into())
+                    })?;
+                    saved[i] = Some(Saved { id, seq, created_at: now });
+                }
+            }
         }
         tx.commit().await?;
         Ok(saved)
     })
+}
+
+/// Appends `a, b, c` as bound parameters.
+fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<'_, DB>, ids: &[i64])
+where
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut list = query.separated(", ");
+    for &id in ids {
+        list.push_bind(id);
+    }
 }
 
 /// Up to `limit` messages of a chat with `after_seq < seq < before_seq`, in seq order: the

@@ -64,6 +64,9 @@ impl Db {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
+                // A connection to a local file does not go stale, and the ping before each
+                // acquire cost a round trip to the connection's thread per query.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await

@@ -129,3 +129,66 @@ async fn message_lists_cover_the_callers_chats_only() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// The group commit path: one transaction for many senders and chats gives each chat's messages
+/// consecutive seqs in the order they were posted, ids that grow with seq, and skips rows whose
+/// sender is not a participant or whose chat does not exist, without failing the others.
+#[tokio::test]
+async fn a_batch_saves_participants_messages_in_order_and_skips_the_rest() {
+    use mrm_chat::store::messages::{insert_batch, NewMessage};
+
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let (a, b, c) = (
+        id(&alice.me().await),
+        id(&bob.me().await),
+        id(&carol.me().await),
+    );
+    let with_bob = alice.create_chat("with bob", &[b]).await;
+    let with_carol = alice.create_chat("with carol", &[c]).await;
+    alice.send_message(with_bob, "before").await;
+
+    let row = |chat_id, sender_id, content| NewMessage {
+        chat_id,
+        sender_id,
+        content,
+    };
+    let rows = [
+        row(with_bob, a, "one"),
+        row(with_carol, c, "x"),
+        row(with_bob, c, "carol is not in this chat"),
+        row(with_bob, b, "two"),
+        row(i64::MAX, a, "no such chat"),
+        row(with_carol, a, "y"),
+        row(with_bob, a, "three"),
+    ];
+    let saved = insert_batch(&app.db, &rows).await.unwrap();
+    let seqs: Vec<Option<i64>> = saved.iter().map(|s| s.map(|s| s.seq)).collect();
+    assert_eq!(
+        seqs,
+        [Some(2), Some(1), None, Some(3), None, Some(2), Some(4)]
+    );
+
+    let history = alice.chat_messages(with_bob).await;
+    let contents: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["before", "one", "two", "three"]);
+    let ids: Vec<i64> = history.as_array().unwrap().iter().map(id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for (message, seq) in history.as_array().unwrap().iter().zip(1..) {
+        assert_eq!(message["seq"], seq);
+    }
+    let saved_ids: Vec<i64> = [0, 3, 6].iter().map(|&i| saved[i].unwrap().id).collect();
+    assert_eq!(saved_ids, ids[1..]);
+
+    // The chats' counters moved with the batch: the next send continues the sequence.
+    assert_eq!(bob.send_message(with_bob, "after").await["seq"], 5);
+    assert_eq!(carol.send_message(with_carol, "after").await["seq"], 3);
+    assert!(insert_batch(&app.db, &[]).await.unwrap().is_empty());
+}
