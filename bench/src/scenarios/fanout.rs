@@ -286,18 +286,28 @@ async fn run_socket(
     let mut n = 0u64;
     let mut socket = Some(ws);
     let mut resumes = 0;
+    // Timers live across iterations: a timer made per received frame would cost a timer-wheel
+    // insert and removal per frame, which at 1,000 sockets is much of the generator's CPU.
+    let hard = time::sleep_until(hard_end);
+    let send_done = time::sleep_until(send_end);
+    let mut stall_at = last_echo + STALL;
+    let stall = time::sleep_until(time::Instant::from_std(stall_at));
+    tokio::pin!(hard, send_done, stall);
 
     while let Some(ws) = socket.take() {
         let (mut sink, mut frames) = ws.split();
         let end = loop {
             let window_open = flat_window.is_some_and(|w| outstanding < w);
             let window_full = flat_window.is_some_and(|w| outstanding >= w);
-            let stall_at = time::Instant::from_std(last_echo + STALL);
+            if last_echo + STALL != stall_at {
+                stall_at = last_echo + STALL;
+                stall.as_mut().reset(time::Instant::from_std(stall_at));
+            }
             // Which send time to stamp, if a send is due.
             let due: Option<Instant> = tokio::select! {
                 biased;
                 _ = stop.changed() => break End::Stop,
-                _ = time::sleep_until(hard_end) => break End::Stop,
+                _ = &mut hard => break End::Stop,
                 frame = frames.next() => {
                     match frame {
                         Some(Ok(Frame::Text(text))) => {
@@ -326,13 +336,13 @@ async fn run_socket(
                         None => break End::failed("read", None),
                     }
                 }
-                _ = time::sleep_until(send_end), if sending => {
+                _ = &mut send_done, if sending => {
                     sending = false;
                     None
                 }
                 at = next_tick(&mut ticker), if sending => Some(at),
                 _ = std::future::ready(()), if sending && window_open => Some(Instant::now()),
-                _ = time::sleep_until(stall_at), if sending && window_full => {
+                _ = &mut stall, if sending && window_full => {
                     st.stalls += 1;
                     outstanding = 0;
                     last_echo = Instant::now();
