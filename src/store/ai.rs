@@ -211,16 +211,20 @@ pub async fn settle_interrupted(db: &Db) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM ai_messages WHERE complete = FALSE AND content = '' AND created_at < $1")
             .bind(cutoff)
             .execute(pool)
-            .await?;
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    on_pool!(db, pool => {
         sqlx::query(
             "UPDATE ai_messages SET complete = TRUE, finish_reason = 'interrupted' \
              WHERE complete = FALSE AND created_at < $1",
         )
         .bind(cutoff)
         .execute(pool)
-        .await?;
-        Ok(())
-    })
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(())
 }
 
 /// The conversation so far, as the model sees it: complete user and assistant messages in order.

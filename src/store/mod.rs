@@ -9,6 +9,7 @@ pub mod ai;
 pub mod chats;
 pub mod messages;
 pub mod sessions;
+pub mod sqlite;
 pub mod tokens;
 pub mod users;
 
@@ -19,9 +20,11 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    PgPool, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+    PgPool,
 };
+
+use self::sqlite::Sqlite;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -29,21 +32,23 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// A connection pool to one of the supported databases.
 #[derive(Clone, Debug)]
 pub enum Db {
-    /// SQLite allows one writer at a time. Writers queue on the gate in this process instead
-    /// of meeting SQLITE_BUSY and sleeping in SQLite's busy handler, which made sends stall for
-    /// up to a second under load.
-    Sqlite(SqlitePool, WriteGate),
+    Sqlite(Sqlite),
     Postgres(PgPool),
 }
 
-pub type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
-
-/// Runs the same statement against whichever pool `$db` holds: the body is compiled once per
-/// backend, with `$pool` bound to that backend's pool.
+/// Runs the same statement against whichever database `$db` holds: the body is compiled once
+/// per backend, with `$pool` bound to a connection of the SQLite set or to the PostgreSQL pool.
+/// Both are sqlx executors, and both begin transactions with `$pool.begin()`.
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Sqlite($pool, _) => $body,
+            $crate::store::Db::Sqlite(sqlite) => {
+                #[allow(unused_imports)]
+                use sqlx::Connection as _;
+                let mut conn = sqlite.acquire().await?;
+                let $pool = &mut *conn;
+                $body
+            }
             $crate::store::Db::Postgres($pool) => $body,
         }
     };
@@ -61,17 +66,15 @@ impl Db {
                 // the last transactions on power loss; FULL would fsync every commit.
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                // A connection to a local file does not go stale, and the ping before each
-                // acquire cost a round trip to the connection's thread per query.
-                .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .busy_timeout(Duration::from_secs(10))
+                // A connection runs on its own thread and hands rows over a bounded channel;
+                // with room for a whole page (500 and the probe row) the thread never stops
+                // mid-page to wait for the reader.
+                .row_buffer_size(512);
+            let sqlite = Sqlite::open(options, max_connections, Duration::from_secs(10))
                 .await
                 .with_context(|| format!("cannot open the SQLite database {url}"))?;
-            Ok(Db::Sqlite(pool, WriteGate::default()))
+            Ok(Db::Sqlite(sqlite))
         } else {
             let options = PgConnectOptions::from_str(url)
                 .context("DATABASE_URL: not a valid PostgreSQL URL")?;
@@ -95,7 +98,10 @@ impl Db {
     /// Applies every pending migration of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Db::Sqlite(pool, _) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Sqlite(sqlite) => {
+                let mut conn = sqlite.acquire().await?;
+                SQLITE_MIGRATIONS.run(&mut *conn).await
+            }
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
         .context("applying database migrations")
@@ -105,7 +111,7 @@ impl Db {
     /// PostgreSQL, which locks rows itself, a no-op.
     pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self {
-            Db::Sqlite(_, gate) => Some(gate.clone().lock_owned().await),
+            Db::Sqlite(sqlite) => Some(sqlite.write_turn().await),
             Db::Postgres(_) => None,
         }
     }
@@ -116,7 +122,10 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        match self {
+            Db::Sqlite(sqlite) => sqlite.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

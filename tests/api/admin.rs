@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use mrm_chat::store::{self, users::NewUser, Db};
+use mrm_chat::store::{self, users::NewUser};
 use reqwest::{cookie::CookieStore, StatusCode};
 use serde_json::json;
 
 use crate::{
     fake_openai::{reply, FakeOpenAi, MODEL},
-    helpers::{id, Client, TestApp, PASSWORD},
+    helpers::{execute, id, Client, TestApp, PASSWORD},
 };
 
 /// A browser on the admin pages: keeps cookies, does not follow redirects, reads HTML.
@@ -134,22 +134,6 @@ impl Browser {
         )
         .await
     }
-}
-
-async fn execute(db: &Db, sql: &str, username: &str) {
-    match db {
-        Db::Sqlite(pool, _) => sqlx::query(sql)
-            .bind(username)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-        Db::Postgres(pool) => sqlx::query(sql)
-            .bind(username)
-            .execute(pool)
-            .await
-            .map(|_| ()),
-    }
-    .expect("update the user");
 }
 
 /// Marks a user as a staff superuser, as `createsuperuser` makes them.

@@ -198,19 +198,7 @@ impl TestApp {
     /// Marks a user as staff, as an administrator would.
     pub async fn make_staff(&self, username: &str) {
         let sql = "UPDATE users SET is_staff = TRUE WHERE username = $1";
-        match &self.db {
-            Db::Sqlite(pool, _) => sqlx::query(sql)
-                .bind(username)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-            Db::Postgres(pool) => sqlx::query(sql)
-                .bind(username)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-        }
-        .expect("promote to staff");
+        execute(&self.db, sql, username).await;
     }
 
     /// Stops the server and waits until it has finished.
@@ -653,4 +641,20 @@ pub fn start_server_process(
         }
     };
     (child, addr)
+}
+
+/// Runs one statement with one text parameter straight on the database, as an operator would.
+pub async fn execute(db: &Db, sql: &str, param: &str) {
+    match db {
+        Db::Sqlite(sqlite) => {
+            let mut conn = sqlite.acquire().await.expect("a SQLite connection");
+            sqlx::query(sql)
+                .bind(param)
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+        }
+        Db::Postgres(pool) => sqlx::query(sql).bind(param).execute(pool).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
