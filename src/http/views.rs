@@ -13,7 +13,32 @@ use crate::store::{
 
 /// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    if t.nanosecond() / 1000 == 0 {
+    use chrono::Datelike;
+    use std::fmt::Write;
+
+    let micros = t.nanosecond() / 1000;
+    // Written field by field: a format string would be parsed again for every timestamp, which
+    // showed in profiles of message lists. Years outside 0..=9999 and leap seconds, which the
+    // fixed widths do not cover, go through chrono.
+    if (0..=9999).contains(&t.year()) && micros < 1_000_000 {
+        let mut out = String::with_capacity(27);
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        if micros != 0 {
+            let _ = write!(out, ".{micros:06}");
+        }
+        out.push('Z');
+        return out;
+    }
+    if micros == 0 {
         t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
     } else {
         t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -212,5 +237,28 @@ mod tests {
         assert_eq!(format_timestamp(&t), "2026-01-05T10:20:30Z");
         let t = t + chrono::Duration::microseconds(123_456);
         assert_eq!(format_timestamp(&t), "2026-01-05T10:20:30.123456Z");
+        let t =
+            Utc.with_ymd_and_hms(987, 12, 31, 3, 4, 5).unwrap() + chrono::Duration::microseconds(7);
+        assert_eq!(format_timestamp(&t), "0987-12-31T03:04:05.000007Z");
+    }
+
+    #[test]
+    fn timestamps_agree_with_chrono_at_every_range() {
+        let cases = [
+            Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-5, 6, 7, 8, 9, 10).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 25, 18, 0, 1).unwrap()
+                + chrono::Duration::microseconds(999_999),
+        ];
+        for t in cases {
+            let expected = if t.nanosecond() == 0 {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            } else {
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            };
+            assert_eq!(format_timestamp(&t), expected, "{t:?}");
+        }
     }
 }
