@@ -333,7 +333,7 @@ pub async fn context_for(
         before: None,
         limit,
     };
-    Ok(store::messages::page_in_chat(&state.db, related, window).await?)
+    Ok(store::messages::page_in_chat(&state.db, related, user.id, window).await?)
 }
 
 /// Turns a refused start into the contract's errors.

@@ -332,10 +332,20 @@ async fn messages(
     Id(id): Id,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let chat = visible_chat(&state, id, &auth.user).await?;
-    let cursor = Cursor::from_query(query.as_deref())?;
-    let rows = store::messages::page_in_chat(&state.db, chat.id, cursor.probe()).await?;
-    let path = format!("/api/chats/{}/messages/", chat.id);
+    // The page is read with the membership condition in the same statement; visibility is
+    // looked up on its own only to tell an empty page from a chat the caller cannot see.
+    let cursor = match Cursor::from_query(query.as_deref()) {
+        Ok(cursor) => cursor,
+        Err(err) => {
+            visible_chat(&state, id, &auth.user).await?;
+            return Err(err);
+        }
+    };
+    let rows = store::messages::page_in_chat(&state.db, id, auth.user.id, cursor.probe()).await?;
+    if rows.is_empty() {
+        visible_chat(&state, id, &auth.user).await?;
+    }
+    let path = format!("/api/chats/{id}/messages/");
     Ok(cursor.respond(rows, |m| m.id, &path, MessageView::from))
 }
 

@@ -268,24 +268,37 @@ pub async fn visible_to(db: &Db, id: i64, user_id: i64) -> sqlx::Result<Option<M
         .await)
 }
 
-/// A window of one chat's history, oldest first.
-pub async fn page_in_chat(db: &Db, chat_id: i64, window: Window) -> sqlx::Result<Vec<Message>> {
+/// A window of one chat's history, oldest first, if `reader` takes part in the chat (nothing
+/// otherwise, so an empty page says nothing about visibility).
+pub async fn page_in_chat(
+    db: &Db,
+    chat_id: i64,
+    reader: i64,
+    window: Window,
+) -> sqlx::Result<Vec<Message>> {
+    macro_rules! page {
+        ($order:literal) => {
+            concat!(
+                message_select!(),
+                "WHERE m.chat_id = $1 AND m.id > $2 AND m.id < $3 AND EXISTS \
+                 (SELECT 1 FROM chat_participants p WHERE p.chat_id = $1 AND p.user_id = $5) \
+                 ORDER BY m.id ",
+                $order,
+                " LIMIT $4"
+            )
+        };
+    }
     let sql = if window.from_newest() {
-        concat!(
-            message_select!(),
-            "WHERE m.chat_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
-        )
+        page!("DESC")
     } else {
-        concat!(
-            message_select!(),
-            "WHERE m.chat_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
-        )
+        page!("ASC")
     };
     let rows = on_pool!(db, pool => sqlx::query_as::<_, Message>(sql)
         .bind(chat_id)
         .bind(window.lower())
         .bind(window.upper())
         .bind(window.limit)
+        .bind(reader)
         .fetch_all(pool)
         .await)?;
     Ok(window.ascending(rows))

@@ -113,9 +113,15 @@ async fn only_participants_see_a_chat() {
     );
     let listed = mallory.get("/api/chats/").await;
     assert_eq!(listed.body, json!([]));
+    let empty = alice.create_chat("empty", &[]).await;
+    let page = alice.get(&format!("/api/chats/{empty}/messages/")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body, json!([]));
     for path in [
         format!("/api/chats/{chat}/"),
         format!("/api/chats/{chat}/messages/"),
+        format!("/api/chats/{chat}/messages/?limit=0"),
+        "/api/chats/424242/messages/".to_owned(),
         "/api/chats/424242/".to_owned(),
         "/api/chats/not-a-number/".to_owned(),
     ] {
