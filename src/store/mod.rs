@@ -70,7 +70,11 @@ impl Db {
                 // A connection runs on its own thread and hands rows over a bounded channel;
                 // with room for a whole page (500 and the probe row) the thread never stops
                 // mid-page to wait for the reader.
-                .row_buffer_size(512);
+                .row_buffer_size(512)
+                // Reads straight from a memory map: in WAL mode a connection drops its page
+                // cache whenever another one commits, and refilling it allocated and copied
+                // every page again. Writes still go through write(2).
+                .pragma("mmap_size", "268435456");
             let sqlite = Sqlite::open(options, max_connections, Duration::from_secs(10))
                 .await
                 .with_context(|| format!("cannot open the SQLite database {url}"))?;
