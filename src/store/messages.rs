@@ -111,7 +111,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
     sender_ids.sort_unstable();
     sender_ids.dedup();
 
-    // Locking the chats first, as `insert` does, serialises these sends with departures.
+    // Locking the chats first, as `insert` does, serialises these sends with departures. These
+    // statements' text varies with the batch, so they are not kept as prepared statements.
     let (lock_head, lock_tail) = match db {
         // The first statement writes, so the transaction holds SQLite's write lock from here.
         Db::Sqlite(..) => (
@@ -120,7 +121,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
         ),
         Db::Postgres(_) => (
             "SELECT id, last_seq FROM chats WHERE id IN (",
-            ") ORDER BY id FOR UPDATE",
+            // The lock an UPDATE of last_seq takes: rows referencing the chat stay insertable.
+            ") ORDER BY id FOR NO KEY UPDATE",
         ),
     };
 
@@ -131,6 +133,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
         lock.push(lock_tail);
         let mut last_seq: HashMap<i64, i64> = lock
             .build_query_as::<(i64, i64)>()
+            .persistent(false)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -143,6 +146,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
         members.push(")");
         let members: HashSet<(i64, i64)> = members
             .build_query_as::<(i64, i64)>()
+            .persistent(false)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -174,7 +178,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
             bump.push(" END WHERE id IN (");
             push_list(&mut bump, &bumped);
             bump.push(")");
-            bump.build().execute(&mut *tx).await?;
+            bump.build().persistent(false).execute(&mut *tx).await?;
 
             // Rows go in in seq order, so ids grow with seq within each chat.
             for chunk in accepted.chunks(INSERT_CHUNK) {
@@ -193,6 +197,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                 insert.push(" RETURNING id, chat_id, seq");
                 let ids: HashMap<(i64, i64), i64> = insert
                     .build_query_as::<(i64, i64, i64)>()
+                    .persistent(false)
                     .fetch_all(&mut *tx)
                     .await?
                     .into_iter()

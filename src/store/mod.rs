@@ -46,8 +46,14 @@ macro_rules! on_pool {
                 #[allow(unused_imports)]
                 use sqlx::Connection as _;
                 let mut conn = sqlite.acquire().await?;
-                let $pool = &mut *conn;
-                $body
+                let value = {
+                    let $pool = &mut *conn;
+                    $body
+                };
+                if $crate::store::sqlite::Outcome::succeeded(&value) {
+                    conn.succeeded();
+                }
+                value
             }
             $crate::store::Db::Postgres($pool) => $body,
         }
@@ -104,7 +110,11 @@ impl Db {
         match self {
             Db::Sqlite(sqlite) => {
                 let mut conn = sqlite.acquire().await?;
-                SQLITE_MIGRATIONS.run(&mut *conn).await
+                let done = SQLITE_MIGRATIONS.run(&mut *conn).await;
+                if done.is_ok() {
+                    conn.succeeded();
+                }
+                done
             }
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }

@@ -3,8 +3,10 @@
 //! sqlx runs each SQLite connection on a thread of its own and hands it every statement over a
 //! channel; its pool also pings a connection each time one is returned, a second round trip to
 //! that thread for every query. A connection's thread works through its commands in order, so
-//! one can go back to the set as it is: a cancelled query stops at its next row, and the
-//! rollback of a dropped transaction is already queued before any later statement.
+//! one whose work ended normally goes back to the set as it is. One whose loan ended in an error
+//! or a cancellation is pinged first, off the caller's path, and dropped if it does not answer
+//! (its thread may have stopped); a cancelled query stops at its next row, and the rollback of a
+//! dropped transaction is queued before that ping.
 
 use std::{
     ops::{Deref, DerefMut},
@@ -95,7 +97,8 @@ impl Sqlite {
         Ok(SqliteConn {
             conn: Some(conn),
             home: self.inner.clone(),
-            _permit: permit,
+            permit: Some(permit),
+            clean: false,
         })
     }
 
@@ -106,6 +109,8 @@ impl Sqlite {
     /// Refuses new acquisitions and closes the idle connections; connections in use close when
     /// they are dropped.
     pub async fn close(&self) {
+        // Closed before the list is emptied: a connection returned from now on sees it under
+        // the list's lock and is dropped instead of being put back.
         self.inner.permits.close();
         let idle = std::mem::take(&mut *self.lock_idle());
         for conn in idle {
@@ -114,8 +119,22 @@ impl Sqlite {
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<SqliteConnection>> {
+        self.inner.lock_idle()
+    }
+}
+
+impl Inner {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<SqliteConnection>> {
         // The list stays consistent even if a holder panicked: it is only pushed and popped.
-        self.inner.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts a connection back, unless the set has been closed meanwhile.
+    fn put_back(&self, conn: SqliteConnection) {
+        let mut idle = self.lock_idle();
+        if !self.permits.is_closed() {
+            idle.push(conn);
+        }
     }
 }
 
@@ -123,7 +142,29 @@ impl Sqlite {
 pub struct SqliteConn {
     conn: Option<SqliteConnection>,
     home: Arc<Inner>,
-    _permit: OwnedSemaphorePermit,
+    /// Released after the connection is back in the list (or dropped).
+    permit: Option<OwnedSemaphorePermit>,
+    /// Set when the work done on the loan ended without an error.
+    clean: bool,
+}
+
+impl SqliteConn {
+    /// Records that the work done on this loan succeeded, so the connection can be reused at
+    /// once. Without it the connection is checked before anyone else gets it.
+    pub fn succeeded(&mut self) {
+        self.clean = true;
+    }
+}
+
+/// What `on_pool!` bodies evaluate to: success lets the connection go back unchecked.
+pub trait Outcome {
+    fn succeeded(&self) -> bool;
+}
+
+impl<T, E> Outcome for Result<T, E> {
+    fn succeeded(&self) -> bool {
+        self.is_ok()
+    }
 }
 
 impl Deref for SqliteConn {
@@ -142,15 +183,31 @@ impl DerefMut for SqliteConn {
 
 impl Drop for SqliteConn {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        // After `close` the connection is dropped instead, which ends its thread.
-        if !self.home.permits.is_closed() {
-            self.home
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let permit = self.permit.take();
+        if self.clean {
+            self.home.put_back(conn);
+            drop(permit);
+            return;
         }
+        // An error or a cancellation: the connection's thread may have stopped (sqlx ends it
+        // when, say, the rollback after a cancelled BEGIN fails), and a dead connection put back
+        // would fail every query given to it. The permit stays held until the check is done.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime to check on: dropping the connection ends its thread
+        };
+        let home = self.home.clone();
+        runtime.spawn(async move {
+            match conn.ping().await {
+                Ok(()) => home.put_back(conn),
+                Err(error) => {
+                    tracing::warn!(%error, "dropping a SQLite connection that no longer answers")
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -170,15 +227,47 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
+        conn.succeeded();
+        drop(conn);
         sqlite
     }
 
     async fn count(sqlite: &Sqlite) -> i64 {
         let mut conn = sqlite.acquire().await.unwrap();
-        sqlx::query_scalar("SELECT COUNT(*) FROM t")
+        let n = sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(&mut *conn)
             .await
-            .unwrap()
+            .unwrap();
+        conn.succeeded();
+        n
+    }
+
+    fn idle(sqlite: &Sqlite) -> usize {
+        sqlite.lock_idle().len()
+    }
+
+    #[tokio::test]
+    async fn a_loan_that_failed_is_checked_before_its_connection_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = open(&dir, 1, Duration::from_secs(5)).await;
+        let before = idle(&sqlite);
+        {
+            let mut conn = sqlite.acquire().await.unwrap();
+            assert!(sqlx::query("SELECT * FROM no_such_table")
+                .execute(&mut *conn)
+                .await
+                .is_err());
+        }
+        // Not put back at once: the check runs first, holding the only permit meanwhile.
+        assert_eq!(idle(&sqlite), before - 1);
+        let mut conn = sqlite
+            .acquire()
+            .await
+            .expect("the permit comes back after the check");
+        sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+        conn.succeeded();
+        drop(conn);
+        assert_eq!(idle(&sqlite), before, "a connection that answers is kept");
     }
 
     #[tokio::test]
