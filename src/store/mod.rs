@@ -29,6 +29,9 @@ use self::sqlite::Sqlite;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// A pooled PostgreSQL connection idle for this long is pinged before it is lent again.
+const PG_CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// A connection pool to one of the supported databases.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -91,6 +94,18 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings a connection before lending it as well as after its return. The
+                // second catches connections broken in use; before lending, only one that sat
+                // idle for a while (and may have been cut by a restart or a proxy) is checked.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_CHECK_IDLE_AFTER {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(options)
                 .await
                 .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
