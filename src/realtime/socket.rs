@@ -88,8 +88,11 @@ async fn chat_socket(
         }
         Err(err) => return err.into_response(),
     };
-    match store::chats::visible_to(&state.db, chat_id, user.id).await {
-        Ok(Some(_)) => {}
+    // The chat's position now, before the handshake is answered: a live-only socket owes its
+    // client every message committed after this point, including any that arrive before the
+    // socket has joined its room.
+    let handshake_seq = match store::chats::last_seq_for_member(&state.db, chat_id, user.id).await {
+        Ok(Some(seq)) => seq,
         Ok(None) => {
             return refuse(
                 StatusCode::FORBIDDEN,
@@ -97,7 +100,7 @@ async fn chat_socket(
             )
         }
         Err(err) => return ApiError::from(err).into_response(),
-    }
+    };
     let resume = match resume_point(&state, chat_id, query.as_deref()).await {
         Ok(resume) => resume,
         Err(err) => return err.into_response(),
@@ -124,7 +127,7 @@ async fn chat_socket(
             let connections = state.realtime.connections.clone();
             connections.track_future(async move {
                 Connection::new(state, chat_id, user, settings.queue_capacity)
-                    .run(socket, resume)
+                    .run(socket, resume, handshake_seq)
                     .await
             })
         })
@@ -192,7 +195,9 @@ impl Connection {
         }
     }
 
-    async fn run(self, socket: WebSocket, resume: Option<i64>) {
+    /// `resume`: the seq the client asked to continue after; `handshake_seq`: the chat's last
+    /// seq when the handshake was answered, where a live-only socket starts.
+    async fn run(self, socket: WebSocket, resume: Option<i64>, handshake_seq: i64) {
         let (outbound, queue) = mpsc::channel(self.queue_capacity);
         let (close_tx, close_rx) = oneshot::channel();
         let member = Member {
@@ -254,13 +259,15 @@ impl Connection {
             state: self.state.clone(),
             chat_id: self.chat_id,
             sink,
-            last_sent: resume.unwrap_or(live_from),
+            last_sent: resume.unwrap_or(handshake_seq),
             last_heard,
             started,
         };
-        writer
-            .run(resume.is_some(), queue, close_rx, reader_close)
-            .await;
+        // Messages committed between the handshake and the join are behind the room's live
+        // position: they come from the database. Live frames up to where that read ended are
+        // skipped by seq.
+        let replay = resume.is_some() || live_from > handshake_seq;
+        writer.run(replay, queue, close_rx, reader_close).await;
         self.state.realtime.hub.leave(self.chat_id, self.conn);
         // Let the client answer the close frame (its reply and any frames it had in flight are
         // read and dropped): closing with unread data would reset the connection instead.

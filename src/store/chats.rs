@@ -110,6 +110,13 @@ pub async fn last_seq(db: &Db, chat_id: i64) -> sqlx::Result<Option<i64>> {
     on_pool!(db, pool => sqlx::query_scalar(sql).bind(chat_id).fetch_optional(pool).await)
 }
 
+/// The chat's last seq, if `user_id` takes part in it.
+pub async fn last_seq_for_member(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Option<i64>> {
+    let sql = "SELECT c.last_seq FROM chats c \
+               JOIN chat_participants p ON p.chat_id = c.id AND p.user_id = $2 WHERE c.id = $1";
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(chat_id).bind(user_id).fetch_optional(pool).await)
+}
+
 pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
     let sql = "UPDATE chats SET name = $1 WHERE id = $2";
     on_pool!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;

@@ -78,6 +78,29 @@ async fn messages_sent_over_rest_arrive_on_sockets() {
     assert_eq!(frame, json!({"type": "message", "message": sent}));
 }
 
+/// A live-only socket owes its client every message committed after the handshake, even one
+/// that commits before the socket has joined its room (the join happens after the 101, and a
+/// new room first reads the chat's position from the database).
+#[tokio::test]
+async fn a_message_sent_right_after_the_handshake_reaches_the_socket() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    for round in 0..40 {
+        let chat = alice
+            .create_chat(&format!("fresh {round}"), &[bob_id])
+            .await;
+        let mut socket = bob.ws(chat).await;
+        let sent = alice
+            .send_message(chat, &format!("right away {round}"))
+            .await;
+        let frame = socket.next_of("message").await;
+        assert_eq!(frame["message"], sent, "round {round}");
+        drop(socket);
+    }
+}
+
 #[tokio::test]
 async fn a_resuming_client_misses_nothing_while_another_keeps_sending() {
     let app = TestApp::spawn().await;
