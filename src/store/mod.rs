@@ -76,10 +76,6 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                // A connection runs on its own thread and hands rows over a bounded channel;
-                // with room for a whole page (500 and the probe row) the thread never stops
-                // mid-page to wait for the reader.
-                .row_buffer_size(512)
                 // Reads straight from a memory map: in WAL mode a connection drops its page
                 // cache whenever another one commits, and refilling it allocated and copied
                 // every page again. Writes still go through write(2).
