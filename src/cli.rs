@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     config::Config,
-    error::ApiError,
-    http::accounts::{create_account, validate_registration},
+    service::{
+        accounts::{self, RegistrationForm},
+        FieldErrors, ServiceError,
+    },
     startup::{shutdown_signal, Application},
     state::AppState,
     store::Db,
@@ -139,73 +141,59 @@ async fn createsuperuser(
     // Creating an account needs no fan-out.
     config.redis_url = None;
     let state = AppState::new(db.clone(), config).await?;
-    let registration = validate_registration(
-        &state,
-        Some(username),
-        Some(email),
-        Some(password),
-        Some(confirm),
-        Some("staff".into()),
-        Default::default(),
-    )
-    .await;
-    let outcome = match registration {
-        Ok(registration) => create_account(&state, registration, true, true).await,
-        Err(err) => Err(err),
+    let form = RegistrationForm {
+        username: Some(username),
+        email: Some(email),
+        password: Some(password),
+        password_confirm: Some(confirm),
+        user_type: Some("staff".into()),
     };
+    let outcome = accounts::register(&state, form, FieldErrors::new(), true, true).await;
     db.close().await;
     match outcome {
         Ok(user) => {
             println!("Superuser {:?} created (id {}).", user.username, user.id);
             Ok(())
         }
-        Err(ApiError::Validation(errors)) => anyhow::bail!("{}", errors),
+        Err(ServiceError::Validation(errors)) => anyhow::bail!("{}", errors),
         Err(err) => Err(err.into()),
     }
 }
 
-async fn changepassword(config: Config, username: String) -> anyhow::Result<()> {
+async fn changepassword(mut config: Config, username: String) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url, 2).await?;
     db.migrate().await?;
-    let Some(credentials) = crate::store::users::credentials(&db, &username).await? else {
+    // Changing a password needs no fan-out.
+    config.redis_url = None;
+    let state = AppState::new(db.clone(), config).await?;
+    let found = crate::store::users::by_usernames(&db, std::slice::from_ref(&username)).await?;
+    let Some(user) = found.into_iter().next() else {
         anyhow::bail!("no user named {username:?}");
     };
-    let user = crate::store::users::by_id(&db, credentials.id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?;
-    let password = if io::stdin().is_terminal() {
+    let (password, confirm) = if io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("New password for {username}: "))?;
         let again = rpassword::prompt_password("New password (again): ")?;
-        if first != again {
-            anyhow::bail!("the passwords don't match");
-        }
-        first
+        (first, again)
     } else {
         let mut line = String::new();
         io::stdin().lock().read_line(&mut line)?;
-        line.trim_end_matches(['\r', '\n']).to_owned()
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        (line.clone(), line)
     };
-    let problems = crate::domain::PasswordPolicy::load().problems(
-        &password,
-        &[
-            ("username", user.username.as_str()),
-            ("first name", user.first_name.as_str()),
-            ("last name", user.last_name.as_str()),
-            ("email address", user.email.as_str()),
-        ],
-    );
-    if !problems.is_empty() {
-        anyhow::bail!("{}", problems.join(" "));
-    }
-    let hash = crate::auth::PasswordHasher::new().hash(password).await?;
-    crate::store::users::set_password(&db, &username, &hash).await?;
-    let ended = crate::store::sessions::delete_for_user(&db, user.id).await?;
-    let revoked = crate::store::tokens::delete_for_user(&db, user.id).await?;
+    let outcome = accounts::change_password(&state, &user, password, &confirm, None).await;
     db.close().await;
-    println!(
-        "Password changed for {username:?}; {ended} session(s) ended, {revoked} token(s) revoked."
-    );
-    Ok(())
+    match outcome {
+        Ok(changed) => {
+            println!(
+                "Password changed for {username:?}; {} session(s) ended, {} token(s) revoked.",
+                changed.sessions_ended, changed.tokens_revoked
+            );
+            Ok(())
+        }
+        Err(ServiceError::Validation(errors)) => anyhow::bail!("{}", errors),
+        Err(ServiceError::NotFound) => anyhow::bail!("no user named {username:?}"),
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn prompt(label: &str) -> io::Result<String> {

@@ -2,112 +2,75 @@
 //! shapes: field errors, `{"detail": ...}` or `{"error": ...}`. Internal failures are logged with
 //! their cause and answered with a generic message, never leaked.
 
-use std::collections::BTreeMap;
-
+use crate::{
+    service::{FieldErrors, ServiceError},
+    wire::schemas::{Detail, ErrorMessage},
+};
 use axum::{
     http::{header, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
 
-/// Field name (or `non_field_errors`) → messages, as validation errors are shaped on the wire.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct FieldErrors(BTreeMap<String, Vec<String>>);
-
-impl FieldErrors {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn single(field: &str, message: impl Into<String>) -> Self {
-        let mut errors = Self::new();
-        errors.add(field, message);
-        errors
-    }
-
-    pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0
-            .entry(field.to_owned())
-            .or_default()
-            .push(message.into());
-    }
-
-    pub fn has(&self, field: &str) -> bool {
-        self.0.contains_key(field)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Ok(())` when nothing was recorded, so validation can end with `errors.check()?`.
-    pub fn check(self) -> Result<(), ApiError> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self))
-        }
-    }
-}
-
-impl std::fmt::Display for FieldErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut first = true;
-        for (field, messages) in &self.0 {
-            for message in messages {
-                if !first {
-                    f.write_str("; ")?;
-                }
-                first = false;
-                write!(f, "{field}: {message}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
+/// Why a REST request failed. Each variant names the status and body it renders as; the bodies
+/// are the original's (Django REST Framework's) wording.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400, `{"field": ["message", …]}`.
     #[error("validation failed: {0:?}")]
     Validation(FieldErrors),
-    /// A request that cannot be read at all (malformed JSON, bad query parameter).
+    /// 400, `{"detail": …}`: a request that cannot be read at all (malformed JSON).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// 403, `Authentication credentials were not provided.` (DRF answers 403, not 401, when a
+    /// session-authenticated API has no credentials).
     #[error("authentication credentials were not provided")]
     NotAuthenticated,
+    /// 401 with `WWW-Authenticate: Bearer`, `Invalid token.`
     #[error("invalid bearer token")]
     InvalidToken,
+    /// 401, `{"error": "Invalid credentials"}`: a failed login.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// 403, `You do not have permission to perform this action.`
     #[error("permission denied")]
     PermissionDenied,
-    /// The reason is the text after `CSRF Failed: `.
+    /// 403, `CSRF Failed: {reason}`, as Django words it.
     #[error("CSRF failed: {0}")]
     Csrf(String),
+    /// 404, `Not found.`
     #[error("not found")]
     NotFound,
+    /// 405, `Method "X" not allowed.`
     #[error("method {0} not allowed")]
     MethodNotAllowed(Method),
+    /// 413 for a body over the limit (bytes).
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 415 for a body that is neither JSON nor a form.
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
+    /// 429 with `Retry-After` (seconds), worded as DRF's throttling.
     #[error("rate limited for {0} s")]
     RateLimited(u64),
+    /// 503, `{"error": …}`.
     #[error("service unavailable: {0}")]
     Unavailable(String),
-    /// An upstream service (the AI provider) failed; the message is safe to show.
+    /// 502, `{"error": …}`: an upstream service (the AI provider) failed; the message is safe
+    /// to show.
     #[error("upstream failure: {0}")]
     Upstream(String),
+    /// 409, `{"detail": …}`.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// Too much work in progress for this caller (not a rate: retry when it finishes).
+    /// 429, `{"detail": …}`: too much work in progress for this caller (not a rate: retry when
+    /// it finishes).
     #[error("busy: {0}")]
     Busy(String),
-    /// A 404 that names what is missing, as `{"error": …}`.
+    /// 404 that names what is missing, as `{"error": …}`.
     #[error("missing: {0}")]
     Missing(String),
+    /// 500, `Internal server error.`; the cause is logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -118,7 +81,27 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Validation(errors) => ApiError::Validation(errors),
+            ServiceError::BadRequest(message) => ApiError::BadRequest(message),
+            ServiceError::InvalidCredentials => ApiError::InvalidCredentials,
+            ServiceError::PermissionDenied => ApiError::PermissionDenied,
+            ServiceError::NotFound => ApiError::NotFound,
+            ServiceError::RateLimited(secs) => ApiError::RateLimited(secs),
+            ServiceError::Unavailable(message) => ApiError::Unavailable(message),
+            ServiceError::Upstream(message) => ApiError::Upstream(message),
+            ServiceError::Conflict(message) => ApiError::Conflict(message),
+            ServiceError::Busy(message) => ApiError::Busy(message),
+            ServiceError::Missing(message) => ApiError::Missing(message),
+            ServiceError::Internal(err) => ApiError::Internal(err),
+        }
+    }
+}
+
 impl ApiError {
+    /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -141,19 +124,29 @@ impl ApiError {
     }
 }
 
-fn detail(message: impl Into<String>) -> serde_json::Value {
-    json!({ "detail": message.into() })
+fn detail(message: impl Into<String>) -> Response {
+    Json(Detail {
+        detail: message.into(),
+    })
+    .into_response()
+}
+
+fn error(message: impl Into<String>) -> Response {
+    Json(ErrorMessage {
+        error: message.into(),
+    })
+    .into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match &self {
-            ApiError::Validation(errors) => json!(errors.0),
+            ApiError::Validation(errors) => Json(errors.fields()).into_response(),
             ApiError::BadRequest(message) => detail(message.clone()),
             ApiError::NotAuthenticated => detail("Authentication credentials were not provided."),
             ApiError::InvalidToken => detail("Invalid token."),
-            ApiError::InvalidCredentials => json!({ "error": "Invalid credentials" }),
+            ApiError::InvalidCredentials => error("Invalid credentials"),
             ApiError::PermissionDenied => {
                 detail("You do not have permission to perform this action.")
             }
@@ -174,14 +167,15 @@ impl IntoResponse for ApiError {
             )),
             ApiError::Unavailable(message)
             | ApiError::Upstream(message)
-            | ApiError::Missing(message) => json!({ "error": message }),
+            | ApiError::Missing(message) => error(message.clone()),
             ApiError::Conflict(message) | ApiError::Busy(message) => detail(message.clone()),
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 detail("Internal server error.")
             }
         };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = body;
+        *response.status_mut() = status;
         match self {
             ApiError::InvalidToken => {
                 response
@@ -199,4 +193,5 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What REST handlers return.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -8,7 +8,7 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
 };
 
-use crate::error::ApiError;
+use crate::service::ServiceError;
 
 pub struct RateLimits {
     logins: DefaultKeyedRateLimiter<(IpAddr, String)>,
@@ -24,12 +24,12 @@ impl RateLimits {
     }
 
     /// One login or token request from `ip` for `username`.
-    pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), ApiError> {
+    pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), ServiceError> {
         check(self.logins.check_key(&(ip, username.to_lowercase())))
     }
 
     /// One message from `user_id` to `chat_id`.
-    pub fn message(&self, user_id: i64, chat_id: i64) -> Result<(), ApiError> {
+    pub fn message(&self, user_id: i64, chat_id: i64) -> Result<(), ServiceError> {
         check(self.messages.check_key(&(user_id, chat_id)))
     }
 
@@ -42,9 +42,9 @@ impl RateLimits {
 
 fn check(
     outcome: Result<(), governor::NotUntil<governor::clock::QuantaInstant>>,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     outcome.map_err(|not_until| {
         let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
-        ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64)
+        ServiceError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64)
     })
 }

@@ -8,20 +8,30 @@ use crate::{
     config::Config,
     domain::PasswordPolicy,
     limits::RateLimits,
-    messaging::MessageWriter,
     realtime::{BusSettings, Realtime, SocketSettings},
+    service::messaging::MessageWriter,
     store::Db,
 };
 
+/// Everything a request, a socket or a command needs, built once at start-up and cloned into
+/// each (every field is a handle: cloning is a few reference-count increments).
 #[derive(Clone)]
 pub struct AppState {
+    /// The database (SQLite or PostgreSQL).
     pub db: Db,
+    /// The validated configuration.
     pub config: Arc<Config>,
+    /// argon2id hashing on the blocking pool, at most two hashes per core at once.
     pub hasher: PasswordHasher,
+    /// Django's password validators with its common-password list.
     pub password_policy: Arc<PasswordPolicy>,
+    /// This node's rate limits (logins, messages).
     pub limits: Arc<RateLimits>,
+    /// Live delivery: this node's rooms and the broker that carries events between nodes.
     pub realtime: Realtime,
+    /// Running AI replies, at most one per AI chat.
     pub generations: Arc<Generations>,
+    /// The group-commit writer every message goes through.
     pub messages: MessageWriter,
 }
 

@@ -21,8 +21,7 @@ use crate::{
         secret::{constant_time_eq, storage_hash},
         session,
     },
-    error::ApiError,
-    http::{accounts::authenticate, input::Input},
+    service::{accounts, sessions, ServiceError},
     state::AppState,
     store::{self, sessions::SessionUser, users::User},
 };
@@ -225,18 +224,16 @@ pub async fn login(
 ) -> AdminResult<Response> {
     let mut page = LoginPage::new(safe_next(form.get("next")), None);
     page.username = form.text("username");
-    let credentials = form_urlencoded::Serializer::new(String::new())
-        .append_pair("username", form.get("username").unwrap_or(""))
-        .append_pair("password", form.get("password").unwrap_or(""))
-        .finish();
-    let input = Input::parse("application/x-www-form-urlencoded", credentials.as_bytes())?;
-    let user = match authenticate(&state, peer, &input).await {
+    let username = form.get("username").unwrap_or("").to_owned();
+    let password = form.get("password").unwrap_or("").to_owned();
+    let user = match accounts::authenticate(&state, peer.ip(), Some(username), Some(password)).await
+    {
         Ok(user) => user,
-        Err(ApiError::InvalidCredentials | ApiError::Validation(_)) => {
+        Err(ServiceError::InvalidCredentials | ServiceError::Validation(_)) => {
             page.error = Some(WRONG_CREDENTIALS.to_owned());
             return render(&page);
         }
-        Err(ApiError::RateLimited(secs)) => {
+        Err(ServiceError::RateLimited(secs)) => {
             page.error = Some(format!(
                 "Too many login attempts. Try again in {secs} second{}.",
                 if secs == 1 { "" } else { "s" }
@@ -257,12 +254,8 @@ pub async fn login(
         ));
         return render_with(StatusCode::FORBIDDEN, &page);
     }
-    // A new session key at every login, as the API does: a planted key is worthless after it.
-    if let Some(old) = jar.get(session::SESSION_COOKIE) {
-        store::sessions::delete(&state.db, &storage_hash(old.value())).await?;
-    }
-    let new_session = session::start(&state.db, user.id).await?;
-    store::users::record_login(&state.db, user.id).await?;
+    let previous = jar.get(session::SESSION_COOKIE).map(|c| c.value());
+    let new_session = sessions::log_in(&state, &user, previous).await?;
     tracing::info!(user.id = user.id, "admin login");
     let mut response = see_other(&page.next);
     for cookie in session::cookies(&new_session, state.config.secure_cookies) {
@@ -285,7 +278,7 @@ pub async fn logout_page(staff: StaffUser) -> AdminResult<Response> {
 }
 
 pub async fn logout(State(state): State<AppState>, posted: StaffForm) -> AdminResult<Response> {
-    store::sessions::delete(&state.db, &posted.staff.key_hash).await?;
+    sessions::log_out(&state, &posted.staff.key_hash).await?;
     tracing::info!(user.id = posted.staff.user.id, "admin logout");
     let mut response = see_other("/admin/login/?done=logged_out");
     response.headers_mut().insert(

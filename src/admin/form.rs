@@ -7,11 +7,10 @@ use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Request},
     http::{header, request::Parts},
-    response::IntoResponse,
 };
 
 use super::AdminError;
-use crate::error::{ApiError, FieldErrors};
+use crate::service::FieldErrors;
 
 /// Messages about a form's fields, shown next to them; `__all__` holds those about the whole form.
 #[derive(Debug, Default, Clone)]
@@ -37,24 +36,12 @@ impl Errors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
 
-    /// The API's validation errors, read back from their JSON rendering (`{"field": [..]}`),
-    /// the one place `FieldErrors` shows its messages field by field.
-    pub async fn from_field_errors(errors: FieldErrors) -> Errors {
-        let summary = errors.to_string();
-        let body = ApiError::Validation(errors).into_response().into_body();
-        let parsed = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<BTreeMap<String, Vec<String>>>(&bytes).ok());
-        match parsed {
-            Some(fields) => Errors(fields),
-            None => {
-                let mut errors = Errors::default();
-                errors.add("__all__", summary);
-                errors
-            }
-        }
+/// The service's field errors, each shown next to its field.
+impl From<FieldErrors> for Errors {
+    fn from(errors: FieldErrors) -> Self {
+        Errors(errors.fields().clone())
     }
 }
 
@@ -206,13 +193,13 @@ impl<S: Send + Sync> FromRequest<S> for FormData {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn api_field_errors_keep_their_fields() {
+    #[test]
+    fn service_field_errors_keep_their_fields() {
         let mut api = FieldErrors::new();
         api.add("password", "This password is too common.");
         api.add("password", "This password is entirely numeric.");
         api.add("username", "A user with that username already exists.");
-        let errors = Errors::from_field_errors(api).await;
+        let errors = Errors::from(api);
         assert_eq!(errors.get("password").len(), 2);
         assert_eq!(
             errors.get("username"),

@@ -10,12 +10,13 @@ use super::{
     render, see_other, AdminError, AdminId, AdminResult, Chrome, Params, StaffForm, StaffUser,
 };
 use crate::{
-    realtime::{frames, hub::RoomEvent},
+    realtime::hub::RoomEvent,
     state::AppState,
     store::{
         self,
         admin::{MessageFilter, MessageRow},
     },
+    wire::frames,
 };
 
 #[derive(Template)]

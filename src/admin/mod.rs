@@ -28,7 +28,7 @@ pub use self::{
     auth::{StaffForm, StaffUser},
     form::{AdminId, Errors, FormData, Params},
 };
-use crate::{error::ApiError, state::AppState};
+use crate::{service::ServiceError, state::AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -153,14 +153,14 @@ impl From<anyhow::Error> for AdminError {
     }
 }
 
-impl From<ApiError> for AdminError {
-    fn from(err: ApiError) -> Self {
+impl From<ServiceError> for AdminError {
+    fn from(err: ServiceError) -> Self {
         match err {
-            ApiError::NotFound | ApiError::Missing(_) => AdminError::NotFound,
-            ApiError::PermissionDenied => {
+            ServiceError::NotFound | ServiceError::Missing(_) => AdminError::NotFound,
+            ServiceError::PermissionDenied => {
                 AdminError::Forbidden("You may not perform this action.".into())
             }
-            ApiError::Internal(err) => AdminError::Internal(err),
+            ServiceError::Internal(err) => AdminError::Internal(err),
             other => AdminError::BadRequest(other.to_string()),
         }
     }

@@ -16,9 +16,11 @@ use super::{
 };
 use crate::{
     domain::{Email, UserType},
-    error::{ApiError, FieldErrors},
-    http::accounts::{create_account, validate_registration},
     realtime::hub::RoomEvent,
+    service::{
+        accounts::{self, RegistrationForm},
+        FieldErrors, ServiceError,
+    },
     state::AppState,
     store::{
         self,
@@ -168,22 +170,21 @@ pub async fn add(State(state): State<AppState>, posted: StaffForm) -> AdminResul
         return render_with(StatusCode::FORBIDDEN, &page);
     }
     let user_type = Some(page.user_type.clone()).filter(|t| !t.is_empty());
-    let registration = validate_registration(
-        &state,
-        Some(page.username.clone()),
-        Some(page.email.clone()),
-        Some(form.raw("password")),
-        Some(form.raw("password_confirm")),
+    let form = RegistrationForm {
+        username: Some(page.username.clone()),
+        email: Some(page.email.clone()),
+        password: Some(form.raw("password")),
+        password_confirm: Some(form.raw("password_confirm")),
         user_type,
+    };
+    let created = accounts::register(
+        &state,
+        form,
         FieldErrors::new(),
+        page.is_staff,
+        page.is_superuser,
     )
     .await;
-    let created = match registration {
-        Ok(registration) => {
-            create_account(&state, registration, page.is_staff, page.is_superuser).await
-        }
-        Err(err) => Err(err),
-    };
     match created {
         Ok(user) => {
             tracing::info!(
@@ -196,8 +197,8 @@ pub async fn add(State(state): State<AppState>, posted: StaffForm) -> AdminResul
                 user.id
             )))
         }
-        Err(ApiError::Validation(errors)) => {
-            page.errors = Errors::from_field_errors(errors).await;
+        Err(ServiceError::Validation(errors)) => {
+            page.errors = Errors::from(errors);
             render(&page)
         }
         Err(other) => Err(other.into()),
@@ -397,37 +398,23 @@ pub async fn set_password(
     if !may_manage(&staff, &target) {
         return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
     }
-    let password = form.raw("password");
-    let confirm = form.raw("password_confirm");
-    let mut errors = Errors::default();
-    if password.is_empty() {
-        errors.add("password", "This field may not be blank.");
-    } else if password != confirm {
-        errors.add("password_confirm", "Passwords don't match.");
-    } else {
-        let attributes = [
-            ("username", target.username.as_str()),
-            ("email address", target.email.as_str()),
-        ];
-        for problem in state.password_policy.problems(&password, &attributes) {
-            errors.add("password", problem);
-        }
-    }
-    if !errors.is_empty() {
-        return render(&PasswordPage {
-            chrome: staff.chrome("users", None),
-            target,
-            errors,
-        });
-    }
-    let hash = state.hasher.hash(password).await?;
-    if !store::admin::set_password(&state.db, id, &hash).await? {
-        return Err(AdminError::NotFound);
-    }
     // Whoever knew the old password is signed out everywhere; the admin changing their own
     // password keeps this session.
     let keep = (id == staff.user.id).then_some(staff.key_hash.as_str());
-    store::admin::end_sessions(&state.db, id, keep).await?;
+    let password = form.raw("password");
+    let confirm = form.raw("password_confirm");
+    match accounts::change_password(&state, &target, password, &confirm, keep).await {
+        Ok(_) => {}
+        Err(ServiceError::Validation(errors)) => {
+            return render(&PasswordPage {
+                chrome: staff.chrome("users", None),
+                target,
+                errors: Errors::from(errors),
+            });
+        }
+        Err(ServiceError::NotFound) => return Err(AdminError::NotFound),
+        Err(err) => return Err(err.into()),
+    }
     tracing::info!(user.id = id, by = staff.user.id, "admin set a password");
     Ok(see_other(&format!("/admin/users/{id}/?done=password")))
 }

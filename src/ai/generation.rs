@@ -15,12 +15,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::provider::{ChatMessage, ChatProvider, ProviderError, StreamEvent};
 use crate::{
-    http::views::AiMessageView,
     store::{
         self,
         ai::{AiMessage, Tokens},
         Db,
     },
+    wire::views::AiMessageView,
 };
 
 /// The longest a single reply may take, whatever the provider does.

@@ -1,92 +1,30 @@
-//! `GET /ws/ai-chat/{id}/`: the owner's live view of an AI chat. Frames as the contract, plus
+//! The AI chat socket's connection, after its handshake (in the HTTP layer's `sockets`): the owner's
+//! live view of an AI chat. Frames as the contract, plus
 //! `assistant_delta` frames while a reply streams and `{"type": "cancel"}` to stop it. A socket
 //! that joins while a reply runs first gets the text so far as one delta, then the live ones.
 
 use std::time::Duration;
 
-use axum::{
-    extract::{
-        ws::{
-            rejection::WebSocketUpgradeRejection, CloseFrame, Message, Utf8Bytes, WebSocket,
-            WebSocketUpgrade,
-        },
-        State,
-    },
-    http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-    routing::get,
-    Json, Router,
-};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{stream::SplitStream, SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
-use super::generation::{AiEvent, Request, SendError};
+use super::generation::AiEvent;
 use crate::{
-    auth::AuthUser,
     domain::MessageContent,
-    error::ApiError,
-    http::{ai::context_for, path::Id, views::AiMessageView},
-    realtime::{
-        hub::close,
-        socket::{origin_allowed, MAX_FRAME_BYTES},
+    realtime::hub::close,
+    service::{
+        conversations::{self, Question, DEFAULT_CONTEXT_MESSAGES},
+        ServiceError,
     },
     state::AppState,
-    store::{self, users::User},
+    store::users::User,
+    wire::{
+        frames::{AiClientFrame, ContextLimit},
+        views::AiMessageView,
+    },
 };
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ws/ai-chat/{id}", get(ai_socket))
-}
-
-fn refuse(detail: &str) -> Response {
-    (StatusCode::FORBIDDEN, Json(json!({ "detail": detail }))).into_response()
-}
-
-async fn ai_socket(
-    State(state): State<AppState>,
-    Id(ai_chat_id): Id,
-    headers: HeaderMap,
-    auth: Result<AuthUser, ApiError>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    if !origin_allowed(&headers, &state) {
-        return refuse("Origin not allowed.");
-    }
-    if state.realtime.at_capacity() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "detail": "The server is at its connection limit; try again later." })),
-        )
-            .into_response();
-    }
-
-    let Ok(auth) = auth else {
-        return refuse("Authentication credentials were not provided.");
-    };
-    match store::ai::owned(&state.db, ai_chat_id, auth.user.id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return refuse("This AI chat is not yours."),
-        Err(err) => return ApiError::from(err).into_response(),
-    }
-    let Ok(upgrade) = upgrade else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "detail": "Expected a WebSocket upgrade request." })),
-        )
-            .into_response();
-    };
-    let user = auth.user;
-    upgrade
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| {
-            let connections = state.realtime.connections.clone();
-            connections.track_future(run(state, ai_chat_id, user, socket))
-        })
-}
 
 fn frame(value: Value) -> Message {
     Message::Text(Utf8Bytes::from(value.to_string()))
@@ -139,7 +77,9 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn run(state: AppState, ai_chat_id: i64, user: User, socket: WebSocket) {
+/// One AI chat socket's life after its handshake: relays the AI chat's events (the text so far
+/// of a running reply first) and acts on client frames until either side closes.
+pub async fn run(state: AppState, ai_chat_id: i64, user: User, socket: WebSocket) {
     let subscription = state.generations.subscribe(ai_chat_id);
     let mut events = subscription.events;
     let (mut sink, stream) = socket.split();
@@ -230,82 +170,59 @@ async fn on_text(
     user: &User,
     text: &str,
 ) -> Result<(), Option<String>> {
-    let Ok(Value::Object(frame)) = serde_json::from_str::<Value>(text) else {
-        return Err(Some("Invalid JSON".into()));
-    };
-    match frame
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("message")
-    {
-        "message" => {}
-        "typing" => return Ok(()),
-        "cancel" => {
+    let (raw, include_context, limit) = match AiClientFrame::parse(text).map_err(Some)? {
+        AiClientFrame::Typing {} => return Ok(()),
+        AiClientFrame::Cancel {} => {
             state.generations.cancel(ai_chat_id);
             return Ok(());
         }
-        other => {
-            let kind: String = other.chars().take(50).collect();
-            return Err(Some(format!("Unknown message type: {kind}")));
-        }
-    }
-    let raw = frame.get("content").and_then(Value::as_str).unwrap_or("");
+        AiClientFrame::Message {
+            content,
+            include_related_chat_context,
+            context_message_limit,
+        } => (content, include_related_chat_context, context_message_limit),
+    };
     if raw.trim().is_empty() {
         return Err(Some("Message content cannot be empty".into()));
     }
-    let Ok(content) = MessageContent::parse(raw.to_owned()) else {
+    let Ok(content) = MessageContent::parse(raw) else {
         return Err(Some(
             "Message content is too long (at most 10000 characters)".into(),
         ));
     };
-    let include_context = frame
-        .get("include_related_chat_context")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let limit = match frame.get("context_message_limit") {
-        None | Some(Value::Null) => 20,
-        Some(value) => match value.as_i64() {
-            Some(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return Err(Some(
-                    "context_message_limit must be an integer from 1 to 100".into(),
-                ))
-            }
-        },
+    let context_limit = match limit {
+        ContextLimit::Absent => DEFAULT_CONTEXT_MESSAGES,
+        ContextLimit::Given(n) if (1..=100).contains(&n) => n,
+        _ => {
+            return Err(Some(
+                "context_message_limit must be an integer from 1 to 100".into(),
+            ))
+        }
     };
     // Read afresh: the prompt and the related chat may have changed since the socket opened.
-    let chat = match store::ai::owned(&state.db, ai_chat_id, user.id).await {
-        Ok(Some(chat)) => chat,
-        Ok(None) => return Err(None),
+    let chat = match conversations::owned(state, ai_chat_id, user).await {
+        Ok(chat) => chat,
+        Err(ServiceError::NotFound) => return Err(None),
         Err(err) => {
             tracing::error!(error = %err, "could not read an AI chat");
             return Err(Some("Message could not be saved".into()));
         }
     };
-    let context = if include_context {
-        context_for(state, &chat, user, limit)
-            .await
-            .map_err(|_| Some("Message could not be saved".to_owned()))?
-    } else {
-        Vec::new()
+    let question = Question {
+        content,
+        include_context,
+        context_limit,
     };
-    let request = Request {
-        user_id: user.id,
-        ai_chat_id,
-        system_prompt: chat.system_prompt,
-        content: content.into_string(),
-        context,
-    };
-    match state.generations.send(request).await {
+    match conversations::ask(state, user, &chat, question).await {
         Ok(_) => Ok(()),
-        Err(SendError::NotConfigured) => Err(Some("AI provider is not configured".into())),
-        Err(SendError::AlreadyRunning) => Err(Some(
+        Err(ServiceError::Unavailable(_)) => Err(Some("AI provider is not configured".into())),
+        Err(ServiceError::Conflict(_)) => Err(Some(
             "A reply is already being generated for this AI chat".into(),
         )),
-        Err(SendError::TooMany) => Err(Some(
+        Err(ServiceError::Busy(_)) => Err(Some(
             "Too many AI replies in progress; wait for one to finish".into(),
         )),
-        Err(SendError::Store(err)) => {
+        Err(err) => {
             tracing::error!(error = %err, "could not save an AI message");
             Err(Some("Message could not be saved".into()))
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use serde_json::{json, Value};
 
-use super::schemas::{Health, Readiness};
 use crate::state::AppState;
+use crate::wire::schemas::{Health, Readiness};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -7,8 +7,9 @@ use axum::{
     Json, Router,
 };
 
-use super::schemas::{BadRequest, Detail};
-use super::{pagination::Cursor, path::Id, views::MessageView};
+use super::{pagination::Cursor, path::Id};
+use crate::wire::schemas::{BadRequest, Detail};
+use crate::wire::views::MessageView;
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},

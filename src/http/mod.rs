@@ -11,9 +11,9 @@ pub mod messages;
 pub mod openapi;
 pub mod pagination;
 pub mod path;
-pub mod schemas;
+pub mod query;
+pub mod sockets;
 pub mod tokens;
-pub mod views;
 
 use std::time::Duration;
 
@@ -46,8 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(ai::router())
         .merge(crate::admin::router())
-        .merge(crate::realtime::socket::router())
-        .merge(crate::ai::socket::router())
+        .merge(sockets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

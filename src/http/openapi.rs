@@ -21,8 +21,8 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, health, messages, schemas, tokens};
-use crate::state::AppState;
+use super::{accounts, ai, chats, health, messages, tokens};
+use crate::{state::AppState, wire::schemas};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,8 +42,10 @@ use crate::state::AppState;
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
         chats::leave,
         messages::list, messages::retrieve,
-        ai::list, ai::create, ai::retrieve, ai::update, ai::destroy, ai::send_message, ai::cancel,
-        ai::chat_messages, ai::related_chat_context, ai::all_messages, ai::one_message, ai::usage,
+        ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
+        ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
+        ai::messages::chat_messages, ai::chats::related_chat_context, ai::messages::all_messages,
+        ai::messages::one_message, ai::usage::usage,
         health::healthz, health::readyz,
     ),
     components(schemas(

@@ -11,14 +11,24 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{
-    error::{ApiError, FieldErrors},
-    store::Window,
-};
+use super::query::Query;
+use crate::{error::ApiError, service::FieldErrors, store::Window};
 
+/// Items in a page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
+/// The largest `limit` a client may ask for.
 pub const MAX_LIMIT: i64 = 500;
 
+/// The `Link: <path?query>; rel="next"` header (RFC 8288) that points at the next page.
+pub fn next_link(path: &str, query: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")) {
+        headers.insert(header::LINK, value);
+    }
+    headers
+}
+
+/// A page request over an id-ordered collection: `limit`, `before`, `after`.
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor {
     pub window: Window,
@@ -27,36 +37,13 @@ pub struct Cursor {
 impl Cursor {
     /// Reads `limit`, `before` and `after` from a query string; other parameters are ignored.
     pub fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let query = Query::parse(query);
         let mut errors = FieldErrors::new();
-        let mut limit = DEFAULT_LIMIT;
-        let mut before = None;
-        let mut after = None;
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match key.as_ref() {
-                "limit" => match value.trim().parse::<i64>() {
-                    Ok(n) if n < 1 => {
-                        errors.add("limit", "Ensure this value is greater than or equal to 1.")
-                    }
-                    Ok(n) if n > MAX_LIMIT => errors.add(
-                        "limit",
-                        format!("Ensure this value is less than or equal to {MAX_LIMIT}."),
-                    ),
-                    Ok(n) => limit = n,
-                    Err(_) => errors.add("limit", "A valid integer is required."),
-                },
-                "before" | "after" => match value.trim().parse::<i64>() {
-                    Ok(n) if n >= 0 => {
-                        if key == "before" {
-                            before = Some(n)
-                        } else {
-                            after = Some(n)
-                        }
-                    }
-                    _ => errors.add(&key, "A valid non-negative integer is required."),
-                },
-                _ => {}
-            }
-        }
+        let limit = query
+            .integer("limit", Some(1), Some(MAX_LIMIT), &mut errors)
+            .unwrap_or(DEFAULT_LIMIT);
+        let before = query.non_negative("before", &mut errors);
+        let after = query.non_negative("after", &mut errors);
         errors.check()?;
         Ok(Cursor {
             window: Window {
@@ -83,10 +70,9 @@ impl Cursor {
         id: impl Fn(&T) -> i64,
         path: &str,
     ) -> (Vec<T>, HeaderMap) {
-        let mut headers = HeaderMap::new();
         let limit = self.window.limit as usize;
         if rows.len() <= limit {
-            return (rows, headers);
+            return (rows, HeaderMap::new());
         }
         let next = if self.window.from_newest() {
             rows.remove(0);
@@ -105,10 +91,7 @@ impl Cursor {
             }
             query
         };
-        if let Ok(value) = HeaderValue::from_str(&format!("<{path}?{next}>; rel=\"next\"")) {
-            headers.insert(header::LINK, value);
-        }
-        (rows, headers)
+        (rows, next_link(path, &next))
     }
 }
 

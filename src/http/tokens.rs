@@ -12,13 +12,14 @@ use axum::{
 };
 use serde_json::json;
 
-use super::schemas::{BadRequest, Detail, ErrorMessage, TokenRequest, TokenResponse};
-use super::{accounts::authenticate, input::Input, views::UserView};
+use super::{accounts::credentials, input::Input};
+use crate::wire::schemas::{BadRequest, Detail, ErrorMessage, TokenRequest, TokenResponse};
+use crate::wire::views::UserView;
 use crate::{
-    auth::{secret, AuthUser, Credential},
-    error::{ApiError, ApiResult, FieldErrors},
+    auth::{AuthUser, Credential},
+    error::{ApiError, ApiResult},
+    service::{accounts, sessions, FieldErrors},
     state::AppState,
-    store,
 };
 
 const MAX_NAME_CHARS: usize = 100;
@@ -54,19 +55,12 @@ async fn create(
         );
     }
     errors.check()?;
-    let user = authenticate(&state, peer, &input).await?;
-    let token = format!("mrm_{}", secret::random_token(43));
-    store::tokens::create(
-        &state.db,
-        user.id,
-        &secret::storage_hash(&token),
-        name.trim(),
-    )
-    .await?;
-    tracing::info!(user.id = user.id, "token issued");
+    let (username, password) = credentials(&input);
+    let user = accounts::authenticate(&state, peer.ip(), username, password).await?;
+    let issued = sessions::issue_token(&state, &user, name.trim()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token": token, "user": UserView::from(&user) })),
+        Json(json!({ "token": issued.token, "user": UserView::from(&user) })),
     )
         .into_response())
 }
@@ -84,6 +78,6 @@ async fn revoke_current(State(state): State<AppState>, auth: AuthUser) -> ApiRes
             "This request is not authenticated with a bearer token.".into(),
         ));
     };
-    store::tokens::delete(&state.db, token_hash).await?;
+    sessions::revoke_token(&state, token_hash).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,8 +23,8 @@ use tokio::{
     time::Instant,
 };
 
-use super::frames::{self, Member};
-use crate::{http::views::MessageView, store, store::Db};
+use crate::wire::frames::{self, Member};
+use crate::{store, store::Db, wire::views::MessageView};
 
 pub type ConnId = u64;
 

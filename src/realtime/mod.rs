@@ -9,7 +9,6 @@
 //! Handlers never talk to sockets: they commit to the database, then `publish` an event.
 
 pub mod broker;
-pub mod frames;
 pub mod hub;
 pub mod redis;
 pub mod socket;

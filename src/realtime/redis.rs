@@ -21,9 +21,10 @@ use redis::{aio::ConnectionManager, AsyncCommands, PushKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::wire::frames::Member;
+
 use super::{
     broker::Broker,
-    frames::Member,
     hub::{Hub, RoomEvent, SharedPresence},
 };
 

@@ -1,9 +1,7 @@
-//! `GET /ws/chat/{chat_id}/`: the group chat socket.
-//!
-//! The handshake is refused with 403 (no upgrade) for anonymous callers, non-participants,
-//! unknown chats, and browsers on an untrusted origin. A client that reconnects with
-//! `?after_seq=N` (or `?after=<message id>`) first receives every message after N, then live ones,
-//! with no gap and no duplicate.
+//! One group chat socket's connection, after its handshake (in the HTTP layer's `sockets`): a
+//! writer that replays and forwards the room's frames, and a reader that acts on client frames.
+//! A client that reconnects with `?after_seq=N` first receives every message after N, then live
+//! ones, with no gap and no duplicate.
 
 use std::{
     sync::{
@@ -13,39 +11,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    extract::{
-        ws::rejection::WebSocketUpgradeRejection,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        RawQuery, State,
-    },
-    http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-    routing::get,
-    Json, Router,
-};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{
     stream::{SplitSink, SplitStream},
     SinkExt, StreamExt,
 };
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    frames::{self, Member},
-    hub::{close, Close, ConnId, Outbound, RoomEvent, Subscriber},
-};
+use super::hub::{close, Close, ConnId, Outbound, RoomEvent, Subscriber};
 use crate::{
-    auth::{csrf, AuthUser},
     domain::MessageContent,
-    error::ApiError,
-    http::{path::Id, views::MessageView},
+    service::{messaging, ServiceError},
     state::AppState,
     store::{self, users::User},
+    wire::{
+        frames::{self, ChatClientFrame, Member},
+        views::MessageView,
+    },
 };
 
-/// Largest frame (and message) a client may send.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Messages read from the database per step of a replay.
 const REPLAY_BATCH: i64 = 500;
 /// Frames written before a flush, so a burst goes out in few syscalls.
@@ -53,129 +37,9 @@ const WRITE_BATCH: usize = 64;
 /// At most one typing notice per socket per this interval is relayed.
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn router() -> axum::Router<AppState> {
-    Router::new().route("/ws/chat/{id}", get(chat_socket))
-}
-
-fn refuse(status: StatusCode, detail: &str) -> Response {
-    (status, Json(json!({ "detail": detail }))).into_response()
-}
-
-async fn chat_socket(
-    State(state): State<AppState>,
-    Id(chat_id): Id,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    auth: Result<AuthUser, ApiError>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    if !origin_allowed(&headers, &state) {
-        return refuse(StatusCode::FORBIDDEN, "Origin not allowed.");
-    }
-    if state.realtime.at_capacity() {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server is at its connection limit; try again later.",
-        );
-    }
-    let user = match auth {
-        Ok(auth) => auth.user,
-        Err(ApiError::InvalidToken) | Err(ApiError::NotAuthenticated) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Authentication credentials were not provided.",
-            )
-        }
-        Err(err) => return err.into_response(),
-    };
-    // The chat's position now, before the handshake is answered: a live-only socket owes its
-    // client every message committed after this point, including any that arrive before the
-    // socket has joined its room.
-    let handshake_seq = match store::chats::last_seq_for_member(&state.db, chat_id, user.id).await {
-        Ok(Some(seq)) => seq,
-        Ok(None) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "You are not a participant of this chat.",
-            )
-        }
-        Err(err) => return ApiError::from(err).into_response(),
-    };
-    let resume = match resume_point(&state, chat_id, query.as_deref()).await {
-        Ok(resume) => resume,
-        Err(err) => return err.into_response(),
-    };
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(_) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "Expected a WebSocket upgrade request.",
-            )
-        }
-    };
-    let settings = state.realtime.settings;
-    upgrade
-        // tungstenite reserves 128 KiB per direction by default; most sockets are idle, so keep
-        // the reservation small and let a burst grow it.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(1024 * 1024)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| {
-            let connections = state.realtime.connections.clone();
-            connections.track_future(async move {
-                Connection::new(state, chat_id, user, settings.queue_capacity)
-                    .run(socket, resume, handshake_seq)
-                    .await
-            })
-        })
-}
-
-/// Browsers always send `Origin`; it must be this server's host or a configured origin. Clients
-/// without one (mobile apps, scripts) are judged by their credentials alone.
-pub fn origin_allowed(headers: &HeaderMap, state: &AppState) -> bool {
-    match csrf::request_origin(headers) {
-        None => true,
-        Some(origin) => {
-            csrf::is_same_host(&origin, headers) || state.config.allowed_origins.contains(&origin)
-        }
-    }
-}
-
-/// The seq the client already has: from `after_seq`, or the seq of the `after` message.
-async fn resume_point(
-    state: &AppState,
-    chat_id: i64,
-    query: Option<&str>,
-) -> Result<Option<i64>, ApiError> {
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let parsed = value.trim().parse::<i64>().ok().filter(|n| *n >= 0);
-        match (key.as_ref(), parsed) {
-            ("after_seq", Some(seq)) => return Ok(Some(seq)),
-            ("after", Some(id)) => {
-                return match store::messages::seq_of(&state.db, chat_id, id).await? {
-                    Some(seq) => Ok(Some(seq)),
-                    None => Err(ApiError::Validation(crate::error::FieldErrors::single(
-                        "after",
-                        "No message with this id in this chat.",
-                    ))),
-                };
-            }
-            ("after_seq" | "after", None) => {
-                return Err(ApiError::Validation(crate::error::FieldErrors::single(
-                    &key,
-                    "A valid non-negative integer is required.",
-                )))
-            }
-            _ => {}
-        }
-    }
-    Ok(None)
-}
-
-struct Connection {
+/// One chat socket's life after its handshake: joins the chat's room, replays what the client
+/// missed, then relays frames both ways until either side closes.
+pub struct Connection {
     state: AppState,
     chat_id: i64,
     user: User,
@@ -184,7 +48,8 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: AppState, chat_id: i64, user: User, queue_capacity: usize) -> Self {
+    /// A connection of `user` to `chat_id`, whose outbound queue holds `queue_capacity` frames.
+    pub fn new(state: AppState, chat_id: i64, user: User, queue_capacity: usize) -> Self {
         let conn = state.realtime.next_conn_id();
         Self {
             state,
@@ -197,7 +62,7 @@ impl Connection {
 
     /// `resume`: the seq the client asked to continue after; `handshake_seq`: the chat's last
     /// seq when the handshake was answered, where a live-only socket starts.
-    async fn run(self, socket: WebSocket, resume: Option<i64>, handshake_seq: i64) {
+    pub async fn run(self, socket: WebSocket, resume: Option<i64>, handshake_seq: i64) {
         let (outbound, queue) = mpsc::channel(self.queue_capacity);
         let (close_tx, close_rx) = oneshot::channel();
         let member = Member {
@@ -468,44 +333,22 @@ impl Reader {
 
     /// Handles one text frame; `Some` when the socket must close.
     async fn on_text(&mut self, text: &str) -> Option<Close> {
-        let Ok(value) = serde_json::from_str::<Value>(text) else {
-            self.error("Invalid JSON");
-            return None;
-        };
-        let Some(object) = value.as_object() else {
-            self.error("Invalid JSON");
-            return None;
-        };
-        match object.get("type") {
-            None => self.on_message(object.get("content")).await,
-            Some(Value::String(kind)) if kind == "message" => {
-                self.on_message(object.get("content")).await
+        match ChatClientFrame::parse(text) {
+            Ok(ChatClientFrame::Message { content }) => {
+                self.on_message(content.unwrap_or_default()).await
             }
-            Some(Value::String(kind)) if kind == "typing" => {
+            Ok(ChatClientFrame::Typing {}) => {
                 self.on_typing();
                 None
             }
-            Some(Value::String(kind)) => {
-                let kind: String = kind.chars().take(50).collect();
-                self.error(&format!("Unknown message type: {kind}"));
-                None
-            }
-            Some(_) => {
-                self.error("Unknown message type");
+            Err(message) => {
+                self.error(&message);
                 None
             }
         }
     }
 
-    async fn on_message(&mut self, content: Option<&Value>) -> Option<Close> {
-        let raw = match content {
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => String::new(),
-            Some(_) => {
-                self.error("Content must be a string");
-                return None;
-            }
-        };
+    async fn on_message(&mut self, raw: String) -> Option<Close> {
         if raw.trim().is_empty() {
             self.error("Content cannot be empty");
             return None;
@@ -517,23 +360,13 @@ impl Reader {
             ));
             return None;
         };
-        if self
-            .state
-            .limits
-            .message(self.user.id, self.chat_id)
-            .is_err()
-        {
-            self.error("Rate limit exceeded");
-            return None;
-        }
-        match self
-            .state
-            .messages
-            .post(self.chat_id, &self.user, content)
-            .await
-        {
-            Ok(Some(_)) => None,
-            Ok(None) => Some(Close {
+        match messaging::send(&self.state, &self.user, self.chat_id, content).await {
+            Ok(_) => None,
+            Err(ServiceError::RateLimited(_)) => {
+                self.error("Rate limit exceeded");
+                None
+            }
+            Err(ServiceError::NotFound) => Some(Close {
                 code: close::REMOVED,
                 reason: "not a participant",
             }),

@@ -154,38 +154,6 @@ pub async fn update_user(
         .await)
 }
 
-/// Replaces the user's password hash; false when the user is gone.
-pub async fn set_password(db: &Db, id: i64, password_hash: &str) -> sqlx::Result<bool> {
-    let _turn = db.write_turn().await;
-    let sql = "UPDATE users SET password_hash = $1 WHERE id = $2";
-    let done = on_pool!(db, pool => sqlx::query(sql)
-        .bind(password_hash)
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
-}
-
-/// Ends the user's browser sessions, but the one whose key hash is `keep`, and revokes their
-/// bearer tokens.
-pub async fn end_sessions(db: &Db, user_id: i64, keep: Option<&str>) -> sqlx::Result<()> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2 IS NULL OR key_hash <> $2)")
-            .bind(user_id)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
-    })
-}
-
 /// Deletes the user with everything that cascades (memberships, messages, sessions, tokens, AI
 /// chats); chats they owned keep going without an owner. Returns the chats they took part in,
 /// so their open sockets can be closed; `None` when there was no such user.

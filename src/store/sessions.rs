@@ -60,9 +60,3 @@ pub async fn delete_expired(db: &Db) -> sqlx::Result<u64> {
     let done = on_pool!(db, pool => sqlx::query(sql).bind(super::now()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done)
 }
-
-/// Ends every session of a user (after a password change); returns how many.
-pub async fn delete_for_user(db: &Db, user_id: i64) -> sqlx::Result<u64> {
-    let sql = "DELETE FROM sessions WHERE user_id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))
-}

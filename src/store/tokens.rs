@@ -34,9 +34,3 @@ pub async fn delete(db: &Db, token_hash: &str) -> sqlx::Result<bool> {
     let done = on_pool!(db, pool => sqlx::query(sql).bind(token_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }
-
-/// Revokes every token of a user (after a password change); returns how many.
-pub async fn delete_for_user(db: &Db, user_id: i64) -> sqlx::Result<u64> {
-    let sql = "DELETE FROM api_tokens WHERE user_id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))
-}

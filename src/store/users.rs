@@ -90,15 +90,44 @@ pub async fn record_login(db: &Db, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-pub async fn set_password(db: &Db, username: &str, password_hash: &str) -> sqlx::Result<bool> {
-    let sql = "UPDATE users SET password_hash = $1 WHERE username = $2";
-    let done = on_pool!(db, pool => sqlx::query(sql)
-        .bind(password_hash)
-        .bind(username)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(done == 1)
+/// Stores a new password hash and, in the same transaction, ends every session of the user but
+/// the one whose key hash is `keep_session` and revokes all their bearer tokens. Returns the
+/// sessions ended and the tokens revoked; `None` (and no change) when the user is gone.
+pub async fn replace_password(
+    db: &Db,
+    id: i64,
+    password_hash: &str,
+    keep_session: Option<&str>,
+) -> sqlx::Result<Option<(u64, u64)>> {
+    let _turn = db.write_turn().await;
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let mut ended = None;
+        if updated == 1 {
+            let sessions = sqlx::query(
+                "DELETE FROM sessions WHERE user_id = $1 AND ($2 IS NULL OR key_hash <> $2)",
+            )
+            .bind(id)
+            .bind(keep_session)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let tokens = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            ended = Some((sessions, tokens));
+        }
+        tx.commit().await?;
+        Ok(ended)
+    })
 }
 
 /// A window over all users, by id.

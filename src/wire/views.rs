@@ -1,4 +1,5 @@
-//! The JSON shapes of the contract, built from stored rows.
+//! The JSON shapes of users, chats, messages and AI chats, as the contract gives them, built
+//! from stored rows. Timestamps are ISO 8601 in UTC ([`format_timestamp`]).
 
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Serialize, Serializer};
@@ -45,15 +46,18 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     }
 }
 
-fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+/// Serialises a timestamp as [`format_timestamp`] writes it.
+pub fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_timestamp(t))
 }
 
+/// A user as the original's `UserSerializer` shows them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub username: String,
     pub email: String,
+    /// `owner`, `student` or `staff`.
     pub user_type: String,
 }
 
@@ -88,6 +92,7 @@ impl From<User> for UserListItem {
     }
 }
 
+/// A message of a group chat.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageView {
     pub id: i64,
@@ -119,6 +124,7 @@ impl From<Message> for MessageView {
     }
 }
 
+/// A group chat with its members and its newest 100 messages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChatView {
     pub id: i64,
@@ -133,6 +139,7 @@ pub struct ChatView {
 }
 
 impl ChatView {
+    /// The view of `chat` with its members and messages (oldest first).
     pub fn new(chat: Chat, participants: Vec<UserView>, messages: Vec<MessageView>) -> Self {
         Self {
             id: chat.id,
@@ -145,10 +152,12 @@ impl ChatView {
     }
 }
 
+/// A message of an AI chat: the user's question or the model's reply.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct AiMessageView {
     pub id: i64,
     pub ai_chat: i64,
+    /// `user` or `assistant`.
     pub role: String,
     pub content: String,
     #[serde(serialize_with = "timestamp")]
@@ -180,6 +189,7 @@ impl From<AiMessage> for AiMessageView {
     }
 }
 
+/// An AI chat with its newest 100 messages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AiChatView {
     pub id: i64,
@@ -200,6 +210,7 @@ pub struct AiChatView {
 }
 
 impl AiChatView {
+    /// The view of `chat` with its messages (oldest first).
     pub fn new(chat: AiChat, messages: Vec<AiMessageView>) -> Self {
         Self {
             id: chat.id,

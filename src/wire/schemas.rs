@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,7 +14,7 @@ use utoipa::ToSchema;
 pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 
 /// An error with one human-readable message.
-#[derive(ToSchema, Serialize)]
+#[derive(Debug, ToSchema, Serialize)]
 #[schema(example = json!({"detail": "Authentication credentials were not provided."}))]
 pub struct Detail {
     pub detail: String,
@@ -28,7 +29,7 @@ pub enum BadRequest {
 }
 
 /// The contract's `{"error": …}` shape.
-#[derive(ToSchema, Serialize)]
+#[derive(Debug, ToSchema, Serialize)]
 #[schema(example = json!({"error": "Invalid credentials"}))]
 pub struct ErrorMessage {
     pub error: String,
@@ -82,7 +83,7 @@ pub struct TokenRequest {
 pub struct TokenResponse {
     /// Send as `Authorization: Bearer <token>`. Shown once; only its hash is stored.
     pub token: String,
-    pub user: super::views::UserView,
+    pub user: crate::wire::views::UserView,
 }
 
 #[derive(ToSchema)]
@@ -151,28 +152,43 @@ pub struct Cancelled {
     pub cancelled: bool,
 }
 
-#[derive(ToSchema)]
+/// One message of a related chat as the model is given it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ContextLine {
+    /// The sender's username.
     pub sender: String,
     pub content: String,
-    pub timestamp: String,
+    #[serde(serialize_with = "super::views::timestamp")]
+    #[schema(value_type = String)]
+    pub timestamp: DateTime<Utc>,
 }
 
-#[derive(ToSchema)]
+/// What `GET /api/ai/chats/{id}/related_chat_context/` answers.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RelatedChatContext {
     pub chat_name: Option<String>,
     pub message_count: i64,
     pub messages: Vec<ContextLine>,
 }
 
-#[derive(ToSchema)]
+/// Tokens a model read (prompt) and wrote (completion), as the provider counted them.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TokenCounts {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
 }
 
-#[derive(ToSchema)]
+impl TokenCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &TokenCounts) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelUsage {
     pub model: String,
     pub prompt_tokens: i64,
@@ -180,7 +196,7 @@ pub struct ModelUsage {
     pub total_tokens: i64,
 }
 
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DayUsage {
     #[schema(example = "2026-01-05")]
     pub day: String,
@@ -189,7 +205,7 @@ pub struct DayUsage {
     pub total_tokens: i64,
 }
 
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DayModelUsage {
     pub day: String,
     pub model: String,
@@ -198,7 +214,7 @@ pub struct DayModelUsage {
     pub total_tokens: i64,
 }
 
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
     pub user: i64,
     pub from: String,
@@ -262,7 +278,7 @@ pub struct TypingRequestFrame {
 pub struct MessageFrame {
     #[schema(example = "message")]
     pub r#type: String,
-    pub message: super::views::MessageView,
+    pub message: crate::wire::views::MessageView,
 }
 
 /// Server → client: who is online in the chat (sent on connect and whenever it changes).
@@ -340,7 +356,7 @@ pub struct UserMessageFrame {
 #[derive(ToSchema, Serialize)]
 #[serde(untagged)]
 pub enum AiStreamEvent {
-    Message(super::views::AiMessageView),
+    Message(crate::wire::views::AiMessageView),
     Delta(AiDelta),
     Error(ErrorMessage),
 }

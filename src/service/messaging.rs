@@ -11,10 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     domain::MessageContent,
-    error::{ApiError, ApiResult},
-    http::views::{MessageView, UserView},
-    realtime::{frames, hub::RoomEvent, Realtime},
+    realtime::{hub::RoomEvent, Realtime},
+    service::{ServiceError, ServiceResult},
     store::{self, messages::NewMessage, users::User, Db},
+    wire::{
+        frames,
+        views::{MessageView, UserView},
+    },
 };
 
 /// Most messages committed together.
@@ -49,7 +52,7 @@ impl MessageWriter {
         chat_id: i64,
         sender: &User,
         content: MessageContent,
-    ) -> ApiResult<Option<MessageView>> {
+    ) -> ServiceResult<Option<MessageView>> {
         let (saved, answer) = oneshot::channel();
         let pending = Pending {
             chat_id,
@@ -57,7 +60,7 @@ impl MessageWriter {
             content,
             saved,
         };
-        let gone = || ApiError::Internal(anyhow::anyhow!("the message writer stopped"));
+        let gone = || ServiceError::Internal(anyhow::anyhow!("the message writer stopped"));
         self.queue.send(pending).await.map_err(|_| gone())?;
         Ok(answer.await.map_err(|_| gone())??)
     }
@@ -122,4 +125,24 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
         })
     });
     let _ = p.saved.send(outcome);
+}
+
+/// Sends `content` to the chat as `sender`: counted against the sender's rate limit for the
+/// chat (`MRM_MESSAGES_PER_SECOND`), committed, then published to every socket of the chat.
+/// The one way a message enters a chat, from REST and from the socket alike.
+///
+/// Errors: `RateLimited` (nothing saved), `NotFound` when the sender is not (or no longer) a
+/// participant, checked under the lock that orders the chat's messages.
+pub async fn send(
+    state: &crate::state::AppState,
+    sender: &User,
+    chat_id: i64,
+    content: MessageContent,
+) -> ServiceResult<MessageView> {
+    state.limits.message(sender.id, chat_id)?;
+    state
+        .messages
+        .post(chat_id, sender, content)
+        .await?
+        .ok_or(ServiceError::NotFound)
 }

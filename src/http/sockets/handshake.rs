@@ -1,0 +1,112 @@
+//! The opening handshake both sockets share: the checks made before a WebSocket upgrade is
+//! answered, and the upgrade's limits. A refused handshake is an HTTP answer with a
+//! `{"detail": …}` body, never an upgrade.
+
+use crate::{
+    auth::{csrf, AuthUser},
+    error::ApiError,
+    state::AppState,
+    store::users::User,
+    wire::schemas::Detail,
+};
+use axum::{
+    extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+
+/// Largest frame (and message) a client may send: 64 KiB. Larger ones close the socket (1009).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// An HTTP answer refusing the handshake.
+pub fn refuse(status: StatusCode, detail: &str) -> Response {
+    let body = Detail {
+        detail: detail.to_owned(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Browsers always send `Origin`; it must be this server's host or a configured origin. Clients
+/// without one (mobile apps, scripts) are judged by their credentials alone.
+pub fn origin_allowed(headers: &HeaderMap, state: &AppState) -> bool {
+    match csrf::request_origin(headers) {
+        None => true,
+        Some(origin) => {
+            csrf::is_same_host(&origin, headers) || state.config.allowed_origins.contains(&origin)
+        }
+    }
+}
+
+/// Why a handshake was refused: a status with a `{"detail": …}` body, or an API error.
+#[derive(Debug)]
+pub enum Refusal {
+    Detail(StatusCode, &'static str),
+    Api(ApiError),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Detail(status, detail) => refuse(status, detail),
+            Refusal::Api(err) => err.into_response(),
+        }
+    }
+}
+
+/// The checks every socket makes first, in this order: a trusted origin (403), room for one more
+/// socket under `MRM_MAX_SOCKETS` (503), then the caller's credentials (403 when missing or
+/// invalid). Returns the caller.
+pub fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    auth: Result<AuthUser, ApiError>,
+) -> Result<User, Refusal> {
+    if !origin_allowed(headers, state) {
+        return Err(Refusal::Detail(
+            StatusCode::FORBIDDEN,
+            "Origin not allowed.",
+        ));
+    }
+    if state.realtime.at_capacity() {
+        return Err(Refusal::Detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is at its connection limit; try again later.",
+        ));
+    }
+    caller(auth)
+}
+
+/// The caller, or a 403 as the original's socket consumer refuses anonymous users: a missing or
+/// invalid credential alike. Other failures (the database not answering) keep their status.
+fn caller(auth: Result<AuthUser, ApiError>) -> Result<User, Refusal> {
+    match auth {
+        Ok(auth) => Ok(auth.user),
+        Err(ApiError::InvalidToken | ApiError::NotAuthenticated) => Err(Refusal::Detail(
+            StatusCode::FORBIDDEN,
+            "Authentication credentials were not provided.",
+        )),
+        Err(err) => Err(Refusal::Api(err)),
+    }
+}
+
+/// The upgrade with the sockets' limits: frames and messages of at most [`MAX_FRAME_BYTES`], a
+/// write buffer of at most 1 MiB; or a 400 when the request is not a WebSocket upgrade.
+pub fn upgrade(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, Refusal> {
+    let upgrade = upgrade.map_err(|_| {
+        Refusal::Detail(
+            StatusCode::BAD_REQUEST,
+            "Expected a WebSocket upgrade request.",
+        )
+    })?;
+    Ok(upgrade
+        // tungstenite reserves 128 KiB per direction by default; most sockets are idle, so keep
+        // the reservation small and let a burst grow it.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_message_size(MAX_FRAME_BYTES))
+}

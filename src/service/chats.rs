@@ -1,0 +1,294 @@
+//! Group chats: who sees them, who manages them, and every change to them or their members.
+//!
+//! Only participants see a chat (`NotFound` for anyone else, so outsiders learn nothing); only
+//! its owner or staff rename, delete or manage members (`PermissionDenied` for other
+//! participants); any participant may leave. Each change is committed first and then published
+//! to the chat's sockets (removed members' sockets close with 4003, a deleted chat's with 4004).
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::{
+    realtime::hub::RoomEvent,
+    state::AppState,
+    store::{
+        self,
+        chats::{Chat, Departure},
+        messages::Message,
+        users::User,
+        Db, Window,
+    },
+    wire::views::{ChatView, MessageView, UserView},
+};
+
+use super::{FieldErrors, ServiceError, ServiceResult};
+
+/// Messages a chat object nests: its newest 100, as the original's serializer does.
+pub const NESTED_MESSAGES: i64 = 100;
+
+/// Users asked for as members, by id and by username, as a client sent them.
+#[derive(Debug, Default)]
+pub struct MemberRequest {
+    pub ids: Vec<i64>,
+    pub usernames: Vec<String>,
+}
+
+/// Builds the views of many chats with a fixed number of queries (three), whatever their count.
+pub async fn views(db: &Db, chats: Vec<Chat>) -> ServiceResult<Vec<ChatView>> {
+    let ids: Vec<i64> = chats.iter().map(|c| c.id).collect();
+    let mut participants: HashMap<i64, Vec<UserView>> = HashMap::new();
+    for p in store::chats::participants(db, &ids).await? {
+        participants
+            .entry(p.chat_id)
+            .or_default()
+            .push(UserView::from(&p.user));
+    }
+    let mut messages: HashMap<i64, Vec<MessageView>> = HashMap::new();
+    for m in store::messages::latest_per_chat(db, &ids, NESTED_MESSAGES).await? {
+        messages
+            .entry(m.chat_id)
+            .or_default()
+            .push(MessageView::from(m));
+    }
+    Ok(chats
+        .into_iter()
+        .map(|chat| {
+            let id = chat.id;
+            ChatView::new(
+                chat,
+                participants.remove(&id).unwrap_or_default(),
+                messages.remove(&id).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+async fn view(db: &Db, chat: Chat) -> ServiceResult<ChatView> {
+    Ok(views(db, vec![chat]).await?.remove(0))
+}
+
+/// The chat if `user` takes part in it. Errors: `NotFound` otherwise, so outsiders learn nothing.
+pub async fn visible(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<Chat> {
+    store::chats::visible_to(&state.db, chat_id, user.id)
+        .await?
+        .ok_or(ServiceError::NotFound)
+}
+
+/// The chat if `user` may manage it. Errors: `NotFound` when they cannot see it,
+/// `PermissionDenied` when they can but are neither its owner nor staff.
+pub async fn managed(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<Chat> {
+    let chat = visible(state, chat_id, user).await?;
+    if chat.owner_id == Some(user.id) || user.is_staff || user.is_superuser {
+        Ok(chat)
+    } else {
+        Err(ServiceError::PermissionDenied)
+    }
+}
+
+/// A window of `user`'s chats by id, as views.
+pub async fn list(state: &AppState, user: &User, window: Window) -> ServiceResult<Vec<ChatView>> {
+    let chats = store::chats::page_for_user(&state.db, user.id, window).await?;
+    views(&state.db, chats).await
+}
+
+/// The chat with its members and newest messages, if `user` takes part in it.
+pub async fn get(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<ChatView> {
+    let chat = visible(state, chat_id, user).await?;
+    view(&state.db, chat).await
+}
+
+/// Resolves members by id (every id must exist) and by username (with `strict_usernames`,
+/// unknown names are an error; otherwise they are skipped, as the original does on create).
+/// Problems are recorded in `errors` under `participant_ids` / `participant_usernames`.
+async fn resolve_members(
+    state: &AppState,
+    request: &MemberRequest,
+    errors: &mut FieldErrors,
+    strict_usernames: bool,
+) -> ServiceResult<BTreeSet<i64>> {
+    let mut members = BTreeSet::new();
+    if !request.ids.is_empty() {
+        let found: BTreeSet<i64> = store::users::by_ids(&state.db, &request.ids)
+            .await?
+            .iter()
+            .map(|u| u.id)
+            .collect();
+        let unknown: BTreeSet<i64> = request
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains(id))
+            .collect();
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(i64::to_string).collect();
+            errors.add(
+                "participant_ids",
+                format!("Unknown user id(s): {}", list.join(", ")),
+            );
+        }
+        members.extend(found);
+    }
+    if !request.usernames.is_empty() {
+        let found = store::users::by_usernames(&state.db, &request.usernames).await?;
+        if strict_usernames {
+            let known: BTreeSet<&str> = found.iter().map(|u| u.username.as_str()).collect();
+            let unknown: BTreeSet<&str> = request
+                .usernames
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !known.contains(n))
+                .collect();
+            if !unknown.is_empty() {
+                let list: Vec<&str> = unknown.into_iter().collect();
+                errors.add(
+                    "participant_usernames",
+                    format!("Unknown username(s): {}", list.join(", ")),
+                );
+            }
+        }
+        members.extend(found.iter().map(|u| u.id));
+    }
+    Ok(members)
+}
+
+/// Creates a chat owned by `owner`, with `owner` and the requested members. `name` is the
+/// validated name (`None` when the caller recorded why in `errors`); unknown usernames are
+/// skipped, unknown ids are an error. Errors: `Validation`.
+pub async fn create(
+    state: &AppState,
+    owner: &User,
+    name: Option<String>,
+    members: MemberRequest,
+    mut errors: FieldErrors,
+) -> ServiceResult<ChatView> {
+    let mut members = resolve_members(state, &members, &mut errors, false).await?;
+    errors.check()?;
+    let name = name.ok_or_else(|| ServiceError::BadRequest("name is required".into()))?;
+    members.insert(owner.id);
+    let members: Vec<i64> = members.into_iter().collect();
+    let chat = store::chats::create(&state.db, &name, owner.id, &members).await?;
+    tracing::info!(chat.id = chat.id, "chat created");
+    view(&state.db, chat).await
+}
+
+/// Renames the chat to `name` (unchanged when `None`), after checking that `user` manages it:
+/// the permission is judged before the input, so an outsider learns nothing from a 400.
+/// Errors: `NotFound`, `PermissionDenied`, then `Validation` from `errors`.
+pub async fn rename(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    name: Option<String>,
+    errors: FieldErrors,
+) -> ServiceResult<ChatView> {
+    let mut chat = managed(state, chat_id, user).await?;
+    errors.check()?;
+    if let Some(name) = name {
+        store::chats::rename(&state.db, chat.id, &name).await?;
+        chat.name = name;
+    }
+    view(&state.db, chat).await
+}
+
+/// Deletes the chat with its messages; its sockets close with 4004.
+/// Errors: `NotFound`, `PermissionDenied`.
+pub async fn delete(state: &AppState, user: &User, chat_id: i64) -> ServiceResult<()> {
+    let chat = managed(state, chat_id, user).await?;
+    store::chats::delete(&state.db, chat.id).await?;
+    state.realtime.publish(chat.id, RoomEvent::ChatDeleted);
+    tracing::info!(chat.id = chat.id, "chat deleted");
+    Ok(())
+}
+
+/// Adds members; every id and username must exist. Errors: `NotFound`, `PermissionDenied`,
+/// then `Validation` (with any errors the caller recorded).
+pub async fn add_members(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    members: MemberRequest,
+    mut errors: FieldErrors,
+) -> ServiceResult<ChatView> {
+    let chat = managed(state, chat_id, user).await?;
+    let members = resolve_members(state, &members, &mut errors, true).await?;
+    errors.check()?;
+    let members: Vec<i64> = members.into_iter().collect();
+    let added = store::chats::add_participants(&state.db, chat.id, &members).await?;
+    tracing::info!(chat.id = chat.id, added = added.len(), "participants added");
+    view(&state.db, chat).await
+}
+
+/// Removes a member other than the owner; their sockets close with 4003.
+/// Errors: `NotFound` (also when `member_id` is not a member), `PermissionDenied`, and
+/// `BadRequest` for the owner, who may leave instead.
+pub async fn remove_member(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    member_id: i64,
+) -> ServiceResult<()> {
+    let chat = managed(state, chat_id, user).await?;
+    if chat.owner_id == Some(member_id) {
+        return Err(ServiceError::BadRequest(
+            "The owner cannot be removed from the chat; the owner may leave it instead.".into(),
+        ));
+    }
+    if !store::chats::remove_participant(&state.db, chat.id, member_id).await? {
+        return Err(ServiceError::NotFound);
+    }
+    state
+        .realtime
+        .publish(chat.id, RoomEvent::MemberRemoved { user_id: member_id });
+    tracing::info!(
+        chat.id = chat.id,
+        removed = member_id,
+        "participant removed"
+    );
+    Ok(())
+}
+
+/// `user` leaves the chat: an owner's chat passes to the longest-standing member, and the last
+/// one out deletes it. Errors: `NotFound`.
+pub async fn leave(state: &AppState, user: &User, chat_id: i64) -> ServiceResult<Departure> {
+    let chat = visible(state, chat_id, user).await?;
+    let outcome = store::chats::leave(&state.db, chat.id, user.id).await?;
+    let event = match outcome {
+        Departure::ChatDeleted => RoomEvent::ChatDeleted,
+        _ => RoomEvent::MemberRemoved { user_id: user.id },
+    };
+    state.realtime.publish(chat.id, event);
+    tracing::info!(chat.id = chat.id, ?outcome, "participant left");
+    Ok(outcome)
+}
+
+/// A window of the chat's history by message id, read with the membership condition in the
+/// same statement. Errors: `NotFound` when `user` does not take part (looked up on its own only
+/// when the page is empty, to tell an empty page from a chat the caller cannot see).
+pub async fn history(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    window: Window,
+) -> ServiceResult<Vec<Message>> {
+    let rows = store::messages::page_in_chat(&state.db, chat_id, user.id, window).await?;
+    if rows.is_empty() {
+        visible(state, chat_id, user).await?;
+    }
+    Ok(rows)
+}
+
+/// The chat's last `seq` if `user` takes part in it: where a new live-only socket starts.
+/// Errors: `NotFound` otherwise.
+pub async fn position(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<i64> {
+    store::chats::last_seq_for_member(&state.db, chat_id, user.id)
+        .await?
+        .ok_or(ServiceError::NotFound)
+}
+
+/// The `seq` of message `message_id` if it belongs to the chat.
+pub async fn seq_of_message(
+    state: &AppState,
+    chat_id: i64,
+    message_id: i64,
+) -> ServiceResult<Option<i64>> {
+    Ok(store::messages::seq_of(&state.db, chat_id, message_id).await?)
+}

@@ -1,0 +1,390 @@
+//! AI conversations: a user's private chats with a language model. Only the owner sees one
+//! (`NotFound` for anyone else). Asking the model is one flow for REST (plain or streamed) and
+//! the AI socket alike: [`ask`] stores the question and starts the reply as a job of its own
+//! (`crate::ai::generation`), which every subscriber of the AI chat follows.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+
+use crate::{
+    ai::generation::{Request, SendError},
+    domain::MessageContent,
+    state::AppState,
+    store::{
+        self,
+        ai::{AiChat, AiChatFields, AiMessage},
+        messages::Message,
+        users::User,
+        Window,
+    },
+    wire::{
+        schemas::{
+            ContextLine, DayModelUsage, DayUsage, ModelUsage, RelatedChatContext, TokenCounts,
+            Usage,
+        },
+        views::{AiChatSummary, AiChatView, AiMessageView},
+    },
+};
+
+use super::{FieldErrors, ServiceError, ServiceResult};
+
+/// The system prompt of an AI chat created without one.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+/// Messages an AI chat object nests: its newest 100.
+pub const NESTED_MESSAGES: i64 = 100;
+/// Related-chat messages sent as context when the client does not say: 20 (1 to 100).
+pub const DEFAULT_CONTEXT_MESSAGES: i64 = 20;
+
+/// The AI chat if `user` owns it. Errors: `NotFound` otherwise.
+pub async fn owned(state: &AppState, id: i64, user: &User) -> ServiceResult<AiChat> {
+    store::ai::owned(&state.db, id, user.id)
+        .await?
+        .ok_or(ServiceError::NotFound)
+}
+
+/// The views of AI chats, each with its newest 100 messages, in two queries.
+pub async fn views(state: &AppState, chats: Vec<AiChat>) -> ServiceResult<Vec<AiChatView>> {
+    let ids: Vec<i64> = chats.iter().map(|c| c.id).collect();
+    let mut messages: HashMap<i64, Vec<AiMessageView>> = HashMap::new();
+    for m in store::ai::latest_per_chat(&state.db, &ids, NESTED_MESSAGES).await? {
+        messages
+            .entry(m.ai_chat_id)
+            .or_default()
+            .push(AiMessageView::from(m));
+    }
+    Ok(chats
+        .into_iter()
+        .map(|chat| {
+            let id = chat.id;
+            AiChatView::new(chat, messages.remove(&id).unwrap_or_default())
+        })
+        .collect())
+}
+
+/// The AI chat with its newest messages, if `user` owns it.
+pub async fn get(state: &AppState, id: i64, user: &User) -> ServiceResult<AiChatView> {
+    let chat = owned(state, id, user).await?;
+    Ok(views(state, vec![chat]).await?.remove(0))
+}
+
+/// An AI chat's writable fields, validated by the caller except for the related chat.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub title: String,
+    pub system_prompt: String,
+    pub related_chat: Option<i64>,
+}
+
+/// The related chat must exist and `user` must take part in it; checked on every write.
+/// Errors: `Validation` on `related_chat`, worded as Django REST Framework words a bad key.
+async fn check_related(state: &AppState, user: &User, related: Option<i64>) -> ServiceResult<()> {
+    let Some(chat_id) = related else {
+        return Ok(());
+    };
+    if store::chats::last_seq(&state.db, chat_id).await?.is_none() {
+        return Err(ServiceError::Validation(FieldErrors::single(
+            "related_chat",
+            format!("Invalid pk \"{chat_id}\" - object does not exist."),
+        )));
+    }
+    if store::chats::visible_to(&state.db, chat_id, user.id)
+        .await?
+        .is_none()
+    {
+        return Err(ServiceError::Validation(FieldErrors::single(
+            "related_chat",
+            "You must be a participant in the related chat.",
+        )));
+    }
+    Ok(())
+}
+
+impl ChatSettings {
+    fn fields(&self) -> AiChatFields<'_> {
+        AiChatFields {
+            title: &self.title,
+            system_prompt: &self.system_prompt,
+            related_chat_id: self.related_chat,
+        }
+    }
+
+    fn summary(self, id: i64) -> AiChatSummary {
+        AiChatSummary {
+            id,
+            title: self.title,
+            system_prompt: self.system_prompt,
+            related_chat: self.related_chat,
+        }
+    }
+}
+
+/// Creates an AI chat owned by `user`. Errors: `Validation` on `related_chat`.
+pub async fn create(
+    state: &AppState,
+    user: &User,
+    settings: ChatSettings,
+) -> ServiceResult<AiChatSummary> {
+    check_related(state, user, settings.related_chat).await?;
+    let id = store::ai::create(&state.db, user.id, &settings.fields()).await?;
+    Ok(settings.summary(id))
+}
+
+/// Replaces an owned AI chat's settings. Errors: `Validation` on `related_chat`.
+pub async fn update(
+    state: &AppState,
+    user: &User,
+    chat: &AiChat,
+    settings: ChatSettings,
+) -> ServiceResult<AiChatSummary> {
+    check_related(state, user, settings.related_chat).await?;
+    store::ai::update(&state.db, chat.id, &settings.fields()).await?;
+    Ok(settings.summary(chat.id))
+}
+
+/// Deletes an owned AI chat with its messages (its token accounting stays); a running reply
+/// stops and its sockets close with 4004. Errors: `NotFound`.
+pub async fn delete(state: &AppState, user: &User, id: i64) -> ServiceResult<()> {
+    let chat = owned(state, id, user).await?;
+    store::ai::delete(&state.db, chat.id).await?;
+    state.generations.chat_deleted(chat.id);
+    Ok(())
+}
+
+/// Stops the reply being generated for an owned AI chat, keeping what it wrote so far.
+/// Returns whether one was running. Errors: `NotFound`.
+pub async fn cancel(state: &AppState, user: &User, id: i64) -> ServiceResult<bool> {
+    let chat = owned(state, id, user).await?;
+    Ok(state.generations.cancel(chat.id))
+}
+
+/// The related chat's newest `limit` messages, if a chat is linked and the owner still takes
+/// part in it; otherwise none.
+pub async fn context_for(
+    state: &AppState,
+    chat: &AiChat,
+    user: &User,
+    limit: i64,
+) -> ServiceResult<Vec<Message>> {
+    let Some(related) = chat.related_chat_id else {
+        return Ok(Vec::new());
+    };
+    if store::chats::visible_to(&state.db, related, user.id)
+        .await?
+        .is_none()
+    {
+        tracing::info!(
+            ai_chat.id = chat.id,
+            "related chat context skipped: no longer a participant"
+        );
+        return Ok(Vec::new());
+    }
+    let window = Window {
+        after: None,
+        before: None,
+        limit,
+    };
+    Ok(store::messages::page_in_chat(&state.db, related, user.id, window).await?)
+}
+
+/// A question for the model.
+#[derive(Debug)]
+pub struct Question {
+    pub content: MessageContent,
+    /// Send the related chat's newest messages as context (`Context from related chat:`).
+    pub include_context: bool,
+    /// How many related-chat messages, 1 to 100.
+    pub context_limit: i64,
+}
+
+/// Stores the question in an owned AI chat and starts the reply, which runs on the server
+/// whatever happens to the caller's connection. The model gets the chat's system prompt (with
+/// the related chat's context when asked and the owner still takes part in it), the whole
+/// conversation, and the question last. Returns the stored question; the reply reaches every
+/// subscriber of the AI chat (`Generations::subscribe`), who should subscribe before asking so
+/// as to miss none of it.
+///
+/// Errors (the question is kept in the last three cases only if it was stored):
+/// `Unavailable` when no provider is configured, `Conflict` when a reply is already running for
+/// this AI chat, `Busy` when the user has `MRM_AI_MAX_CONCURRENT_PER_USER` replies running.
+pub async fn ask(
+    state: &AppState,
+    user: &User,
+    chat: &AiChat,
+    question: Question,
+) -> ServiceResult<AiMessage> {
+    let context = if question.include_context {
+        context_for(state, chat, user, question.context_limit).await?
+    } else {
+        Vec::new()
+    };
+    let request = Request {
+        user_id: user.id,
+        ai_chat_id: chat.id,
+        system_prompt: chat.system_prompt.clone(),
+        content: question.content.into_string(),
+        context,
+    };
+    state
+        .generations
+        .send(request)
+        .await
+        .map_err(|err| match err {
+            SendError::NotConfigured => {
+                ServiceError::Unavailable("AI provider is not configured".into())
+            }
+            SendError::AlreadyRunning => ServiceError::Conflict(
+                "A reply is already being generated for this AI chat.".into(),
+            ),
+            SendError::TooMany => ServiceError::Busy(
+                "Too many AI replies in progress; wait for one to finish.".into(),
+            ),
+            SendError::Store(err) => err.into(),
+        })
+}
+
+/// A window of `user`'s AI chats ordered by last update, newest first, starting after the
+/// `(updated_at, id)` cursor of the previous page.
+pub async fn page(
+    state: &AppState,
+    user: &User,
+    after: Option<(DateTime<Utc>, i64)>,
+    limit: i64,
+) -> ServiceResult<Vec<AiChat>> {
+    Ok(store::ai::page_for_user(&state.db, user.id, after, limit).await?)
+}
+
+/// What the model would be given from an owned AI chat's related group chat: its newest `limit`
+/// messages. Errors: `Missing` when no chat is linked or the owner no longer takes part in it.
+pub async fn related_context(
+    state: &AppState,
+    user: &User,
+    chat: &AiChat,
+    limit: i64,
+) -> ServiceResult<RelatedChatContext> {
+    let missing = || ServiceError::Missing("No related chat linked to this AI chat".into());
+    let related = chat.related_chat_id.ok_or_else(missing)?;
+    if store::chats::visible_to(&state.db, related, user.id)
+        .await?
+        .is_none()
+    {
+        return Err(missing());
+    }
+    let messages: Vec<ContextLine> = context_for(state, chat, user, limit)
+        .await?
+        .into_iter()
+        .map(|m| ContextLine {
+            sender: m.sender_username,
+            content: m.content,
+            timestamp: m.created_at,
+        })
+        .collect();
+    Ok(RelatedChatContext {
+        chat_name: chat.related_chat_name.clone(),
+        message_count: messages.len() as i64,
+        messages,
+    })
+}
+
+/// Days a usage report covers when `from` is not given: 30, ending with `to`.
+const USAGE_DAYS: u64 = 30;
+
+/// `user_id`'s token use on days `from..=to` (UTC; default the 30 days ending today), in total,
+/// per model, per day, and per day and model. Only staff may ask about another user.
+///
+/// Errors: `Validation` when `from` is after `to`; `PermissionDenied` for another user's report
+/// without staff status; `NotFound` for an unknown user.
+pub async fn usage(
+    state: &AppState,
+    caller: &User,
+    user_id: i64,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> ServiceResult<Usage> {
+    let to = to.unwrap_or_else(|| Utc::now().date_naive());
+    let from = match from {
+        Some(from) => from,
+        None => to
+            .checked_sub_days(Days::new(USAGE_DAYS - 1))
+            .ok_or_else(|| {
+                ServiceError::Validation(FieldErrors::single("to", "Enter a date as YYYY-MM-DD."))
+            })?,
+    };
+    if from > to {
+        return Err(ServiceError::Validation(FieldErrors::single(
+            "from",
+            "Must not be after \"to\".",
+        )));
+    }
+    if user_id != caller.id {
+        if !(caller.is_staff || caller.is_superuser) {
+            return Err(ServiceError::PermissionDenied);
+        }
+        if store::users::by_id(&state.db, user_id).await?.is_none() {
+            return Err(ServiceError::NotFound);
+        }
+    }
+    let (from, to) = (
+        from.format("%Y-%m-%d").to_string(),
+        to.format("%Y-%m-%d").to_string(),
+    );
+    let rows = store::ai::usage(&state.db, user_id, &from, &to).await?;
+    let mut total = TokenCounts::default();
+    let mut by_model: Vec<(String, TokenCounts)> = Vec::new();
+    let mut by_day: Vec<(String, TokenCounts)> = Vec::new();
+    let mut by_day_and_model = Vec::with_capacity(rows.len());
+    for row in rows {
+        let counts = TokenCounts {
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            total_tokens: row.total_tokens,
+        };
+        total.add(&counts);
+        add_to_group(&mut by_model, &row.model, &counts);
+        add_to_group(&mut by_day, &row.day, &counts);
+        by_day_and_model.push(DayModelUsage {
+            day: row.day,
+            model: row.model,
+            prompt_tokens: counts.prompt_tokens,
+            completion_tokens: counts.completion_tokens,
+            total_tokens: counts.total_tokens,
+        });
+    }
+    by_model.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Usage {
+        user: user_id,
+        from,
+        to,
+        prompt_tokens: total.prompt_tokens,
+        completion_tokens: total.completion_tokens,
+        total_tokens: total.total_tokens,
+        by_model: by_model
+            .into_iter()
+            .map(|(model, c)| ModelUsage {
+                model,
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+                total_tokens: c.total_tokens,
+            })
+            .collect(),
+        by_day: by_day
+            .into_iter()
+            .map(|(day, c)| DayUsage {
+                day,
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+                total_tokens: c.total_tokens,
+            })
+            .collect(),
+        by_day_and_model,
+    })
+}
+
+/// Adds `counts` to the group named `key`, making it at the end when new (groups keep the
+/// order in which their first row came).
+fn add_to_group(groups: &mut Vec<(String, TokenCounts)>, key: &str, counts: &TokenCounts) {
+    match groups.iter_mut().find(|(k, _)| k == key) {
+        Some((_, sums)) => sums.add(counts),
+        None => groups.push((key.to_owned(), counts.clone())),
+    }
+}

@@ -1,0 +1,20 @@
+//! The service layer: every rule of the product, once, under every surface.
+//!
+//! REST handlers, both sockets, the admin area and the command line parse their input, make one
+//! call here with plain, validated values, and render the result. Nothing here knows about HTTP:
+//! results are domain values and failures are [`ServiceError`]s.
+//!
+//! - [`accounts`]: registration, credentials, password changes.
+//! - [`sessions`]: browser sessions started and ended by a login and a logout.
+//! - [`chats`]: group chats, their members and who may manage them.
+//! - [`messaging`]: sending a message: committed, then published, in `seq` order.
+//! - [`conversations`]: AI conversations: asking the model, the related chat's context.
+
+pub mod accounts;
+pub mod chats;
+pub mod conversations;
+mod error;
+pub mod messaging;
+pub mod sessions;
+
+pub use error::{FieldErrors, ServiceError, ServiceResult};
