@@ -190,7 +190,9 @@ async fn changepassword(mut config: Config, username: String) -> anyhow::Result<
             );
             Ok(())
         }
-        Err(ServiceError::Validation(errors)) => anyhow::bail!("{}", errors),
+        Err(ServiceError::Validation(errors)) => {
+            anyhow::bail!("{}", errors.messages().collect::<Vec<_>>().join(" "))
+        }
         Err(ServiceError::NotFound) => anyhow::bail!("no user named {username:?}"),
         Err(err) => Err(err.into()),
     }

@@ -7,67 +7,42 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{stream::SplitStream, SinkExt, StreamExt};
-use serde_json::{json, Value};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 use super::generation::AiEvent;
 use crate::{
     domain::MessageContent,
-    realtime::hub::close,
+    realtime::close,
     service::{
         conversations::{self, Question, DEFAULT_CONTEXT_MESSAGES},
         ServiceError,
     },
     state::AppState,
     store::users::User,
-    wire::{
-        frames::{AiClientFrame, ContextLimit},
-        views::AiMessageView,
+    wire::frames::{
+        self, AiClientFrame, AssistantDeltaFrame, AssistantMessageFrame, ContextLimit,
+        UserMessageFrame,
     },
 };
 
-fn frame(value: Value) -> Message {
-    Message::Text(Utf8Bytes::from(value.to_string()))
+fn frame(frame: &impl serde::Serialize) -> Message {
+    Message::Text(frames::encode(frame))
 }
 
 fn error_frame(text: &str) -> Message {
-    frame(json!({ "type": "error", "message": text }))
+    Message::Text(frames::error(text))
 }
 
 fn event_frame(event: AiEvent) -> Option<Message> {
     Some(match event {
-        AiEvent::UserMessage(m) => frame(json!({
-            "type": "user_message",
-            "message": { "id": m.id, "role": m.role, "content": m.content, "timestamp": json!(m)["timestamp"] },
-        })),
-        AiEvent::Delta { id, delta } => {
-            frame(json!({ "type": "assistant_delta", "message": { "id": id, "delta": delta } }))
-        }
-        AiEvent::Reply(m) => assistant_frame(m),
+        AiEvent::UserMessage(m) => frame(&UserMessageFrame::new(m)),
+        AiEvent::Delta { id, delta } => frame(&AssistantDeltaFrame::new(id, delta)),
+        AiEvent::Reply(m) => frame(&AssistantMessageFrame::new(m)),
         AiEvent::Failed { message, .. } => {
             error_frame(&format!("Failed to get ChatGPT response: {message}"))
         }
         AiEvent::ChatDeleted => return None,
     })
-}
-
-fn assistant_frame(m: AiMessageView) -> Message {
-    let timestamp = json!(m)["timestamp"].clone();
-    frame(json!({
-        "type": "assistant_message",
-        "message": {
-            "id": m.id,
-            "role": m.role,
-            "content": m.content,
-            "timestamp": timestamp,
-            "usage": {
-                "prompt_tokens": m.prompt_tokens,
-                "completion_tokens": m.completion_tokens,
-                "total_tokens": m.total_tokens,
-            },
-            "finish_reason": m.finish_reason,
-        },
-    }))
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {
@@ -94,8 +69,8 @@ pub async fn run(state: AppState, ai_chat_id: i64, user: User, socket: WebSocket
         .in_progress
         .filter(|(_, text)| !text.is_empty())
     {
-        let catch_up = json!({ "type": "assistant_delta", "message": { "id": id, "delta": text } });
-        ok = sink.send(frame(catch_up)).await.is_ok();
+        let catch_up = AssistantDeltaFrame::new(id, text);
+        ok = sink.send(frame(&catch_up)).await.is_ok();
     }
     let close = loop {
         if !ok {

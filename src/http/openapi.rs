@@ -22,7 +22,10 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{accounts, ai, chats, health, messages, tokens};
-use crate::{state::AppState, wire::schemas};
+use crate::{
+    state::AppState,
+    wire::{frames, schemas},
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,10 +52,10 @@ use crate::{state::AppState, wire::schemas};
         health::healthz, health::readyz,
     ),
     components(schemas(
-        schemas::ChatSendFrame, schemas::TypingRequestFrame, schemas::MessageFrame,
-        schemas::PresenceFrame, schemas::TypingFrame, schemas::MessageDeletedFrame,
-        schemas::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
-        schemas::UserMessageFrame, schemas::AssistantDeltaFrame, schemas::AssistantMessageFrame,
+        schemas::ChatSendFrame, schemas::TypingRequestFrame, frames::MessageFrame,
+        frames::PresenceFrame, frames::TypingFrame, frames::MessageDeletedFrame,
+        frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
+        frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
     )),
     tags(

@@ -15,38 +15,26 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
-
 use axum::extract::ws::Utf8Bytes;
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
 
-use crate::wire::frames::{self, Member};
-use crate::{store, store::Db, wire::views::MessageView};
+use super::{
+    close::{self, Close},
+    presence::{Audience, RoomPresence, SharedPresence},
+};
+use crate::{
+    store,
+    store::Db,
+    wire::{
+        frames::{self, Member},
+        views::MessageView,
+    },
+};
 
 pub type ConnId = u64;
-
-/// Close codes a chat socket can end with.
-pub mod close {
-    /// The server is going away (shutdown, deploy): reconnect, with `after_seq`.
-    pub const GOING_AWAY: u16 = 1001;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    /// The user is no longer a participant.
-    pub const REMOVED: u16 = 4003;
-    /// The chat was deleted.
-    pub const CHAT_DELETED: u16 = 4004;
-    /// The client fell behind; reconnect with `after_seq` to get what it missed.
-    pub const TOO_SLOW: u16 = 4008;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Close {
-    pub code: u16,
-    pub reason: &'static str,
-}
 
 /// What a room sends to one connection.
 #[derive(Debug, Clone)]
@@ -81,19 +69,6 @@ pub enum RoomEvent {
     PresenceChanged,
     /// Events may have been missed (the bus reconnected): catch up from the database.
     Resync,
-}
-
-/// Presence shared between nodes. Without it, presence counts this node's sockets only.
-pub trait SharedPresence: Send + Sync {
-    /// Records the users this node has online in the chat (an empty list withdraws them).
-    /// Called on every change and as a heartbeat; entries not refreshed expire.
-    fn announce(&self, chat_id: i64, members: Vec<Member>) -> BoxFuture<'_, ()>;
-    /// Everyone online in the chat on any node; `None` when that cannot be known right now.
-    fn online(&self, chat_id: i64) -> BoxFuture<'_, Option<Vec<Member>>>;
-    /// Tells the other nodes that the chat's presence changed.
-    fn changed(&self, chat_id: i64);
-    /// How often rooms refresh their entries and recount.
-    fn heartbeat(&self) -> Duration;
 }
 
 enum Command {
@@ -207,14 +182,7 @@ struct Room {
     chat_id: i64,
     inbox: mpsc::UnboundedReceiver<Command>,
     subscribers: Vec<Subscriber>,
-    /// Sockets per user on this node.
-    here: BTreeMap<i64, (Member, usize)>,
-    /// The presence list the sockets were last sent.
-    shown: Vec<Member>,
-    /// Whether `here` changed since presence was last announced.
-    presence_dirty: bool,
-    /// Sockets that joined and still need a presence frame.
-    newcomers: Vec<ConnId>,
+    presence: RoomPresence,
     next_seq: i64,
     pending: BTreeMap<i64, Utf8Bytes>,
     gap_deadline: Option<Instant>,
@@ -227,10 +195,7 @@ impl Room {
             chat_id,
             inbox,
             subscribers: Vec::new(),
-            here: BTreeMap::new(),
-            shown: Vec::new(),
-            presence_dirty: false,
-            newcomers: Vec::new(),
+            presence: RoomPresence::default(),
             next_seq: 1,
             pending: BTreeMap::new(),
             gap_deadline: None,
@@ -292,7 +257,6 @@ impl Room {
                 Some(Command::Leave { conn }) => self.remove(|s| s.conn == conn, None),
                 Some(Command::Event(event)) => {
                     if self.on_event(event).await {
-                        self.presence_dirty = true;
                         self.refresh_presence(true, true).await;
                         self.hub.retire(self.chat_id, &self.inbox, true);
                         return;
@@ -300,8 +264,8 @@ impl Room {
                 }
                 None => return,
             }
-            if self.presence_dirty || !self.newcomers.is_empty() {
-                let announce = self.presence_dirty;
+            if self.presence.pending() {
+                let announce = self.presence.dirty();
                 self.refresh_presence(announce, announce).await;
             }
             if self.subscribers.is_empty() && self.hub.retire(self.chat_id, &self.inbox, false) {
@@ -329,57 +293,26 @@ impl Room {
         if joined.send(Ok(self.next_seq - 1)).is_err() {
             return; // The connection gave up while waiting.
         }
-        let user = subscriber.member.clone();
-        self.newcomers.push(subscriber.conn);
+        self.presence
+            .arrive(subscriber.conn, subscriber.member.clone());
         self.subscribers.push(subscriber);
-        let entry = self.here.entry(user.id).or_insert((user, 0));
-        entry.1 += 1;
-        if entry.1 == 1 {
-            self.presence_dirty = true;
-        }
     }
 
-    /// Recounts who is online (here, or on every node when presence is shared) and sends the
-    /// list to every socket if it changed, else to the sockets that have not had it yet.
-    /// `announce` publishes this node's users first; `notify` tells the other nodes to recount.
+    /// Recounts who is online and sends the list to every socket if it changed, else to the
+    /// sockets that have not had it yet (`RoomPresence::recount`).
     async fn refresh_presence(&mut self, announce: bool, notify: bool) {
-        let here: Vec<Member> = self.here.values().map(|(m, _)| m.clone()).collect();
-        self.presence_dirty = false;
-        let everyone = match self.hub.presence.get() {
-            None => here,
-            Some(shared) => {
-                if announce {
-                    shared.announce(self.chat_id, here.clone()).await;
-                    if notify {
-                        shared.changed(self.chat_id);
-                    }
-                }
-                match shared.online(self.chat_id).await {
-                    Some(mut everyone) => {
-                        // This node's own users count even if the shared view lags.
-                        for member in here {
-                            if !everyone.iter().any(|m| m.id == member.id) {
-                                everyone.push(member);
-                            }
-                        }
-                        everyone.sort_by_key(|m| m.id);
-                        everyone
-                    }
-                    None => here,
-                }
-            }
-        };
-        let newcomers = std::mem::take(&mut self.newcomers);
-        if everyone != self.shown {
-            self.shown = everyone;
-            self.broadcast_presence();
-        } else {
-            let frame = self.presence_frame();
-            for s in self
-                .subscribers
-                .iter()
-                .filter(|s| newcomers.contains(&s.conn))
-            {
+        let shared = self.hub.presence.get().cloned();
+        let audience = self
+            .presence
+            .recount(shared.as_deref(), self.chat_id, announce, notify)
+            .await;
+        let frame = self.presence.frame();
+        for s in &self.subscribers {
+            let owed = match &audience {
+                Audience::Everyone => true,
+                Audience::Newcomers(conns) => conns.contains(&s.conn),
+            };
+            if owed {
                 let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
             }
         }
@@ -409,7 +342,7 @@ impl Room {
                         reason: "chat deleted",
                     });
                 }
-                self.here.clear();
+                self.presence.clear();
                 return true;
             }
             RoomEvent::MessageDeleted { frame } => {
@@ -560,27 +493,9 @@ impl Room {
             if let Some(close) = close {
                 let _ = s.close.send(close);
             }
-            if let Some(entry) = self.here.get_mut(&s.member.id) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    self.here.remove(&s.member.id);
-                    self.presence_dirty = true;
-                }
-            }
+            self.presence.depart(s.member.id);
         }
         self.subscribers = kept;
-    }
-
-    fn presence_frame(&self) -> Utf8Bytes {
-        let online: Vec<&Member> = self.shown.iter().collect();
-        frames::presence(&online)
-    }
-
-    fn broadcast_presence(&self) {
-        let frame = self.presence_frame();
-        for s in &self.subscribers {
-            let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
-        }
     }
 }
 

@@ -9,7 +9,9 @@
 //! Handlers never talk to sockets: they commit to the database, then `publish` an event.
 
 pub mod broker;
+pub mod close;
 pub mod hub;
+pub mod presence;
 pub mod redis;
 pub mod socket;
 

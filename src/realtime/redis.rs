@@ -25,7 +25,8 @@ use crate::wire::frames::Member;
 
 use super::{
     broker::Broker,
-    hub::{Hub, RoomEvent, SharedPresence},
+    hub::{Hub, RoomEvent},
+    presence::SharedPresence,
 };
 
 /// Longest wait for a presence read or write before the room carries on without it.

@@ -18,7 +18,10 @@ use futures_util::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::hub::{close, Close, ConnId, Outbound, RoomEvent, Subscriber};
+use super::{
+    close::{self, Close},
+    hub::{ConnId, Outbound, RoomEvent, Subscriber},
+};
 use crate::{
     domain::MessageContent,
     service::{messaging, ServiceError},

@@ -43,6 +43,11 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// Every message, field by field in field-name order.
+    pub fn messages(&self) -> impl Iterator<Item = &str> {
+        self.0.values().flatten().map(String::as_str)
+    }
+
     /// The messages by field, in field-name order.
     pub fn fields(&self) -> &BTreeMap<String, Vec<String>> {
         &self.0

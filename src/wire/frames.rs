@@ -3,44 +3,232 @@
 
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use crate::wire::views::MessageView;
+use chrono::{DateTime, Utc};
+
+#[allow(unused_imports)] // named by the OpenAPI schema of `AiReply::usage`
+use crate::wire::schemas::TokenCounts;
+use crate::wire::views::{timestamp, AiMessageView, MessageView};
 
 /// A participant as live frames show them.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Member {
     pub id: i64,
     pub username: String,
 }
 
-fn encode(value: serde_json::Value) -> Utf8Bytes {
-    Utf8Bytes::from(value.to_string())
+/// Server → client: a saved message of the chat, in `seq` order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "message")]
+    pub kind: &'static str,
+    pub message: MessageView,
+}
+
+/// Server → client: who is online in the chat (sent on connect and whenever it changes).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "presence")]
+    pub kind: &'static str,
+    pub online: Vec<Member>,
+}
+
+/// Server → client: someone is typing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TypingFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "typing")]
+    pub kind: &'static str,
+    pub user: Member,
+}
+
+/// Server → client: a message was deleted by an administrator.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDeletedFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "message_deleted")]
+    pub kind: &'static str,
+    pub id: i64,
+    pub chat: i64,
+}
+
+/// Server → client: a frame could not be acted on; the socket stays open.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "error")]
+    pub kind: &'static str,
+    #[schema(example = "Content cannot be empty")]
+    pub message: String,
+}
+
+/// A frame as the text of one WebSocket message.
+pub fn encode(frame: &impl Serialize) -> Utf8Bytes {
+    // Serialising these types cannot fail: every key is a string and every value plain data.
+    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
 }
 
 /// `{"type": "message", "message": {…}}`
 pub fn message(message: &MessageView) -> Utf8Bytes {
-    encode(json!({ "type": "message", "message": message }))
+    encode(&MessageFrame {
+        kind: "message",
+        message: message.clone(),
+    })
 }
 
 /// `{"type": "error", "message": "…"}`
 pub fn error(text: &str) -> Utf8Bytes {
-    encode(json!({ "type": "error", "message": text }))
+    encode(&ErrorFrame {
+        kind: "error",
+        message: text.to_owned(),
+    })
 }
 
 /// `{"type": "typing", "user": {"id", "username"}}`
 pub fn typing(member: &Member) -> Utf8Bytes {
-    encode(json!({ "type": "typing", "user": member }))
+    encode(&TypingFrame {
+        kind: "typing",
+        user: member.clone(),
+    })
 }
 
 /// `{"type": "presence", "online": [{"id", "username"}, …]}`
-pub fn presence(online: &[&Member]) -> Utf8Bytes {
-    encode(json!({ "type": "presence", "online": online }))
+pub fn presence(online: &[Member]) -> Utf8Bytes {
+    encode(&PresenceFrame {
+        kind: "presence",
+        online: online.to_vec(),
+    })
 }
 
 /// `{"type": "message_deleted", "id", "chat"}`
 pub fn message_deleted(id: i64, chat_id: i64) -> Utf8Bytes {
-    encode(json!({ "type": "message_deleted", "id": id, "chat": chat_id }))
+    encode(&MessageDeletedFrame {
+        kind: "message_deleted",
+        id,
+        chat: chat_id,
+    })
+}
+
+/// The user's message as the AI socket announces it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AiUserMessage {
+    pub id: i64,
+    #[schema(example = "user")]
+    pub role: String,
+    pub content: String,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String)]
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Server → client: the user's message was saved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserMessageFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "user_message")]
+    pub kind: &'static str,
+    pub message: AiUserMessage,
+}
+
+/// More text of a reply being generated.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AiDelta {
+    /// The id the reply will have.
+    pub id: i64,
+    pub delta: String,
+}
+
+/// Server → client: more text of the reply being generated. A socket that joins mid-reply first
+/// gets the text so far as one delta.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantDeltaFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "assistant_delta")]
+    pub kind: &'static str,
+    pub message: AiDelta,
+}
+
+/// A reply's token counts; null where the provider did not report them.
+#[derive(Debug, Serialize)]
+pub struct ReplyTokens {
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+}
+
+/// A finished reply as the AI socket sends it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AiReply {
+    pub id: i64,
+    #[schema(example = "assistant")]
+    pub role: String,
+    pub content: String,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String)]
+    pub timestamp: DateTime<Utc>,
+    #[schema(value_type = TokenCounts)]
+    pub usage: ReplyTokens,
+    /// `stop`, `length`, `cancelled` or `error`.
+    pub finish_reason: Option<String>,
+}
+
+/// Server → client: the finished (saved) reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantMessageFrame {
+    #[serde(rename = "type")]
+    #[schema(example = "assistant_message")]
+    pub kind: &'static str,
+    pub message: AiReply,
+}
+
+impl UserMessageFrame {
+    /// The frame announcing the user's message `m`.
+    pub fn new(m: AiMessageView) -> Self {
+        UserMessageFrame {
+            kind: "user_message",
+            message: AiUserMessage {
+                id: m.id,
+                role: m.role,
+                content: m.content,
+                timestamp: m.timestamp,
+            },
+        }
+    }
+}
+
+impl AssistantDeltaFrame {
+    /// The frame carrying `delta`, more text of reply `id`.
+    pub fn new(id: i64, delta: String) -> Self {
+        AssistantDeltaFrame {
+            kind: "assistant_delta",
+            message: AiDelta { id, delta },
+        }
+    }
+}
+
+impl AssistantMessageFrame {
+    /// The frame carrying the finished reply `m`.
+    pub fn new(m: AiMessageView) -> Self {
+        AssistantMessageFrame {
+            kind: "assistant_message",
+            message: AiReply {
+                id: m.id,
+                role: m.role,
+                content: m.content,
+                timestamp: m.timestamp,
+                usage: ReplyTokens {
+                    prompt_tokens: m.prompt_tokens,
+                    completion_tokens: m.completion_tokens,
+                    total_tokens: m.total_tokens,
+                },
+                finish_reason: m.finish_reason,
+            },
+        }
+    }
 }
 
 /// A text frame a client sends on `/ws/chat/{id}/`.

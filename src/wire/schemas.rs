@@ -146,7 +146,8 @@ pub struct AiSendMessage {
     pub stream: Option<bool>,
 }
 
-#[derive(ToSchema)]
+/// What cancelling a reply answers.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Cancelled {
     /// Whether a reply was running.
     pub cancelled: bool,
@@ -249,13 +250,6 @@ pub enum NotFoundBody {
     Error(ErrorMessage),
 }
 
-/// A participant as live frames show them.
-#[derive(ToSchema)]
-pub struct Member {
-    pub id: i64,
-    pub username: String,
-}
-
 /// Client → server on `/ws/chat/{chat_id}/`: send a message (`type` may be left out).
 #[derive(ToSchema)]
 pub struct ChatSendFrame {
@@ -271,48 +265,6 @@ pub struct ChatSendFrame {
 pub struct TypingRequestFrame {
     #[schema(example = "typing")]
     pub r#type: String,
-}
-
-/// Server → client: a saved message of the chat, in `seq` order.
-#[derive(ToSchema)]
-pub struct MessageFrame {
-    #[schema(example = "message")]
-    pub r#type: String,
-    pub message: crate::wire::views::MessageView,
-}
-
-/// Server → client: who is online in the chat (sent on connect and whenever it changes).
-#[derive(ToSchema)]
-pub struct PresenceFrame {
-    #[schema(example = "presence")]
-    pub r#type: String,
-    pub online: Vec<Member>,
-}
-
-/// Server → client: someone is typing.
-#[derive(ToSchema)]
-pub struct TypingFrame {
-    #[schema(example = "typing")]
-    pub r#type: String,
-    pub user: Member,
-}
-
-/// Server → client: a message was deleted by an administrator.
-#[derive(ToSchema)]
-pub struct MessageDeletedFrame {
-    #[schema(example = "message_deleted")]
-    pub r#type: String,
-    pub id: i64,
-    pub chat: i64,
-}
-
-/// Server → client: a frame could not be acted on; the socket stays open.
-#[derive(ToSchema)]
-pub struct ErrorFrame {
-    #[schema(example = "error")]
-    pub r#type: String,
-    #[schema(example = "Content cannot be empty")]
-    pub message: String,
 }
 
 /// Client → server on `/ws/ai-chat/{id}/`: ask the model.
@@ -334,30 +286,13 @@ pub struct AiCancelFrame {
     pub r#type: String,
 }
 
-#[derive(ToSchema)]
-pub struct AiUserMessage {
-    pub id: i64,
-    #[schema(example = "user")]
-    pub role: String,
-    pub content: String,
-    pub timestamp: String,
-}
-
-/// Server → client: the user's message was saved.
-#[derive(ToSchema)]
-pub struct UserMessageFrame {
-    #[schema(example = "user_message")]
-    pub r#type: String,
-    pub message: AiUserMessage,
-}
-
 /// The `data` of one server-sent event of a streamed reply: `user_message` and
 /// `assistant_message` carry an AI message, `assistant_delta` a piece of text, `error` a message.
 #[derive(ToSchema, Serialize)]
 #[serde(untagged)]
 pub enum AiStreamEvent {
     Message(crate::wire::views::AiMessageView),
-    Delta(AiDelta),
+    Delta(super::frames::AiDelta),
     Error(ErrorMessage),
 }
 
@@ -368,40 +303,4 @@ pub struct ServerSentEvent {
     pub event: String,
     /// JSON text of an `AiStreamEvent`.
     pub data: String,
-}
-
-#[derive(ToSchema, Serialize)]
-pub struct AiDelta {
-    /// The id the reply will have.
-    pub id: i64,
-    pub delta: String,
-}
-
-/// Server → client: more text of the reply being generated. A socket that joins mid-reply first
-/// gets the text so far as one delta.
-#[derive(ToSchema)]
-pub struct AssistantDeltaFrame {
-    #[schema(example = "assistant_delta")]
-    pub r#type: String,
-    pub message: AiDelta,
-}
-
-#[derive(ToSchema)]
-pub struct AiReply {
-    pub id: i64,
-    #[schema(example = "assistant")]
-    pub role: String,
-    pub content: String,
-    pub timestamp: String,
-    pub usage: TokenCounts,
-    /// `stop`, `length`, `cancelled` or `error`.
-    pub finish_reason: Option<String>,
-}
-
-/// Server → client: the finished (saved) reply.
-#[derive(ToSchema)]
-pub struct AssistantMessageFrame {
-    #[schema(example = "assistant_message")]
-    pub r#type: String,
-    pub message: AiReply,
 }

@@ -12,7 +12,6 @@ use axum::{
     Json,
 };
 use futures_util::Stream;
-use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
@@ -27,6 +26,7 @@ use crate::{
     },
     state::AppState,
     wire::{
+        frames::AiDelta,
         schemas::{AiSendMessage, BadRequest, Cancelled, Detail, ErrorMessage, ServerSentEvent},
         views::AiMessageView,
     },
@@ -165,13 +165,15 @@ fn sse_events(
         loop {
             let next = match events.recv().await {
                 Ok(AiEvent::Delta { id, delta }) => {
-                    let frame = event("assistant_delta", json!({ "id": id, "delta": delta }));
+                    let frame = event("assistant_delta", AiDelta { id, delta });
                     return Some((Ok(frame), (None, Some(events))));
                 }
                 Ok(AiEvent::Reply(reply)) => event("assistant_message", reply),
                 Ok(AiEvent::Failed { message, .. }) => event(
                     "error",
-                    json!({ "error": format!("Failed to get response from ChatGPT: {message}") }),
+                    ErrorMessage {
+                        error: format!("Failed to get response from ChatGPT: {message}"),
+                    },
                 ),
                 Ok(AiEvent::ChatDeleted) | Err(RecvError::Closed) => return None,
                 Ok(AiEvent::UserMessage(_)) | Err(RecvError::Lagged(_)) => continue,
@@ -192,7 +194,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     auth: AuthUser,
     Id(id): Id,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Cancelled>> {
     let cancelled = conversations::cancel(&state, &auth.user, id).await?;
-    Ok(Json(json!({ "cancelled": cancelled })))
+    Ok(Json(Cancelled { cancelled }))
 }

@@ -1,0 +1,22 @@
+//! How a chat socket ends: the close codes it can be sent (RFC 6455 §7.4: 1000–2999 are the
+//! protocol's, 4000–4999 private use), with a short reason.
+
+/// The server is going away (shutdown, deploy): reconnect, with `after_seq`.
+pub const GOING_AWAY: u16 = 1001;
+/// A frame over the 64 KiB limit.
+pub const TOO_BIG: u16 = 1009;
+/// The server could not serve the chat just now: reconnect.
+pub const INTERNAL: u16 = 1011;
+/// The user is no longer a participant.
+pub const REMOVED: u16 = 4003;
+/// The chat was deleted.
+pub const CHAT_DELETED: u16 = 4004;
+/// The client fell behind; reconnect with `after_seq` to get what it missed.
+pub const TOO_SLOW: u16 = 4008;
+
+/// A close frame to send: its code and reason (at most 123 bytes, RFC 6455 §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: &'static str,
+}
