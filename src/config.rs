@@ -1,17 +1,31 @@
 //! Settings read from the environment (and an optional `.env` file): one struct is the whole
 //! configuration, validated once at start-up so a bad value stops the process with a clear line.
+//!
+//! Each field of [`Config`] (and of [`AiConfig`]) is declared once, with the variable it is read
+//! from, its default and the function that parses and checks it. The declaration is a clap
+//! argument list that is never given the process's own arguments: [`Config::from_lookup`] reads
+//! each declared variable through a lookup function and hands the values over as if they were
+//! options, so the same code serves the environment at start-up and a plain map in tests.
 
-use std::{env, net::SocketAddr, num::NonZeroU32, str::FromStr, time::Duration};
+use std::{
+    env, ffi::OsString, fmt, net::SocketAddr, num::NonZeroU32, str::FromStr, sync::OnceLock,
+    time::Duration,
+};
 
+use clap::{error::ContextKind, error::ContextValue, Arg, Args, Command, FromArgMatches};
 use http::HeaderValue;
 
-/// Where the embedded default keeps its data: a file in the working directory.
+/// Default of `DATABASE_URL`: a SQLite file `mrm-chat.sqlite3` in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://mrm-chat.sqlite3";
+/// Default of `MRM_BIND`: the loopback interface only, port 8000.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
+/// How log lines are written to standard error (`MRM_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines (`text`, the default).
     Text,
+    /// One JSON object per line (`json`).
     Json,
 }
 
@@ -20,305 +34,455 @@ pub enum LogFormat {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
+    /// The value itself, for the one place that must send it (a request header, a connection).
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(…)")
     }
 }
 
 /// The language-model provider: any OpenAI-compatible chat-completions API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct AiConfig {
-    /// `None` when no key is set: AI replies answer 503.
+    /// `OPENAI_API_KEY`: the key sent to the provider, surrounding blanks removed. Default: none,
+    /// and then AI replies answer 503.
+    #[arg(long = "openai-api-key", env = "OPENAI_API_KEY", value_parser = api_key)]
     pub api_key: Option<Secret>,
-    /// Ends before `/chat/completions`, e.g. `https://api.openai.com/v1`.
+    /// `OPENAI_BASE_URL`: the API's address, ending before `/chat/completions`; a trailing `/` is
+    /// removed. Default `https://api.openai.com/v1`. Error: not an `http://` or `https://` URL.
+    #[arg(
+        long = "openai-base-url",
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1",
+        value_parser = base_url
+    )]
     pub base_url: String,
+    /// `OPENAI_MODEL`: the model name sent to the provider. Default `gpt-4o-mini`.
+    #[arg(
+        long = "openai-model",
+        env = "OPENAI_MODEL",
+        default_value = "gpt-4o-mini"
+    )]
     pub model: String,
-    /// Longest wait for the provider to answer, and between two streamed chunks.
+    /// `OPENAI_TIMEOUT_SECONDS`: the longest wait for the provider to answer, and between two
+    /// streamed chunks, in whole seconds. Default 60. Error: not a whole number of seconds ≥ 1.
+    #[arg(
+        long = "openai-timeout-seconds",
+        env = "OPENAI_TIMEOUT_SECONDS",
+        default_value = "60",
+        value_parser = seconds
+    )]
     pub timeout: Duration,
-    /// Attempts after the first when the provider answers 429 or 5xx.
-    pub retries: u32,
+    /// `MRM_AI_MAX_CONCURRENT_PER_USER`: replies one user may have generating at once. Default 2.
+    /// Error: not a whole number ≥ 1.
+    #[arg(
+        long = "ai-max-concurrent-per-user",
+        env = "MRM_AI_MAX_CONCURRENT_PER_USER",
+        default_value = "2",
+        value_parser = positive_count::<usize>
+    )]
     pub max_concurrent_per_user: usize,
+    /// `OPENAI_RETRIES`: attempts after the first when the provider answers 429 or 5xx, with
+    /// backoff. Default 3. Error: not a whole number ≥ 0.
+    #[arg(
+        long = "openai-retries",
+        env = "OPENAI_RETRIES",
+        default_value = "3",
+        value_parser = number::<u32>
+    )]
+    pub retries: u32,
 }
 
-#[derive(Debug, Clone)]
+/// The whole configuration. Read it with [`Config::from_env`]; every field names the variable it
+/// comes from, its unit and default, and what makes a value an error.
+///
+/// `Debug` hides secrets: the API key, the Redis URL, and the password of the database URL.
+#[derive(Clone, Args)]
 pub struct Config {
+    /// `MRM_BIND`: the address to listen on, `ip:port`. Default `127.0.0.1:8000`
+    /// ([`DEFAULT_BIND`]). Error: not a socket address.
+    #[arg(long = "bind", env = "MRM_BIND", default_value = DEFAULT_BIND, value_parser = number::<SocketAddr>)]
     pub bind: SocketAddr,
+    /// `DATABASE_URL`: `sqlite://path` or `postgres://user:pass@host/db` (`postgresql://` too).
+    /// Default `sqlite://mrm-chat.sqlite3` ([`DEFAULT_DATABASE_URL`]). Error: another scheme.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        value_parser = database_url
+    )]
     pub database_url: String,
+    /// `MRM_DB_MAX_CONNECTIONS`: the database pool's size, in connections. Default 16. Error: not
+    /// a whole number ≥ 1.
+    #[arg(
+        long = "db-max-connections",
+        env = "MRM_DB_MAX_CONNECTIONS",
+        default_value = "16",
+        value_parser = positive_count::<u32>
+    )]
     pub db_max_connections: u32,
-    /// Origins trusted for cookie-authenticated writes (CSRF) and WebSocket handshakes, besides
-    /// the server's own host. Each is `scheme://host[:port]`.
-    pub allowed_origins: Vec<String>,
-    /// Origins allowed to make credentialed cross-origin requests; none by default.
-    pub cors_origins: Vec<HeaderValue>,
-    /// Mark cookies `Secure`; set when the server sits behind HTTPS.
+    /// `MRM_ALLOWED_ORIGINS`: origins trusted for cookie-authenticated writes (CSRF) and
+    /// WebSocket handshakes, besides the server's own host; comma-separated
+    /// `scheme://host[:port]`, kept in lower case. Default: none. Error: an entry that is not
+    /// an `http`/`https` origin (a path, no host, another scheme).
+    #[arg(
+        long = "allowed-origins",
+        env = "MRM_ALLOWED_ORIGINS",
+        default_value = "",
+        value_parser = origins
+    )]
+    pub allowed_origins: std::vec::Vec<String>,
+    /// `MRM_CORS_ORIGINS`: origins allowed to make credentialed cross-origin requests, written as
+    /// `MRM_ALLOWED_ORIGINS` is. Default: none, and CORS is off. Error: as `allowed_origins`.
+    #[arg(
+        long = "cors-origins",
+        env = "MRM_CORS_ORIGINS",
+        default_value = "",
+        value_parser = cors_origins
+    )]
+    pub cors_origins: std::vec::Vec<HeaderValue>,
+    /// `MRM_SECURE_COOKIES`: mark cookies `Secure`; set it when the server sits behind HTTPS.
+    /// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, any case. Default false. Error: anything
+    /// else.
+    #[arg(
+        long = "secure-cookies",
+        env = "MRM_SECURE_COOKIES",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = boolean
+    )]
     pub secure_cookies: bool,
+    /// `MRM_LOG_FORMAT`: `text` or `json`. Default `text`. Error: anything else.
+    #[arg(
+        long = "log-format",
+        env = "MRM_LOG_FORMAT",
+        default_value = "text",
+        value_parser = log_format
+    )]
     pub log_format: LogFormat,
-    /// Failed or successful login / token attempts allowed per client address and username.
+    /// `MRM_LOGIN_ATTEMPTS_PER_MINUTE`: login and token attempts, failed or successful, allowed
+    /// per minute for one client address and username. Default 10. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "login-attempts-per-minute",
+        env = "MRM_LOGIN_ATTEMPTS_PER_MINUTE",
+        default_value = "10",
+        value_parser = number::<NonZeroU32>
+    )]
     pub login_attempts_per_minute: NonZeroU32,
-    /// Messages a user may send to one chat per second.
+    /// `MRM_MESSAGES_PER_SECOND`: messages a user may send to one chat per second. Default 20.
+    /// Error: not a whole number ≥ 1.
+    #[arg(
+        long = "messages-per-second",
+        env = "MRM_MESSAGES_PER_SECOND",
+        default_value = "20",
+        value_parser = number::<NonZeroU32>
+    )]
     pub messages_per_second: NonZeroU32,
-    /// Frames a socket may have queued before it is closed as too slow (4008).
+    /// `MRM_WS_QUEUE`: frames a socket may have queued before it is closed as too slow (4008).
+    /// Default 256. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "ws-queue",
+        env = "MRM_WS_QUEUE",
+        default_value = "256",
+        value_parser = positive_count::<usize>
+    )]
     pub ws_queue_capacity: usize,
-    /// How often sockets are pinged; a peer silent for a whole interval after a ping is dropped.
+    /// `MRM_WS_PING_SECONDS`: how often sockets are pinged, in whole seconds; a peer silent for a
+    /// whole interval after a ping is dropped. Default 30. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "ws-ping-seconds",
+        env = "MRM_WS_PING_SECONDS",
+        default_value = "30",
+        value_parser = seconds
+    )]
     pub ws_ping_interval: Duration,
-    /// Most sockets served at once; past it handshakes get 503. By default the open-file limit
-    /// less a reserve for the database, Redis and plain HTTP.
-    pub max_sockets: Option<usize>,
+    /// The language-model provider (`OPENAI_*`, `MRM_AI_*`).
+    #[command(flatten)]
     pub ai: AiConfig,
-    /// Redis for fan-out between nodes; `None` runs a single node with in-process delivery.
+    /// `REDIS_URL`: Redis for fan-out between nodes, `redis://`, `rediss://` or `redis+unix://`.
+    /// Default: none, and a single node delivers in process. Error: another scheme.
+    #[arg(long = "redis-url", env = "REDIS_URL", value_parser = redis_url)]
     pub redis_url: Option<Secret>,
-    /// Prefix of every Redis key and channel, so deployments (and test runs) can share a server.
+    /// `MRM_REDIS_PREFIX`: prefix of every Redis key and channel, so deployments (and test runs)
+    /// can share a server. Default `mrm`. Error: a character other than a letter, a digit or one
+    /// of `- _ . :`.
+    #[arg(
+        long = "redis-prefix",
+        env = "MRM_REDIS_PREFIX",
+        default_value = "mrm",
+        value_parser = redis_prefix
+    )]
     pub redis_prefix: String,
-    /// How long a node's presence entries live without a heartbeat: the bound on how long a
-    /// crashed node's users still look online elsewhere.
+    /// `MRM_PRESENCE_TTL_SECONDS`: how long a node's presence entries live without a heartbeat,
+    /// in whole seconds: the bound on how long a crashed node's users still look online
+    /// elsewhere. Default 15. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "presence-ttl-seconds",
+        env = "MRM_PRESENCE_TTL_SECONDS",
+        default_value = "15",
+        value_parser = seconds
+    )]
     pub presence_ttl: Duration,
+    /// `MRM_MAX_SOCKETS`: most sockets served at once, chat and AI together; past it handshakes
+    /// get 503. Default: none here, and the server uses the open-file limit less a reserve for
+    /// the database, Redis and plain HTTP. Error: not a whole number.
+    #[arg(long = "max-sockets", env = "MRM_MAX_SOCKETS", value_parser = number::<usize>)]
+    pub max_sockets: Option<usize>,
 }
 
-/// A configuration error names the variable it is about.
+/// A configuration error: the variable it is about and why, printed as `VAR: reason` on one
+/// line.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {reason}")]
 pub struct ConfigError {
+    /// The environment variable whose value was refused, e.g. `MRM_BIND`.
     pub var: &'static str,
+    /// What is wrong with it, quoting the value unless it is secret.
     pub reason: String,
-}
-
-impl ConfigError {
-    fn new(var: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            var,
-            reason: reason.into(),
-        }
-    }
 }
 
 impl Config {
     /// Reads the process environment. Call `dotenvy::dotenv()` first to honour a `.env` file.
+    ///
+    /// # Errors
+    /// The first variable, in declaration order, whose value is refused.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| env::var(name).ok())
     }
 
     /// Builds the configuration from any variable source (the environment, or a map in tests).
+    /// A variable that is missing, or blank, takes its default.
+    ///
+    /// # Errors
+    /// The first variable, in declaration order, whose value is refused.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
-
-        let bind = parse_or(var("MRM_BIND"), "MRM_BIND", DEFAULT_BIND)?;
-        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "must start with sqlite:, postgres:// or postgresql://",
-            ));
-        }
-        let db_max_connections: u32 = parse_or(
-            var("MRM_DB_MAX_CONNECTIONS"),
-            "MRM_DB_MAX_CONNECTIONS",
-            "16",
-        )?;
-        if db_max_connections == 0 {
-            return Err(ConfigError::new(
-                "MRM_DB_MAX_CONNECTIONS",
-                "must be at least 1",
-            ));
-        }
-
-        let allowed_origins = origin_list(var("MRM_ALLOWED_ORIGINS"), "MRM_ALLOWED_ORIGINS")?;
-        let cors_origins = origin_list(var("MRM_CORS_ORIGINS"), "MRM_CORS_ORIGINS")?
-            .into_iter()
-            .map(|o| {
-                HeaderValue::from_str(&o)
-                    .map_err(|_| ConfigError::new("MRM_CORS_ORIGINS", format!("bad origin {o:?}")))
-            })
-            .collect::<Result<_, _>>()?;
-
-        let secure_cookies = parse_bool(var("MRM_SECURE_COOKIES"), "MRM_SECURE_COOKIES", false)?;
-        let log_format = match var("MRM_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "MRM_LOG_FORMAT",
-                    format!("expected \"text\" or \"json\", got {other:?}"),
-                ))
-            }
-        };
-        let login_attempts_per_minute = parse_or(
-            var("MRM_LOGIN_ATTEMPTS_PER_MINUTE"),
-            "MRM_LOGIN_ATTEMPTS_PER_MINUTE",
-            "10",
-        )?;
-        let messages_per_second = parse_or(
-            var("MRM_MESSAGES_PER_SECOND"),
-            "MRM_MESSAGES_PER_SECOND",
-            "20",
-        )?;
-
-        let ws_queue_capacity: usize = parse_or(var("MRM_WS_QUEUE"), "MRM_WS_QUEUE", "256")?;
-        if ws_queue_capacity == 0 {
-            return Err(ConfigError::new("MRM_WS_QUEUE", "must be at least 1"));
-        }
-        let ping_seconds: NonZeroU32 =
-            parse_or(var("MRM_WS_PING_SECONDS"), "MRM_WS_PING_SECONDS", "30")?;
-
-        let base_url =
-            var("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
-        let base_url = base_url.trim().trim_end_matches('/').to_owned();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-            || base_url.parse::<http::Uri>().is_err()
-        {
-            return Err(ConfigError::new(
-                "OPENAI_BASE_URL",
-                format!("expected an http(s) URL, got {base_url:?}"),
-            ));
-        }
-        let timeout: NonZeroU32 = parse_or(
-            var("OPENAI_TIMEOUT_SECONDS"),
-            "OPENAI_TIMEOUT_SECONDS",
-            "60",
-        )?;
-        let max_concurrent: NonZeroU32 = parse_or(
-            var("MRM_AI_MAX_CONCURRENT_PER_USER"),
-            "MRM_AI_MAX_CONCURRENT_PER_USER",
-            "2",
-        )?;
-        let ai = AiConfig {
-            api_key: var("OPENAI_API_KEY").map(|k| Secret::new(k.trim())),
-            base_url,
-            model: var("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
-            timeout: Duration::from_secs(timeout.get().into()),
-            retries: parse_or(var("OPENAI_RETRIES"), "OPENAI_RETRIES", "3")?,
-            max_concurrent_per_user: max_concurrent.get() as usize,
-        };
-
-        let redis_url = var("REDIS_URL").map(|url| url.trim().to_owned());
-        if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+unix://"))
-            {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    "expected redis://host[:port][/db]",
-                ));
+        let mut options = vec![OsString::from("mrm-chat")];
+        for (arg, var) in variables() {
+            if let Some(value) = get(var).filter(|v| !v.trim().is_empty()) {
+                let long = arg.get_long().expect("every variable has a long name");
+                options.push(format!("--{long}={value}").into());
             }
         }
-        let redis_prefix = var("MRM_REDIS_PREFIX").unwrap_or_else(|| "mrm".to_owned());
-        if !redis_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
-            return Err(ConfigError::new(
-                "MRM_REDIS_PREFIX",
-                "use letters, digits and - _ . : only",
-            ));
-        }
-        let presence_ttl: NonZeroU32 = parse_or(
-            var("MRM_PRESENCE_TTL_SECONDS"),
-            "MRM_PRESENCE_TTL_SECONDS",
-            "15",
-        )?;
-
-        let max_sockets = match var("MRM_MAX_SOCKETS") {
-            None => None,
-            Some(raw) => Some(parse_or(Some(raw), "MRM_MAX_SOCKETS", "0")?),
-        };
-
-        Ok(Self {
-            max_sockets,
-            redis_url: redis_url.map(Secret::new),
-            redis_prefix,
-            presence_ttl: Duration::from_secs(presence_ttl.get().into()),
-            ai,
-            bind,
-            database_url,
-            db_max_connections,
-            allowed_origins,
-            cors_origins,
-            secure_cookies,
-            log_format,
-            login_attempts_per_minute,
-            messages_per_second,
-            ws_queue_capacity,
-            ws_ping_interval: Duration::from_secs(ping_seconds.get().into()),
-        })
+        // Only the lookup counts: clap's own reading of the process environment is switched off.
+        let matches = command()
+            .clone()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(options)
+            .map_err(refused)?;
+        Config::from_arg_matches(&matches).map_err(refused)
     }
 }
 
-fn parse_or<T: FromStr>(
-    value: Option<String>,
-    var: &'static str,
-    default: &str,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let raw = value.unwrap_or_else(|| default.to_owned());
-    raw.trim()
-        .parse()
-        .map_err(|e| ConfigError::new(var, format!("invalid value {raw:?}: {e}")))
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &without_password(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("cors_origins", &self.cors_origins)
+            .field("secure_cookies", &self.secure_cookies)
+            .field("log_format", &self.log_format)
+            .field("login_attempts_per_minute", &self.login_attempts_per_minute)
+            .field("messages_per_second", &self.messages_per_second)
+            .field("ws_queue_capacity", &self.ws_queue_capacity)
+            .field("ws_ping_interval", &self.ws_ping_interval)
+            .field("ai", &self.ai)
+            .field("redis_url", &self.redis_url)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("max_sockets", &self.max_sockets)
+            .finish()
+    }
 }
 
-fn parse_bool(
-    value: Option<String>,
-    var: &'static str,
-    default: bool,
-) -> Result<bool, ConfigError> {
-    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-        Some(v) => Err(ConfigError::new(
+/// The declaration as a clap command, built once.
+fn command() -> &'static Command {
+    static COMMAND: OnceLock<Command> = OnceLock::new();
+    COMMAND.get_or_init(|| {
+        let mut command = Config::augment_args(Command::new("mrm-chat").disable_help_flag(true));
+        command.build();
+        command
+    })
+}
+
+/// Each declared argument with the variable it is read from.
+fn variables() -> impl Iterator<Item = (&'static Arg, &'static str)> {
+    command().get_arguments().filter_map(|arg| {
+        let var = arg.get_env()?.to_str()?;
+        Some((arg, var))
+    })
+}
+
+/// Turns clap's refusal of a value into one line naming the variable.
+fn refused(err: clap::Error) -> ConfigError {
+    let arg = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => Some(arg.as_str()),
+        _ => None,
+    };
+    let var = variables().find(|(declared, _)| arg == Some(declared.to_string().as_str()));
+    match (var, std::error::Error::source(&err)) {
+        (Some((_, var)), Some(reason)) => ConfigError {
             var,
-            format!("expected true or false, got {v:?}"),
-        )),
+            reason: reason.to_string(),
+        },
+        // Not expected: every variable has a default or is optional, and only values are given.
+        _ => ConfigError {
+            var: "configuration",
+            reason: err.kind().to_string(),
+        },
+    }
+}
+
+/// `raw`, blanks around it ignored, as a `T`; the message quotes the value as given.
+fn number<T: FromStr>(raw: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    raw.trim()
+        .parse()
+        .map_err(|e| format!("invalid value {raw:?}: {e}"))
+}
+
+/// A count that must be at least 1.
+fn positive_count<T: FromStr + Default + PartialEq>(raw: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    let count: T = number(raw)?;
+    if count == T::default() {
+        return Err("must be at least 1".into());
+    }
+    Ok(count)
+}
+
+/// A whole number of seconds, at least 1.
+fn seconds(raw: &str) -> Result<Duration, String> {
+    let seconds: NonZeroU32 = number(raw)?;
+    Ok(Duration::from_secs(seconds.get().into()))
+}
+
+fn boolean(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+fn log_format(raw: &str) -> Result<LogFormat, String> {
+    match raw {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("expected \"text\" or \"json\", got {other:?}")),
+    }
+}
+
+fn database_url(raw: &str) -> Result<String, String> {
+    if ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| raw.starts_with(scheme))
+    {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with sqlite:, postgres:// or postgresql://".into())
+    }
+}
+
+fn base_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.parse::<http::Uri>().is_err()
+    {
+        return Err(format!("expected an http(s) URL, got {url:?}"));
+    }
+    Ok(url.to_owned())
+}
+
+fn api_key(raw: &str) -> Result<Secret, String> {
+    Ok(Secret::new(raw.trim()))
+}
+
+fn redis_url(raw: &str) -> Result<Secret, String> {
+    let url = raw.trim();
+    if ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        Ok(Secret::new(url))
+    } else {
+        Err("expected redis://host[:port][/db]".into())
+    }
+}
+
+fn redis_prefix(raw: &str) -> Result<String, String> {
+    if raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        Ok(raw.to_owned())
+    } else {
+        Err("use letters, digits and - _ . : only".into())
     }
 }
 
 /// A comma-separated list of `scheme://host[:port]` origins, normalised to lower case.
-fn origin_list(value: Option<String>, var: &'static str) -> Result<Vec<String>, ConfigError> {
-    let Some(value) = value else {
-        return Ok(Vec::new());
-    };
-    value
-        .split(',')
+fn origins(raw: &str) -> Result<Vec<String>, String> {
+    raw.split(',')
         .map(str::trim)
         .filter(|o| !o.is_empty())
         .map(|o| {
-            let uri: http::Uri = o
-                .parse()
-                .map_err(|_| ConfigError::new(var, format!("bad origin {o:?}")))?;
+            let uri: http::Uri = o.parse().map_err(|_| format!("bad origin {o:?}"))?;
             let ok = matches!(uri.scheme_str(), Some("http" | "https"))
                 && uri.authority().is_some()
                 && uri
                     .path_and_query()
                     .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
             if !ok {
-                return Err(ConfigError::new(
-                    var,
-                    format!("bad origin {o:?}: expected scheme://host[:port]"),
-                ));
+                return Err(format!("bad origin {o:?}: expected scheme://host[:port]"));
             }
             Ok(o.trim_end_matches('/').to_ascii_lowercase())
         })
         .collect()
 }
 
+fn cors_origins(raw: &str) -> Result<Vec<HeaderValue>, String> {
+    origins(raw)?
+        .into_iter()
+        .map(|o| HeaderValue::from_str(&o).map_err(|_| format!("bad origin {o:?}")))
+        .collect()
+}
+
+/// The URL with the password of its user part, if any, replaced by `…`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:…@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
@@ -339,6 +503,66 @@ mod tests {
     }
 
     #[test]
+    fn every_default_is_as_documented() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.db_max_connections, 16);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.login_attempts_per_minute.get(), 10);
+        assert_eq!(c.messages_per_second.get(), 20);
+        assert_eq!(c.ws_queue_capacity, 256);
+        assert_eq!(c.ws_ping_interval, Duration::from_secs(30));
+        assert_eq!(c.max_sockets, None);
+        assert!(c.ai.api_key.is_none());
+        assert_eq!(c.ai.base_url, "https://api.openai.com/v1");
+        assert_eq!(c.ai.model, "gpt-4o-mini");
+        assert_eq!(c.ai.timeout, Duration::from_secs(60));
+        assert_eq!(c.ai.retries, 3);
+        assert_eq!(c.ai.max_concurrent_per_user, 2);
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.redis_prefix, "mrm");
+        assert_eq!(c.presence_ttl, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn values_are_read_and_converted() {
+        let c = config(&[
+            ("MRM_BIND", " 0.0.0.0:9000 "),
+            ("DATABASE_URL", "postgres://chat@db/chat"),
+            ("MRM_DB_MAX_CONNECTIONS", "4"),
+            ("MRM_SECURE_COOKIES", "YES"),
+            ("MRM_LOG_FORMAT", "json"),
+            ("MRM_WS_PING_SECONDS", "5"),
+            ("OPENAI_BASE_URL", " http://localhost:11434/v1/ "),
+            ("OPENAI_MODEL", "llama3"),
+            ("OPENAI_RETRIES", "0"),
+            ("MRM_AI_MAX_CONCURRENT_PER_USER", "7"),
+            ("REDIS_URL", " redis://127.0.0.1:6379/2 "),
+            ("MRM_REDIS_PREFIX", "staging:chat"),
+            ("MRM_MAX_SOCKETS", "100"),
+            // Blank counts as unset.
+            ("MRM_WS_QUEUE", "  "),
+        ])
+        .unwrap();
+        assert_eq!(c.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.database_url, "postgres://chat@db/chat");
+        assert_eq!(c.db_max_connections, 4);
+        assert!(c.secure_cookies);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.ws_ping_interval, Duration::from_secs(5));
+        assert_eq!(c.ai.base_url, "http://localhost:11434/v1");
+        assert_eq!(c.ai.model, "llama3");
+        assert_eq!(c.ai.retries, 0);
+        assert_eq!(c.ai.max_concurrent_per_user, 7);
+        assert_eq!(
+            c.redis_url.as_ref().unwrap().expose(),
+            "redis://127.0.0.1:6379/2"
+        );
+        assert_eq!(c.redis_prefix, "staging:chat");
+        assert_eq!(c.max_sockets, Some(100));
+        assert_eq!(c.ws_queue_capacity, 256);
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let err = config(&[("MRM_BIND", "nowhere")]).unwrap_err();
         assert_eq!(err.var, "MRM_BIND");
@@ -355,10 +579,157 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_one_line_as_before() {
+        let cases = [
+            (
+                ("MRM_BIND", "nowhere"),
+                "MRM_BIND: invalid value \"nowhere\": invalid socket address syntax",
+            ),
+            (
+                ("DATABASE_URL", "mysql://x"),
+                "DATABASE_URL: must start with sqlite:, postgres:// or postgresql://",
+            ),
+            (
+                ("MRM_DB_MAX_CONNECTIONS", "0"),
+                "MRM_DB_MAX_CONNECTIONS: must be at least 1",
+            ),
+            (
+                ("MRM_DB_MAX_CONNECTIONS", "many"),
+                "MRM_DB_MAX_CONNECTIONS: invalid value \"many\": invalid digit found in string",
+            ),
+            (
+                ("MRM_ALLOWED_ORIGINS", "https://ok.example, https://x.example/path"),
+                "MRM_ALLOWED_ORIGINS: bad origin \"https://x.example/path\": expected scheme://host[:port]",
+            ),
+            (
+                ("MRM_CORS_ORIGINS", "ftp://files.example"),
+                "MRM_CORS_ORIGINS: bad origin \"ftp://files.example\": expected scheme://host[:port]",
+            ),
+            (
+                ("MRM_SECURE_COOKIES", " Maybe "),
+                "MRM_SECURE_COOKIES: expected true or false, got \"maybe\"",
+            ),
+            (
+                ("MRM_LOG_FORMAT", "xml"),
+                "MRM_LOG_FORMAT: expected \"text\" or \"json\", got \"xml\"",
+            ),
+            (
+                ("MRM_LOGIN_ATTEMPTS_PER_MINUTE", "0"),
+                "MRM_LOGIN_ATTEMPTS_PER_MINUTE: invalid value \"0\": number would be zero for non-zero type",
+            ),
+            (("MRM_WS_QUEUE", "0"), "MRM_WS_QUEUE: must be at least 1"),
+            (
+                ("MRM_WS_PING_SECONDS", "-1"),
+                "MRM_WS_PING_SECONDS: invalid value \"-1\": invalid digit found in string",
+            ),
+            (
+                ("OPENAI_BASE_URL", "localhost:11434/"),
+                "OPENAI_BASE_URL: expected an http(s) URL, got \"localhost:11434\"",
+            ),
+            (
+                ("OPENAI_TIMEOUT_SECONDS", "0"),
+                "OPENAI_TIMEOUT_SECONDS: invalid value \"0\": number would be zero for non-zero type",
+            ),
+            (
+                ("MRM_AI_MAX_CONCURRENT_PER_USER", "0"),
+                "MRM_AI_MAX_CONCURRENT_PER_USER: must be at least 1",
+            ),
+            (
+                ("OPENAI_RETRIES", "three"),
+                "OPENAI_RETRIES: invalid value \"three\": invalid digit found in string",
+            ),
+            (
+                ("REDIS_URL", "http://cache:6379"),
+                "REDIS_URL: expected redis://host[:port][/db]",
+            ),
+            (
+                ("MRM_REDIS_PREFIX", "a b"),
+                "MRM_REDIS_PREFIX: use letters, digits and - _ . : only",
+            ),
+            (
+                ("MRM_PRESENCE_TTL_SECONDS", "0"),
+                "MRM_PRESENCE_TTL_SECONDS: invalid value \"0\": number would be zero for non-zero type",
+            ),
+            (
+                ("MRM_MAX_SOCKETS", "lots"),
+                "MRM_MAX_SOCKETS: invalid value \"lots\": invalid digit found in string",
+            ),
+        ];
+        for ((var, value), expected) in cases {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn the_first_bad_variable_is_reported() {
+        let err = config(&[("MRM_MAX_SOCKETS", "x"), ("MRM_BIND", "x")]).unwrap_err();
+        assert_eq!(err.var, "MRM_BIND");
+        let err = config(&[("MRM_MAX_SOCKETS", "x"), ("OPENAI_RETRIES", "x")]).unwrap_err();
+        assert_eq!(err.var, "OPENAI_RETRIES");
+    }
+
+    #[test]
+    fn a_value_is_never_read_as_an_option() {
+        let c = config(&[("OPENAI_MODEL", "--bind=nowhere")]).unwrap();
+        assert_eq!(c.ai.model, "--bind=nowhere");
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+    }
+
+    /// Only the lookup counts: a variable of the process's own environment does not leak into a
+    /// configuration built from a map. Checked in a child process of this test binary, so that
+    /// no test changes the environment of the process the others run in.
+    #[test]
+    fn the_process_environment_is_not_read_by_from_lookup() {
+        const CHILD: &str = "MRM_CONFIG_TEST_CHILD";
+        const NAME: &str = "config::tests::the_process_environment_is_not_read_by_from_lookup";
+        if env::var_os(CHILD).is_some() {
+            let c = Config::from_lookup(|_| None).unwrap();
+            assert_eq!(c.ai.model, "gpt-4o-mini");
+            assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+            return;
+        }
+        let output = std::process::Command::new(env::current_exe().unwrap())
+            .args([NAME, "--exact", "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("OPENAI_MODEL", "from-the-process")
+            .env("MRM_BIND", "not-an-address")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+
+    #[test]
     fn the_api_key_never_prints() {
         let c = config(&[("OPENAI_API_KEY", "sk-very-secret")]).unwrap();
         assert_eq!(c.ai.api_key.as_ref().unwrap().expose(), "sk-very-secret");
         assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn passwords_in_urls_never_print() {
+        let c = config(&[
+            ("DATABASE_URL", "postgres://chat:db-password@db:5432/chat"),
+            ("REDIS_URL", "redis://:redis-password@cache:6379"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.database_url, "postgres://chat:db-password@db:5432/chat",
+            "the value itself is kept"
+        );
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("db-password"), "{printed}");
+        assert!(!printed.contains("redis-password"), "{printed}");
+        assert!(
+            printed.contains("postgres://chat:…@db:5432/chat"),
+            "{printed}"
+        );
+        assert_eq!(
+            without_password("sqlite://data/chat.sqlite3"),
+            "sqlite://data/chat.sqlite3"
+        );
     }
 
     #[test]
@@ -372,5 +743,40 @@ mod tests {
             c.allowed_origins,
             vec!["https://chat.example.com", "http://localhost:3000"]
         );
+    }
+
+    /// The README's table lists exactly the variables declared here, with the same defaults.
+    #[test]
+    fn the_readme_lists_every_variable_with_its_default() {
+        let readme = include_str!("../README.md");
+        let table: BTreeMap<&str, Option<&str>> = readme
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix("| `")?.split(" | ");
+                let var = cells.next()?.strip_suffix('`')?;
+                let default = cells.next()?;
+                let default = default.strip_prefix('`').and_then(|d| d.strip_suffix('`'));
+                Some((var, default))
+            })
+            .filter(|(var, _)| var.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .filter(|(var, _)| *var != "RUST_LOG") // read by the log filter, not here
+            .collect();
+        let declared: BTreeMap<&str, Option<String>> = variables()
+            .map(|(arg, var)| {
+                let default = arg
+                    .get_default_values()
+                    .first()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .filter(|d| !d.is_empty());
+                (var, default)
+            })
+            .collect();
+        assert_eq!(
+            table.keys().collect::<Vec<_>>(),
+            declared.keys().collect::<Vec<_>>()
+        );
+        for (var, default) in declared {
+            assert_eq!(table[var], default.as_deref(), "default of {var}");
+        }
     }
 }

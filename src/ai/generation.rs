@@ -471,3 +471,7 @@ impl Job {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "generation_tests.rs"]
+mod tests;

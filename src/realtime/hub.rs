@@ -514,3 +514,7 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -29,9 +29,15 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database of the backend `MRM_TEST_BACKEND` names.
     pub async fn create() -> TestDatabase {
         let backend = std::env::var("MRM_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into());
-        match backend.as_str() {
+        Self::of_backend(&backend).await
+    }
+
+    /// A database of the given backend, `sqlite` or `postgres`, whatever `MRM_TEST_BACKEND` says.
+    pub async fn of_backend(backend: &str) -> TestDatabase {
+        match backend {
             "sqlite" => {
                 let dir = tempfile::tempdir().expect("temporary directory");
                 let url = format!("sqlite://{}", dir.path().join("test.sqlite3").display());

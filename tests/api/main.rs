@@ -14,4 +14,5 @@ mod messages;
 mod openapi;
 mod pagination;
 mod realtime;
+mod schema;
 mod tokens;

@@ -1,0 +1,342 @@
+//! A room's ordering, gap filling and backpressure, against a real SQLite database.
+//!
+//! Time is paused, and held still (see [`HeldClock`]): it moves only when a test calls
+//! `advance`, so a room's timers fire exactly when a test says and never while a test waits for
+//! the database. Tests learn what a room has done from what its sockets are sent; a typing frame
+//! sent after some events is a barrier, since a room handles its commands in order.
+
+use std::time::Duration;
+
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{advance, timeout},
+};
+
+use super::*;
+use crate::store::{self, messages::Saved, users::NewUser};
+
+/// How long, in paused time, a test waits for a frame before it counts as never coming. The
+/// clock is held, so this only runs out once a stuck test has let go of it.
+const STUCK: Duration = Duration::from_secs(3600);
+
+/// Keeps the paused clock from auto-advancing. Tokio does not auto-advance while a blocking task
+/// runs; this one runs until the guard is dropped. Without it, the clock would jump to the next
+/// timer whenever the runtime idles, as it does while the database's own thread works. After a
+/// minute of real time the task lets go anyway, so that a test stuck waiting fails on `STUCK`
+/// instead of hanging.
+struct HeldClock {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+fn hold_clock() -> HeldClock {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        let _ = released.recv_timeout(Duration::from_secs(60));
+    });
+    HeldClock { _release: release }
+}
+
+/// Where a delivered message came from.
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    /// The event published for it.
+    Live,
+    /// The room's own read of the database.
+    Stored,
+}
+use Source::{Live, Stored};
+
+struct Fixture {
+    hub: Arc<Hub>,
+    db: Db,
+    chat_id: i64,
+    sender_id: i64,
+    barriers: u32,
+    _clock: HeldClock,
+    _dir: tempfile::TempDir,
+}
+
+struct Socket {
+    outbound: mpsc::Receiver<Outbound>,
+    close: oneshot::Receiver<Close>,
+}
+
+async fn fixture() -> Fixture {
+    let clock = hold_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hub.sqlite3").display());
+    let db = Db::connect(&url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    let sender = store::users::create(
+        &db,
+        &NewUser {
+            username: "sender",
+            email: "sender@example.com",
+            password_hash: "unused",
+            user_type: "student",
+            is_staff: false,
+            is_superuser: false,
+        },
+    )
+    .await
+    .unwrap();
+    let chat = store::chats::create(&db, "room", sender.id, &[sender.id])
+        .await
+        .unwrap();
+    Fixture {
+        hub: Hub::new(db.clone()),
+        db,
+        chat_id: chat.id,
+        sender_id: sender.id,
+        barriers: 0,
+        _clock: clock,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// A socket of its own user joins the chat's room, with a queue of `capacity` frames.
+    async fn join(&self, conn: ConnId, capacity: usize) -> Socket {
+        let (outbound, outbound_rx) = mpsc::channel(capacity);
+        let (close, close_rx) = oneshot::channel();
+        let subscriber = Subscriber {
+            conn,
+            member: Member {
+                id: conn as i64,
+                username: format!("user{conn}"),
+            },
+            outbound,
+            close,
+        };
+        self.hub
+            .join(self.chat_id, subscriber)
+            .await
+            .expect("the room takes the socket");
+        Socket {
+            outbound: outbound_rx,
+            close: close_rx,
+        }
+    }
+
+    /// Saves `count` messages, as senders do; their content names their seq.
+    async fn commit(&self, count: usize) -> Vec<Saved> {
+        let mut saved = Vec::new();
+        for _ in 0..count {
+            let last = store::chats::last_seq(&self.db, self.chat_id)
+                .await
+                .unwrap()
+                .unwrap();
+            let message = store::messages::insert(
+                &self.db,
+                self.chat_id,
+                self.sender_id,
+                &format!("stored {}", last + 1),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(message.seq, last + 1);
+            saved.push(message);
+        }
+        saved
+    }
+
+    /// Publishes the event for message `seq`; its frame says it came live.
+    fn publish(&self, seq: i64) {
+        self.hub.dispatch(
+            self.chat_id,
+            RoomEvent::Message {
+                seq,
+                frame: format!("live {seq}").into(),
+            },
+        );
+    }
+
+    /// The messages `socket` is sent before the room handles a barrier sent now: what the room
+    /// made of every event before it.
+    async fn until_barrier(&mut self, socket: &mut Socket) -> Vec<(i64, Source)> {
+        self.barriers += 1;
+        let barrier = format!("barrier {}", self.barriers);
+        self.hub.dispatch(
+            self.chat_id,
+            RoomEvent::Typing {
+                from: 0,
+                frame: barrier.clone().into(),
+            },
+        );
+        let mut messages = Vec::new();
+        loop {
+            match socket.next().await {
+                Outbound::Frame(frame) if frame.as_str() == barrier => return messages,
+                Outbound::Frame(_) => {}
+                Outbound::Message { seq, frame } => messages.push((seq, source(seq, &frame))),
+            }
+        }
+    }
+}
+
+impl Socket {
+    async fn next(&mut self) -> Outbound {
+        timeout(STUCK, self.outbound.recv())
+            .await
+            .expect("the room sends something")
+            .expect("the socket is still subscribed")
+    }
+
+    /// The next `count` chat messages, skipping presence and other frames.
+    async fn messages(&mut self, count: usize) -> Vec<(i64, Source)> {
+        let mut messages = Vec::new();
+        while messages.len() < count {
+            if let Outbound::Message { seq, frame } = self.next().await {
+                messages.push((seq, source(seq, &frame)));
+            }
+        }
+        messages
+    }
+}
+
+fn source(seq: i64, frame: &Utf8Bytes) -> Source {
+    if frame.as_str() == format!("live {seq}") {
+        return Live;
+    }
+    let frame: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+    assert_eq!(frame["message"]["seq"], seq, "{frame}");
+    assert_eq!(
+        frame["message"]["content"],
+        format!("stored {seq}"),
+        "{frame}"
+    );
+    Stored
+}
+
+fn live(seqs: impl IntoIterator<Item = i64>) -> Vec<(i64, Source)> {
+    seqs.into_iter().map(|seq| (seq, Live)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_are_delivered_in_seq_order_whatever_order_their_events_come_in() {
+    let f = fixture().await;
+    let mut socket = f.join(1, 64).await;
+    f.commit(6).await;
+    for seq in [2, 1, 5, 3, 6, 4] {
+        f.publish(seq);
+    }
+    assert_eq!(socket.messages(6).await, live(1..=6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_ahead_of_its_turn_waits_for_the_earlier_ones() {
+    let mut f = fixture().await;
+    let mut socket = f.join(1, 64).await;
+    f.commit(3).await;
+    f.publish(3);
+    assert_eq!(
+        f.until_barrier(&mut socket).await,
+        [],
+        "3 waits for 1 and 2"
+    );
+    advance(GAP_GRACE - Duration::from_millis(1)).await;
+    assert_eq!(
+        f.until_barrier(&mut socket).await,
+        [],
+        "still within the grace"
+    );
+    f.publish(1);
+    f.publish(2);
+    assert_eq!(
+        socket.messages(3).await,
+        live(1..=3),
+        "the earlier ones came in time: nothing read from the database"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_that_do_not_come_are_read_from_the_database() {
+    let mut f = fixture().await;
+    let mut socket = f.join(1, 64).await;
+    f.commit(3).await;
+    f.publish(3);
+    assert_eq!(f.until_barrier(&mut socket).await, []);
+    advance(GAP_GRACE).await;
+    assert_eq!(
+        socket.messages(3).await,
+        [(1, Stored), (2, Stored), (3, Live)]
+    );
+    // Their events, arriving late, are not delivered again.
+    f.publish(1);
+    f.publish(2);
+    f.publish(3);
+    assert_eq!(f.until_barrier(&mut socket).await, []);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_never_announced_are_caught_up_from_the_database() {
+    let mut f = fixture().await;
+    let mut socket = f.join(1, 64).await;
+    f.commit(2).await;
+    assert_eq!(f.until_barrier(&mut socket).await, []);
+    advance(CATCH_UP_PERIOD).await;
+    assert_eq!(socket.messages(2).await, [(1, Stored), (2, Stored)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleted_messages_are_skipped_not_waited_for() {
+    let mut f = fixture().await;
+    let mut socket = f.join(1, 64).await;
+    let saved = f.commit(4).await;
+    for message in &saved[1..3] {
+        store::admin::delete_message(&f.db, message.id)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    f.publish(4);
+    assert_eq!(f.until_barrier(&mut socket).await, []);
+    advance(GAP_GRACE).await;
+    assert_eq!(socket.messages(2).await, [(1, Stored), (4, Live)]);
+    // The room goes on from 5 at once: no gap is left open for 2 and 3.
+    f.commit(1).await;
+    f.publish(5);
+    assert_eq!(f.until_barrier(&mut socket).await, live([5]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_is_delivered_once_however_often_its_event_comes() {
+    let mut f = fixture().await;
+    let mut socket = f.join(1, 64).await;
+    f.commit(4).await;
+    for seq in [1, 1, 3, 3, 2, 2, 1, 3, 4, 4] {
+        f.publish(seq);
+    }
+    assert_eq!(f.until_barrier(&mut socket).await, live(1..=4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_closes_that_socket_and_no_other() {
+    let mut f = fixture().await;
+    let mut fast = f.join(1, 64).await;
+    let mut slow = f.join(2, 2).await;
+    f.commit(5).await;
+    for seq in 1..=5 {
+        f.publish(seq);
+    }
+    // The slow socket's queue is never read, yet the fast one gets everything: the room did
+    // not wait for the slow one.
+    assert_eq!(f.until_barrier(&mut fast).await, live(1..=5));
+    assert_eq!(
+        slow.close.try_recv(),
+        Ok(Close {
+            code: close::TOO_SLOW,
+            reason: "too slow, resume",
+        })
+    );
+    // The slow socket has what fitted in its queue, in order, and then its queue is closed.
+    let mut got = Vec::new();
+    while let Some(frame) = slow.outbound.recv().await {
+        if let Outbound::Message { seq, .. } = frame {
+            got.push(seq);
+        }
+    }
+    assert!(got.len() < 5, "{got:?}");
+    assert_eq!(got, (1..=got.len() as i64).collect::<Vec<_>>());
+}
