@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `createsuperuser`.
+//! The command line: `serve`, `migrate`, `createsuperuser`, `changepassword`.
 
 use std::{
     io::{self, BufRead, IsTerminal, Write},
@@ -56,6 +56,9 @@ enum Command {
     Changepassword { username: String },
 }
 
+/// Runs the command line: parses the arguments, tunes the process (open-file limit, allocator),
+/// reads `.env` and the configuration, starts logging and runs the subcommand. A failure is one
+/// `error: …` line on standard error and exit status 1.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::os::tune_process();

@@ -20,7 +20,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://mrm-chat.sqlite3";
 /// Default of `MRM_BIND`: the loopback interface only, port 8000.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
-/// How log lines are written to standard error (`MRM_LOG_FORMAT`).
+/// How log lines are written to standard output (`MRM_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines (`text`, the default).

@@ -10,12 +10,17 @@ use governor::{
 
 use crate::service::ServiceError;
 
+/// This process's rate limits, each a keyed GCRA limiter (governor): a key may spend its whole
+/// budget at once, then earns it back evenly (a login every 60/n seconds, a message every 1/n
+/// second). Kept per node, so with several nodes a client's budget is per node too.
 pub struct RateLimits {
     logins: DefaultKeyedRateLimiter<(IpAddr, String)>,
     messages: DefaultKeyedRateLimiter<(i64, i64)>,
 }
 
 impl RateLimits {
+    /// `logins_per_minute` (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) per client address and username;
+    /// `messages_per_second` (`MRM_MESSAGES_PER_SECOND`) per user and chat.
     pub fn new(logins_per_minute: NonZeroU32, messages_per_second: NonZeroU32) -> Self {
         Self {
             logins: RateLimiter::keyed(Quota::per_minute(logins_per_minute)),
@@ -23,12 +28,14 @@ impl RateLimits {
         }
     }
 
-    /// One login or token request from `ip` for `username`.
+    /// One login or token request from `ip` for `username`. The username is compared without
+    /// case, so its case variants share one budget. Errors: `RateLimited` with the whole seconds
+    /// (at least 1) until an attempt is allowed again.
     pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), ServiceError> {
         check(self.logins.check_key(&(ip, username.to_lowercase())))
     }
 
-    /// One message from `user_id` to `chat_id`.
+    /// One message from `user_id` to `chat_id`. Errors: `RateLimited`, as for [`Self::login`].
     pub fn message(&self, user_id: i64, chat_id: i64) -> Result<(), ServiceError> {
         check(self.messages.check_key(&(user_id, chat_id)))
     }

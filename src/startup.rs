@@ -19,12 +19,18 @@ use crate::{
 /// How long shutdown waits for sockets to take their close frame.
 const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The server, built and bound but not yet serving, so a caller (a test) can read its address
+/// and state before running it.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
 }
 
 impl Application {
+    /// Connects to the database and applies pending migrations, settles AI replies a stopped
+    /// process left unfinished, binds `config.bind` and builds the shared state. Errors: the
+    /// database cannot be reached or migrated, the address cannot be bound (`MRM_BIND`), or the
+    /// AI provider or Redis cannot be set up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = Db::connect(&config.database_url, config.db_max_connections).await?;
         db.migrate().await?;
@@ -38,12 +44,14 @@ impl Application {
         })
     }
 
+    /// The address actually bound: the real port when `MRM_BIND` asked for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The shared state the server will run with.
     pub fn state(&self) -> &AppState {
         &self.state
     }

@@ -19,6 +19,9 @@ pub fn system_message(system_prompt: &str, context: &[Message]) -> ChatMessage {
     ChatMessage::new("system", text)
 }
 
+/// The messages of one request: the system message, then every `user` and `assistant` message
+/// of `history` in order (the new question, already stored, is its last). The history is not cut
+/// to fit the model's context window.
 pub fn build(system_prompt: &str, context: &[Message], history: &[AiMessage]) -> Vec<ChatMessage> {
     let mut messages = Vec::with_capacity(history.len() + 1);
     messages.push(system_message(system_prompt, context));

@@ -8,13 +8,17 @@ use serde::Serialize;
 
 use crate::store::ai::Tokens;
 
+/// One message of a chat-completions request, serialised as the OpenAI API's
+/// `{"role", "content"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
     pub role: String,
     pub content: String,
 }
 
 impl ChatMessage {
+    /// A message from `role` with `content`.
     pub fn new(role: &str, content: impl Into<String>) -> Self {
         Self {
             role: role.to_owned(),
@@ -23,6 +27,7 @@ impl ChatMessage {
     }
 }
 
+/// One piece of a streamed reply, in the order the provider sends them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
     /// More text of the reply.
@@ -34,13 +39,20 @@ pub enum StreamEvent {
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// Why a reply could not be had from the provider. The details are for the server log; clients
+/// are told [`ProviderError::public_message`].
 pub enum ProviderError {
+    /// No answer, or no next chunk, within `OPENAI_TIMEOUT_SECONDS`; or the whole reply took
+    /// longer than its 600-second bound.
     #[error("the provider did not answer in time")]
     Timeout,
+    /// An HTTP error status, after any retries (`OPENAI_RETRIES`, for 429 and 5xx) were spent.
     #[error("the provider answered with status {0}")]
     Status(u16),
+    /// The request could not be sent, or the answer could not be read to its end.
     #[error("could not reach the provider: {0}")]
     Transport(String),
+    /// The answer was not a chat completion (or a stream of chunks) that could be parsed.
     #[error("the provider sent a malformed response: {0}")]
     Malformed(String),
 }
@@ -60,8 +72,12 @@ impl ProviderError {
     }
 }
 
+/// A reply as it streams in; it ends after the provider's last chunk. Dropping it abandons the
+/// request upstream.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
+/// A language-model backend that streams a reply to a list of chat messages: any
+/// OpenAI-compatible API ([`super::openai::OpenAiProvider`]), or a stand-in in tests.
 pub trait ChatProvider: Send + Sync {
     /// The model name replies are recorded under.
     fn model(&self) -> &str;

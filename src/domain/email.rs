@@ -1,12 +1,18 @@
 //! Email addresses: optional, but well-formed when given.
 
+/// Longest address, in characters: 254, the limit of Django's `EmailField` (RFC 5321's 256-octet
+/// path less its angle brackets).
 pub const MAX_CHARS: usize = 254;
 
+/// A user's email address: either empty (none given) or well-formed. Kept as given, without case
+/// folding; uniqueness is not required.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     /// An empty string is a valid "no address"; anything else must look like `local@domain.tld`.
+    /// Unlike Django's validator, non-ASCII letters are accepted in both parts. The error is the
+    /// wire's message (too long, or not a valid address).
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
         if raw.is_empty() {
             return Ok(Self(String::new()));
@@ -23,6 +29,7 @@ impl Email {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The address as given; empty when the user has none.
     pub fn as_str(&self) -> &str {
         &self.0
     }

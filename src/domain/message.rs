@@ -1,12 +1,16 @@
 //! Message text: not blank, at most 10,000 characters, and kept exactly as sent.
 
+/// Longest message, in characters (Unicode scalar values, not bytes).
 pub const MAX_CHARS: usize = 10_000;
 
+/// The text of a chat message or of a question to the model: not blank, free of NUL, at most
+/// [`MAX_CHARS`] characters, and stored exactly as sent (never trimmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageContent(String);
 
 impl MessageContent {
-    /// Blank is judged on the trimmed text; the stored text is the original.
+    /// Blank is judged on the trimmed text; the stored text is the original. The error is the
+    /// wire's message for the rule broken (blank, NUL, too long).
     pub fn parse(raw: String) -> Result<Self, String> {
         if raw.trim().is_empty() {
             return Err("This field may not be blank.".into());
@@ -23,10 +27,12 @@ impl MessageContent {
         Ok(Self(raw))
     }
 
+    /// The text as sent.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The text as sent, without copying it.
     pub fn into_string(self) -> String {
         self.0
     }

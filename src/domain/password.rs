@@ -7,14 +7,20 @@ use std::{collections::HashSet, io::Read};
 use flate2::read::GzDecoder;
 
 const COMMON_PASSWORDS_GZ: &[u8] = include_bytes!("../../assets/common-passwords.txt.gz");
+/// Fewest characters a password may have: the default of Django's `MinimumLengthValidator`.
 pub const MIN_LENGTH: usize = 8;
 const MAX_SIMILARITY: f64 = 0.7;
 
+/// The rules of Django's four default password validators (attribute similarity with a maximum
+/// `quick_ratio` of 0.7, minimum length, common passwords, entirely numeric), holding the
+/// common-password list in memory. Built once per process and shared.
 pub struct PasswordPolicy {
     common: HashSet<String>,
 }
 
 impl PasswordPolicy {
+    /// Decompresses the embedded list of 20,000 common passwords. Panics only if that embedded
+    /// asset is corrupt.
     pub fn load() -> Self {
         let mut text = String::new();
         GzDecoder::new(COMMON_PASSWORDS_GZ)
@@ -24,8 +30,9 @@ impl PasswordPolicy {
         Self { common }
     }
 
-    /// Every rule the password breaks, as the wire's messages. `attributes` pairs a label
-    /// ("username", "email address") with the user's value.
+    /// Every rule the password breaks, as the wire's messages, in Django's order (similarity,
+    /// length, common, numeric); empty when it passes. `attributes` pairs a label
+    /// ("username", "email address") with the user's value; empty values are skipped.
     pub fn problems(&self, password: &str, attributes: &[(&str, &str)]) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(label) = too_similar(password, attributes) {

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// The kind of account a user has, stored and sent as its lowercase name (`owner`, `student`,
+/// `staff`). A label only: staff powers come from the user's `is_staff` flag, not from `Staff`.
+/// `Student` is the default when registration names none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UserType {
     Owner,
@@ -11,8 +14,11 @@ pub enum UserType {
 }
 
 impl UserType {
+    /// Every kind, in the order choices are listed.
     pub const ALL: [UserType; 3] = [UserType::Owner, UserType::Student, UserType::Staff];
 
+    /// Reads a lowercase name; anything else is rejected with Django REST Framework's
+    /// `"x" is not a valid choice.` message.
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw {
             "owner" => Ok(UserType::Owner),
@@ -22,6 +28,7 @@ impl UserType {
         }
     }
 
+    /// The lowercase name used in the database and on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             UserType::Owner => "owner",

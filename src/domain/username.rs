@@ -1,7 +1,11 @@
 //! Usernames: up to 150 letters, digits and `@ . + - _`, as the original's validator allows.
 
+/// Longest username, in characters: the limit of Django's `User.username`.
 pub const MAX_CHARS: usize = 150;
 
+/// A username accepted by the original's validator (Django's `UnicodeUsernameValidator`): one to
+/// [`MAX_CHARS`] letters, digits and `@ . + - _`, case kept. Whether it is free is the store's
+/// question, not this type's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
@@ -21,6 +25,7 @@ impl Username {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The name as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -29,6 +29,7 @@ use crate::{
     wire::views::{UserListItem, UserView},
 };
 
+/// Registration, login, logout, the caller and the user directory.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/register", post(register))
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/users", get(users))
 }
 
+/// Creates a user account; it does not log the caller in.
 #[utoipa::path(post, path = "/api/register/", tag = "Authentication", security(()),
     request_body(content = RegisterRequest, content_type = "application/json"),
     responses(
@@ -74,6 +76,7 @@ pub fn credentials(input: &Input) -> (Option<String>, Option<String>) {
     )
 }
 
+/// Logs in with a username and password, setting the `sessionid` and `csrftoken` cookies.
 #[utoipa::path(post, path = "/api/login/", tag = "Authentication", security(()),
     request_body(content = LoginRequest, content_type = "application/json"),
     responses(
@@ -101,6 +104,7 @@ async fn login(
     Ok((headers, Json(UserView::from(&user))).into_response())
 }
 
+/// Ends the caller's browser session and clears its cookie; a bearer token stays valid.
 #[utoipa::path(post, path = "/api/logout/", tag = "Authentication", security(("session" = [], "csrf" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Session ended", body = Message),
@@ -123,6 +127,7 @@ async fn logout(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Resp
         .into_response())
 }
 
+/// Returns the authenticated user.
 #[utoipa::path(get, path = "/api/me/", tag = "Users", security(("session" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = UserView),
@@ -133,6 +138,7 @@ async fn me(auth: AuthUser) -> Json<UserView> {
     Json(UserView::from(&auth.user))
 }
 
+/// Lists every user by id, one page at a time.
 #[utoipa::path(get, path = "/api/users/", tag = "Users", security(("session" = []), ("bearer" = [])), params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
         ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),

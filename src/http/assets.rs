@@ -18,6 +18,7 @@ use crate::{error::ApiError, state::AppState};
 #[folder = "assets/static/"]
 struct Static;
 
+/// `/static/{path}`: the embedded files, compressed when the client accepts it.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/static/{*path}", get(serve))

@@ -30,6 +30,7 @@ use crate::{
     },
 };
 
+/// Chats, their members and their messages.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/chats", get(list).post(create))
@@ -47,6 +48,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/chats/{id}/leave", post(leave))
 }
 
+/// Lists the chats the caller takes part in, by id, each with its members and newest 100
+/// messages.
 #[utoipa::path(get, path = "/api/chats/", tag = "Chats", security(("session" = []), ("bearer" = [])), params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
         ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
@@ -81,6 +84,7 @@ fn member_request(input: &Input, errors: &mut FieldErrors) -> MemberRequest {
     }
 }
 
+/// Creates a chat owned by the caller, with the caller and the listed users as members.
 #[utoipa::path(post, path = "/api/chats/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])),
     request_body(content = ChatCreate, content_type = "application/json"),
     responses(
@@ -101,6 +105,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(chat)).into_response())
 }
 
+/// Returns a chat the caller takes part in, with its members and newest 100 messages.
 #[utoipa::path(get, path = "/api/chats/{id}/", tag = "Chats", security(("session" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     responses(
         (status = 200, description = "The chat with its newest 100 messages", body = ChatView),
@@ -116,6 +121,7 @@ async fn retrieve(
     Ok(Json(chats::get(&state, id, &auth.user).await?))
 }
 
+/// Renames a chat (owner or staff); PUT requires `name`, PATCH may leave it out.
 #[utoipa::path(method(put, patch), path = "/api/chats/{id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     request_body(content = ChatUpdate, content_type = "application/json", description = "`name` is required with PUT, optional with PATCH"),
     responses(
@@ -125,7 +131,6 @@ async fn retrieve(
         (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
     ))]
-/// PUT requires the name, PATCH may leave it out.
 async fn update(
     State(state): State<AppState>,
     method: Method,
@@ -144,6 +149,7 @@ async fn update(
     ))
 }
 
+/// Deletes a chat and its messages (owner or staff).
 #[utoipa::path(delete, path = "/api/chats/{id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     responses(
         (status = 204, description = "Deleted with its messages; its sockets close with 4004"),
@@ -160,6 +166,7 @@ async fn destroy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Sends a message to a chat the caller takes part in and delivers it to the chat's sockets.
 #[utoipa::path(post, path = "/api/chats/{id}/send_message/", tag = "Messages", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     request_body(content = SendMessage, content_type = "application/json"),
     responses(
@@ -193,6 +200,7 @@ async fn send_message(
     Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 
+/// Lists a chat's messages, oldest first, one page at a time.
 #[utoipa::path(get, path = "/api/chats/{id}/messages/", tag = "Messages", security(("session" = []), ("bearer" = [])),
     params(
         ("id" = i64, Path, description = "Chat id"),
@@ -227,6 +235,7 @@ async fn messages(
     Ok(cursor.respond(rows, |m| m.id, &path, MessageView::from))
 }
 
+/// Adds members to a chat by id or username (owner or staff).
 #[utoipa::path(post, path = "/api/chats/{id}/participants/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     request_body(content = ParticipantsAdd, content_type = "application/json"),
     responses(
@@ -255,6 +264,7 @@ async fn add_participants(
     ))
 }
 
+/// Removes a member other than the owner from a chat (owner or staff).
 #[utoipa::path(delete, path = "/api/chats/{id}/participants/{user_id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Chat id"), ("user_id" = i64, Path, description = "The member to remove")),
     responses(
@@ -273,6 +283,8 @@ async fn remove_participant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Leaves a chat; an owner's chat passes to the longest-standing member, and the last member
+/// out deletes it.
 #[utoipa::path(post, path = "/api/chats/{id}/leave/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     responses(
         (status = 204, description = "Left; an owner's chat passes to the longest-standing member, the last one out deletes it"),

@@ -9,25 +9,27 @@ use serde_json::{json, Value};
 use crate::state::AppState;
 use crate::wire::schemas::{Health, Readiness};
 
+/// The liveness and readiness probes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }
 
+/// Answers while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "Operations", security(()),
     responses((status = 200, description = "The process is running", body = Health)))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready while the database answers (within 2 seconds). Redis is reported but does not decide:
+/// without it a node still serves REST and its own sockets.
 #[utoipa::path(get, path = "/readyz", tag = "Operations", security(()),
     responses(
         (status = 200, description = "The database answers", body = Readiness),
         (status = 503, description = "The database does not answer", body = Readiness),
     ))]
-/// Ready while the database answers. Redis is reported but does not decide: without it a node
-/// still serves REST and its own sockets.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let redis = match &state.realtime.bus {
         None => "disabled",

@@ -18,6 +18,13 @@ pub const MAX_LIST_ITEMS: usize = 1000;
 
 const REQUIRED: &str = "This field is required.";
 
+/// A request body read as one object: JSON (`application/json` or `application/*+json`) or a
+/// form (`application/x-www-form-urlencoded`), at most [`MAX_BODY_BYTES`]. An empty body, sent
+/// without a content type or as JSON, is an empty object.
+///
+/// Errors: `PayloadTooLarge` (413) over the limit, `BadRequest` (400) for malformed JSON,
+/// `Validation` (400, `non_field_errors`) for JSON that is not an object, `UnsupportedMediaType`
+/// (415) for anything else; the 400 and 415 bodies use Django REST Framework's wording.
 #[derive(Debug, Default)]
 pub struct Input {
     fields: Map<String, Value>,
@@ -58,6 +65,8 @@ impl<S: Send + Sync> FromRequest<S> for Input {
 }
 
 impl Input {
+    /// Parses `body` by the media type of `content_type` (parameters such as `charset` are
+    /// ignored). In a form, a repeated key becomes a list. Errors as for [`Input`].
     pub fn parse(content_type: &str, body: &[u8]) -> Result<Self, ApiError> {
         let media = content_type
             .split(';')
@@ -109,6 +118,8 @@ impl Input {
         Err(ApiError::UnsupportedMediaType(media))
     }
 
+    /// Whether the body has field `name` at all, even as null: how a PATCH tells a field left out
+    /// from one being set.
     pub fn has(&self, name: &str) -> bool {
         self.fields.contains_key(name)
     }
@@ -176,7 +187,9 @@ impl Input {
         Some(out)
     }
 
-    /// A boolean (JSON `true`/`false`, or `true`/`false`/`1`/`0` text from forms), absent as `None`.
+    /// A boolean, absent as `None`: JSON `true`/`false`, or text (any case, spaces trimmed)
+    /// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`/empty, close to Django REST Framework's
+    /// `BooleanField`. Anything else records `Must be a valid boolean.`
     pub fn optional_bool(&self, name: &str, errors: &mut FieldErrors) -> Option<bool> {
         match self.fields.get(name)? {
             Value::Bool(b) => Some(*b),

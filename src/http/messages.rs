@@ -17,12 +17,14 @@ use crate::{
     store,
 };
 
+/// Messages across the caller's chats.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/messages", get(list))
         .route("/api/messages/{id}", get(retrieve))
 }
 
+/// Lists the messages of every chat the caller takes part in, oldest first, one page at a time.
 #[utoipa::path(get, path = "/api/messages/", tag = "Messages", security(("session" = []), ("bearer" = [])), params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
         ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
@@ -44,6 +46,7 @@ async fn list(
     Ok(cursor.respond(rows, |m| m.id, "/api/messages/", MessageView::from))
 }
 
+/// Returns one message of a chat the caller takes part in.
 #[utoipa::path(get, path = "/api/messages/{id}/", tag = "Messages", security(("session" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Message id")),
     responses(

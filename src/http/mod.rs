@@ -34,6 +34,12 @@ use tracing::Level;
 
 use crate::{auth::csrf, error::ApiError, state::AppState};
 
+/// The whole HTTP surface: every resource's routes, the admin area, the documentation and the
+/// sockets, under the cross-cutting layers (outermost first: panic guard answering a JSON 500,
+/// request ids, request tracing, CORS when `MRM_CORS_ORIGINS` is set, the body limit, and the
+/// origin check for unsafe methods). Unknown paths answer 404 and unsupported methods 405, as
+/// the contract's JSON. `startup` removes trailing slashes before routing
+/// ([`trim_trailing_slash`]).
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()

@@ -27,6 +27,7 @@ use crate::{
     wire::{frames, schemas},
 };
 
+/// The OpenAPI 3 document of the REST API, with the two sockets described as extra operations.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -212,6 +213,7 @@ impl SchemaRef for i64 {
     }
 }
 
+/// `/api/schema/`, Swagger UI under `/api/docs/` and ReDoc at `/api/redoc/`.
 pub fn router() -> Router<AppState> {
     let swagger = SwaggerUi::new("/api/docs").config(
         Config::new(["/api/schema/?format=json"])

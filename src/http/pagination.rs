@@ -31,6 +31,8 @@ pub fn next_link(path: &str, query: &str) -> HeaderMap {
 /// A page request over an id-ordered collection: `limit`, `before`, `after`.
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor {
+    /// The page asked for; its `limit` is the page size (the read is one row longer:
+    /// [`Cursor::probe`]).
     pub window: Window,
 }
 

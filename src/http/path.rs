@@ -7,6 +7,7 @@ use axum::{
 
 use crate::error::ApiError;
 
+/// The one id of a path such as `/api/chats/{id}/`; a segment that is not an integer is a 404.
 pub struct Id(pub i64);
 
 impl<S: Send + Sync> FromRequestParts<S> for Id {
@@ -20,6 +21,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// The two ids of a path such as `/api/chats/{id}/participants/{user_id}/`, in path order; a
+/// segment that is not an integer is a 404.
 pub struct Ids(pub i64, pub i64);
 
 impl<S: Send + Sync> FromRequestParts<S> for Ids {

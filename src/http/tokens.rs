@@ -24,12 +24,14 @@ use crate::{
 
 const MAX_NAME_CHARS: usize = 100;
 
+/// Issuing and revoking bearer tokens.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/tokens", post(create))
         .route("/api/tokens/current", delete(revoke_current))
 }
 
+/// Issues a bearer token in exchange for a username and password.
 #[utoipa::path(post, path = "/api/tokens/", tag = "Authentication", security(()),
     request_body(content = TokenRequest, content_type = "application/json"),
     responses(
@@ -65,6 +67,7 @@ async fn create(
         .into_response())
 }
 
+/// Revokes the bearer token this request is authenticated with.
 #[utoipa::path(delete, path = "/api/tokens/current/", tag = "Authentication", security(("bearer" = [])),
     responses(
         (status = 204, description = "The token is revoked"),

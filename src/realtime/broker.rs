@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use super::hub::{Hub, RoomEvent};
 
+/// Carries chat events to every node's hub: [`LocalBroker`] for one node, the Redis broker for
+/// several.
 pub trait Broker: Send + Sync {
     /// Delivers the event to the hubs of every node, this one included.
     fn publish(&self, chat_id: i64, event: RoomEvent);
@@ -17,6 +19,7 @@ pub struct LocalBroker {
 }
 
 impl LocalBroker {
+    /// A broker that hands every event to `hub`.
     pub fn new(hub: Arc<Hub>) -> Self {
         Self { hub }
     }

@@ -1,5 +1,5 @@
-//! How a chat socket ends: the close codes it can be sent (RFC 6455 §7.4: 1000–2999 are the
-//! protocol's, 4000–4999 private use), with a short reason.
+//! How a socket ends: the close codes chat and AI sockets can be sent (RFC 6455 §7.4: 1000–2999
+//! are the protocol's, 4000–4999 private use), with a short reason.
 
 /// The server is going away (shutdown, deploy): reconnect, with `after_seq`.
 pub const GOING_AWAY: u16 = 1001;
@@ -17,6 +17,8 @@ pub const TOO_SLOW: u16 = 4008;
 /// A close frame to send: its code and reason (at most 123 bytes, RFC 6455 §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Close {
+    /// One of this module's codes.
     pub code: u16,
+    /// A short, fixed explanation sent with the code; clients should act on the code.
     pub reason: &'static str,
 }

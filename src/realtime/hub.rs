@@ -34,6 +34,7 @@ use crate::{
     },
 };
 
+/// Identifies one socket within this process ([`super::Realtime::next_conn_id`]).
 pub type ConnId = u64;
 
 /// What a room sends to one connection.
@@ -45,10 +46,15 @@ pub enum Outbound {
     Frame(Utf8Bytes),
 }
 
+/// One socket as its room knows it.
 pub struct Subscriber {
     pub conn: ConnId,
+    /// The socket's user, as presence and typing frames show them.
     pub member: Member,
+    /// The socket's bounded queue (`MRM_WS_QUEUE`); a full queue gets the socket closed with
+    /// 4008 rather than making the room wait.
     pub outbound: mpsc::Sender<Outbound>,
+    /// How the room tells the socket to close, and why (4003, 4004, 4008).
     pub close: oneshot::Sender<Close>,
 }
 
@@ -92,6 +98,8 @@ const CATCH_UP_PERIOD: Duration = Duration::from_secs(2);
 /// Most messages one gap fill reads at a time.
 const GAP_FILL_BATCH: i64 = 500;
 
+/// This node's rooms, one per chat with open sockets here, each a task of its own. The hub only
+/// routes: rooms start on the first join and retire when their last socket leaves.
 pub struct Hub {
     db: Db,
     rooms: Mutex<HashMap<i64, mpsc::UnboundedSender<Command>>>,
@@ -99,6 +107,7 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// An empty hub whose rooms read missing messages from `db`.
     pub fn new(db: Db) -> Arc<Hub> {
         Arc::new(Hub {
             db,
@@ -153,6 +162,7 @@ impl Hub {
         }))
     }
 
+    /// Removes socket `conn` from the chat's room, if the room still runs; presence is recounted.
     pub fn leave(&self, chat_id: i64, conn: ConnId) {
         let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(room) = rooms.get(&chat_id) {

@@ -1,10 +1,13 @@
 //! Real-time delivery over WebSockets.
 //!
 //! - `hub`: this node's sockets, one room per chat, ordered and bounded delivery;
-//! - `broker`: how events reach every node's hub (in-process here; a shared bus plugs in the same
-//!   way when several nodes serve one deployment);
-//! - `socket`: the `/ws/chat/{id}/` endpoint and one connection's life;
-//! - `frames`: the JSON frames sent to clients.
+//! - `broker`: how events reach every node's hub (in process for a single node);
+//! - `redis`: the broker and shared presence of several nodes, over Redis;
+//! - `presence`: who is online in a chat;
+//! - `socket`: one `/ws/chat/{id}/` connection's life after its handshake;
+//! - `close`: the close codes both kinds of socket can be sent.
+//!
+//! The frames themselves are wire types (`crate::wire::frames`).
 //!
 //! Handlers never talk to sockets: they commit to the database, then `publish` an event.
 
@@ -32,8 +35,11 @@ use self::{
 };
 use crate::store::Db;
 
+/// Live delivery for this process: the hub of its sockets, the broker that carries events to
+/// every node, and the sockets' settings and shutdown signal. Cheap to clone (handles only).
 #[derive(Clone)]
 pub struct Realtime {
+    /// This node's rooms.
     pub hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     /// Cancelled when the server shuts down: every socket closes with 1001.
@@ -41,6 +47,7 @@ pub struct Realtime {
     /// Every open connection, so shutdown can wait for their close frames to go out.
     pub connections: TaskTracker,
     next_conn: Arc<AtomicU64>,
+    /// Queue size, ping interval and socket limit.
     pub settings: SocketSettings,
     /// Set when events travel between nodes through Redis.
     pub bus: Option<Arc<BusHealth>>,
@@ -49,8 +56,11 @@ pub struct Realtime {
 /// Where to find the other nodes.
 #[derive(Debug, Clone)]
 pub struct BusSettings {
+    /// `REDIS_URL`.
     pub redis_url: String,
+    /// `MRM_REDIS_PREFIX`: the start of every key and channel name.
     pub prefix: String,
+    /// `MRM_PRESENCE_TTL_SECONDS`: how long a node's presence entries outlive its last heartbeat.
     pub presence_ttl: Duration,
 }
 
@@ -59,6 +69,7 @@ pub struct BusSettings {
 pub struct SocketSettings {
     /// Frames a socket may have queued before it counts as too slow.
     pub queue_capacity: usize,
+    /// How often sockets are pinged (`MRM_WS_PING_SECONDS`); a peer that stays silent is dropped.
     pub ping_interval: Duration,
     /// Most sockets at once, chat and AI together.
     pub max_sockets: usize,
@@ -115,6 +126,7 @@ impl Realtime {
         self.connections.len() >= self.settings.max_sockets
     }
 
+    /// A connection id unique within this process (never reused while it runs).
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }

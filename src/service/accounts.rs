@@ -29,6 +29,7 @@ pub struct RegistrationForm {
 pub struct Registration {
     pub username: Username,
     pub email: Email,
+    /// The chosen password in plain text; only its argon2id hash is ever stored.
     pub password: String,
     pub user_type: UserType,
 }

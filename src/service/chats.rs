@@ -28,7 +28,9 @@ pub const NESTED_MESSAGES: i64 = 100;
 /// Users asked for as members, by id and by username, as a client sent them.
 #[derive(Debug, Default)]
 pub struct MemberRequest {
+    /// User ids (`participant_ids`).
     pub ids: Vec<i64>,
+    /// Usernames, matched exactly (`participant_usernames`).
     pub usernames: Vec<String>,
 }
 
@@ -284,7 +286,8 @@ pub async fn position(state: &AppState, chat_id: i64, user: &User) -> ServiceRes
         .ok_or(ServiceError::NotFound)
 }
 
-/// The `seq` of message `message_id` if it belongs to the chat.
+/// The `seq` of message `message_id` if it belongs to the chat: how a socket resuming with
+/// `after=<message id>` finds its position. Membership is not checked here.
 pub async fn seq_of_message(
     state: &AppState,
     chat_id: i64,

@@ -72,7 +72,10 @@ pub async fn get(state: &AppState, id: i64, user: &User) -> ServiceResult<AiChat
 #[derive(Debug, Clone)]
 pub struct ChatSettings {
     pub title: String,
+    /// Sent to the model first in every request of this AI chat.
     pub system_prompt: String,
+    /// The id of a group chat whose newest messages may be sent as context; the owner must take
+    /// part in it.
     pub related_chat: Option<i64>,
 }
 
@@ -158,8 +161,8 @@ pub async fn cancel(state: &AppState, user: &User, id: i64) -> ServiceResult<boo
     Ok(state.generations.cancel(chat.id))
 }
 
-/// The related chat's newest `limit` messages, if a chat is linked and the owner still takes
-/// part in it; otherwise none.
+/// The related chat's newest `limit` messages, oldest first, if a chat is linked and the owner
+/// still takes part in it; otherwise none.
 pub async fn context_for(
     state: &AppState,
     chat: &AiChat,
@@ -190,6 +193,7 @@ pub async fn context_for(
 /// A question for the model.
 #[derive(Debug)]
 pub struct Question {
+    /// The user's message, stored before the reply starts.
     pub content: MessageContent,
     /// Send the related chat's newest messages as context (`Context from related chat:`).
     pub include_context: bool,

@@ -32,6 +32,9 @@ struct Pending {
     saved: oneshot::Sender<sqlx::Result<Option<MessageView>>>,
 }
 
+/// A handle to the process's one message-writer task, shared by every surface (cheap to
+/// clone). At most 4,096 messages wait for the writer; past that, [`MessageWriter::post`] waits
+/// for room (backpressure on senders rather than unbounded memory).
 #[derive(Clone)]
 pub struct MessageWriter {
     queue: mpsc::Sender<Pending>,
@@ -46,7 +49,8 @@ impl MessageWriter {
     }
 
     /// Saves and publishes a message. `None` when the sender is not a participant of the chat
-    /// (or the chat is gone).
+    /// (or the chat is gone). Errors: `Internal` when the database fails or the writer task has
+    /// stopped. No rate limit here: [`send`] applies it.
     pub async fn post(
         &self,
         chat_id: i64,

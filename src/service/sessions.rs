@@ -38,6 +38,7 @@ pub async fn log_out(state: &AppState, key_hash: &str) -> ServiceResult<()> {
 /// A bearer token issued to a user: `mrm_` and 43 random characters. Only its SHA-256 hash is
 /// stored, so this is the one time it can be read.
 pub struct IssuedToken {
+    /// The whole token, `mrm_…`, as the client will send it after `Bearer `.
     pub token: String,
 }
 

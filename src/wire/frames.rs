@@ -1,5 +1,5 @@
-//! Socket frames: those the server sends on a chat socket (serialised once and shared by every
-//! receiver), and those clients send on either socket, parsed into enums.
+//! Socket frames: those the server sends on either socket (a chat socket's are serialised once
+//! and shared by every receiver), and those clients send, parsed into enums.
 
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -22,6 +22,7 @@ pub struct Member {
 /// Server → client: a saved message of the chat, in `seq` order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageFrame {
+    /// Always `message`.
     #[serde(rename = "type")]
     #[schema(example = "message")]
     pub kind: &'static str,
@@ -31,34 +32,42 @@ pub struct MessageFrame {
 /// Server → client: who is online in the chat (sent on connect and whenever it changes).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PresenceFrame {
+    /// Always `presence`.
     #[serde(rename = "type")]
     #[schema(example = "presence")]
     pub kind: &'static str,
+    /// Everyone with a socket open on the chat, each user once, by id.
     pub online: Vec<Member>,
 }
 
 /// Server → client: someone is typing.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TypingFrame {
+    /// Always `typing`.
     #[serde(rename = "type")]
     #[schema(example = "typing")]
     pub kind: &'static str,
+    /// Who is typing.
     pub user: Member,
 }
 
 /// Server → client: a message was deleted by an administrator.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageDeletedFrame {
+    /// Always `message_deleted`.
     #[serde(rename = "type")]
     #[schema(example = "message_deleted")]
     pub kind: &'static str,
+    /// The deleted message's id.
     pub id: i64,
+    /// Its chat's id.
     pub chat: i64,
 }
 
 /// Server → client: a frame could not be acted on; the socket stays open.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorFrame {
+    /// Always `error`.
     #[serde(rename = "type")]
     #[schema(example = "error")]
     pub kind: &'static str,
@@ -117,6 +126,7 @@ pub fn message_deleted(id: i64, chat_id: i64) -> Utf8Bytes {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AiUserMessage {
     pub id: i64,
+    /// Always `user`.
     #[schema(example = "user")]
     pub role: String,
     pub content: String,
@@ -128,6 +138,7 @@ pub struct AiUserMessage {
 /// Server → client: the user's message was saved.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserMessageFrame {
+    /// Always `user_message`.
     #[serde(rename = "type")]
     #[schema(example = "user_message")]
     pub kind: &'static str,
@@ -139,6 +150,7 @@ pub struct UserMessageFrame {
 pub struct AiDelta {
     /// The id the reply will have.
     pub id: i64,
+    /// The next piece of text, to append to what came before.
     pub delta: String,
 }
 
@@ -146,6 +158,7 @@ pub struct AiDelta {
 /// gets the text so far as one delta.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AssistantDeltaFrame {
+    /// Always `assistant_delta`.
     #[serde(rename = "type")]
     #[schema(example = "assistant_delta")]
     pub kind: &'static str,
@@ -164,21 +177,25 @@ pub struct ReplyTokens {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AiReply {
     pub id: i64,
+    /// Always `assistant`.
     #[schema(example = "assistant")]
     pub role: String,
     pub content: String,
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String)]
     pub timestamp: DateTime<Utc>,
+    /// Token counts as the provider reported them; each is null when it reported none.
     #[schema(value_type = TokenCounts)]
     pub usage: ReplyTokens,
-    /// `stop`, `length`, `cancelled` or `error`.
+    /// `stop`, `length`, `cancelled` or `error`, or another reason the provider gave (such as
+    /// `content_filter`).
     pub finish_reason: Option<String>,
 }
 
 /// Server → client: the finished (saved) reply.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AssistantMessageFrame {
+    /// Always `assistant_message`.
     #[serde(rename = "type")]
     #[schema(example = "assistant_message")]
     pub kind: &'static str,

@@ -35,24 +35,33 @@ pub struct ErrorMessage {
     pub error: String,
 }
 
+/// A confirmation in one sentence, e.g. `{"message": "Logged out successfully"}`.
 #[derive(ToSchema, Serialize)]
 pub struct Message {
     pub message: String,
 }
 
+/// The body of `POST /api/register/`.
 #[derive(ToSchema)]
 pub struct RegisterRequest {
+    /// Letters, digits and `@ . + - _`; surrounding spaces are removed. Must be free.
     #[schema(max_length = 150, example = "alice")]
     pub username: String,
+    /// Optional; empty means none.
     #[schema(example = "alice@example.com")]
     pub email: Option<String>,
+    /// Held to Django's password rules: at least 8 characters, not entirely numeric, not a
+    /// common password, not too similar to the username or email.
     #[schema(min_length = 8, format = Password)]
     pub password: String,
+    /// Must equal `password`.
     #[schema(format = Password)]
     pub password_confirm: String,
+    /// `student` when left out.
     pub user_type: Option<UserType>,
 }
 
+/// The kind of account.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
 pub enum UserType {
@@ -61,6 +70,7 @@ pub enum UserType {
     Staff,
 }
 
+/// The body of `POST /api/login/`.
 #[derive(ToSchema)]
 pub struct LoginRequest {
     #[schema(example = "alice")]
@@ -69,6 +79,7 @@ pub struct LoginRequest {
     pub password: String,
 }
 
+/// The body of `POST /api/tokens/`.
 #[derive(ToSchema)]
 pub struct TokenRequest {
     pub username: String,
@@ -79,6 +90,7 @@ pub struct TokenRequest {
     pub name: Option<String>,
 }
 
+/// What `POST /api/tokens/` answers: the new token and the user it belongs to.
 #[derive(ToSchema)]
 pub struct TokenResponse {
     /// Send as `Authorization: Bearer <token>`. Shown once; only its hash is stored.
@@ -86,8 +98,10 @@ pub struct TokenResponse {
     pub user: crate::wire::views::UserView,
 }
 
+/// The body of `POST /api/chats/`; each list holds at most 1,000 items.
 #[derive(ToSchema)]
 pub struct ChatCreate {
+    /// Surrounding spaces are removed; must not be blank.
     #[schema(max_length = 255, example = "Study group")]
     pub name: String,
     /// Users to add; every id must exist.
@@ -96,49 +110,68 @@ pub struct ChatCreate {
     pub participant_usernames: Option<Vec<String>>,
 }
 
+/// The body of `PUT` and `PATCH /api/chats/{id}/`.
 #[derive(ToSchema)]
 pub struct ChatUpdate {
+    /// Surrounding spaces are removed; must not be blank. Required with PUT.
     #[schema(max_length = 255)]
     pub name: Option<String>,
 }
 
+/// The body of `POST /api/chats/{id}/participants/`: at least one of the two lists, each of at
+/// most 1,000 items.
 #[derive(ToSchema)]
 pub struct ParticipantsAdd {
+    /// Every id must exist.
     pub participant_ids: Option<Vec<i64>>,
     /// Every name must exist.
     pub participant_usernames: Option<Vec<String>>,
 }
 
+/// The body of `POST /api/chats/{id}/send_message/`.
 #[derive(ToSchema)]
 pub struct SendMessage {
+    /// Stored exactly as sent; must not be blank (whitespace only).
     #[schema(min_length = 1, max_length = 10000, example = "Hello!")]
     pub content: String,
 }
 
+/// The body of `POST /api/ai/chats/`.
 #[derive(ToSchema)]
 pub struct AiChatCreate {
+    /// Surrounding spaces are removed; must not be blank.
     #[schema(max_length = 255, example = "Homework help")]
     pub title: String,
+    /// Sent to the model first in every request; at most 20,000 characters. Default
+    /// `You are a helpful assistant.`
     #[schema(example = "You are a helpful assistant.")]
     pub system_prompt: Option<String>,
     /// A group chat the user takes part in, whose messages may be given to the model.
     pub related_chat: Option<i64>,
 }
 
+/// The body of `PUT` and `PATCH /api/ai/chats/{id}/`; fields left out keep their values.
 #[derive(ToSchema)]
 pub struct AiChatUpdate {
+    /// Required with PUT; must not be blank.
     #[schema(max_length = 255)]
     pub title: Option<String>,
+    /// At most 20,000 characters; must not be blank.
     pub system_prompt: Option<String>,
+    /// A group chat the user takes part in; null unlinks it.
     pub related_chat: Option<i64>,
 }
 
+/// The body of `POST /api/ai/chats/{id}/send_message/`.
 #[derive(ToSchema)]
 pub struct AiSendMessage {
+    /// The question, stored exactly as sent; must not be blank.
     #[schema(min_length = 1, max_length = 10000)]
     pub content: String,
+    /// Give the model the related group chat's newest messages.
     #[schema(default = false)]
     pub include_related_chat_context: Option<bool>,
+    /// How many of the related chat's messages to give.
     #[schema(minimum = 1, maximum = 100, default = 20)]
     pub context_message_limit: Option<i64>,
     /// Answer with server-sent events instead of one JSON body.
@@ -159,6 +192,7 @@ pub struct ContextLine {
     /// The sender's username.
     pub sender: String,
     pub content: String,
+    /// When the message was saved, in UTC.
     #[serde(serialize_with = "super::views::timestamp")]
     #[schema(value_type = String)]
     pub timestamp: DateTime<Utc>,
@@ -167,16 +201,22 @@ pub struct ContextLine {
 /// What `GET /api/ai/chats/{id}/related_chat_context/` answers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RelatedChatContext {
+    /// The related group chat's name.
     pub chat_name: Option<String>,
+    /// How many messages follow (at most `message_limit`).
     pub message_count: i64,
+    /// The chat's newest messages, oldest first.
     pub messages: Vec<ContextLine>,
 }
 
 /// Tokens a model read (prompt) and wrote (completion), as the provider counted them.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TokenCounts {
+    /// Tokens the model read: system prompt, context and conversation.
     pub prompt_tokens: i64,
+    /// Tokens the model wrote.
     pub completion_tokens: i64,
+    /// The total the provider reported (normally the sum of the two).
     pub total_tokens: i64,
 }
 
@@ -189,16 +229,20 @@ impl TokenCounts {
     }
 }
 
+/// One model's token use over the report's days.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelUsage {
+    /// The model name replies were recorded under.
     pub model: String,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
 }
 
+/// Token use on one UTC day, all models together.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DayUsage {
+    /// `YYYY-MM-DD`, in UTC.
     #[schema(example = "2026-01-05")]
     pub day: String,
     pub prompt_tokens: i64,
@@ -206,8 +250,10 @@ pub struct DayUsage {
     pub total_tokens: i64,
 }
 
+/// One model's token use on one UTC day.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DayModelUsage {
+    /// `YYYY-MM-DD`, in UTC.
     pub day: String,
     pub model: String,
     pub prompt_tokens: i64,
@@ -215,27 +261,40 @@ pub struct DayModelUsage {
     pub total_tokens: i64,
 }
 
+/// What `GET /api/ai/usage/` answers: one user's token use over a range of UTC days. Days and
+/// models without use are left out of the lists. Usage stays counted after an AI chat is deleted.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
+    /// The user reported on.
     pub user: i64,
+    /// The first day of the range, `YYYY-MM-DD`.
     pub from: String,
+    /// The last day of the range (included), `YYYY-MM-DD`.
     pub to: String,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// By model name.
     pub by_model: Vec<ModelUsage>,
+    /// By day, oldest first.
     pub by_day: Vec<DayUsage>,
+    /// By day, then model name.
     pub by_day_and_model: Vec<DayModelUsage>,
 }
 
+/// What `/healthz` answers.
 #[derive(ToSchema)]
 pub struct Health {
+    /// Always `ok`.
     pub status: String,
 }
 
+/// What `/readyz` answers.
 #[derive(ToSchema)]
 pub struct Readiness {
+    /// `ready` or `unavailable`.
     pub status: String,
+    /// `ok` or `error`.
     pub database: String,
     /// `ok`, `down` or `disabled` (single node).
     pub redis: String,
@@ -274,7 +333,9 @@ pub struct AiAskFrame {
     pub r#type: Option<String>,
     #[schema(min_length = 1, max_length = 10000)]
     pub content: String,
+    /// Give the model the related group chat's newest messages (only `true` counts).
     pub include_related_chat_context: Option<bool>,
+    /// How many of the related chat's messages to give (default 20).
     #[schema(minimum = 1, maximum = 100)]
     pub context_message_limit: Option<i64>,
 }

@@ -1,7 +1,7 @@
 //! The JSON shapes of users, chats, messages and AI chats, as the contract gives them, built
 //! from stored rows. Timestamps are ISO 8601 in UTC ([`format_timestamp`]).
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -12,38 +12,17 @@ use crate::store::{
     users::User,
 };
 
-/// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`.
+/// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`,
+/// as Django REST Framework renders a UTC datetime.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    use chrono::Datelike;
-    use std::fmt::Write;
-
-    let micros = t.nanosecond() / 1000;
-    // Written field by field: a format string would be parsed again for every timestamp, which
-    // showed in profiles of message lists. Years outside 0..=9999 and leap seconds, which the
-    // fixed widths do not cover, go through chrono.
-    if (0..=9999).contains(&t.year()) && micros < 1_000_000 {
-        let mut out = String::with_capacity(27);
-        let _ = write!(
-            out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        if micros != 0 {
-            let _ = write!(out, ".{micros:06}");
-        }
-        out.push('Z');
-        return out;
-    }
-    if micros == 0 {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    // Python's `isoformat()` writes six digits of microseconds when there are any, none
+    // otherwise; nanoseconds below a microsecond are not stored (the store truncates).
+    let precision = if t.nanosecond() / 1000 == 0 {
+        SecondsFormat::Secs
     } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-    }
+        SecondsFormat::Micros
+    };
+    t.to_rfc3339_opts(precision, true)
 }
 
 /// Serialises a timestamp as [`format_timestamp`] writes it.
@@ -56,6 +35,7 @@ pub fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
 pub struct UserView {
     pub id: i64,
     pub username: String,
+    /// Empty when the user gave none.
     pub email: String,
     /// `owner`, `student` or `staff`.
     pub user_type: String,
@@ -95,12 +75,16 @@ impl From<User> for UserListItem {
 /// A message of a group chat.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageView {
+    /// Unique across all chats and never reused, so it can serve as a `before`/`after` cursor.
     pub id: i64,
+    /// The chat's id.
     pub chat: i64,
     /// Position in the chat's history: 1, 2, 3, … in the order messages were saved.
     pub seq: i64,
     pub sender: UserView,
+    /// Exactly as sent.
     pub content: String,
+    /// When the message was saved.
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
@@ -131,7 +115,9 @@ pub struct ChatView {
     pub name: String,
     /// The user who may rename, delete and manage members (null if their account is gone).
     pub owner: Option<i64>,
+    /// Every member, the owner included.
     pub participants: Vec<UserView>,
+    /// The newest 100 messages, oldest first.
     pub messages: Vec<MessageView>,
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
@@ -156,17 +142,24 @@ impl ChatView {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct AiMessageView {
     pub id: i64,
+    /// The AI chat's id.
     pub ai_chat: i64,
     /// `user` or `assistant`.
     pub role: String,
     pub content: String,
+    /// When the message was saved; for a reply, when it was started.
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
+    /// Tokens the model read for this reply; null for users' messages and when the provider
+    /// reported no counts.
     pub prompt_tokens: Option<i64>,
+    /// Tokens the model wrote; null as for `prompt_tokens`.
     pub completion_tokens: Option<i64>,
+    /// The total the provider reported; null as for `prompt_tokens`.
     pub total_tokens: Option<i64>,
-    /// Why a reply ended: `stop`, `length`, `cancelled`, `error`, `interrupted`; null for users.
+    /// Why a reply ended: `stop`, `length`, `cancelled`, `error`, `interrupted`, or another
+    /// reason the provider gave (such as `content_filter`); null for users.
     pub finish_reason: Option<String>,
     /// The model that wrote a reply; null for users.
     pub model: Option<String>,
@@ -193,19 +186,27 @@ impl From<AiMessage> for AiMessageView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AiChatView {
     pub id: i64,
+    /// The owner's id.
     pub user: i64,
+    /// The owner's username.
     pub user_username: String,
+    /// The linked group chat whose messages may be given to the model; null when none.
     pub related_chat: Option<i64>,
+    /// The linked group chat's name; null when none.
     pub related_chat_name: Option<String>,
     pub title: String,
+    /// Sent to the model first in every request.
     pub system_prompt: String,
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub created_at: DateTime<Utc>,
+    /// The last change to the settings or the conversation; lists are ordered by it.
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub updated_at: DateTime<Utc>,
+    /// The newest 100 messages, oldest first; a reply being generated is not among them.
     pub messages: Vec<AiMessageView>,
+    /// Every message of the conversation, a reply being generated excepted.
     pub message_count: i64,
 }
 

@@ -35,6 +35,8 @@ use crate::{
 const MAX_TITLE_CHARS: usize = 255;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 20_000;
 
+/// Lists the caller's AI chats, most recently updated first, each with its newest 100 messages;
+/// further pages come from the opaque `cursor` in the `Link` header.
 #[utoipa::path(get, path = "/api/ai/chats/", tag = "AI Chat", security(("session" = []), ("bearer" = [])),
     params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
@@ -46,8 +48,6 @@ const MAX_SYSTEM_PROMPT_CHARS: usize = 20_000;
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
     ))]
-/// `?limit=` and an opaque `?cursor=` (from the `Link` header): the list is ordered by last
-/// update, newest first, so its cursor is the last row's update time and id.
 pub async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -86,6 +86,8 @@ pub async fn list(
     Ok((headers, Json(conversations::views(&state, chats).await?)).into_response())
 }
 
+/// Reads a `cursor`: `<updated_at in microseconds since the epoch>.<id>`. The list is ordered by
+/// last update, newest first, so a position in it is the last row's update time and id.
 fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, i64)> {
     let (micros, id) = raw.split_once('.')?;
     Some((
@@ -132,6 +134,7 @@ pub fn chat_settings(
     }
 }
 
+/// Creates an AI chat for the caller.
 #[utoipa::path(post, path = "/api/ai/chats/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])),
     request_body(content = AiChatCreate, content_type = "application/json"),
     responses(
@@ -150,6 +153,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
 
+/// Returns one of the caller's AI chats with its newest 100 messages.
 #[utoipa::path(get, path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
     responses(
         (status = 200, description = "The AI chat with its newest 100 messages", body = AiChatView),
@@ -165,6 +169,8 @@ pub async fn retrieve(
     Ok(Json(conversations::get(&state, id, &auth.user).await?))
 }
 
+/// Updates an AI chat's title, system prompt or related chat; PUT requires `title`, PATCH may
+/// leave it out.
 #[utoipa::path(method(put, patch), path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
     request_body(content = AiChatUpdate, content_type = "application/json", description = "`title` is required with PUT; the related chat is re-checked on every write"),
     responses(
@@ -188,6 +194,8 @@ pub async fn update(
     ))
 }
 
+/// Deletes an AI chat and its messages, stopping any reply being generated; its token usage
+/// stays counted.
 #[utoipa::path(delete, path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
     responses(
         (status = 204, description = "Deleted with its messages (its token accounting stays)"),
@@ -204,6 +212,8 @@ pub async fn destroy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Shows what the model would be given from the AI chat's related group chat: its newest
+/// `message_limit` messages.
 #[utoipa::path(get, path = "/api/ai/chats/{id}/related_chat_context/", tag = "AI Chat", security(("session" = []), ("bearer" = [])),
     params(
         ("id" = i64, Path, description = "AI chat id"),

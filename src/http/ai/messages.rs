@@ -19,6 +19,8 @@ use crate::{
     },
 };
 
+/// Lists an AI chat's messages, oldest first, one page at a time; a reply appears once it is
+/// finished.
 #[utoipa::path(get, path = "/api/ai/chats/{id}/messages/", tag = "AI Messages", security(("session" = []), ("bearer" = [])),
     params(
         ("id" = i64, Path, description = "AI chat id"),
@@ -46,6 +48,7 @@ pub async fn chat_messages(
     Ok(cursor.respond(rows, |m| m.id, &path, AiMessageView::from))
 }
 
+/// Lists the messages of all the caller's AI chats, oldest first, one page at a time.
 #[utoipa::path(get, path = "/api/ai/messages/", tag = "AI Messages", security(("session" = []), ("bearer" = [])), params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
         ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
@@ -67,6 +70,7 @@ pub async fn all_messages(
     Ok(cursor.respond(rows, |m| m.id, "/api/ai/messages/", AiMessageView::from))
 }
 
+/// Returns one message of the caller's AI chats.
 #[utoipa::path(get, path = "/api/ai/messages/{id}/", tag = "AI Messages", security(("session" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "AI message id")),
     responses(

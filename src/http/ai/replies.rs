@@ -60,6 +60,8 @@ fn question(input: &Input, errors: &mut FieldErrors) -> Option<Question> {
     })
 }
 
+/// Asks the model: stores the message, then answers with the reply, or streams it as
+/// server-sent events.
 #[utoipa::path(post, path = "/api/ai/chats/{id}/send_message/", tag = "AI Messages", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
     request_body(content = AiSendMessage, content_type = "application/json"),
     responses(
@@ -183,6 +185,7 @@ fn sse_events(
     })
 }
 
+/// Stops the reply being generated for an AI chat; the text written so far is kept.
 #[utoipa::path(post, path = "/api/ai/chats/{id}/cancel/", tag = "AI Messages", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
     responses(
         (status = 200, description = "The running reply, if any, stops; its text so far is kept", body = Cancelled),

@@ -14,6 +14,8 @@ use crate::{
     wire::schemas::{BadRequest, Detail, Usage},
 };
 
+/// Reports token usage for a range of days (`from`, `to` as `YYYY-MM-DD`, UTC; default the last
+/// 30 days), in total, per model and per day. Staff may ask about another user with `user=<id>`.
 #[utoipa::path(get, path = "/api/ai/usage/", tag = "AI Messages", security(("session" = []), ("bearer" = [])),
     params(
         ("from" = Option<String>, Query, description = "First day, YYYY-MM-DD (default: 29 days before `to`)"),
@@ -27,8 +29,6 @@ use crate::{
         (status = 403, description = "Not authenticated, or not staff", body = Detail),
         (status = 404, description = "No such user", body = Detail),
     ))]
-/// Token use for a date range (`from`, `to` as `YYYY-MM-DD`, default the last 30 days), in total,
-/// per model and per day. Staff may ask about another user with `user=<id>`.
 pub async fn usage(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -41,7 +41,9 @@ pub fn origin_allowed(headers: &HeaderMap, state: &AppState) -> bool {
 /// Why a handshake was refused: a status with a `{"detail": …}` body, or an API error.
 #[derive(Debug)]
 pub enum Refusal {
+    /// This status with `{"detail": …}`.
     Detail(StatusCode, &'static str),
+    /// An API error rendered as everywhere else (a 500 when the database did not answer).
     Api(ApiError),
 }
 
