@@ -52,6 +52,8 @@ use crate::state::AppState;
         schemas::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         schemas::UserMessageFrame, schemas::AssistantDeltaFrame, schemas::AssistantMessageFrame,
         schemas::AiStreamEvent,
+        // Named here because `RegisterRequest` refers to it through a hand-written schema.
+        schemas::UserType,
     )),
     tags(
         (name = "Authentication", description = "Registration, login and logout, bearer tokens"),
