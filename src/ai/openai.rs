@@ -29,8 +29,15 @@ impl OpenAiProvider {
         let Some(key) = config.api_key.clone() else {
             return Ok(None);
         };
+        // Trusts the Mozilla roots built into the binary, as before reqwest 0.13 (whose default
+        // is the operating system's store), so the server needs no CA bundle on its host.
+        let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<reqwest::Result<Vec<_>>>()?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .tls_certs_only(roots)
             .build()?;
         Ok(Some(Self {
             http,

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, SaltString},
-    Argon2, PasswordHasher as _, PasswordVerifier as _,
+    password_hash::phc::PasswordHash, Argon2, PasswordHasher as _, PasswordVerifier as _,
 };
 use tokio::sync::Semaphore;
 
@@ -62,11 +61,11 @@ impl Default for PasswordHasher {
     }
 }
 
-/// Argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's recommendation).
+/// Argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's recommendation) and a
+/// random 16-byte salt from the OS generator.
 pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))
 }
@@ -87,6 +86,31 @@ mod tests {
         assert!(!hasher.verify("wrong".into(), Some(hash)).await.unwrap());
         assert!(!hasher
             .verify("not a real password".into(), None)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_keep_their_format_and_old_ones_still_verify() {
+        let hasher = PasswordHasher::new();
+        let hash = hasher.hash("s3cret-enough".into()).await.unwrap();
+        let (params, rest) = hash.split_at("$argon2id$v=19$m=19456,t=2,p=1$".len());
+        assert_eq!(params, "$argon2id$v=19$m=19456,t=2,p=1$");
+        let (salt, digest) = rest.split_once('$').unwrap();
+        assert_eq!(
+            (salt.len(), digest.len()),
+            (22, 43),
+            "16-byte salt, 32-byte hash"
+        );
+        // Written by an earlier release (argon2 0.5), as stored in existing databases.
+        let old = "$argon2id$v=19$m=19456,t=2,p=1$J3mladvXhUxi+JAgQefpww$\
+                   3i9L5moEh1NkycJCp41NIPxZGuwYEwBuJ3Zq3EyUiFY";
+        assert!(hasher
+            .verify("Old-pass-word-1".into(), Some(old.into()))
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify("Old-pass-word-2".into(), Some(old.into()))
             .await
             .unwrap());
     }

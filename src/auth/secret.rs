@@ -1,12 +1,12 @@
 //! Random secrets and the hashes they are stored under.
 
-use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
+use rand::{distr::Alphanumeric, rand_core::UnwrapErr, rngs::SysRng, RngExt};
 use sha2::{Digest, Sha256};
 
 /// A random string of `len` ASCII letters and digits from the OS generator
-/// (`len` 43 carries over 256 bits).
+/// (`len` 43 carries over 256 bits). Panics if the OS cannot supply randomness.
 pub fn random_token(len: usize) -> String {
-    OsRng
+    UnwrapErr(SysRng)
         .sample_iter(&Alphanumeric)
         .take(len)
         .map(char::from)

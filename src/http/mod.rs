@@ -78,6 +78,12 @@ pub fn router(state: AppState) -> Router {
                     HeaderName::from_static(csrf::CSRF_HEADER),
                 ])
                 .expose_headers([header::LINK])
+                // The Vary list tower-http 0.6 sent by default (0.7 would send `origin` only).
+                .vary([
+                    header::ORIGIN,
+                    header::ACCESS_CONTROL_REQUEST_METHOD,
+                    header::ACCESS_CONTROL_REQUEST_HEADERS,
+                ])
                 .max_age(Duration::from_secs(3600)),
         );
     }

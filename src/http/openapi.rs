@@ -58,6 +58,8 @@ use crate::{
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
+        // Named here because `RegisterRequest` refers to it through a hand-written schema.
+        schemas::UserType,
     )),
     tags(
         (name = "Authentication", description = "Registration, login and logout, bearer tokens"),

@@ -130,10 +130,12 @@ impl RedisBroker {
         hub: Arc<Hub>,
     ) -> anyhow::Result<Arc<RedisBroker>> {
         let client = redis::Client::open(with_resp3(url))?;
+        // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_max_delay(2000)
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_min_delay(Duration::from_secs(1))
+            .set_max_delay(Duration::from_secs(2))
             .set_number_of_retries(2);
         let commands = tokio::time::timeout(
             Duration::from_secs(5),
@@ -243,8 +245,8 @@ async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
     loop {
         let (tx, mut pushes) = mpsc::unbounded_channel();
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
             .set_push_sender(tx);
         let connected = async {
             let mut conn = client

@@ -217,7 +217,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
 }
 
 /// Appends `a, b, c` as bound parameters.
-fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<'_, DB>, ids: &[i64])
+fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<DB>, ids: &[i64])
 where
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {

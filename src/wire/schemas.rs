@@ -58,7 +58,18 @@ pub struct RegisterRequest {
     #[schema(format = Password)]
     pub password_confirm: String,
     /// `student` when left out.
+    #[schema(schema_with = user_type_or_null)]
     pub user_type: Option<UserType>,
+}
+
+/// `user_type`'s schema with `null` listed first, as the published document has always had it
+/// (utoipa 6 by itself lists `null` last).
+fn user_type_or_null() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Ref, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(Ref::from_schema_name("UserType"))
+        .into()
 }
 
 /// The kind of account.

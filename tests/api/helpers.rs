@@ -64,7 +64,8 @@ impl TestDatabase {
                 let Db::Postgres(pool) = &db else {
                     unreachable!()
                 };
-                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                // The name is made above from the run id, the process id and a counter.
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                     .execute(pool)
                     .await
                     .expect("create test database");
@@ -95,7 +96,7 @@ impl Drop for TestDatabase {
             rt.block_on(async move {
                 if let Ok(Db::Postgres(pool)) = Db::connect(&admin, 1).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(&sql).execute(&pool).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
                     pool.close().await;
                 }
             });
@@ -650,7 +651,7 @@ pub fn start_server_process(
 }
 
 /// Runs one statement with one text parameter straight on the database, as an operator would.
-pub async fn execute(db: &Db, sql: &str, param: &str) {
+pub async fn execute(db: &Db, sql: &'static str, param: &str) {
     match db {
         Db::Sqlite(sqlite) => {
             let mut conn = sqlite.acquire().await.expect("a SQLite connection");
