@@ -24,8 +24,7 @@ use crate::{
     state::AppState,
     store::{
         self,
-        admin::{UserChanges, UserFilter},
-        users::User,
+        users::{User, UserChanges, UserFilter},
     },
 };
 
@@ -108,9 +107,9 @@ pub async fn list(
         ("active", active_flag.clone()),
     ];
     let page = requested_page(&params)?;
-    let total = store::admin::count_users(&state.db, &filter).await?;
+    let total = store::users::count_matching(&state.db, &filter).await?;
     let pager = Pager::new(page, total, "/admin/users/", &keep)?;
-    let users = store::admin::users(&state.db, &filter, pager.limit(), pager.offset()).await?;
+    let users = store::users::matching(&state.db, &filter, pager.limit(), pager.offset()).await?;
     render(&UsersPage {
         chrome: staff.chrome("users", notice(&params)),
         users,
@@ -353,11 +352,11 @@ pub async fn edit(
         is_superuser: submitted.is_superuser,
         is_active: submitted.is_active,
     };
-    let updated = store::admin::update_user(&state.db, id, &changes)
+    let updated = store::users::update(&state.db, id, &changes)
         .await?
         .ok_or(AdminError::NotFound)?;
     if target.is_active && !updated.is_active {
-        let chats = store::admin::chat_ids_of_user(&state.db, id).await?;
+        let chats = store::chats::ids_for_user(&state.db, id).await?;
         close_sockets(&state, id, &chats);
     }
     tracing::info!(user.id = id, by = staff.user.id, "admin changed a user");
@@ -466,7 +465,7 @@ pub async fn delete(
             },
         );
     }
-    let chats = store::admin::delete_user(&state.db, id)
+    let chats = store::users::delete(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
     close_sockets(&state, id, &chats);

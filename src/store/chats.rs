@@ -2,16 +2,26 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{on_pool, users::user_columns, users::User, Db, Window};
+use super::{contains_pattern, on_pool, users::user_columns, users::User, Db, Window};
 
+/// A group chat's own columns.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Chat {
     pub id: i64,
     pub name: String,
+    /// The user who manages the chat; `None` once their account is deleted.
     pub owner_id: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
+/// `Chat`'s columns, read from `chats c`.
+macro_rules! chat_columns {
+    () => {
+        "c.id, c.name, c.owner_id, c.created_at"
+    };
+}
+
+/// A member of a chat: the chat's id and the user.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Participant {
     pub chat_id: i64,
@@ -51,8 +61,12 @@ pub async fn create(
 
 /// The chat, if it exists and `user_id` takes part in it.
 pub async fn visible_to(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Option<Chat>> {
-    let sql = "SELECT c.id, c.name, c.owner_id, c.created_at FROM chats c \
-               JOIN chat_participants p ON p.chat_id = c.id AND p.user_id = $2 WHERE c.id = $1";
+    let sql = concat!(
+        "SELECT ",
+        chat_columns!(),
+        " FROM chats c \
+         JOIN chat_participants p ON p.chat_id = c.id AND p.user_id = $2 WHERE c.id = $1"
+    );
     on_pool!(db, pool => sqlx::query_as::<_, Chat>(sql)
         .bind(chat_id)
         .bind(user_id)
@@ -63,15 +77,21 @@ pub async fn visible_to(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Opt
 /// A window over the chats `user_id` takes part in, by chat id.
 pub async fn page_for_user(db: &Db, user_id: i64, window: Window) -> sqlx::Result<Vec<Chat>> {
     let sql = if window.from_newest() {
-        "SELECT c.id, c.name, c.owner_id, c.created_at FROM chat_participants p \
-         JOIN chats c ON c.id = p.chat_id \
-         WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
-         ORDER BY p.chat_id DESC LIMIT $4"
+        concat!(
+            "SELECT ",
+            chat_columns!(),
+            " FROM chat_participants p JOIN chats c ON c.id = p.chat_id \
+             WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
+             ORDER BY p.chat_id DESC LIMIT $4"
+        )
     } else {
-        "SELECT c.id, c.name, c.owner_id, c.created_at FROM chat_participants p \
-         JOIN chats c ON c.id = p.chat_id \
-         WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
-         ORDER BY p.chat_id LIMIT $4"
+        concat!(
+            "SELECT ",
+            chat_columns!(),
+            " FROM chat_participants p JOIN chats c ON c.id = p.chat_id \
+             WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
+             ORDER BY p.chat_id LIMIT $4"
+        )
     };
     let rows = on_pool!(db, pool => sqlx::query_as::<_, Chat>(sql)
         .bind(user_id)
@@ -231,4 +251,69 @@ pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departur
         tx.commit().await?;
         Ok(outcome)
     })
+}
+
+/// The ids of the chats `user_id` takes part in, ascending.
+pub async fn ids_for_user(db: &Db, user_id: i64) -> sqlx::Result<Vec<i64>> {
+    let sql = "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id";
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(user_id).fetch_all(pool).await)
+}
+
+/// A chat with what the admin lists show beside it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChatSummary {
+    #[sqlx(flatten)]
+    pub chat: Chat,
+    /// The owner's username; `None` when the chat has no owner.
+    pub owner_username: Option<String>,
+    pub participant_count: i64,
+    pub message_count: i64,
+}
+
+/// `ChatSummary`'s columns, read from `chats c`, with `FROM`; a `WHERE` may follow.
+macro_rules! chat_summary_select {
+    () => {
+        concat!(
+            "SELECT ",
+            chat_columns!(),
+            ", o.username AS owner_username, \
+             (SELECT COUNT(*) FROM chat_participants p WHERE p.chat_id = c.id) AS participant_count, \
+             (SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id) AS message_count \
+             FROM chats c LEFT JOIN users o ON o.id = c.owner_id "
+        )
+    };
+}
+
+/// How many chats have a name containing `search` (any case); all of them without it.
+pub async fn count_matching(db: &Db, search: Option<&str>) -> sqlx::Result<i64> {
+    let sql = "SELECT COUNT(*) FROM chats WHERE $1 IS NULL OR LOWER(name) LIKE $1 ESCAPE '!'";
+    let pattern = search.map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(pattern).fetch_one(pool).await)
+}
+
+/// A page of the chats whose name contains `search` (any case), newest first: at most `limit`,
+/// skipping the first `offset`.
+pub async fn matching(
+    db: &Db,
+    search: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<ChatSummary>> {
+    let sql = concat!(
+        chat_summary_select!(),
+        "WHERE $1 IS NULL OR LOWER(c.name) LIKE $1 ESCAPE '!' ORDER BY c.id DESC LIMIT $2 OFFSET $3"
+    );
+    let pattern = search.map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_as::<_, ChatSummary>(sql)
+        .bind(pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+/// The chat with its summary; `None` when there is no such chat.
+pub async fn summary(db: &Db, id: i64) -> sqlx::Result<Option<ChatSummary>> {
+    let sql = concat!(chat_summary_select!(), "WHERE c.id = $1");
+    on_pool!(db, pool => sqlx::query_as::<_, ChatSummary>(sql).bind(id).fetch_optional(pool).await)
 }

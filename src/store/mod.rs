@@ -2,9 +2,12 @@
 //!
 //! Queries are written once in the SQL both dialects share (`$1` placeholders, `RETURNING`,
 //! window functions) and run against whichever pool is configured; each backend keeps its own
-//! migrations so that each gets its proper column types. SQL lives here, grouped by table.
+//! migrations so that each gets its proper column types. SQL lives here, grouped by table; this
+//! module keeps what spans tables (the connection, the whole-database counts, shared helpers).
+//!
+//! Every query function fails with the driver's `sqlx::Error` when the database does (or when no
+//! connection frees up within the acquire timeout); other failures are documented where they occur.
 
-pub mod admin;
 pub mod ai;
 pub mod chats;
 pub mod messages;
@@ -195,4 +198,66 @@ impl Window {
 /// True when the error is a violation of a unique constraint (a lost race on insert).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A case-insensitive "contains" pattern for `LOWER(column) LIKE $n ESCAPE '!'`: `%`, the
+/// lower-cased search text with `!`, `%` and `_` escaped by a `!` (so it matches literally,
+/// wildcards included), then `%`. The admin lists' text filters bind it.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '!' | '%' | '_') {
+            pattern.push('!');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// How much the database holds, as the admin dashboard shows it: row counts of each table.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Counts {
+    /// Every account.
+    pub users: i64,
+    /// Accounts that may sign in (`is_active`).
+    pub active_users: i64,
+    /// Accounts with staff or superuser status.
+    pub staff: i64,
+    pub chats: i64,
+    /// Messages of group chats.
+    pub messages: i64,
+    pub ai_chats: i64,
+    /// Complete AI messages (a reply still being generated is not counted).
+    pub ai_messages: i64,
+    /// Total tokens (as the providers counted them) used on the UTC day asked for, over every
+    /// user and model.
+    pub ai_tokens_today: i64,
+}
+
+/// The dashboard's figures, in one statement; `today` is the UTC day as `YYYY-MM-DD`, as
+/// `ai_usage.day` stores it.
+pub async fn counts(db: &Db, today: &str) -> sqlx::Result<Counts> {
+    let sql = "SELECT (SELECT COUNT(*) FROM users) AS users, \
+               (SELECT COUNT(*) FROM users WHERE is_active) AS active_users, \
+               (SELECT COUNT(*) FROM users WHERE is_staff OR is_superuser) AS staff, \
+               (SELECT COUNT(*) FROM chats) AS chats, \
+               (SELECT COUNT(*) FROM messages) AS messages, \
+               (SELECT COUNT(*) FROM ai_chats) AS ai_chats, \
+               (SELECT COUNT(*) FROM ai_messages WHERE complete) AS ai_messages, \
+               (SELECT CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) FROM ai_usage WHERE day = $1) \
+               AS ai_tokens_today";
+    on_pool!(db, pool => sqlx::query_as::<_, Counts>(sql).bind(today).fetch_one(pool).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(contains_pattern("Ab"), "%ab%");
+        assert_eq!(contains_pattern("50%_x!"), "%50!%!_x!!%");
+    }
 }
