@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{contains_pattern, on_pool, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, Db, Window};
 
 /// An AI conversation with its owner's username and its related group chat's name.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -89,15 +89,14 @@ pub struct AiChatFields<'a> {
 }
 
 pub async fn create(db: &Db, user_id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<i64> {
-    let now = super::now();
     let sql = "INSERT INTO ai_chats (user_id, related_chat_id, title, system_prompt, created_at, updated_at) \
                VALUES ($1, $2, $3, $4, $5, $5) RETURNING id";
-    on_pool!(db, pool => sqlx::query_scalar(sql)
+    on_writer!(db, pool => sqlx::query_scalar(sql)
         .bind(user_id)
         .bind(fields.related_chat_id)
         .bind(fields.title)
         .bind(fields.system_prompt)
-        .bind(now)
+        .bind(super::now())
         .fetch_one(pool)
         .await)
 }
@@ -138,7 +137,7 @@ pub async fn page_for_user(
 
 pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<()> {
     let sql = "UPDATE ai_chats SET title = $1, system_prompt = $2, related_chat_id = $3, updated_at = $4 WHERE id = $5";
-    on_pool!(db, pool => sqlx::query(sql)
+    on_writer!(db, pool => sqlx::query(sql)
         .bind(fields.title)
         .bind(fields.system_prompt)
         .bind(fields.related_chat_id)
@@ -152,13 +151,13 @@ pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result
 
 pub async fn touch(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE ai_chats SET updated_at = $1 WHERE id = $2";
-    on_pool!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM ai_chats WHERE id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -172,13 +171,12 @@ pub async fn insert_message(
     complete: bool,
     model: Option<&str>,
 ) -> sqlx::Result<AiMessage> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "INSERT INTO ai_messages (ai_chat_id, role, content, created_at, complete, model) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
         ai_message_returning!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
         .bind(ai_chat_id)
         .bind(role)
         .bind(content)
@@ -197,13 +195,12 @@ pub async fn finish_reply(
     tokens: Option<Tokens>,
     finish_reason: &str,
 ) -> sqlx::Result<Option<AiMessage>> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
          total_tokens = $4, finish_reason = $5, complete = TRUE WHERE id = $6 RETURNING ",
         ai_message_returning!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
         .bind(content)
         .bind(tokens.map(|t| t.prompt))
         .bind(tokens.map(|t| t.completion))
@@ -216,7 +213,7 @@ pub async fn finish_reply(
 
 pub async fn delete_message(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM ai_messages WHERE id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -225,14 +222,14 @@ pub async fn delete_message(db: &Db, id: i64) -> sqlx::Result<()> {
 /// are left alone.
 pub async fn settle_interrupted(db: &Db) -> sqlx::Result<()> {
     let cutoff = super::now() - chrono::Duration::minutes(15);
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         sqlx::query("DELETE FROM ai_messages WHERE complete = FALSE AND content = '' AND created_at < $1")
             .bind(cutoff)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
     })?;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         sqlx::query(
             "UPDATE ai_messages SET complete = TRUE, finish_reason = 'interrupted' \
              WHERE complete = FALSE AND created_at < $1",
@@ -348,20 +345,22 @@ pub async fn latest_per_chat(
 }
 
 pub async fn record_usage(db: &Db, user_id: i64, model: &str, tokens: Tokens) -> sqlx::Result<()> {
-    let now = super::now();
     let sql = "INSERT INTO ai_usage (user_id, model, day, prompt_tokens, completion_tokens, total_tokens, created_at) \
                VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    on_pool!(db, pool => sqlx::query(sql)
-        .bind(user_id)
-        .bind(model)
-        .bind(now.format("%Y-%m-%d").to_string())
-        .bind(tokens.prompt)
-        .bind(tokens.completion)
-        .bind(tokens.total)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => {
+        let now = super::now();
+        sqlx::query(sql)
+            .bind(user_id)
+            .bind(model)
+            .bind(now.format("%Y-%m-%d").to_string())
+            .bind(tokens.prompt)
+            .bind(tokens.completion)
+            .bind(tokens.total)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{contains_pattern, on_pool, users::user_columns, users::User, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, users::user_columns, users::User, Db, Window};
 
 /// A group chat's own columns.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -36,9 +36,8 @@ pub async fn create(
     owner_id: i64,
     participant_ids: &[i64],
 ) -> sqlx::Result<Chat> {
-    let _turn = db.write_turn().await;
-    let now = super::now();
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        let now = super::now();
         let mut tx = pool.begin().await?;
         let chat = sqlx::query_as::<_, Chat>(
             "INSERT INTO chats (name, owner_id, created_at) VALUES ($1, $2, $3) \
@@ -139,25 +138,24 @@ pub async fn last_seq_for_member(db: &Db, chat_id: i64, user_id: i64) -> sqlx::R
 
 pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
     let sql = "UPDATE chats SET name = $1 WHERE id = $2";
-    on_pool!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Deletes the chat; its participants and messages go with it.
 pub async fn delete(db: &Db, chat_id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM chats WHERE id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Adds users who are not yet participants; returns the ids actually added.
 pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::Result<Vec<i64>> {
-    let _turn = db.write_turn().await;
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let now = super::now();
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        let now = super::now();
         let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_participants (chat_id, user_id, joined_at) ");
         q.push_values(user_ids, |mut row, user_id| {
             row.push_bind(chat_id).push_bind(*user_id).push_bind(now);
@@ -170,8 +168,7 @@ pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::
 /// Removes one participant; false when they were not one. Takes the chat's row lock like a
 /// send does, so a send that was waiting for it sees the removal.
 pub async fn remove_participant(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<bool> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         sqlx::query("UPDATE chats SET last_seq = last_seq WHERE id = $1")
             .bind(chat_id)
@@ -205,8 +202,7 @@ pub enum Departure {
 /// `user_id` leaves the chat. An owner hands the chat to the participant who joined first;
 /// the last one out deletes it, so no chat is left without anyone able to manage it.
 pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departure> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         // Lock the chat's row first (the write lock on SQLite): departures and sends of one chat
         // take turns, so two last members leaving at once cannot both see the other stay.

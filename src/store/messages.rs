@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use super::{contains_pattern, on_pool, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, Db, Window};
 
 /// A message with its sender's public fields, as every API view needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -59,9 +59,9 @@ pub async fn insert(
     sender_id: i64,
     content: &str,
 ) -> sqlx::Result<Option<Saved>> {
-    let _turn = db.write_turn().await;
-    let now = super::now();
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        // Stamped once this writer has its turn, so on SQLite times follow commit order.
+        let now = super::now();
         let mut tx = pool.begin().await?;
         // Bumping the counter first takes the chat's row lock (the write lock on SQLite), which
         // serialises senders of one chat until commit.
@@ -113,8 +113,6 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
     if rows.is_empty() {
         return Ok(saved);
     }
-    let _turn = db.write_turn().await;
-    let now = super::now();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| rows[i].chat_id);
     let mut chat_ids: Vec<i64> = order.iter().map(|&i| rows[i].chat_id).collect();
@@ -138,7 +136,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
         ),
     };
 
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        let now = super::now();
         let mut tx = pool.begin().await?;
         let mut lock = QueryBuilder::new(lock_head);
         push_list(&mut lock, &chat_ids);
@@ -464,7 +463,6 @@ pub async fn with_chat_by_id(db: &Db, id: i64) -> sqlx::Result<Option<MessageWit
 /// Deletes a message; returns its chat's id, or `None` when there was no such message. The
 /// chat's `last_seq` stays as it is: sequence numbers are never reused.
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
-    let _turn = db.write_turn().await;
     let sql = "DELETE FROM messages WHERE id = $1 RETURNING chat_id";
-    on_pool!(db, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await)
+    on_writer!(db, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await)
 }

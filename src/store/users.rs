@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{contains_pattern, on_pool, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, Db, Window};
 
 /// Every column but the password hash, in `User`'s field order.
 macro_rules! user_columns {
@@ -49,13 +49,12 @@ pub struct Credentials {
 
 /// Inserts a user; a taken username surfaces as a unique violation.
 pub async fn create(db: &Db, new: &NewUser<'_>) -> sqlx::Result<User> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "INSERT INTO users (username, email, password_hash, user_type, is_staff, is_superuser, \
          is_active, date_joined) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING ",
         user_columns!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, User>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, User>(sql)
         .bind(new.username)
         .bind(new.email)
         .bind(new.password_hash)
@@ -89,7 +88,7 @@ pub async fn credentials(db: &Db, username: &str) -> sqlx::Result<Option<Credent
 
 pub async fn record_login(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE users SET last_login = $1 WHERE id = $2";
-    on_pool!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -102,8 +101,7 @@ pub async fn replace_password(
     password_hash: &str,
     keep_session: Option<&str>,
 ) -> sqlx::Result<Option<(u64, u64)>> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -275,13 +273,12 @@ pub struct UserChanges<'a> {
 
 /// Saves the editable fields and returns the user as saved; `None` when the user is gone.
 pub async fn update(db: &Db, id: i64, changes: &UserChanges<'_>) -> sqlx::Result<Option<User>> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "UPDATE users SET first_name = $1, last_name = $2, email = $3, user_type = $4, \
          is_staff = $5, is_superuser = $6, is_active = $7 WHERE id = $8 RETURNING ",
         user_columns!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, User>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, User>(sql)
         .bind(changes.first_name)
         .bind(changes.last_name)
         .bind(changes.email)
@@ -298,8 +295,7 @@ pub async fn update(db: &Db, id: i64, changes: &UserChanges<'_>) -> sqlx::Result
 /// chats); chats they owned keep going without an owner. Returns the ids of the chats they took
 /// part in, ascending, so their open sockets can be closed; `None` when there was no such user.
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<Vec<i64>>> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         let chats: Vec<i64> = sqlx::query_scalar(
             "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id",
