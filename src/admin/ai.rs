@@ -10,6 +10,7 @@ use super::{
     render, AdminError, AdminId, AdminResult, Chrome, Params, StaffUser,
 };
 use crate::{
+    domain::AiRole,
     state::AppState,
     store::{
         self,
@@ -18,8 +19,6 @@ use crate::{
         },
     },
 };
-
-const ROLES: [&str; 3] = ["user", "assistant", "system"];
 
 #[derive(Template)]
 #[template(path = "admin/ai_chats.html")]
@@ -112,14 +111,12 @@ pub async fn messages(
     params: Params,
 ) -> AdminResult<Response> {
     let chat = params.text("chat").unwrap_or_default();
-    let role = params
-        .text("role")
-        .filter(|r| ROLES.contains(&r.as_str()))
-        .unwrap_or_default();
+    let role = params.text("role").and_then(|r| AiRole::parse(&r).ok());
+    let role_text = role.map(|r| r.as_str().to_owned()).unwrap_or_default();
     let owner = params.text("owner").unwrap_or_default();
     let keep = [
         ("chat", chat.clone()),
-        ("role", role.clone()),
+        ("role", role_text.clone()),
         ("owner", owner.clone()),
     ];
     let page = requested_page(&params)?;
@@ -131,7 +128,7 @@ pub async fn messages(
         Ok(ai_chat_id) => {
             let filter = AiMessageFilter {
                 ai_chat_id,
-                role: Some(role.clone()).filter(|r| !r.is_empty()),
+                role,
                 owner: Some(owner.clone()).filter(|o| !o.is_empty()),
             };
             let total = store::ai::count_matching_messages(&state.db, &filter).await?;
@@ -157,9 +154,9 @@ pub async fn messages(
         messages,
         pager,
         chat,
-        role,
+        role: role_text,
         owner,
-        roles: ROLES,
+        roles: AiRole::ALL.map(AiRole::as_str),
         filter_error,
     })
 }

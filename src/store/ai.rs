@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use crate::domain::{AiRole, FinishReason};
 
 /// An AI conversation with its owner's username and its related group chat's name.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -49,14 +50,15 @@ macro_rules! ai_chat_select {
 pub struct AiMessage {
     pub id: i64,
     pub ai_chat_id: i64,
-    pub role: String,
+    pub role: AiRole,
     pub content: String,
     pub created_at: DateTime<Utc>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub total_tokens: Option<i64>,
     pub model: Option<String>,
-    pub finish_reason: Option<String>,
+    /// Why a reply ended; `None` for the user's messages and for a reply still being generated.
+    pub finish_reason: Option<FinishReason>,
 }
 
 macro_rules! ai_message_columns {
@@ -166,7 +168,7 @@ pub async fn delete(db: &Db, id: i64) -> sqlx::Result<()> {
 pub async fn insert_message(
     db: &Db,
     ai_chat_id: i64,
-    role: &str,
+    role: AiRole,
     content: &str,
     complete: bool,
     model: Option<&str>,
@@ -193,7 +195,7 @@ pub async fn finish_reply(
     id: i64,
     content: &str,
     tokens: Option<Tokens>,
-    finish_reason: &str,
+    finish_reason: &FinishReason,
 ) -> sqlx::Result<Option<AiMessage>> {
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
@@ -231,9 +233,10 @@ pub async fn settle_interrupted(db: &Db) -> sqlx::Result<()> {
     })?;
     on_writer!(db, pool => {
         sqlx::query(
-            "UPDATE ai_messages SET complete = TRUE, finish_reason = 'interrupted' \
-             WHERE complete = FALSE AND created_at < $1",
+            "UPDATE ai_messages SET complete = TRUE, finish_reason = $1 \
+             WHERE complete = FALSE AND created_at < $2",
         )
+        .bind(FinishReason::Interrupted)
         .bind(cutoff)
         .execute(pool)
         .await
@@ -479,8 +482,8 @@ pub async fn chat_summary(db: &Db, id: i64) -> sqlx::Result<Option<AiChatSummary
 #[derive(Debug, Clone, Default)]
 pub struct AiMessageFilter {
     pub ai_chat_id: Option<i64>,
-    /// Exactly this role (`user`, `assistant` or `system`).
-    pub role: Option<String>,
+    /// Exactly this role.
+    pub role: Option<AiRole>,
     /// Part of the owner's username, any case.
     pub owner: Option<String>,
 }
@@ -524,7 +527,7 @@ pub async fn count_matching_messages(db: &Db, filter: &AiMessageFilter) -> sqlx:
     let owner = filter.owner.as_deref().map(contains_pattern);
     on_pool!(db, pool => sqlx::query_scalar(sql)
         .bind(filter.ai_chat_id)
-        .bind(filter.role.as_deref())
+        .bind(filter.role)
         .bind(owner)
         .fetch_one(pool)
         .await)
@@ -556,7 +559,7 @@ pub async fn matching_messages(
     let owner = filter.owner.as_deref().map(contains_pattern);
     on_pool!(db, pool => sqlx::query_as::<_, AiMessageWithChat>(sql)
         .bind(filter.ai_chat_id)
-        .bind(filter.role.as_deref())
+        .bind(filter.role)
         .bind(owner)
         .bind(limit)
         .bind(offset)

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use crate::domain::UserType;
 
 /// A message with its sender's public fields, as every API view needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -19,7 +20,7 @@ pub struct Message {
     pub sender_id: i64,
     pub sender_username: String,
     pub sender_email: String,
-    pub sender_user_type: String,
+    pub sender_user_type: UserType,
 }
 
 /// `Message`'s columns, read from `messages m` joined with its sender as `users u`.

@@ -10,6 +10,7 @@
 
 pub mod ai;
 pub mod chats;
+pub mod columns;
 pub mod messages;
 pub mod sessions;
 pub mod sqlite;

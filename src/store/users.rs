@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use crate::domain::UserType;
 
 /// Every column but the password hash, in `User`'s field order.
 macro_rules! user_columns {
@@ -19,7 +20,7 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub email: String,
-    pub user_type: String,
+    pub user_type: UserType,
     pub first_name: String,
     pub last_name: String,
     pub is_staff: bool,
@@ -34,7 +35,7 @@ pub struct NewUser<'a> {
     pub username: &'a str,
     pub email: &'a str,
     pub password_hash: &'a str,
-    pub user_type: &'a str,
+    pub user_type: UserType,
     pub is_staff: bool,
     pub is_superuser: bool,
 }
@@ -192,8 +193,8 @@ pub async fn by_usernames(db: &Db, usernames: &[String]) -> sqlx::Result<Vec<Use
 pub struct UserFilter {
     /// Part of the username or email, any case.
     pub search: Option<String>,
-    /// Exactly this account type (`owner`, `student` or `staff`).
-    pub user_type: Option<String>,
+    /// Exactly this account type.
+    pub user_type: Option<UserType>,
     /// Staff or superuser status (either counts as staff).
     pub staff: Option<bool>,
     pub active: Option<bool>,
@@ -218,7 +219,7 @@ pub async fn count_matching(db: &Db, filter: &UserFilter) -> sqlx::Result<i64> {
     let pattern = filter.search.as_deref().map(contains_pattern);
     on_pool!(db, pool => sqlx::query_scalar(sql)
         .bind(pattern)
-        .bind(filter.user_type.as_deref())
+        .bind(filter.user_type)
         .bind(filter.staff)
         .bind(filter.active)
         .fetch_one(pool)
@@ -241,7 +242,7 @@ pub async fn matching(
     let pattern = filter.search.as_deref().map(contains_pattern);
     on_pool!(db, pool => sqlx::query_as::<_, User>(sql)
         .bind(pattern)
-        .bind(filter.user_type.as_deref())
+        .bind(filter.user_type)
         .bind(filter.staff)
         .bind(filter.active)
         .bind(limit)
@@ -265,7 +266,7 @@ pub struct UserChanges<'a> {
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub email: &'a str,
-    pub user_type: &'a str,
+    pub user_type: UserType,
     pub is_staff: bool,
     pub is_superuser: bool,
     pub is_active: bool,
