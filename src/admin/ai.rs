@@ -10,20 +10,21 @@ use super::{
     render, AdminError, AdminId, AdminResult, Chrome, Params, StaffUser,
 };
 use crate::{
+    domain::AiRole,
     state::AppState,
     store::{
         self,
-        admin::{AiChatFilter, AiChatRow, AiMessageFilter, AiMessageRow, DayRange, UsageTotal},
+        ai::{
+            AiChatFilter, AiChatSummary, AiMessageFilter, AiMessageWithChat, DayRange, UsageTotal,
+        },
     },
 };
-
-const ROLES: [&str; 3] = ["user", "assistant", "system"];
 
 #[derive(Template)]
 #[template(path = "admin/ai_chats.html")]
 struct ChatsPage {
     chrome: Chrome,
-    chats: Vec<AiChatRow>,
+    chats: Vec<AiChatSummary>,
     pager: Pager,
     q: String,
     owner: String,
@@ -41,10 +42,11 @@ pub async fn chats(
     let q = filter.search.clone().unwrap_or_default();
     let owner = filter.owner.clone().unwrap_or_default();
     let page = requested_page(&params)?;
-    let total = store::admin::count_ai_chats(&state.db, &filter).await?;
+    let total = store::ai::count_matching_chats(&state.db, &filter).await?;
     let keep = [("q", q.clone()), ("owner", owner.clone())];
     let pager = Pager::new(page, total, "/admin/ai/chats/", &keep)?;
-    let chats = store::admin::ai_chats(&state.db, &filter, pager.limit(), pager.offset()).await?;
+    let chats =
+        store::ai::matching_chats(&state.db, &filter, pager.limit(), pager.offset()).await?;
     render(&ChatsPage {
         chrome: staff.chrome("ai_chats", None),
         chats,
@@ -58,8 +60,8 @@ pub async fn chats(
 #[template(path = "admin/ai_chat.html")]
 struct ChatPage {
     chrome: Chrome,
-    chat: AiChatRow,
-    messages: Vec<AiMessageRow>,
+    chat: AiChatSummary,
+    messages: Vec<AiMessageWithChat>,
     pager: Pager,
 }
 
@@ -69,18 +71,19 @@ pub async fn chat(
     AdminId(id): AdminId,
     params: Params,
 ) -> AdminResult<Response> {
-    let chat = store::admin::ai_chat(&state.db, id)
+    let chat = store::ai::chat_summary(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
     let filter = AiMessageFilter {
-        ai_chat_id: Some(chat.id),
+        ai_chat_id: Some(chat.chat.id),
         ..AiMessageFilter::default()
     };
     let page = requested_page(&params)?;
-    let total = store::admin::count_ai_messages(&state.db, &filter).await?;
+    let total = store::ai::count_matching_messages(&state.db, &filter).await?;
     let pager = Pager::new(page, total, &format!("/admin/ai/chats/{id}/"), &[])?;
     let messages =
-        store::admin::ai_messages(&state.db, &filter, true, pager.limit(), pager.offset()).await?;
+        store::ai::matching_messages(&state.db, &filter, true, pager.limit(), pager.offset())
+            .await?;
     render(&ChatPage {
         chrome: staff.chrome("ai_chats", None),
         chat,
@@ -93,7 +96,7 @@ pub async fn chat(
 #[template(path = "admin/ai_messages.html")]
 struct MessagesPage {
     chrome: Chrome,
-    messages: Vec<AiMessageRow>,
+    messages: Vec<AiMessageWithChat>,
     pager: Pager,
     chat: String,
     role: String,
@@ -108,14 +111,12 @@ pub async fn messages(
     params: Params,
 ) -> AdminResult<Response> {
     let chat = params.text("chat").unwrap_or_default();
-    let role = params
-        .text("role")
-        .filter(|r| ROLES.contains(&r.as_str()))
-        .unwrap_or_default();
+    let role = params.text("role").and_then(|r| AiRole::parse(&r).ok());
+    let role_text = role.map(|r| r.as_str().to_owned()).unwrap_or_default();
     let owner = params.text("owner").unwrap_or_default();
     let keep = [
         ("chat", chat.clone()),
-        ("role", role.clone()),
+        ("role", role_text.clone()),
         ("owner", owner.clone()),
     ];
     let page = requested_page(&params)?;
@@ -127,14 +128,19 @@ pub async fn messages(
         Ok(ai_chat_id) => {
             let filter = AiMessageFilter {
                 ai_chat_id,
-                role: Some(role.clone()).filter(|r| !r.is_empty()),
+                role,
                 owner: Some(owner.clone()).filter(|o| !o.is_empty()),
             };
-            let total = store::admin::count_ai_messages(&state.db, &filter).await?;
+            let total = store::ai::count_matching_messages(&state.db, &filter).await?;
             let pager = Pager::new(page, total, "/admin/ai/messages/", &keep)?;
-            let rows =
-                store::admin::ai_messages(&state.db, &filter, false, pager.limit(), pager.offset())
-                    .await?;
+            let rows = store::ai::matching_messages(
+                &state.db,
+                &filter,
+                false,
+                pager.limit(),
+                pager.offset(),
+            )
+            .await?;
             (pager, rows, None)
         }
         Err(_) => (
@@ -148,9 +154,9 @@ pub async fn messages(
         messages,
         pager,
         chat,
-        role,
+        role: role_text,
         owner,
-        roles: ROLES,
+        roles: AiRole::ALL.map(AiRole::as_str),
         filter_error,
     })
 }
@@ -195,13 +201,12 @@ pub async fn usage(
     let from = days.from.clone().unwrap_or_default();
     let to = days.to.clone().unwrap_or_default();
     let page = requested_page(&params)?;
-    let total_users = store::admin::count_usage_users(&state.db, &days).await?;
+    let total_users = store::ai::count_usage_users(&state.db, &days).await?;
     let keep = [("from", from.clone()), ("to", to.clone())];
     let pager = Pager::new(page, total_users, "/admin/ai/usage/", &keep)?;
-    let by_user =
-        store::admin::usage_by_user(&state.db, &days, pager.limit(), pager.offset()).await?;
-    let by_model = store::admin::usage_by_model(&state.db, &days).await?;
-    let total = store::admin::usage_total(&state.db, &days).await?;
+    let by_user = store::ai::usage_by_user(&state.db, &days, pager.limit(), pager.offset()).await?;
+    let by_model = store::ai::usage_by_model(&state.db, &days).await?;
+    let total = store::ai::usage_total(&state.db, &days).await?;
     render(&UsagePage {
         chrome: staff.chrome("usage", None),
         from,

@@ -18,7 +18,7 @@ use crate::{
     domain::MAX_CHAT_NAME_CHARS,
     realtime::hub::RoomEvent,
     state::AppState,
-    store::{self, admin::ChatRow, users::User},
+    store::{self, chats::ChatSummary, users::User},
 };
 
 /// Most usernames added in one go.
@@ -28,7 +28,7 @@ const MAX_ADDED: usize = 100;
 #[template(path = "admin/chats.html")]
 struct ChatsPage {
     chrome: Chrome,
-    chats: Vec<ChatRow>,
+    chats: Vec<ChatSummary>,
     pager: Pager,
     q: String,
 }
@@ -41,10 +41,10 @@ pub async fn list(
     let search = params.text("q");
     let q = search.clone().unwrap_or_default();
     let page = requested_page(&params)?;
-    let total = store::admin::count_chats(&state.db, search.as_deref()).await?;
+    let total = store::chats::count_matching(&state.db, search.as_deref()).await?;
     let pager = Pager::new(page, total, "/admin/chats/", &[("q", q.clone())])?;
     let chats =
-        store::admin::chats(&state.db, search.as_deref(), pager.limit(), pager.offset()).await?;
+        store::chats::matching(&state.db, search.as_deref(), pager.limit(), pager.offset()).await?;
     render(&ChatsPage {
         chrome: staff.chrome("chats", notice(&params)),
         chats,
@@ -57,7 +57,7 @@ pub async fn list(
 #[template(path = "admin/chat_edit.html")]
 struct EditPage {
     chrome: Chrome,
-    chat: ChatRow,
+    chat: ChatSummary,
     participants: Vec<User>,
     /// The name field's value (as submitted, when it was refused).
     name: String,
@@ -66,8 +66,8 @@ struct EditPage {
     errors: Errors,
 }
 
-async fn chat(state: &AppState, id: i64) -> AdminResult<ChatRow> {
-    store::admin::chat(&state.db, id)
+async fn chat(state: &AppState, id: i64) -> AdminResult<ChatSummary> {
+    store::chats::summary(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)
 }
@@ -75,17 +75,17 @@ async fn chat(state: &AppState, id: i64) -> AdminResult<ChatRow> {
 async fn edit_page_for(
     state: &AppState,
     staff: &StaffUser,
-    chat: ChatRow,
+    chat: ChatSummary,
     notice: Option<&'static str>,
 ) -> AdminResult<EditPage> {
-    let participants = store::chats::participants(&state.db, &[chat.id])
+    let participants = store::chats::participants(&state.db, &[chat.chat.id])
         .await?
         .into_iter()
         .map(|p| p.user)
         .collect();
     Ok(EditPage {
         chrome: staff.chrome("chats", notice),
-        name: chat.name.clone(),
+        name: chat.chat.name.clone(),
         chat,
         participants,
         usernames: String::new(),
@@ -122,9 +122,9 @@ pub async fn rename(
         page.errors = errors;
         return render(&page);
     }
-    store::chats::rename(&state.db, chat.id, &name).await?;
+    store::chats::rename(&state.db, chat.chat.id, &name).await?;
     tracing::info!(
-        chat.id = chat.id,
+        chat.id = chat.chat.id,
         by = staff.user.id,
         "admin renamed a chat"
     );
@@ -178,9 +178,9 @@ pub async fn add_participants(
         return render(&page);
     }
     let ids: Vec<i64> = found.iter().map(|u| u.id).collect();
-    let added = store::chats::add_participants(&state.db, chat.id, &ids).await?;
+    let added = store::chats::add_participants(&state.db, chat.chat.id, &ids).await?;
     tracing::info!(
-        chat.id = chat.id,
+        chat.id = chat.chat.id,
         added = added.len(),
         by = staff.user.id,
         "admin added participants"
@@ -195,7 +195,7 @@ pub async fn remove_participant(
 ) -> AdminResult<Response> {
     let staff = posted.staff;
     let chat = chat(&state, id).await?;
-    if chat.owner_id == Some(user_id) {
+    if chat.chat.owner_id == Some(user_id) {
         let mut page = edit_page_for(&state, &staff, chat, None).await?;
         page.errors.add(
             "participants",
@@ -203,14 +203,14 @@ pub async fn remove_participant(
         );
         return render_with(StatusCode::BAD_REQUEST, &page);
     }
-    if !store::chats::remove_participant(&state.db, chat.id, user_id).await? {
+    if !store::chats::remove_participant(&state.db, chat.chat.id, user_id).await? {
         return Err(AdminError::NotFound);
     }
     state
         .realtime
-        .publish(chat.id, RoomEvent::MemberRemoved { user_id });
+        .publish(chat.chat.id, RoomEvent::MemberRemoved { user_id });
     tracing::info!(
-        chat.id = chat.id,
+        chat.id = chat.chat.id,
         removed = user_id,
         by = staff.user.id,
         "admin removed a participant"
@@ -222,7 +222,7 @@ pub async fn remove_participant(
 #[template(path = "admin/chat_delete.html")]
 struct DeletePage {
     chrome: Chrome,
-    chat: ChatRow,
+    chat: ChatSummary,
 }
 
 pub async fn delete_page(
@@ -243,10 +243,10 @@ pub async fn delete(
     posted: StaffForm,
 ) -> AdminResult<Response> {
     let chat = chat(&state, id).await?;
-    store::chats::delete(&state.db, chat.id).await?;
-    state.realtime.publish(chat.id, RoomEvent::ChatDeleted);
+    store::chats::delete(&state.db, chat.chat.id).await?;
+    state.realtime.publish(chat.chat.id, RoomEvent::ChatDeleted);
     tracing::info!(
-        chat.id = chat.id,
+        chat.id = chat.chat.id,
         by = posted.staff.user.id,
         "admin deleted a chat"
     );

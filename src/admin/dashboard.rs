@@ -8,8 +8,9 @@ use crate::{
     state::AppState,
     store::{
         self,
-        admin::{Counts, MessageFilter, MessageRow},
+        messages::{MessageFilter, MessageWithChat},
         users::User,
+        Counts,
     },
 };
 
@@ -23,7 +24,7 @@ struct DashboardPage {
     counts: Counts,
     today: String,
     newest_users: Vec<User>,
-    latest_messages: Vec<MessageRow>,
+    latest_messages: Vec<MessageWithChat>,
 }
 
 pub async fn show(
@@ -32,10 +33,10 @@ pub async fn show(
     params: Params,
 ) -> AdminResult<Response> {
     let today = store::now().format("%Y-%m-%d").to_string();
-    let counts = store::admin::counts(&state.db, &today).await?;
-    let newest_users = store::admin::newest_users(&state.db, RECENT).await?;
+    let counts = store::counts(&state.db, &today).await?;
+    let newest_users = store::users::newest(&state.db, RECENT).await?;
     let latest_messages =
-        store::admin::messages(&state.db, &MessageFilter::default(), RECENT, 0).await?;
+        store::messages::matching(&state.db, &MessageFilter::default(), RECENT, 0).await?;
     render(&DashboardPage {
         chrome: staff.chrome("dashboard", notice(&params)),
         counts,

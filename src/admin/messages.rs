@@ -14,7 +14,7 @@ use crate::{
     state::AppState,
     store::{
         self,
-        admin::{MessageFilter, MessageRow},
+        messages::{MessageFilter, MessageWithChat},
     },
     wire::frames,
 };
@@ -23,7 +23,7 @@ use crate::{
 #[template(path = "admin/messages.html")]
 struct MessagesPage {
     chrome: Chrome,
-    messages: Vec<MessageRow>,
+    messages: Vec<MessageWithChat>,
     pager: Pager,
     chat: String,
     sender: String,
@@ -57,10 +57,10 @@ pub async fn list(
                 sender: Some(sender.clone()).filter(|s| !s.is_empty()),
                 search: Some(q.clone()).filter(|s| !s.is_empty()),
             };
-            let total = store::admin::count_messages(&state.db, &filter).await?;
+            let total = store::messages::count_matching(&state.db, &filter).await?;
             let pager = Pager::new(page, total, "/admin/messages/", &keep)?;
-            let rows =
-                store::admin::messages(&state.db, &filter, pager.limit(), pager.offset()).await?;
+            let rows = store::messages::matching(&state.db, &filter, pager.limit(), pager.offset())
+                .await?;
             (pager, rows, None)
         }
         Err(_) => (
@@ -84,7 +84,7 @@ pub async fn list(
 #[template(path = "admin/message_delete.html")]
 struct DeletePage {
     chrome: Chrome,
-    message: MessageRow,
+    message: MessageWithChat,
 }
 
 pub async fn delete_page(
@@ -92,7 +92,7 @@ pub async fn delete_page(
     staff: StaffUser,
     AdminId(id): AdminId,
 ) -> AdminResult<Response> {
-    let message = store::admin::message(&state.db, id)
+    let message = store::messages::with_chat_by_id(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
     render(&DeletePage {
@@ -106,7 +106,7 @@ pub async fn delete(
     AdminId(id): AdminId,
     posted: StaffForm,
 ) -> AdminResult<Response> {
-    let chat_id = store::admin::delete_message(&state.db, id)
+    let chat_id = store::messages::delete(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
     state.realtime.publish(

@@ -24,8 +24,7 @@ use crate::{
     state::AppState,
     store::{
         self,
-        admin::{UserChanges, UserFilter},
-        users::User,
+        users::{User, UserChanges, UserFilter},
     },
 };
 
@@ -94,12 +93,15 @@ pub async fn list(
         search: params.text("q"),
         user_type: params
             .text("user_type")
-            .filter(|t| UserType::parse(t).is_ok()),
+            .and_then(|t| UserType::parse(&t).ok()),
         staff: params.flag("staff"),
         active: params.flag("active"),
     };
     let q = filter.search.clone().unwrap_or_default();
-    let user_type = filter.user_type.clone().unwrap_or_default();
+    let user_type = filter
+        .user_type
+        .map(|t| t.as_str().to_owned())
+        .unwrap_or_default();
     let (staff_flag, active_flag) = (flag_text(filter.staff), flag_text(filter.active));
     let keep = [
         ("q", q.clone()),
@@ -108,9 +110,9 @@ pub async fn list(
         ("active", active_flag.clone()),
     ];
     let page = requested_page(&params)?;
-    let total = store::admin::count_users(&state.db, &filter).await?;
+    let total = store::users::count_matching(&state.db, &filter).await?;
     let pager = Pager::new(page, total, "/admin/users/", &keep)?;
-    let users = store::admin::users(&state.db, &filter, pager.limit(), pager.offset()).await?;
+    let users = store::users::matching(&state.db, &filter, pager.limit(), pager.offset()).await?;
     render(&UsersPage {
         chrome: staff.chrome("users", notice(&params)),
         users,
@@ -223,7 +225,7 @@ impl From<&User> for UserForm {
             first_name: user.first_name.clone(),
             last_name: user.last_name.clone(),
             email: user.email.clone(),
-            user_type: user.user_type.clone(),
+            user_type: user.user_type.as_str().to_owned(),
             is_staff: user.is_staff,
             is_superuser: user.is_superuser,
             is_active: user.is_active,
@@ -309,9 +311,10 @@ pub async fn edit(
     if let Err(message) = Email::parse(&submitted.email) {
         errors.add("email", message);
     }
-    if let Err(message) = UserType::parse(&submitted.user_type) {
+    let user_type = UserType::parse(&submitted.user_type).unwrap_or_else(|message| {
         errors.add("user_type", message);
-    }
+        target.user_type
+    });
     let privileges_changed =
         submitted.is_staff != target.is_staff || submitted.is_superuser != target.is_superuser;
     if privileges_changed && !staff.is_superuser() {
@@ -348,16 +351,16 @@ pub async fn edit(
         first_name: &submitted.first_name,
         last_name: &submitted.last_name,
         email: &submitted.email,
-        user_type: &submitted.user_type,
+        user_type,
         is_staff: submitted.is_staff,
         is_superuser: submitted.is_superuser,
         is_active: submitted.is_active,
     };
-    let updated = store::admin::update_user(&state.db, id, &changes)
+    let updated = store::users::update(&state.db, id, &changes)
         .await?
         .ok_or(AdminError::NotFound)?;
     if target.is_active && !updated.is_active {
-        let chats = store::admin::chat_ids_of_user(&state.db, id).await?;
+        let chats = store::chats::ids_for_user(&state.db, id).await?;
         close_sockets(&state, id, &chats);
     }
     tracing::info!(user.id = id, by = staff.user.id, "admin changed a user");
@@ -466,7 +469,7 @@ pub async fn delete(
             },
         );
     }
-    let chats = store::admin::delete_user(&state.db, id)
+    let chats = store::users::delete(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
     close_sockets(&state, id, &chats);

@@ -15,6 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::provider::{ChatMessage, ChatProvider, ProviderError, StreamEvent};
 use crate::{
+    domain::{AiRole, FinishReason},
     store::{
         self,
         ai::{AiMessage, Tokens},
@@ -311,9 +312,15 @@ impl Generations {
                 .map_err(|_| SendError::TooMany)?
         };
         let db = &self.db;
-        let user_message =
-            store::ai::insert_message(db, request.ai_chat_id, "user", &request.content, true, None)
-                .await?;
+        let user_message = store::ai::insert_message(
+            db,
+            request.ai_chat_id,
+            AiRole::User,
+            &request.content,
+            true,
+            None,
+        )
+        .await?;
         store::ai::touch(db, request.ai_chat_id).await?;
         self.publish(
             request.ai_chat_id,
@@ -328,7 +335,7 @@ impl Generations {
         let reply = store::ai::insert_message(
             db,
             request.ai_chat_id,
-            "assistant",
+            AiRole::Assistant,
             "",
             false,
             Some(provider.model()),
@@ -380,7 +387,7 @@ impl Job {
     async fn run(self, prompt: Vec<ChatMessage>) {
         let _guard = RunningGuard(self.channel.clone());
         let mut tokens = None;
-        let mut finish = "stop".to_owned();
+        let mut finish = FinishReason::Stop;
         let generated = tokio::time::timeout(
             MAX_GENERATION,
             self.generate(prompt, &mut tokens, &mut finish),
@@ -400,11 +407,11 @@ impl Job {
         &self,
         prompt: Vec<ChatMessage>,
         tokens: &mut Option<Tokens>,
-        finish: &mut String,
+        finish: &mut FinishReason,
     ) -> Result<(), ProviderError> {
         let mut stream = tokio::select! {
             _ = self.cancel.cancelled() => {
-                *finish = "cancelled".into();
+                *finish = FinishReason::Cancelled;
                 return Ok(());
             }
             opened = self.provider.stream(prompt) => opened?,
@@ -412,14 +419,14 @@ impl Job {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
-                    *finish = "cancelled".into();
+                    *finish = FinishReason::Cancelled;
                     return Ok(());
                 }
                 event = stream.next() => match event {
                     None => return Ok(()),
                     Some(Ok(StreamEvent::Delta(delta))) => self.append(delta),
                     Some(Ok(StreamEvent::Usage(counted))) => *tokens = Some(counted),
-                    Some(Ok(StreamEvent::Finish(reason))) => *finish = reason,
+                    Some(Ok(StreamEvent::Finish(reason))) => *finish = FinishReason::parse(&reason),
                     Some(Err(err)) => return Err(err),
                 },
             }
@@ -437,7 +444,12 @@ impl Job {
         });
     }
 
-    async fn save(&self, tokens: Option<Tokens>, finish: String, failure: Option<ProviderError>) {
+    async fn save(
+        &self,
+        tokens: Option<Tokens>,
+        finish: FinishReason,
+        failure: Option<ProviderError>,
+    ) {
         let db = &self.generations.db;
         let text = lock(&self.channel)
             .running
@@ -459,11 +471,11 @@ impl Job {
             return;
         }
         let reason = if failure.is_some() {
-            "error"
+            FinishReason::Error
         } else {
-            finish.as_str()
+            finish
         };
-        let saved = store::ai::finish_reply(db, self.reply_id, &text, tokens, reason).await;
+        let saved = store::ai::finish_reply(db, self.reply_id, &text, tokens, &reason).await;
         if let Some(counted) = tokens {
             if let Err(err) =
                 store::ai::record_usage(db, self.user_id, self.provider.model(), counted).await

@@ -91,7 +91,7 @@ impl Fixture {
                 username: name,
                 email: &format!("{name}@example.com"),
                 password_hash: "unused",
-                user_type: "student",
+                user_type: crate::domain::UserType::Student,
                 is_staff: false,
                 is_superuser: false,
             },
@@ -141,7 +141,7 @@ impl Fixture {
             .await
             .unwrap()
             .into_iter()
-            .map(|m| (m.role, m.content))
+            .map(|m| (m.role.as_str().to_owned(), m.content))
             .collect()
     }
 }

@@ -2,7 +2,10 @@
 //! when asked for and still allowed), then the whole conversation, the new message last.
 
 use super::provider::ChatMessage;
-use crate::store::{ai::AiMessage, messages::Message};
+use crate::{
+    domain::AiRole,
+    store::{ai::AiMessage, messages::Message},
+};
 
 /// The system message: the prompt, plus one `username: content` line per context message.
 pub fn system_message(system_prompt: &str, context: &[Message]) -> ChatMessage {
@@ -16,7 +19,7 @@ pub fn system_message(system_prompt: &str, context: &[Message]) -> ChatMessage {
             text.push('\n');
         }
     }
-    ChatMessage::new("system", text)
+    ChatMessage::new(AiRole::System.as_str(), text)
 }
 
 /// The messages of one request: the system message, then every `user` and `assistant` message
@@ -28,8 +31,8 @@ pub fn build(system_prompt: &str, context: &[Message], history: &[AiMessage]) ->
     messages.extend(
         history
             .iter()
-            .filter(|m| m.role == "user" || m.role == "assistant")
-            .map(|m| ChatMessage::new(&m.role, m.content.clone())),
+            .filter(|m| matches!(m.role, AiRole::User | AiRole::Assistant))
+            .map(|m| ChatMessage::new(m.role.as_str(), m.content.clone())),
     );
     messages
 }

@@ -1,11 +1,13 @@
 //! Validated values: once one exists it is valid, so handlers never re-check.
 
+pub mod ai_message;
 pub mod email;
 pub mod message;
 pub mod password;
 pub mod user_type;
 pub mod username;
 
+pub use ai_message::{AiRole, FinishReason};
 pub use email::Email;
 pub use message::MessageContent;
 pub use password::PasswordPolicy;

@@ -73,7 +73,7 @@ async fn fixture() -> Fixture {
             username: "sender",
             email: "sender@example.com",
             password_hash: "unused",
-            user_type: "student",
+            user_type: crate::domain::UserType::Student,
             is_staff: false,
             is_superuser: false,
         },
@@ -285,7 +285,7 @@ async fn deleted_messages_are_skipped_not_waited_for() {
     let mut socket = f.join(1, 64).await;
     let saved = f.commit(4).await;
     for message in &saved[1..3] {
-        store::admin::delete_message(&f.db, message.id)
+        store::messages::delete(&f.db, message.id)
             .await
             .unwrap()
             .unwrap();

@@ -136,7 +136,7 @@ pub async fn create_account(
         username: registration.username.as_str(),
         email: registration.email.as_str(),
         password_hash: &password_hash,
-        user_type: registration.user_type.as_str(),
+        user_type: registration.user_type,
         is_staff,
         is_superuser,
     };

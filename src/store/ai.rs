@@ -2,11 +2,14 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{on_pool, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use crate::domain::{AiRole, FinishReason};
 
+/// An AI conversation with its owner's username and its related group chat's name.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AiChat {
     pub id: i64,
+    /// The owner.
     pub user_id: i64,
     pub user_username: String,
     pub related_chat_id: Option<i64>,
@@ -15,30 +18,47 @@ pub struct AiChat {
     pub system_prompt: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Complete messages (a reply still being generated is not counted).
     pub message_count: i64,
 }
 
-macro_rules! ai_chat_select {
+/// `AiChat`'s columns, read from `ai_chats a` joined as `ai_chat_from!` joins it.
+macro_rules! ai_chat_columns {
     () => {
-        "SELECT a.id, a.user_id, u.username AS user_username, a.related_chat_id, \
+        "a.id, a.user_id, u.username AS user_username, a.related_chat_id, \
          c.name AS related_chat_name, a.title, a.system_prompt, a.created_at, a.updated_at, \
-         (SELECT COUNT(*) FROM ai_messages m WHERE m.ai_chat_id = a.id AND m.complete) AS message_count \
-         FROM ai_chats a JOIN users u ON u.id = a.user_id LEFT JOIN chats c ON c.id = a.related_chat_id "
+         (SELECT COUNT(*) FROM ai_messages m WHERE m.ai_chat_id = a.id AND m.complete) AS message_count"
     };
 }
 
+/// The `FROM` of `AiChat`'s columns: the owner as `users u`, the related chat as `chats c`.
+macro_rules! ai_chat_from {
+    () => {
+        " FROM ai_chats a JOIN users u ON u.id = a.user_id LEFT JOIN chats c ON c.id = a.related_chat_id "
+    };
+}
+
+/// `AiChat`'s columns with their `FROM`; a `WHERE` may follow.
+macro_rules! ai_chat_select {
+    () => {
+        concat!("SELECT ", ai_chat_columns!(), ai_chat_from!())
+    };
+}
+
+/// A message of an AI chat, complete or (when just inserted) not.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AiMessage {
     pub id: i64,
     pub ai_chat_id: i64,
-    pub role: String,
+    pub role: AiRole,
     pub content: String,
     pub created_at: DateTime<Utc>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub total_tokens: Option<i64>,
     pub model: Option<String>,
-    pub finish_reason: Option<String>,
+    /// Why a reply ended; `None` for the user's messages and for a reply still being generated.
+    pub finish_reason: Option<FinishReason>,
 }
 
 macro_rules! ai_message_columns {
@@ -71,15 +91,14 @@ pub struct AiChatFields<'a> {
 }
 
 pub async fn create(db: &Db, user_id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<i64> {
-    let now = super::now();
     let sql = "INSERT INTO ai_chats (user_id, related_chat_id, title, system_prompt, created_at, updated_at) \
                VALUES ($1, $2, $3, $4, $5, $5) RETURNING id";
-    on_pool!(db, pool => sqlx::query_scalar(sql)
+    on_writer!(db, pool => sqlx::query_scalar(sql)
         .bind(user_id)
         .bind(fields.related_chat_id)
         .bind(fields.title)
         .bind(fields.system_prompt)
-        .bind(now)
+        .bind(super::now())
         .fetch_one(pool)
         .await)
 }
@@ -120,7 +139,7 @@ pub async fn page_for_user(
 
 pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<()> {
     let sql = "UPDATE ai_chats SET title = $1, system_prompt = $2, related_chat_id = $3, updated_at = $4 WHERE id = $5";
-    on_pool!(db, pool => sqlx::query(sql)
+    on_writer!(db, pool => sqlx::query(sql)
         .bind(fields.title)
         .bind(fields.system_prompt)
         .bind(fields.related_chat_id)
@@ -134,13 +153,13 @@ pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result
 
 pub async fn touch(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE ai_chats SET updated_at = $1 WHERE id = $2";
-    on_pool!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM ai_chats WHERE id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -149,18 +168,17 @@ pub async fn delete(db: &Db, id: i64) -> sqlx::Result<()> {
 pub async fn insert_message(
     db: &Db,
     ai_chat_id: i64,
-    role: &str,
+    role: AiRole,
     content: &str,
     complete: bool,
     model: Option<&str>,
 ) -> sqlx::Result<AiMessage> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "INSERT INTO ai_messages (ai_chat_id, role, content, created_at, complete, model) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
         ai_message_returning!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
         .bind(ai_chat_id)
         .bind(role)
         .bind(content)
@@ -177,15 +195,14 @@ pub async fn finish_reply(
     id: i64,
     content: &str,
     tokens: Option<Tokens>,
-    finish_reason: &str,
+    finish_reason: &FinishReason,
 ) -> sqlx::Result<Option<AiMessage>> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
          total_tokens = $4, finish_reason = $5, complete = TRUE WHERE id = $6 RETURNING ",
         ai_message_returning!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
         .bind(content)
         .bind(tokens.map(|t| t.prompt))
         .bind(tokens.map(|t| t.completion))
@@ -198,7 +215,7 @@ pub async fn finish_reply(
 
 pub async fn delete_message(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM ai_messages WHERE id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -207,18 +224,19 @@ pub async fn delete_message(db: &Db, id: i64) -> sqlx::Result<()> {
 /// are left alone.
 pub async fn settle_interrupted(db: &Db) -> sqlx::Result<()> {
     let cutoff = super::now() - chrono::Duration::minutes(15);
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         sqlx::query("DELETE FROM ai_messages WHERE complete = FALSE AND content = '' AND created_at < $1")
             .bind(cutoff)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
     })?;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         sqlx::query(
-            "UPDATE ai_messages SET complete = TRUE, finish_reason = 'interrupted' \
-             WHERE complete = FALSE AND created_at < $1",
+            "UPDATE ai_messages SET complete = TRUE, finish_reason = $1 \
+             WHERE complete = FALSE AND created_at < $2",
         )
+        .bind(FinishReason::Interrupted)
         .bind(cutoff)
         .execute(pool)
         .await
@@ -330,20 +348,22 @@ pub async fn latest_per_chat(
 }
 
 pub async fn record_usage(db: &Db, user_id: i64, model: &str, tokens: Tokens) -> sqlx::Result<()> {
-    let now = super::now();
     let sql = "INSERT INTO ai_usage (user_id, model, day, prompt_tokens, completion_tokens, total_tokens, created_at) \
                VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    on_pool!(db, pool => sqlx::query(sql)
-        .bind(user_id)
-        .bind(model)
-        .bind(now.format("%Y-%m-%d").to_string())
-        .bind(tokens.prompt)
-        .bind(tokens.completion)
-        .bind(tokens.total)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => {
+        let now = super::now();
+        sqlx::query(sql)
+            .bind(user_id)
+            .bind(model)
+            .bind(now.format("%Y-%m-%d").to_string())
+            .bind(tokens.prompt)
+            .bind(tokens.completion)
+            .bind(tokens.total)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
@@ -368,5 +388,286 @@ pub async fn usage(db: &Db, user_id: i64, from: &str, to: &str) -> sqlx::Result<
         .bind(from)
         .bind(to)
         .fetch_all(pool)
+        .await)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin lists: every user's AI chats and messages, filtered and offset-paged. Filters are bound
+// as nullable parameters (`$n IS NULL OR …`), so each query is one text for both backends.
+
+/// Which AI chats an admin list shows; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AiChatFilter {
+    /// Part of the title, any case.
+    pub search: Option<String>,
+    /// Part of the owner's username, any case.
+    pub owner: Option<String>,
+}
+
+/// An AI chat with the figures the admin lists show beside it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AiChatSummary {
+    #[sqlx(flatten)]
+    pub chat: AiChat,
+    /// Every message of the chat, a reply still being generated included.
+    pub stored_message_count: i64,
+    /// The sum of the messages' `total_tokens` (0 when none has counts).
+    pub total_tokens: i64,
+}
+
+/// `AiChatSummary`'s columns with their `FROM`; a `WHERE` may follow.
+macro_rules! ai_chat_summary_select {
+    () => {
+        concat!(
+            "SELECT ",
+            ai_chat_columns!(),
+            ", (SELECT COUNT(*) FROM ai_messages m WHERE m.ai_chat_id = a.id) AS stored_message_count, \
+             (SELECT CAST(COALESCE(SUM(m.total_tokens), 0) AS BIGINT) FROM ai_messages m \
+              WHERE m.ai_chat_id = a.id) AS total_tokens",
+            ai_chat_from!()
+        )
+    };
+}
+
+/// The `WHERE` of a filtered AI chat list: `$1` the title pattern, `$2` the owner pattern.
+macro_rules! ai_chat_filter {
+    () => {
+        "WHERE ($1 IS NULL OR LOWER(a.title) LIKE $1 ESCAPE '!') \
+         AND ($2 IS NULL OR LOWER(u.username) LIKE $2 ESCAPE '!')"
+    };
+}
+
+/// How many AI chats match the filter.
+pub async fn count_matching_chats(db: &Db, filter: &AiChatFilter) -> sqlx::Result<i64> {
+    let sql = concat!(
+        "SELECT COUNT(*) FROM ai_chats a JOIN users u ON u.id = a.user_id ",
+        ai_chat_filter!()
+    );
+    let title = filter.search.as_deref().map(contains_pattern);
+    let owner = filter.owner.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(title).bind(owner).fetch_one(pool).await)
+}
+
+/// A page of the matching AI chats, newest-updated first: at most `limit`, skipping the first
+/// `offset`.
+pub async fn matching_chats(
+    db: &Db,
+    filter: &AiChatFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<AiChatSummary>> {
+    let sql = concat!(
+        ai_chat_summary_select!(),
+        ai_chat_filter!(),
+        " ORDER BY a.updated_at DESC, a.id DESC LIMIT $3 OFFSET $4"
+    );
+    let title = filter.search.as_deref().map(contains_pattern);
+    let owner = filter.owner.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_as::<_, AiChatSummary>(sql)
+        .bind(title)
+        .bind(owner)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+/// The AI chat with its summary, whoever owns it; `None` when there is no such chat.
+pub async fn chat_summary(db: &Db, id: i64) -> sqlx::Result<Option<AiChatSummary>> {
+    let sql = concat!(ai_chat_summary_select!(), "WHERE a.id = $1");
+    on_pool!(db, pool => sqlx::query_as::<_, AiChatSummary>(sql).bind(id).fetch_optional(pool).await)
+}
+
+/// Which AI messages an admin list shows; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AiMessageFilter {
+    pub ai_chat_id: Option<i64>,
+    /// Exactly this role.
+    pub role: Option<AiRole>,
+    /// Part of the owner's username, any case.
+    pub owner: Option<String>,
+}
+
+/// An AI message with its chat's title and owner, as the admin lists show it; incomplete
+/// replies are listed too.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AiMessageWithChat {
+    #[sqlx(flatten)]
+    pub message: AiMessage,
+    pub ai_chat_title: String,
+    pub owner_username: String,
+    /// False while the reply is still being generated.
+    pub complete: bool,
+}
+
+/// `FROM` and `WHERE` of a filtered AI message list: `$1` the AI chat, `$2` the role, `$3` the
+/// owner pattern, each NULL when it does not filter.
+macro_rules! ai_message_from {
+    () => {
+        " FROM ai_messages m JOIN ai_chats a ON a.id = m.ai_chat_id JOIN users u ON u.id = a.user_id \
+         WHERE ($1 IS NULL OR m.ai_chat_id = $1) AND ($2 IS NULL OR m.role = $2) \
+         AND ($3 IS NULL OR LOWER(u.username) LIKE $3 ESCAPE '!')"
+    };
+}
+
+/// `SELECT` and `AiMessageWithChat`'s columns; `ai_message_from!` follows.
+macro_rules! ai_message_with_chat_select {
+    () => {
+        concat!(
+            "SELECT ",
+            ai_message_columns!(),
+            ", a.title AS ai_chat_title, u.username AS owner_username, m.complete"
+        )
+    };
+}
+
+/// How many AI messages match the filter, incomplete replies included.
+pub async fn count_matching_messages(db: &Db, filter: &AiMessageFilter) -> sqlx::Result<i64> {
+    let sql = concat!("SELECT COUNT(*)", ai_message_from!());
+    let owner = filter.owner.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(filter.ai_chat_id)
+        .bind(filter.role)
+        .bind(owner)
+        .fetch_one(pool)
+        .await)
+}
+
+/// A page of the matching AI messages, incomplete replies included: newest first, or in
+/// conversation order (oldest first) for one chat's page; at most `limit`, skipping the first
+/// `offset`.
+pub async fn matching_messages(
+    db: &Db,
+    filter: &AiMessageFilter,
+    oldest_first: bool,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<AiMessageWithChat>> {
+    let sql = if oldest_first {
+        concat!(
+            ai_message_with_chat_select!(),
+            ai_message_from!(),
+            " ORDER BY m.id LIMIT $4 OFFSET $5"
+        )
+    } else {
+        concat!(
+            ai_message_with_chat_select!(),
+            ai_message_from!(),
+            " ORDER BY m.id DESC LIMIT $4 OFFSET $5"
+        )
+    };
+    let owner = filter.owner.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_as::<_, AiMessageWithChat>(sql)
+        .bind(filter.ai_chat_id)
+        .bind(filter.role)
+        .bind(owner)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token usage over every user, for the admin area.
+
+/// Inclusive bounds on `ai_usage.day` (`YYYY-MM-DD`, UTC); an open end compares as the
+/// earliest or latest possible day.
+#[derive(Debug, Clone, Default)]
+pub struct DayRange {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl DayRange {
+    fn lower(&self) -> &str {
+        self.from.as_deref().unwrap_or("0000-00-00")
+    }
+
+    fn upper(&self) -> &str {
+        self.to.as_deref().unwrap_or("9999-99-99")
+    }
+}
+
+/// Token use added up over a group of `ai_usage` rows (one per counted reply).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageTotal {
+    /// The username or model the row adds up (`all` for the grand total).
+    pub label: String,
+    /// How many replies were counted.
+    pub replies: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+}
+
+/// `UsageTotal`'s sums over `ai_usage g`.
+macro_rules! usage_sums {
+    () => {
+        "COUNT(*) AS replies, CAST(COALESCE(SUM(g.prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+         CAST(COALESCE(SUM(g.completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+         CAST(COALESCE(SUM(g.total_tokens), 0) AS BIGINT) AS total_tokens "
+    };
+}
+
+/// How many users used tokens in the range.
+pub async fn count_usage_users(db: &Db, days: &DayRange) -> sqlx::Result<i64> {
+    let sql = "SELECT COUNT(DISTINCT user_id) FROM ai_usage WHERE day >= $1 AND day <= $2";
+    on_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(days.lower())
+        .bind(days.upper())
+        .fetch_one(pool)
+        .await)
+}
+
+/// Totals per user (labelled with the username) over the range, most total tokens first, then
+/// by username: at most `limit`, skipping the first `offset`.
+pub async fn usage_by_user(
+    db: &Db,
+    days: &DayRange,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<UsageTotal>> {
+    let sql = concat!(
+        "SELECT u.username AS label, ",
+        usage_sums!(),
+        "FROM ai_usage g JOIN users u ON u.id = g.user_id WHERE g.day >= $1 AND g.day <= $2 \
+         GROUP BY u.id, u.username ORDER BY SUM(g.total_tokens) DESC, u.username LIMIT $3 OFFSET $4"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, UsageTotal>(sql)
+        .bind(days.lower())
+        .bind(days.upper())
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+/// Totals per model over the range, most total tokens first, then by model; all of them (a
+/// deployment uses a handful of models).
+pub async fn usage_by_model(db: &Db, days: &DayRange) -> sqlx::Result<Vec<UsageTotal>> {
+    let sql = concat!(
+        "SELECT g.model AS label, ",
+        usage_sums!(),
+        "FROM ai_usage g WHERE g.day >= $1 AND g.day <= $2 \
+         GROUP BY g.model ORDER BY SUM(g.total_tokens) DESC, g.model"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, UsageTotal>(sql)
+        .bind(days.lower())
+        .bind(days.upper())
+        .fetch_all(pool)
+        .await)
+}
+
+/// The grand total over the range, labelled `all` (zeros when nothing was used).
+pub async fn usage_total(db: &Db, days: &DayRange) -> sqlx::Result<UsageTotal> {
+    let sql = concat!(
+        "SELECT 'all' AS label, ",
+        usage_sums!(),
+        "FROM ai_usage g WHERE g.day >= $1 AND g.day <= $2"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, UsageTotal>(sql)
+        .bind(days.lower())
+        .bind(days.upper())
+        .fetch_one(pool)
         .await)
 }

@@ -2,16 +2,26 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{on_pool, users::user_columns, users::User, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, users::user_columns, users::User, Db, Window};
 
+/// A group chat's own columns.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Chat {
     pub id: i64,
     pub name: String,
+    /// The user who manages the chat; `None` once their account is deleted.
     pub owner_id: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
+/// `Chat`'s columns, read from `chats c`.
+macro_rules! chat_columns {
+    () => {
+        "c.id, c.name, c.owner_id, c.created_at"
+    };
+}
+
+/// A member of a chat: the chat's id and the user.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Participant {
     pub chat_id: i64,
@@ -26,9 +36,8 @@ pub async fn create(
     owner_id: i64,
     participant_ids: &[i64],
 ) -> sqlx::Result<Chat> {
-    let _turn = db.write_turn().await;
-    let now = super::now();
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        let now = super::now();
         let mut tx = pool.begin().await?;
         let chat = sqlx::query_as::<_, Chat>(
             "INSERT INTO chats (name, owner_id, created_at) VALUES ($1, $2, $3) \
@@ -51,8 +60,12 @@ pub async fn create(
 
 /// The chat, if it exists and `user_id` takes part in it.
 pub async fn visible_to(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Option<Chat>> {
-    let sql = "SELECT c.id, c.name, c.owner_id, c.created_at FROM chats c \
-               JOIN chat_participants p ON p.chat_id = c.id AND p.user_id = $2 WHERE c.id = $1";
+    let sql = concat!(
+        "SELECT ",
+        chat_columns!(),
+        " FROM chats c \
+         JOIN chat_participants p ON p.chat_id = c.id AND p.user_id = $2 WHERE c.id = $1"
+    );
     on_pool!(db, pool => sqlx::query_as::<_, Chat>(sql)
         .bind(chat_id)
         .bind(user_id)
@@ -63,15 +76,21 @@ pub async fn visible_to(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Opt
 /// A window over the chats `user_id` takes part in, by chat id.
 pub async fn page_for_user(db: &Db, user_id: i64, window: Window) -> sqlx::Result<Vec<Chat>> {
     let sql = if window.from_newest() {
-        "SELECT c.id, c.name, c.owner_id, c.created_at FROM chat_participants p \
-         JOIN chats c ON c.id = p.chat_id \
-         WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
-         ORDER BY p.chat_id DESC LIMIT $4"
+        concat!(
+            "SELECT ",
+            chat_columns!(),
+            " FROM chat_participants p JOIN chats c ON c.id = p.chat_id \
+             WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
+             ORDER BY p.chat_id DESC LIMIT $4"
+        )
     } else {
-        "SELECT c.id, c.name, c.owner_id, c.created_at FROM chat_participants p \
-         JOIN chats c ON c.id = p.chat_id \
-         WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
-         ORDER BY p.chat_id LIMIT $4"
+        concat!(
+            "SELECT ",
+            chat_columns!(),
+            " FROM chat_participants p JOIN chats c ON c.id = p.chat_id \
+             WHERE p.user_id = $1 AND p.chat_id > $2 AND p.chat_id < $3 \
+             ORDER BY p.chat_id LIMIT $4"
+        )
     };
     let rows = on_pool!(db, pool => sqlx::query_as::<_, Chat>(sql)
         .bind(user_id)
@@ -119,25 +138,24 @@ pub async fn last_seq_for_member(db: &Db, chat_id: i64, user_id: i64) -> sqlx::R
 
 pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
     let sql = "UPDATE chats SET name = $1 WHERE id = $2";
-    on_pool!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Deletes the chat; its participants and messages go with it.
 pub async fn delete(db: &Db, chat_id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM chats WHERE id = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Adds users who are not yet participants; returns the ids actually added.
 pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::Result<Vec<i64>> {
-    let _turn = db.write_turn().await;
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let now = super::now();
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        let now = super::now();
         let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_participants (chat_id, user_id, joined_at) ");
         q.push_values(user_ids, |mut row, user_id| {
             row.push_bind(chat_id).push_bind(*user_id).push_bind(now);
@@ -150,8 +168,7 @@ pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::
 /// Removes one participant; false when they were not one. Takes the chat's row lock like a
 /// send does, so a send that was waiting for it sees the removal.
 pub async fn remove_participant(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<bool> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         sqlx::query("UPDATE chats SET last_seq = last_seq WHERE id = $1")
             .bind(chat_id)
@@ -185,8 +202,7 @@ pub enum Departure {
 /// `user_id` leaves the chat. An owner hands the chat to the participant who joined first;
 /// the last one out deletes it, so no chat is left without anyone able to manage it.
 pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departure> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         // Lock the chat's row first (the write lock on SQLite): departures and sends of one chat
         // take turns, so two last members leaving at once cannot both see the other stay.
@@ -231,4 +247,69 @@ pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departur
         tx.commit().await?;
         Ok(outcome)
     })
+}
+
+/// The ids of the chats `user_id` takes part in, ascending.
+pub async fn ids_for_user(db: &Db, user_id: i64) -> sqlx::Result<Vec<i64>> {
+    let sql = "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id";
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(user_id).fetch_all(pool).await)
+}
+
+/// A chat with what the admin lists show beside it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChatSummary {
+    #[sqlx(flatten)]
+    pub chat: Chat,
+    /// The owner's username; `None` when the chat has no owner.
+    pub owner_username: Option<String>,
+    pub participant_count: i64,
+    pub message_count: i64,
+}
+
+/// `ChatSummary`'s columns, read from `chats c`, with `FROM`; a `WHERE` may follow.
+macro_rules! chat_summary_select {
+    () => {
+        concat!(
+            "SELECT ",
+            chat_columns!(),
+            ", o.username AS owner_username, \
+             (SELECT COUNT(*) FROM chat_participants p WHERE p.chat_id = c.id) AS participant_count, \
+             (SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id) AS message_count \
+             FROM chats c LEFT JOIN users o ON o.id = c.owner_id "
+        )
+    };
+}
+
+/// How many chats have a name containing `search` (any case); all of them without it.
+pub async fn count_matching(db: &Db, search: Option<&str>) -> sqlx::Result<i64> {
+    let sql = "SELECT COUNT(*) FROM chats WHERE $1 IS NULL OR LOWER(name) LIKE $1 ESCAPE '!'";
+    let pattern = search.map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(pattern).fetch_one(pool).await)
+}
+
+/// A page of the chats whose name contains `search` (any case), newest first: at most `limit`,
+/// skipping the first `offset`.
+pub async fn matching(
+    db: &Db,
+    search: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<ChatSummary>> {
+    let sql = concat!(
+        chat_summary_select!(),
+        "WHERE $1 IS NULL OR LOWER(c.name) LIKE $1 ESCAPE '!' ORDER BY c.id DESC LIMIT $2 OFFSET $3"
+    );
+    let pattern = search.map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_as::<_, ChatSummary>(sql)
+        .bind(pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+/// The chat with its summary; `None` when there is no such chat.
+pub async fn summary(db: &Db, id: i64) -> sqlx::Result<Option<ChatSummary>> {
+    let sql = concat!(chat_summary_select!(), "WHERE c.id = $1");
+    on_pool!(db, pool => sqlx::query_as::<_, ChatSummary>(sql).bind(id).fetch_optional(pool).await)
 }

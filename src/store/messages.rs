@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use super::{on_pool, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use crate::domain::UserType;
 
 /// A message with its sender's public fields, as every API view needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -19,18 +20,30 @@ pub struct Message {
     pub sender_id: i64,
     pub sender_username: String,
     pub sender_email: String,
-    pub sender_user_type: String,
+    pub sender_user_type: UserType,
 }
 
-macro_rules! message_select {
+/// `Message`'s columns, read from `messages m` joined with its sender as `users u`.
+macro_rules! message_columns {
     () => {
-        "SELECT m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
-         u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type \
-         FROM messages m JOIN users u ON u.id = m.sender_id "
+        "m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
+         u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type"
     };
 }
 
-/// What the database assigned to a saved message.
+/// `Message`'s columns with their `FROM`; a `WHERE` (or another `JOIN`) may follow.
+macro_rules! message_select {
+    () => {
+        concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m JOIN users u ON u.id = m.sender_id "
+        )
+    };
+}
+
+/// What the database assigned to a saved message: its id, its position in the chat, and the
+/// time it was saved (microsecond precision).
 #[derive(Debug, Clone, Copy)]
 pub struct Saved {
     pub id: i64,
@@ -47,9 +60,9 @@ pub async fn insert(
     sender_id: i64,
     content: &str,
 ) -> sqlx::Result<Option<Saved>> {
-    let _turn = db.write_turn().await;
-    let now = super::now();
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        // Stamped once this writer has its turn, so on SQLite times follow commit order.
+        let now = super::now();
         let mut tx = pool.begin().await?;
         // Bumping the counter first takes the chat's row lock (the write lock on SQLite), which
         // serialises senders of one chat until commit.
@@ -101,8 +114,6 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
     if rows.is_empty() {
         return Ok(saved);
     }
-    let _turn = db.write_turn().await;
-    let now = super::now();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| rows[i].chat_id);
     let mut chat_ids: Vec<i64> = order.iter().map(|&i| rows[i].chat_id).collect();
@@ -126,7 +137,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
         ),
     };
 
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
+        let now = super::now();
         let mut tx = pool.begin().await?;
         let mut lock = QueryBuilder::new(lock_head);
         push_list(&mut lock, &chat_ids);
@@ -255,6 +267,7 @@ pub async fn seq_of(db: &Db, chat_id: i64, id: i64) -> sqlx::Result<Option<i64>>
     on_pool!(db, pool => sqlx::query_scalar(sql).bind(id).bind(chat_id).fetch_optional(pool).await)
 }
 
+/// The message with this id, whichever chat it is in.
 pub async fn by_id(db: &Db, id: i64) -> sqlx::Result<Option<Message>> {
     let sql = concat!(message_select!(), "WHERE m.id = $1");
     on_pool!(db, pool => sqlx::query_as::<_, Message>(sql).bind(id).fetch_optional(pool).await)
@@ -345,12 +358,12 @@ pub async fn latest_per_chat(
         return Ok(Vec::new());
     }
     on_pool!(db, pool => {
-        let mut q = sqlx::QueryBuilder::new(
-            "SELECT m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
-             u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type \
-             FROM (SELECT c.id AS chat_id, COALESCE((SELECT m2.id FROM messages m2 WHERE m2.chat_id = c.id \
+        let mut q = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM (SELECT c.id AS chat_id, COALESCE((SELECT m2.id FROM messages m2 WHERE m2.chat_id = c.id \
              ORDER BY m2.id DESC LIMIT 1 OFFSET ",
-        );
+        ));
         q.push_bind(per_chat - 1);
         q.push("), 0) AS first_id FROM chats c WHERE c.id IN (");
         let mut list = q.separated(", ");
@@ -363,4 +376,94 @@ pub async fn latest_per_chat(
         );
         q.build_query_as::<Message>().fetch_all(pool).await
     })
+}
+
+/// Which messages an admin list shows; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub chat_id: Option<i64>,
+    /// The sender's exact username.
+    pub sender: Option<String>,
+    /// Part of the content, any case.
+    pub search: Option<String>,
+}
+
+/// A message with the name of its chat, as the admin lists show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageWithChat {
+    #[sqlx(flatten)]
+    pub message: Message,
+    pub chat_name: String,
+}
+
+/// `MessageWithChat`'s columns with their `FROM`; a `WHERE` may follow.
+macro_rules! message_with_chat_select {
+    () => {
+        concat!(
+            "SELECT ",
+            message_columns!(),
+            ", c.name AS chat_name \
+             FROM messages m JOIN users u ON u.id = m.sender_id JOIN chats c ON c.id = m.chat_id "
+        )
+    };
+}
+
+/// The `WHERE` of a filtered message list over `messages m` and `users u`: `$1` the chat, `$2`
+/// the sender's username, `$3` the content pattern, each NULL when it does not filter.
+macro_rules! message_filter {
+    () => {
+        "WHERE ($1 IS NULL OR m.chat_id = $1) AND ($2 IS NULL OR u.username = $2) \
+         AND ($3 IS NULL OR LOWER(m.content) LIKE $3 ESCAPE '!')"
+    };
+}
+
+/// How many messages match the filter.
+pub async fn count_matching(db: &Db, filter: &MessageFilter) -> sqlx::Result<i64> {
+    let sql = concat!(
+        "SELECT COUNT(*) FROM messages m JOIN users u ON u.id = m.sender_id ",
+        message_filter!()
+    );
+    let pattern = filter.search.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(filter.chat_id)
+        .bind(filter.sender.as_deref())
+        .bind(pattern)
+        .fetch_one(pool)
+        .await)
+}
+
+/// A page of the matching messages, newest first: at most `limit`, skipping the first `offset`.
+pub async fn matching(
+    db: &Db,
+    filter: &MessageFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<MessageWithChat>> {
+    let sql = concat!(
+        message_with_chat_select!(),
+        message_filter!(),
+        " ORDER BY m.id DESC LIMIT $4 OFFSET $5"
+    );
+    let pattern = filter.search.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_as::<_, MessageWithChat>(sql)
+        .bind(filter.chat_id)
+        .bind(filter.sender.as_deref())
+        .bind(pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+/// The message with this id and its chat's name; `None` when there is no such message.
+pub async fn with_chat_by_id(db: &Db, id: i64) -> sqlx::Result<Option<MessageWithChat>> {
+    let sql = concat!(message_with_chat_select!(), "WHERE m.id = $1");
+    on_pool!(db, pool => sqlx::query_as::<_, MessageWithChat>(sql).bind(id).fetch_optional(pool).await)
+}
+
+/// Deletes a message; returns its chat's id, or `None` when there was no such message. The
+/// chat's `last_seq` stays as it is: sequence numbers are never reused.
+pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
+    let sql = "DELETE FROM messages WHERE id = $1 RETURNING chat_id";
+    on_writer!(db, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await)
 }

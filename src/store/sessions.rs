@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{on_pool, users::user_columns, users::User, Db};
+use super::{on_pool, on_writer, users::user_columns, users::User, Db};
 
 pub async fn create(
     db: &Db,
@@ -11,10 +11,9 @@ pub async fn create(
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    let _turn = db.write_turn().await;
     let sql = "INSERT INTO sessions (key_hash, user_id, csrf_token, created_at, expires_at) \
                VALUES ($1, $2, $3, $4, $5)";
-    on_pool!(db, pool => sqlx::query(sql)
+    on_writer!(db, pool => sqlx::query(sql)
         .bind(key_hash)
         .bind(user_id)
         .bind(csrf_token)
@@ -50,13 +49,13 @@ pub async fn user(db: &Db, key_hash: &str) -> sqlx::Result<Option<SessionUser>> 
 
 pub async fn delete(db: &Db, key_hash: &str) -> sqlx::Result<()> {
     let sql = "DELETE FROM sessions WHERE key_hash = $1";
-    on_pool!(db, pool => sqlx::query(sql).bind(key_hash).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(key_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Removes expired sessions; returns how many went.
 pub async fn delete_expired(db: &Db) -> sqlx::Result<u64> {
     let sql = "DELETE FROM sessions WHERE expires_at <= $1";
-    let done = on_pool!(db, pool => sqlx::query(sql).bind(super::now()).execute(pool).await.map(|r| r.rows_affected()))?;
+    let done = on_writer!(db, pool => sqlx::query(sql).bind(super::now()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done)
 }

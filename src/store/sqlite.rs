@@ -102,6 +102,9 @@ impl Sqlite {
         })
     }
 
+    /// Waits for this process's other writers, first come first served, and returns the turn:
+    /// held for the length of a write (`on_writer!` takes it), it keeps a second writer from
+    /// meeting SQLITE_BUSY. Writers of other processes on the same file are not queued here.
     pub async fn write_turn(&self) -> OwnedMutexGuard<()> {
         self.inner.write_gate.clone().lock_owned().await
     }

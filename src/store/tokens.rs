@@ -1,11 +1,11 @@
 //! The `api_tokens` table: bearer tokens for non-browser clients, stored as SHA-256 hashes.
 
-use super::{on_pool, users::user_columns, users::User, Db};
+use super::{on_pool, on_writer, users::user_columns, users::User, Db};
 
 pub async fn create(db: &Db, user_id: i64, token_hash: &str, name: &str) -> sqlx::Result<()> {
     let sql =
         "INSERT INTO api_tokens (user_id, token_hash, name, created_at) VALUES ($1, $2, $3, $4)";
-    on_pool!(db, pool => sqlx::query(sql)
+    on_writer!(db, pool => sqlx::query(sql)
         .bind(user_id)
         .bind(token_hash)
         .bind(name)
@@ -31,6 +31,6 @@ pub async fn user(db: &Db, token_hash: &str) -> sqlx::Result<Option<User>> {
 
 pub async fn delete(db: &Db, token_hash: &str) -> sqlx::Result<bool> {
     let sql = "DELETE FROM api_tokens WHERE token_hash = $1";
-    let done = on_pool!(db, pool => sqlx::query(sql).bind(token_hash).execute(pool).await.map(|r| r.rows_affected()))?;
+    let done = on_writer!(db, pool => sqlx::query(sql).bind(token_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }

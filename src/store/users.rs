@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{on_pool, Db, Window};
+use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use crate::domain::UserType;
 
 /// Every column but the password hash, in `User`'s field order.
 macro_rules! user_columns {
@@ -13,12 +14,13 @@ macro_rules! user_columns {
 }
 pub(crate) use user_columns;
 
+/// An account, without its password hash.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
     pub id: i64,
     pub username: String,
     pub email: String,
-    pub user_type: String,
+    pub user_type: UserType,
     pub first_name: String,
     pub last_name: String,
     pub is_staff: bool,
@@ -28,15 +30,17 @@ pub struct User {
     pub last_login: Option<DateTime<Utc>>,
 }
 
+/// The fields of an account to insert with [`create`]; `password_hash` is the PHC string.
 pub struct NewUser<'a> {
     pub username: &'a str,
     pub email: &'a str,
     pub password_hash: &'a str,
-    pub user_type: &'a str,
+    pub user_type: UserType,
     pub is_staff: bool,
     pub is_superuser: bool,
 }
 
+/// What a login checks: the account's id, password hash (PHC string) and whether it may sign in.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {
     pub id: i64,
@@ -46,13 +50,12 @@ pub struct Credentials {
 
 /// Inserts a user; a taken username surfaces as a unique violation.
 pub async fn create(db: &Db, new: &NewUser<'_>) -> sqlx::Result<User> {
-    let _turn = db.write_turn().await;
     let sql = concat!(
         "INSERT INTO users (username, email, password_hash, user_type, is_staff, is_superuser, \
          is_active, date_joined) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) RETURNING ",
         user_columns!()
     );
-    on_pool!(db, pool => sqlx::query_as::<_, User>(sql)
+    on_writer!(db, pool => sqlx::query_as::<_, User>(sql)
         .bind(new.username)
         .bind(new.email)
         .bind(new.password_hash)
@@ -86,7 +89,7 @@ pub async fn credentials(db: &Db, username: &str) -> sqlx::Result<Option<Credent
 
 pub async fn record_login(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE users SET last_login = $1 WHERE id = $2";
-    on_pool!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_writer!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -99,8 +102,7 @@ pub async fn replace_password(
     password_hash: &str,
     keep_session: Option<&str>,
 ) -> sqlx::Result<Option<(u64, u64)>> {
-    let _turn = db.write_turn().await;
-    on_pool!(db, pool => {
+    on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -183,5 +185,131 @@ pub async fn by_usernames(db: &Db, usernames: &[String]) -> sqlx::Result<Vec<Use
         }
         q.push(") ORDER BY id");
         q.build_query_as::<User>().fetch_all(pool).await
+    })
+}
+
+/// Which users an admin list shows; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Part of the username or email, any case.
+    pub search: Option<String>,
+    /// Exactly this account type.
+    pub user_type: Option<UserType>,
+    /// Staff or superuser status (either counts as staff).
+    pub staff: Option<bool>,
+    pub active: Option<bool>,
+}
+
+/// `FROM` and `WHERE` of a filtered user list: `$1` the search pattern, `$2` the type, `$3` the
+/// staff flag, `$4` the active flag, each bound as NULL when it does not filter, so the query is
+/// one text for both backends whatever filters are set.
+macro_rules! user_filter {
+    () => {
+        " FROM users WHERE ($1 IS NULL OR LOWER(username) LIKE $1 ESCAPE '!' \
+         OR LOWER(email) LIKE $1 ESCAPE '!') \
+         AND ($2 IS NULL OR user_type = $2) \
+         AND ($3 IS NULL OR (is_staff OR is_superuser) = $3) \
+         AND ($4 IS NULL OR is_active = $4)"
+    };
+}
+
+/// How many users match the filter.
+pub async fn count_matching(db: &Db, filter: &UserFilter) -> sqlx::Result<i64> {
+    let sql = concat!("SELECT COUNT(*)", user_filter!());
+    let pattern = filter.search.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(pattern)
+        .bind(filter.user_type)
+        .bind(filter.staff)
+        .bind(filter.active)
+        .fetch_one(pool)
+        .await)
+}
+
+/// A page of the matching users, by username: at most `limit`, skipping the first `offset`.
+pub async fn matching(
+    db: &Db,
+    filter: &UserFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<User>> {
+    let sql = concat!(
+        "SELECT ",
+        user_columns!(),
+        user_filter!(),
+        " ORDER BY username LIMIT $5 OFFSET $6"
+    );
+    let pattern = filter.search.as_deref().map(contains_pattern);
+    on_pool!(db, pool => sqlx::query_as::<_, User>(sql)
+        .bind(pattern)
+        .bind(filter.user_type)
+        .bind(filter.staff)
+        .bind(filter.active)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)
+}
+
+/// The newest `limit` accounts, newest first.
+pub async fn newest(db: &Db, limit: i64) -> sqlx::Result<Vec<User>> {
+    let sql = concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users ORDER BY id DESC LIMIT $1"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, User>(sql).bind(limit).fetch_all(pool).await)
+}
+
+/// The fields an admin may edit, all written at once by [`update`].
+pub struct UserChanges<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+    pub user_type: UserType,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub is_active: bool,
+}
+
+/// Saves the editable fields and returns the user as saved; `None` when the user is gone.
+pub async fn update(db: &Db, id: i64, changes: &UserChanges<'_>) -> sqlx::Result<Option<User>> {
+    let sql = concat!(
+        "UPDATE users SET first_name = $1, last_name = $2, email = $3, user_type = $4, \
+         is_staff = $5, is_superuser = $6, is_active = $7 WHERE id = $8 RETURNING ",
+        user_columns!()
+    );
+    on_writer!(db, pool => sqlx::query_as::<_, User>(sql)
+        .bind(changes.first_name)
+        .bind(changes.last_name)
+        .bind(changes.email)
+        .bind(changes.user_type)
+        .bind(changes.is_staff)
+        .bind(changes.is_superuser)
+        .bind(changes.is_active)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// Deletes the user with everything that cascades (memberships, messages, sessions, tokens, AI
+/// chats); chats they owned keep going without an owner. Returns the ids of the chats they took
+/// part in, ascending, so their open sockets can be closed; `None` when there was no such user.
+pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<Vec<i64>>> {
+    on_writer!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let chats: Vec<i64> = sqlx::query_scalar(
+            "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let removed = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((removed == 1).then_some(chats))
     })
 }

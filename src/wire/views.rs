@@ -47,7 +47,7 @@ impl From<&User> for UserView {
             id: u.id,
             username: u.username.clone(),
             email: u.email.clone(),
-            user_type: u.user_type.clone(),
+            user_type: u.user_type.as_str().to_owned(),
         }
     }
 }
@@ -100,7 +100,7 @@ impl From<Message> for MessageView {
                 id: m.sender_id,
                 username: m.sender_username,
                 email: m.sender_email,
-                user_type: m.sender_user_type,
+                user_type: m.sender_user_type.as_str().to_owned(),
             },
             content: m.content,
             timestamp: m.created_at,
@@ -170,13 +170,13 @@ impl From<AiMessage> for AiMessageView {
         Self {
             id: m.id,
             ai_chat: m.ai_chat_id,
-            role: m.role,
+            role: m.role.as_str().to_owned(),
             content: m.content,
             timestamp: m.created_at,
             prompt_tokens: m.prompt_tokens,
             completion_tokens: m.completion_tokens,
             total_tokens: m.total_tokens,
-            finish_reason: m.finish_reason,
+            finish_reason: m.finish_reason.map(|reason| reason.as_str().to_owned()),
             model: m.model,
         }
     }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use mrm_chat::store::{self, users::NewUser};
+use mrm_chat::{
+    domain::UserType,
+    store::{self, users::NewUser},
+};
 use reqwest::{cookie::CookieStore, StatusCode};
 use serde_json::json;
 
@@ -164,7 +167,7 @@ async fn quick_user(app: &TestApp, username: &str, user_type: &str) -> i64 {
         username,
         email: &format!("{username}@example.com"),
         password_hash: "not-a-hash",
-        user_type,
+        user_type: UserType::parse(user_type).expect("a user type"),
         is_staff: false,
         is_superuser: false,
     };
@@ -578,7 +581,7 @@ async fn staff_create_users_who_can_then_log_in() {
         page.redirect(),
         format!("/admin/users/{}/?done=created", newbie.id)
     );
-    assert_eq!(newbie.user_type, "owner");
+    assert_eq!(newbie.user_type, UserType::Owner);
     assert!(!newbie.is_staff);
     let page = admin.get(page.redirect()).await;
     assert!(page.has("The user was created."));

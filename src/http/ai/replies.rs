@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::{
     ai::generation::{AiEvent, Listener},
     auth::AuthUser,
-    domain::MessageContent,
+    domain::{FinishReason, MessageContent},
     error::{ApiError, ApiResult},
     http::{input::Input, path::Id},
     service::{
@@ -118,7 +118,9 @@ pub async fn send_message(
         loop {
             match subscription.events.recv().await {
                 // A reply cut short by a failure is kept, but the request still failed.
-                Ok(AiEvent::Reply(reply)) if reply.finish_reason.as_deref() == Some("error") => {
+                Ok(AiEvent::Reply(reply))
+                    if reply.finish_reason.as_deref() == Some(FinishReason::Error.as_str()) =>
+                {
                     continue
                 }
                 Ok(AiEvent::Reply(reply)) => return Ok(reply),
