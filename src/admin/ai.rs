@@ -30,6 +30,8 @@ struct ChatsPage {
     owner: String,
 }
 
+/// `GET /admin/ai/chats/`: AI chats, a page at a time, filtered by title (`q`) and owner's
+/// username (`owner`).
 pub async fn chats(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -65,6 +67,7 @@ struct ChatPage {
     pager: Pager,
 }
 
+/// `GET /admin/ai/chats/{id}/`: one AI chat and its complete messages, paged; 404 when unknown.
 pub async fn chat(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -105,6 +108,8 @@ struct MessagesPage {
     filter_error: Option<&'static str>,
 }
 
+/// `GET /admin/ai/messages/`: AI messages, paged, filtered by AI chat id (`chat`), role
+/// (`role`) and owner's username (`owner`); a non-numeric chat id shows an error, not a list.
 pub async fn messages(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -184,6 +189,8 @@ fn day(params: &Params, name: &str) -> Result<Option<String>, ()> {
     }
 }
 
+/// `GET /admin/ai/usage/`: token use per user and per model, with totals, for the days
+/// `from..=to` (`YYYY-MM-DD`, either may be left open); malformed dates show all days.
 pub async fn usage(
     State(state): State<AppState>,
     staff: StaffUser,

@@ -39,10 +39,13 @@ pub struct StaffUser {
 }
 
 impl StaffUser {
+    /// True for a superuser, who alone may grant staff rights and manage other staff.
     pub fn is_superuser(&self) -> bool {
         self.user.is_superuser
     }
 
+    /// The page frame for this user: the current `section` of the navigation and an optional
+    /// notice to show.
     pub fn chrome(&self, section: &'static str, notice: Option<&'static str>) -> Chrome {
         Chrome {
             user: Some(self.user.username.clone()),
@@ -197,6 +200,8 @@ impl LoginPage {
     }
 }
 
+/// `GET /admin/login/`: the login form; a staff member already signed in goes straight to
+/// `next`.
 pub async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -216,6 +221,9 @@ pub async fn login_page(
 const WRONG_CREDENTIALS: &str = "Please enter the correct username and password for a staff \
                                  account. Note that both fields may be case-sensitive.";
 
+/// `POST /admin/login/`: checks the username and password (rate-limited: 429 with
+/// `Retry-After` in seconds), refuses non-staff accounts with 403, and on success starts a
+/// session, sets its cookies and redirects (303) to `next`.
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -277,6 +285,8 @@ pub async fn logout_page(staff: StaffUser) -> AdminResult<Response> {
     })
 }
 
+/// `POST /admin/logout/`: ends this session, clears the session cookie and redirects (303) to the
+/// login page.
 pub async fn logout(State(state): State<AppState>, posted: StaffForm) -> AdminResult<Response> {
     sessions::log_out(&state, &posted.staff.key_hash).await?;
     tracing::info!(user.id = posted.staff.user.id, "admin logout");

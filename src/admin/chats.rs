@@ -33,6 +33,7 @@ struct ChatsPage {
     q: String,
 }
 
+/// `GET /admin/chats/`: chats, a page at a time, searched by name (`q`).
 pub async fn list(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -93,6 +94,7 @@ async fn edit_page_for(
     })
 }
 
+/// `GET /admin/chats/{id}/`: the chat's name and participants, with the forms that change them.
 pub async fn edit_page(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -103,6 +105,7 @@ pub async fn edit_page(
     render(&edit_page_for(&state, &staff, chat, notice(&params)).await?)
 }
 
+/// `POST /admin/chats/{id}/`: renames the chat (field `name`); redirects (303) back on success.
 pub async fn rename(
     State(state): State<AppState>,
     AdminId(id): AdminId,
@@ -131,6 +134,8 @@ pub async fn rename(
     Ok(see_other(&format!("/admin/chats/{id}/?done=renamed")))
 }
 
+/// Adds users to the chat by username (field `usernames`, separated by commas or spaces, at
+/// most 100 at a time); unknown names are reported on the form.
 pub async fn add_participants(
     State(state): State<AppState>,
     AdminId(id): AdminId,
@@ -188,6 +193,8 @@ pub async fn add_participants(
     Ok(see_other(&format!("/admin/chats/{id}/?done=added")))
 }
 
+/// Removes a participant from the chat and tells its live connections; the owner cannot be
+/// removed (400), and someone not in the chat is a 404.
 pub async fn remove_participant(
     State(state): State<AppState>,
     AdminIds(id, user_id): AdminIds,
@@ -225,6 +232,7 @@ struct DeletePage {
     chat: ChatSummary,
 }
 
+/// `GET /admin/chats/{id}/delete/`: asks to confirm deleting the chat.
 pub async fn delete_page(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -237,6 +245,8 @@ pub async fn delete_page(
     })
 }
 
+/// `POST /admin/chats/{id}/delete/`: deletes the chat with its participants and messages, then
+/// redirects (303) to the list.
 pub async fn delete(
     State(state): State<AppState>,
     AdminId(id): AdminId,

@@ -27,6 +27,7 @@ struct DashboardPage {
     latest_messages: Vec<MessageWithChat>,
 }
 
+/// `GET /admin/`: row counts, today's figures, the newest users and the latest messages.
 pub async fn show(
     State(state): State<AppState>,
     staff: StaffUser,

@@ -17,6 +17,7 @@ use crate::service::FieldErrors;
 pub struct Errors(BTreeMap<String, Vec<String>>);
 
 impl Errors {
+    /// Adds a message about `field` (`__all__` for the whole form).
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0
             .entry(field.to_owned())
@@ -29,10 +30,12 @@ impl Errors {
         self.0.get(field).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// True when there is at least one message about `field`.
     pub fn has(&self, field: &str) -> bool {
         self.0.contains_key(field)
     }
 
+    /// True when no field has a message: the form may be saved.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -60,6 +63,7 @@ pub fn check_length(errors: &mut Errors, field: &str, value: &str, max: usize) {
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Parses a query string (without the `?`), percent-decoding names and values.
     pub fn parse(query: &str) -> Params {
         Params(
             form_urlencoded::parse(query.as_bytes())
@@ -68,6 +72,7 @@ impl Params {
         )
     }
 
+    /// The value of `name` as sent (the last one when repeated); `None` when absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -141,10 +146,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminIds {
 pub struct FormData(Params);
 
 impl FormData {
+    /// Parses a URL-encoded body, percent-decoding names and values.
     pub fn parse(body: &[u8]) -> FormData {
         FormData(Params(form_urlencoded::parse(body).into_owned().collect()))
     }
 
+    /// The value of `name` as sent (the last one when repeated); `None` when absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name)
     }

@@ -32,6 +32,8 @@ struct MessagesPage {
     filter_error: Option<&'static str>,
 }
 
+/// `GET /admin/messages/`: chat messages, newest first and paged, filtered by chat id (`chat`),
+/// sender's username (`sender`) and content (`q`); a non-numeric chat id shows an error.
 pub async fn list(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -87,6 +89,7 @@ struct DeletePage {
     message: MessageWithChat,
 }
 
+/// `GET /admin/messages/{id}/delete/`: asks to confirm deleting the message.
 pub async fn delete_page(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -101,6 +104,8 @@ pub async fn delete_page(
     })
 }
 
+/// `POST /admin/messages/{id}/delete/`: deletes the message, tells the chat's live connections
+/// and redirects (303) to the list; 404 when unknown.
 pub async fn delete(
     State(state): State<AppState>,
     AdminId(id): AdminId,

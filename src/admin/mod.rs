@@ -30,6 +30,8 @@ pub use self::{
 };
 use crate::{service::ServiceError, state::AppState};
 
+/// The `/admin/…` routes. Paths are matched without their trailing slash; any other path under
+/// `/admin/` is a 404 page.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin", get(dashboard::show))
@@ -123,16 +125,20 @@ pub struct Chrome {
 #[derive(Debug)]
 pub enum AdminError {
     /// No staff session: the login page, which returns to `next` afterwards.
-    Login {
-        next: String,
-    },
+    Login { next: String },
+    /// A 403 page with this message.
     Forbidden(String),
+    /// A 403 page: the form's CSRF token was missing or wrong, for this reason.
     Csrf(&'static str),
+    /// A 404 page.
     NotFound,
+    /// A 400 page with this message.
     BadRequest(String),
+    /// A 500 page; the error is logged, not shown.
     Internal(anyhow::Error),
 }
 
+/// What admin handlers return: a response, or an [`AdminError`] rendered as a page.
 pub type AdminResult<T> = Result<T, AdminError>;
 
 impl From<sqlx::Error> for AdminError {
@@ -221,6 +227,7 @@ pub fn render<T: Template>(page: &T) -> AdminResult<Response> {
     render_with(StatusCode::OK, page)
 }
 
+/// Renders a page with the given status; a template error becomes a 500.
 pub fn render_with<T: Template>(status: StatusCode, page: &T) -> AdminResult<Response> {
     Ok((status, Html(page.render()?)).into_response())
 }

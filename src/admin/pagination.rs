@@ -3,8 +3,10 @@
 
 use super::{AdminError, AdminResult, Params};
 
+/// Items per page in every admin list.
 pub const PER_PAGE: i64 = 50;
 
+/// Where a page sits in a list and the links around it.
 #[derive(Debug, Clone)]
 pub struct Pager {
     pub page: i64,
@@ -13,9 +15,13 @@ pub struct Pager {
     /// 1-based positions of the first and last item shown (0 and 0 when there are none).
     pub first_item: i64,
     pub last_item: i64,
+    /// Link to the previous page; `None` on the first.
     pub prev: Option<String>,
+    /// Link to the next page; `None` on the last.
     pub next: Option<String>,
+    /// Link to page 1, only when it is not already next to this one.
     pub first: Option<String>,
+    /// Link to the last page, only when it is not already next to this one.
     pub last: Option<String>,
 }
 
@@ -58,14 +64,17 @@ impl Pager {
         })
     }
 
+    /// Rows to skip before this page, for SQL `OFFSET`.
     pub fn offset(&self) -> i64 {
         (self.page - 1) * PER_PAGE
     }
 
+    /// Rows on a page, for SQL `LIMIT`: [`PER_PAGE`].
     pub fn limit(&self) -> i64 {
         PER_PAGE
     }
 
+    /// True when the list has more than one page, so page links are worth showing.
     pub fn is_paged(&self) -> bool {
         self.pages > 1
     }

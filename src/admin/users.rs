@@ -84,6 +84,8 @@ struct UsersPage {
     user_types: Vec<&'static str>,
 }
 
+/// `GET /admin/users/`: users, paged, searched with `q` and filtered by `user_type`, `staff`
+/// and `active`.
 pub async fn list(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -155,10 +157,13 @@ impl AddPage {
     }
 }
 
+/// `GET /admin/users/add/`: the form for a new user.
 pub async fn add_page(staff: StaffUser) -> AdminResult<Response> {
     render(&AddPage::empty(&staff))
 }
 
+/// `POST /admin/users/add/`: creates a user under the registration rules; only a superuser may
+/// make staff or superusers (403 otherwise).
 pub async fn add(State(state): State<AppState>, posted: StaffForm) -> AdminResult<Response> {
     let StaffForm { staff, form } = posted;
     let mut page = AddPage::empty(&staff);
@@ -262,6 +267,7 @@ impl EditPage {
     }
 }
 
+/// `GET /admin/users/{id}/`: the form to edit a user.
 pub async fn edit_page(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -272,6 +278,8 @@ pub async fn edit_page(
     render(&EditPage::new(&staff, target, notice(&params)))
 }
 
+/// `POST /admin/users/{id}/`: saves a user's names, email, type and flags; only superusers see
+/// and change privilege flags, and deactivating a user closes their live connections.
 pub async fn edit(
     State(state): State<AppState>,
     AdminId(id): AdminId,
@@ -375,6 +383,7 @@ struct PasswordPage {
     errors: Errors,
 }
 
+/// `GET /admin/users/{id}/password/`: the form to set a user's password.
 pub async fn password_page(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -391,6 +400,8 @@ pub async fn password_page(
     })
 }
 
+/// `POST /admin/users/{id}/password/`: sets a new password, ending the user's other sessions and
+/// revoking their tokens (an admin changing their own password keeps this session).
 pub async fn set_password(
     State(state): State<AppState>,
     AdminId(id): AdminId,
@@ -430,6 +441,7 @@ struct DeletePage {
     error: Option<&'static str>,
 }
 
+/// `GET /admin/users/{id}/delete/`: asks to confirm deleting a user.
 pub async fn delete_page(
     State(state): State<AppState>,
     staff: StaffUser,
@@ -449,6 +461,8 @@ pub async fn delete_page(
 
 const CANNOT_DELETE_SELF: &str = "You cannot delete your own account.";
 
+/// `POST /admin/users/{id}/delete/`: deletes the user and closes their live connections; staff
+/// cannot delete themselves (400).
 pub async fn delete(
     State(state): State<AppState>,
     AdminId(id): AdminId,

@@ -14,6 +14,8 @@ use crate::{
     store::ai::Tokens,
 };
 
+/// A [`ChatProvider`] for an OpenAI-compatible `POST {base_url}/chat/completions` endpoint
+/// (OpenAI Chat Completions API), authenticated with a bearer API key.
 pub struct OpenAiProvider {
     http: reqwest::Client,
     endpoint: String,

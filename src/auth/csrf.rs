@@ -12,8 +12,12 @@ use axum::{
 use super::secret::constant_time_eq;
 use crate::{error::ApiError, state::AppState};
 
+/// The request header that must repeat the `csrftoken` cookie (`X-CSRFToken`, Django's default
+/// `CSRF_HEADER_NAME`).
 pub const CSRF_HEADER: &str = "x-csrftoken";
 
+/// True for the methods that must not change state and so skip CSRF checks: GET, HEAD,
+/// OPTIONS and TRACE (RFC 9110 §9.2.1, the set Django exempts).
 pub fn is_safe(method: &Method) -> bool {
     matches!(
         *method,
@@ -37,6 +41,8 @@ pub async fn require_trusted_origin(
     next.run(request).await
 }
 
+/// Accepts a request with no `Origin` header or a trusted one; otherwise a `403`
+/// [`ApiError::Csrf`] worded as Django words its origin failure.
 pub fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
     let Some(origin) = request_origin(headers) else {
         return Ok(());

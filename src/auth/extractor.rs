@@ -7,6 +7,7 @@ use axum_extra::extract::CookieJar;
 use super::{csrf, secret::storage_hash, session};
 use crate::{error::ApiError, state::AppState, store, store::users::User};
 
+/// How the caller proved who they are, kept so logout can end that same credential.
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// The hash of the session key, to end it at logout.
@@ -15,6 +16,9 @@ pub enum Credential {
     Token { token_hash: String },
 }
 
+/// The authenticated, active caller of a request and the credential it came with. Rejects an
+/// unknown bearer token with `401`, and a missing or expired session or a failed CSRF check with
+/// `403`, as Django REST framework does under session authentication.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user: User,

@@ -9,6 +9,8 @@ use argon2::{
 };
 use tokio::sync::Semaphore;
 
+/// Hashes and verifies passwords with Argon2id (default parameters), at most twice the CPU
+/// count at a time. Cheap to clone: clones share the limit.
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
@@ -18,6 +20,7 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
+    /// A hasher allowing two hashes per available CPU at once; computes the dummy hash up front.
     pub fn new() -> Self {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let dummy_hash =
@@ -28,6 +31,8 @@ impl PasswordHasher {
         }
     }
 
+    /// Hashes `password` with a fresh salt, giving a PHC string (`$argon2id$v=19$…`); waits for
+    /// a permit when the limit is reached.
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
         let _permit = self.permits.acquire().await.context("hasher closed")?;
         tokio::task::spawn_blocking(move || hash_blocking(&password))

@@ -8,13 +8,18 @@ use chrono::Duration;
 use super::secret::{random_token, storage_hash};
 use crate::store::{self, Db};
 
+/// The cookie holding the session key (Django's default `SESSION_COOKIE_NAME`).
 pub const SESSION_COOKIE: &str = "sessionid";
+/// The cookie holding the CSRF token, readable by scripts (Django's default
+/// `CSRF_COOKIE_NAME`).
 pub const CSRF_COOKIE: &str = "csrftoken";
 /// Sessions end two weeks after login, as in the original.
 pub const SESSION_DAYS: i64 = 14;
 /// The CSRF cookie outlives sessions (a year) so an open page keeps a token to send.
 const CSRF_COOKIE_DAYS: i64 = 364;
 
+/// The secrets of a session just started: the session key (43 alphanumeric characters) and its
+/// CSRF token (32). Only the key's hash is stored.
 pub struct NewSession {
     pub key: String,
     pub csrf_token: String,

@@ -105,11 +105,15 @@ pub struct BusHealth {
 }
 
 impl BusHealth {
+    /// True while the subscription to the bus channel is up.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
 }
 
+/// This node's link to the Redis bus: publishes its chats' events on one channel, hands events
+/// from other nodes to the local [`Hub`], and keeps presence keys that expire after
+/// `presence_ttl`.
 pub struct RedisBroker {
     node: String,
     channel: String,

@@ -84,12 +84,14 @@ pub struct Tokens {
     pub total: i64,
 }
 
+/// The fields of an AI chat a user can set, for [`create`] and [`update`].
 pub struct AiChatFields<'a> {
     pub title: &'a str,
     pub system_prompt: &'a str,
     pub related_chat_id: Option<i64>,
 }
 
+/// Inserts an AI chat owned by `user_id`; returns its id.
 pub async fn create(db: &Db, user_id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<i64> {
     let sql = "INSERT INTO ai_chats (user_id, related_chat_id, title, system_prompt, created_at, updated_at) \
                VALUES ($1, $2, $3, $4, $5, $5) RETURNING id";
@@ -137,6 +139,8 @@ pub async fn page_for_user(
         .await)
 }
 
+/// Overwrites the AI chat's title, system prompt and related chat, and bumps `updated_at`.
+/// Succeeds without change when the id is unknown.
 pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<()> {
     let sql = "UPDATE ai_chats SET title = $1, system_prompt = $2, related_chat_id = $3, updated_at = $4 WHERE id = $5";
     on_writer!(db, pool => sqlx::query(sql)
@@ -151,12 +155,14 @@ pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result
     Ok(())
 }
 
+/// Sets the AI chat's `updated_at` to now, moving it to the top of its owner's list.
 pub async fn touch(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE ai_chats SET updated_at = $1 WHERE id = $2";
     on_writer!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
+/// Deletes the AI chat; its messages go with it.
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM ai_chats WHERE id = $1";
     on_writer!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -213,6 +219,7 @@ pub async fn finish_reply(
         .await)
 }
 
+/// Deletes one AI message by id; an unknown id is not an error.
 pub async fn delete_message(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "DELETE FROM ai_messages WHERE id = $1";
     on_writer!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -347,6 +354,7 @@ pub async fn latest_per_chat(
     })
 }
 
+/// Adds a row of token use for `user_id` and `model`, dated today (UTC, `YYYY-MM-DD`).
 pub async fn record_usage(db: &Db, user_id: i64, model: &str, tokens: Tokens) -> sqlx::Result<()> {
     let sql = "INSERT INTO ai_usage (user_id, model, day, prompt_tokens, completion_tokens, total_tokens, created_at) \
                VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -367,6 +375,7 @@ pub async fn record_usage(db: &Db, user_id: i64, model: &str, tokens: Tokens) ->
     Ok(())
 }
 
+/// A user's token use summed over one model and one day (`YYYY-MM-DD`, UTC).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UsageRow {
     pub model: String,

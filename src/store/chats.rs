@@ -136,6 +136,7 @@ pub async fn last_seq_for_member(db: &Db, chat_id: i64, user_id: i64) -> sqlx::R
     on_pool!(db, pool => sqlx::query_scalar(sql).bind(chat_id).bind(user_id).fetch_optional(pool).await)
 }
 
+/// Sets the chat's name; an unknown id is not an error.
 pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
     let sql = "UPDATE chats SET name = $1 WHERE id = $2";
     on_writer!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;

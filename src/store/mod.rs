@@ -107,6 +107,9 @@ macro_rules! on_sqlite {
 pub(crate) use on_sqlite;
 
 impl Db {
+    /// Opens the database named by `url`: `sqlite:…` opens (creating if missing) a SQLite file in
+    /// WAL mode with foreign keys on; anything else is taken as a PostgreSQL URL. Up to
+    /// `max_connections` connections, waiting at most 10 s for one.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -151,6 +154,7 @@ impl Db {
         }
     }
 
+    /// The backend's name: `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self {
             Db::Sqlite(..) => "sqlite",
@@ -172,6 +176,7 @@ impl Db {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
+    /// Closes the database connections; used at shutdown.
     pub async fn close(&self) {
         match self {
             Db::Sqlite(sqlite) => sqlite.close().await,
@@ -197,14 +202,17 @@ pub struct Window {
 }
 
 impl Window {
+    /// True when the window reads back from its upper end (no `after`).
     pub fn from_newest(&self) -> bool {
         self.after.is_none()
     }
 
+    /// The exclusive lower id bound: `after`, or 0.
     pub fn lower(&self) -> i64 {
         self.after.unwrap_or(0)
     }
 
+    /// The exclusive upper id bound: `before`, or `i64::MAX`.
     pub fn upper(&self) -> i64 {
         self.before.unwrap_or(i64::MAX)
     }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{on_pool, on_writer, users::user_columns, users::User, Db};
 
+/// Stores a session under the hash of its key, with its CSRF token and expiry time.
 pub async fn create(
     db: &Db,
     key_hash: &str,
@@ -25,6 +26,7 @@ pub async fn create(
     Ok(())
 }
 
+/// A session's user and the CSRF token issued with the session.
 #[derive(Debug, sqlx::FromRow)]
 pub struct SessionUser {
     #[sqlx(flatten)]
@@ -47,6 +49,7 @@ pub async fn user(db: &Db, key_hash: &str) -> sqlx::Result<Option<SessionUser>> 
         .await)
 }
 
+/// Deletes the session with this key hash (logout); an unknown hash is not an error.
 pub async fn delete(db: &Db, key_hash: &str) -> sqlx::Result<()> {
     let sql = "DELETE FROM sessions WHERE key_hash = $1";
     on_writer!(db, pool => sqlx::query(sql).bind(key_hash).execute(pool).await.map(|r| r.rows_affected()))?;

@@ -2,6 +2,7 @@
 
 use super::{on_pool, on_writer, users::user_columns, users::User, Db};
 
+/// Stores a bearer token for the user under its hash, with a name the user gave it.
 pub async fn create(db: &Db, user_id: i64, token_hash: &str, name: &str) -> sqlx::Result<()> {
     let sql =
         "INSERT INTO api_tokens (user_id, token_hash, name, created_at) VALUES ($1, $2, $3, $4)";
@@ -29,6 +30,7 @@ pub async fn user(db: &Db, token_hash: &str) -> sqlx::Result<Option<User>> {
         .await)
 }
 
+/// Revokes the token with this hash; `true` when one was deleted.
 pub async fn delete(db: &Db, token_hash: &str) -> sqlx::Result<bool> {
     let sql = "DELETE FROM api_tokens WHERE token_hash = $1";
     let done = on_writer!(db, pool => sqlx::query(sql).bind(token_hash).execute(pool).await.map(|r| r.rows_affected()))?;

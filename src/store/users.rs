@@ -67,11 +67,13 @@ pub async fn create(db: &Db, new: &NewUser<'_>) -> sqlx::Result<User> {
         .await)
 }
 
+/// The user with this id, active or not.
 pub async fn by_id(db: &Db, id: i64) -> sqlx::Result<Option<User>> {
     let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
     on_pool!(db, pool => sqlx::query_as::<_, User>(sql).bind(id).fetch_optional(pool).await)
 }
 
+/// True when a user has exactly this username (compared as the database compares text).
 pub async fn username_taken(db: &Db, username: &str) -> sqlx::Result<bool> {
     let sql = "SELECT COUNT(*) FROM users WHERE username = $1";
     let n: i64 =
@@ -79,6 +81,7 @@ pub async fn username_taken(db: &Db, username: &str) -> sqlx::Result<bool> {
     Ok(n > 0)
 }
 
+/// The login credentials of the user with this username, if any.
 pub async fn credentials(db: &Db, username: &str) -> sqlx::Result<Option<Credentials>> {
     let sql = "SELECT id, password_hash, is_active FROM users WHERE username = $1";
     on_pool!(db, pool => sqlx::query_as::<_, Credentials>(sql)
@@ -87,6 +90,7 @@ pub async fn credentials(db: &Db, username: &str) -> sqlx::Result<Option<Credent
         .await)
 }
 
+/// Sets the user's `last_login` to now.
 pub async fn record_login(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE users SET last_login = $1 WHERE id = $2";
     on_writer!(db, pool => sqlx::query(sql).bind(super::now()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
