@@ -454,7 +454,7 @@ impl Room {
             for row in rows {
                 if row.seq >= self.next_seq {
                     let seq = row.seq;
-                    self.deliver(seq, frames::message(&MessageView::from(row)));
+                    self.deliver(seq, frames::message(MessageView::from(row)));
                 }
             }
             if complete {

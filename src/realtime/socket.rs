@@ -253,7 +253,7 @@ impl Writer {
             for row in rows {
                 let seq = row.seq;
                 self.sink
-                    .feed(Message::Text(frames::message(&MessageView::from(row))))
+                    .feed(Message::Text(frames::message(MessageView::from(row))))
                     .await?;
                 self.last_sent = seq;
             }

@@ -122,7 +122,7 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 p.chat_id,
                 RoomEvent::Message {
                     seq: saved.seq,
-                    frame: frames::message(&view),
+                    frame: frames::message(view.clone()),
                 },
             );
             view

@@ -11,9 +11,9 @@ use sqlx::{encode::IsNull, error::BoxDynError, Database, Decode, Encode, Type};
 
 use crate::domain::{AiRole, FinishReason, UserType};
 
-/// Implements `Type`, `Encode` and `Decode` on every backend for an enum whose values are
-/// written as `as_str()` (a `&'static str`) and read with `parse(&str) -> Result<Self, _>`.
-macro_rules! named_enum_column {
+/// Implements `Type` on every backend for a type stored as text: it takes on the backend's
+/// text type.
+macro_rules! text_column_type {
     ($ty:ty) => {
         impl<DB: Database> Type<DB> for $ty
         where
@@ -27,6 +27,14 @@ macro_rules! named_enum_column {
                 <str as Type<DB>>::compatible(ty)
             }
         }
+    };
+}
+
+/// Implements `Type`, `Encode` and `Decode` on every backend for an enum whose values are
+/// written as `as_str()` (a `&'static str`) and read with `parse(&str) -> Result<Self, _>`.
+macro_rules! named_enum_column {
+    ($ty:ty) => {
+        text_column_type!($ty);
 
         impl<'q, DB: Database> Encode<'q, DB> for $ty
         where
@@ -56,18 +64,7 @@ macro_rules! named_enum_column {
 named_enum_column!(UserType);
 named_enum_column!(AiRole);
 
-impl<DB: Database> Type<DB> for FinishReason
-where
-    str: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <str as Type<DB>>::compatible(ty)
-    }
-}
+text_column_type!(FinishReason);
 
 impl<'q, DB: Database> Encode<'q, DB> for FinishReason
 where

@@ -82,10 +82,10 @@ pub fn encode(frame: &impl Serialize) -> Utf8Bytes {
 }
 
 /// `{"type": "message", "message": {…}}`
-pub fn message(message: &MessageView) -> Utf8Bytes {
+pub fn message(message: MessageView) -> Utf8Bytes {
     encode(&MessageFrame {
         kind: "message",
-        message: message.clone(),
+        message,
     })
 }
 
