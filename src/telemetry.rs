@@ -7,11 +7,11 @@ use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 use crate::config::LogFormat;
 
 /// Installs the process's log subscriber on standard output: the `RUST_LOG` filter (default
-/// `info,sqlx=warn,tower_http=info`), then text lines (coloured only at a terminal, and never with
+/// `info,sqlx=warn`), then text lines (coloured only at a terminal, and never with
 /// `NO_COLOR` set) or one flat JSON object per line. Does nothing when one is installed already.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init` so that embedding (tests start several servers in one process) never panics.
     let _ = match format {
