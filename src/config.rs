@@ -179,6 +179,26 @@ pub struct Config {
         value_parser = number::<NonZeroU32>
     )]
     pub login_attempts_per_minute: NonZeroU32,
+    /// `MRM_PASSWORD_ATTEMPTS_PER_MINUTE`: requests that check or hash a password (logins,
+    /// token requests, admin logins, registrations), failed or successful, allowed per minute
+    /// for one client address whatever the usernames. Default 30. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "password-attempts-per-minute",
+        env = "MRM_PASSWORD_ATTEMPTS_PER_MINUTE",
+        default_value = "30",
+        value_parser = number::<NonZeroU32>
+    )]
+    pub password_attempts_per_minute: NonZeroU32,
+    /// `MRM_PASSWORD_QUEUE`: password hashes that may wait for a free hashing slot (two per
+    /// CPU hash at once); past it, a request that needs one answers 429 with `Retry-After: 1`.
+    /// Default 64. Error: not a whole number.
+    #[arg(
+        long = "password-queue",
+        env = "MRM_PASSWORD_QUEUE",
+        default_value = "64",
+        value_parser = number::<usize>
+    )]
+    pub password_queue: usize,
     /// `MRM_MESSAGES_PER_SECOND`: messages a user may send to one chat per second. Default 20.
     /// Error: not a whole number ≥ 1.
     #[arg(
@@ -188,6 +208,18 @@ pub struct Config {
         value_parser = number::<NonZeroU32>
     )]
     pub messages_per_second: NonZeroU32,
+    /// `MRM_PAGE_BYTES`: the most bytes of JSON a page of a list holds; a page reaching it ends
+    /// early, with fewer items than its `limit` and a `Link` to the rest. A page always holds one
+    /// item, however large. Default 1048576 (1 MiB): a full page of 100 ordinary messages, while
+    /// a list of chats, each with its newest 100 messages, no longer builds hundreds of megabytes.
+    /// Error: not a whole number ≥ 1.
+    #[arg(
+        long = "page-bytes",
+        env = "MRM_PAGE_BYTES",
+        default_value = "1048576",
+        value_parser = positive_count::<usize>
+    )]
+    pub page_bytes: usize,
     /// `MRM_WS_QUEUE`: frames a socket may have queued before it is closed as too slow (4008).
     /// Default 256. Error: not a whole number ≥ 1.
     #[arg(
@@ -238,6 +270,35 @@ pub struct Config {
     /// the database, Redis and plain HTTP. Error: not a whole number.
     #[arg(long = "max-sockets", env = "MRM_MAX_SOCKETS", value_parser = number::<usize>)]
     pub max_sockets: Option<usize>,
+    /// `MRM_MAX_CONNECTIONS`: most HTTP connections served at once; past it a new connection is
+    /// answered 503 and closed at once. A connection upgraded to a WebSocket counts under
+    /// `MRM_MAX_SOCKETS` instead. Default: none here, and the server uses a quarter of the
+    /// open-file limit less a reserve. Error: not a whole number ≥ 1.
+    #[arg(long = "max-connections", env = "MRM_MAX_CONNECTIONS", value_parser = positive_count::<usize>)]
+    pub max_connections: Option<usize>,
+    /// `MRM_HTTP_IDLE_SECONDS`: how long a connection may wait, with no request in progress, for
+    /// its next request's first byte before it is closed, in whole seconds. Default 75: longer
+    /// than the 60 s idle timeout of common proxies and load balancers in front, so they close
+    /// first and never reuse a connection this server is closing. Error: not a whole number of
+    /// seconds ≥ 1.
+    #[arg(
+        long = "http-idle-seconds",
+        env = "MRM_HTTP_IDLE_SECONDS",
+        default_value = "75",
+        value_parser = seconds
+    )]
+    pub http_idle_timeout: Duration,
+    /// `MRM_HTTP_HEADER_SECONDS`: how long a request's header may take from its first byte to
+    /// its end before the connection is closed, in whole seconds. Default 10: a header is one
+    /// round trip for any real client, even on a poor network. Error: not a whole number of
+    /// seconds ≥ 1.
+    #[arg(
+        long = "http-header-seconds",
+        env = "MRM_HTTP_HEADER_SECONDS",
+        default_value = "10",
+        value_parser = seconds
+    )]
+    pub http_header_timeout: Duration,
 }
 
 /// A configuration error: the variable it is about and why, printed as `VAR: reason` on one
@@ -294,7 +355,13 @@ impl fmt::Debug for Config {
             .field("secure_cookies", &self.secure_cookies)
             .field("log_format", &self.log_format)
             .field("login_attempts_per_minute", &self.login_attempts_per_minute)
+            .field(
+                "password_attempts_per_minute",
+                &self.password_attempts_per_minute,
+            )
+            .field("password_queue", &self.password_queue)
             .field("messages_per_second", &self.messages_per_second)
+            .field("page_bytes", &self.page_bytes)
             .field("ws_queue_capacity", &self.ws_queue_capacity)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ai", &self.ai)
@@ -302,6 +369,9 @@ impl fmt::Debug for Config {
             .field("redis_prefix", &self.redis_prefix)
             .field("presence_ttl", &self.presence_ttl)
             .field("max_sockets", &self.max_sockets)
+            .field("max_connections", &self.max_connections)
+            .field("http_idle_timeout", &self.http_idle_timeout)
+            .field("http_header_timeout", &self.http_header_timeout)
             .finish()
     }
 }

@@ -1,5 +1,5 @@
-//! Rate limits, kept in memory per node: login attempts per client address and username, and
-//! messages per user and chat.
+//! Rate limits, kept in memory per node: login attempts per client address and username,
+//! password checks per client address, and messages per user and chat.
 
 use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
@@ -15,24 +15,40 @@ use crate::service::ServiceError;
 /// second). Kept per node, so with several nodes a client's budget is per node too.
 pub struct RateLimits {
     logins: DefaultKeyedRateLimiter<(IpAddr, String)>,
+    passwords: DefaultKeyedRateLimiter<IpAddr>,
     messages: DefaultKeyedRateLimiter<(i64, i64)>,
 }
 
 impl RateLimits {
     /// `logins_per_minute` (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) per client address and username;
+    /// `passwords_per_minute` (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`) per client address;
     /// `messages_per_second` (`MRM_MESSAGES_PER_SECOND`) per user and chat.
-    pub fn new(logins_per_minute: NonZeroU32, messages_per_second: NonZeroU32) -> Self {
+    pub fn new(
+        logins_per_minute: NonZeroU32,
+        passwords_per_minute: NonZeroU32,
+        messages_per_second: NonZeroU32,
+    ) -> Self {
         Self {
             logins: RateLimiter::keyed(Quota::per_minute(logins_per_minute)),
+            passwords: RateLimiter::keyed(Quota::per_minute(passwords_per_minute)),
             messages: RateLimiter::keyed(Quota::per_second(messages_per_second)),
         }
     }
 
-    /// One login or token request from `ip` for `username`. The username is compared without
+    /// One login or token request from `ip` for `username`: counted against that address and
+    /// username, then against the address's password budget ([`Self::password_check`]), so
+    /// a new username for each attempt is throttled too. The username is compared without
     /// case, so its case variants share one budget. Errors: `RateLimited` with the whole seconds
     /// (at least 1) until an attempt is allowed again.
     pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), ServiceError> {
-        check(self.logins.check_key(&(ip, username.to_lowercase())))
+        check(self.logins.check_key(&(ip, username.to_lowercase())))?;
+        self.password_check(ip)
+    }
+
+    /// One request from `ip` that will hash or verify a password (a login, a token request, a
+    /// registration), whatever the username. Errors: `RateLimited`, as for [`Self::login`].
+    pub fn password_check(&self, ip: IpAddr) -> Result<(), ServiceError> {
+        check(self.passwords.check_key(&ip))
     }
 
     /// One message from `user_id` to `chat_id`. Errors: `RateLimited`, as for [`Self::login`].
@@ -43,6 +59,7 @@ impl RateLimits {
     /// Forgets keys whose budget is full again, so memory tracks active clients only.
     pub fn prune(&self) {
         self.logins.retain_recent();
+        self.passwords.retain_recent();
         self.messages.retain_recent();
     }
 }

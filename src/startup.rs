@@ -4,15 +4,14 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use axum::{extract::Request, serve::ListenerExt, ServiceExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::{util::MapRequestLayer, Layer};
 
 use crate::{
     config::Config,
+    connections::{self, ConnectionLimits},
     http,
-    state::AppState,
+    state::{AppState, FileBudget},
     store::{self, Db},
 };
 
@@ -64,10 +63,6 @@ impl Application {
         let Application { listener, state } = self;
         let addr = listener.local_addr()?;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        // Paths are matched with or without their trailing slash, as clients of the original
-        // send both spellings.
-        let app =
-            MapRequestLayer::new(http::trim_trailing_slash).layer(http::router(state.clone()));
         tracing::info!(%addr, backend = state.db.backend(), "mrm-chat listening on http://{addr}");
         let stopping = CancellationToken::new();
         tokio::spawn({
@@ -92,21 +87,29 @@ impl Application {
                 );
             }
         });
-        // Frames are small and latency matters: no Nagle delay on any connection.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(
+        let limits = ConnectionLimits {
+            max_connections: state
+                .config
+                .max_connections
+                .unwrap_or_else(|| FileBudget::of(&state.config).connections),
+            idle_timeout: state.config.http_idle_timeout,
+            header_timeout: state.config.http_header_timeout,
+        };
+        connections::serve(
             listener,
-            ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+            http::router(state.clone()),
+            // Paths are matched with or without their trailing slash, as clients of the
+            // original send both spellings.
+            http::trim_trailing_slash,
+            limits,
+            stopping,
         )
-        .with_graceful_shutdown(stopping.cancelled_owned())
         .await;
         let _ = closing_sockets.await;
         housekeeping.abort();
         state.db.close().await;
         tracing::info!("mrm-chat stopped");
-        served.context("serving HTTP")
+        Ok(())
     }
 }
 

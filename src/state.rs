@@ -13,6 +13,35 @@ use crate::{
     store::Db,
 };
 
+/// How the open-file limit is shared when `MRM_MAX_SOCKETS` or `MRM_MAX_CONNECTIONS` is not set:
+/// a reserve for the database pool, Redis, logs and the process's own files (64 plus the pool's
+/// size), then a quarter of the rest for plain HTTP connections and three quarters for sockets,
+/// so the two together never reach the limit ("Too many open files").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileBudget {
+    /// Default of `MRM_MAX_CONNECTIONS`, at least 1.
+    pub connections: usize,
+    /// Default of `MRM_MAX_SOCKETS`.
+    pub sockets: usize,
+}
+
+impl FileBudget {
+    /// The budget of this process's open-file limit.
+    pub fn of(config: &Config) -> Self {
+        let limit = crate::os::open_file_limit().min(usize::MAX as u64) as usize;
+        Self::split(limit, config.db_max_connections as usize)
+    }
+
+    fn split(limit: usize, db_connections: usize) -> Self {
+        let shared = limit.saturating_sub(64 + db_connections);
+        let connections = (shared / 4).max(1);
+        Self {
+            connections,
+            sockets: shared.saturating_sub(connections),
+        }
+    }
+}
+
 /// Everything a request, a socket or a command needs, built once at start-up and cloned into
 /// each (every field is a handle: cloning is a few reference-count increments).
 #[derive(Clone)]
@@ -21,7 +50,8 @@ pub struct AppState {
     pub db: Db,
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// argon2id hashing on the blocking pool, at most two hashes per core at once.
+    /// argon2id hashing on the blocking pool, at most two hashes per core at once and
+    /// `MRM_PASSWORD_QUEUE` waiting.
     pub hasher: PasswordHasher,
     /// Django's password validators with its common-password list.
     pub password_policy: Arc<PasswordPolicy>,
@@ -44,11 +74,9 @@ impl AppState {
         let settings = SocketSettings {
             queue_capacity: config.ws_queue_capacity,
             ping_interval: config.ws_ping_interval,
-            max_sockets: config.max_sockets.unwrap_or_else(|| {
-                // Keep descriptors for the database pool, Redis, plain HTTP and the process.
-                let limit = crate::os::open_file_limit().min(usize::MAX as u64) as usize;
-                limit.saturating_sub(256 + config.db_max_connections as usize)
-            }),
+            max_sockets: config
+                .max_sockets
+                .unwrap_or_else(|| FileBudget::of(&config).sockets),
         };
         let realtime = match &config.redis_url {
             None => Realtime::new(db.clone(), settings),
@@ -71,18 +99,42 @@ impl AppState {
         provider: Option<Arc<dyn ChatProvider>>,
         realtime: Realtime,
     ) -> Self {
-        let limits = RateLimits::new(config.login_attempts_per_minute, config.messages_per_second);
+        let limits = RateLimits::new(
+            config.login_attempts_per_minute,
+            config.password_attempts_per_minute,
+            config.messages_per_second,
+        );
         let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
         let messages = MessageWriter::start(db.clone(), realtime.clone());
+        let password_queue = config.password_queue;
         Self {
             messages,
             db,
             realtime,
             generations,
             config: Arc::new(config),
-            hasher: PasswordHasher::new(),
+            hasher: PasswordHasher::new(password_queue),
             password_policy: Arc::new(PasswordPolicy::load()),
             limits: Arc::new(limits),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileBudget;
+
+    #[test]
+    fn the_file_limit_is_shared_below_itself() {
+        assert_eq!(
+            FileBudget::split(1024, 16),
+            FileBudget {
+                connections: 236,
+                sockets: 708
+            }
+        );
+        let small = FileBudget::split(400, 16);
+        assert!(small.connections + small.sockets + 64 + 16 <= 400);
+        assert_eq!(FileBudget::split(10, 16).connections, 1);
     }
 }

@@ -234,6 +234,8 @@ pub async fn login(
     page.username = form.text("username");
     let username = form.get("username").unwrap_or("").to_owned();
     let password = form.get("password").unwrap_or("").to_owned();
+    // Not held while the password waits for its hash.
+    drop(form);
     let user = match accounts::authenticate(&state, peer.ip(), Some(username), Some(password)).await
     {
         Ok(user) => user,

@@ -8,4 +8,4 @@ pub mod secret;
 pub mod session;
 
 pub use extractor::{AuthUser, Credential};
-pub use password::PasswordHasher;
+pub use password::{HashError, HashSlot, PasswordHasher};

@@ -1,5 +1,6 @@
 //! Argon2id password hashes, computed on the blocking pool so they never stall the async
-//! workers, and bounded in number so a login flood cannot exhaust memory (each hash takes ~19 MiB).
+//! workers, and bounded in number so a login flood cannot exhaust memory (each hash takes ~19 MiB):
+//! a few run at once, a bounded number wait, and the rest are refused at once.
 
 use std::sync::Arc;
 
@@ -7,12 +8,26 @@ use anyhow::Context;
 use argon2::{
     password_hash::phc::PasswordHash, Argon2, PasswordHasher as _, PasswordVerifier as _,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a password could not be hashed or verified.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every hashing slot is taken and the queue is full: the request was not queued.
+    #[error("too many passwords waiting to be hashed")]
+    Busy,
+    /// The hashing task failed (a panic, or the runtime shutting down).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
 
 /// Hashes and verifies passwords with Argon2id (default parameters), at most twice the CPU
-/// count at a time. Cheap to clone: clones share the limit.
+/// count at a time with a bounded number waiting. Cheap to clone: clones share the limits.
 #[derive(Clone)]
 pub struct PasswordHasher {
+    /// One per hash running or waiting: taken without waiting, so a full queue refuses.
+    admitted: Arc<Semaphore>,
+    /// One per hash running.
     permits: Arc<Semaphore>,
     /// Verified against when the username is unknown, so that answer takes as long as a wrong
     /// password and does not reveal which usernames exist.
@@ -20,49 +35,92 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A hasher allowing two hashes per available CPU at once; computes the dummy hash up front.
-    pub fn new() -> Self {
+    /// A hasher allowing two hashes per available CPU at once and `queue` more waiting;
+    /// computes the dummy hash up front.
+    pub fn new(queue: usize) -> Self {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let dummy_hash =
             hash_blocking("not a real password").expect("argon2 with default parameters");
         Self {
+            admitted: Arc::new(Semaphore::new(parallel.saturating_add(queue))),
             permits: Arc::new(Semaphore::new(parallel)),
             dummy_hash: Arc::new(dummy_hash),
         }
     }
 
-    /// Hashes `password` with a fresh salt, giving a PHC string (`$argon2id$v=19$…`); waits for
-    /// a permit when the limit is reached.
-    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await.context("hasher closed")?;
-        tokio::task::spawn_blocking(move || hash_blocking(&password))
-            .await
-            .context("password hashing task failed")?
+    /// A place among the hashes running or waiting, taken without waiting: take it before
+    /// any other work of a request that will hash, so a request refused costs nothing.
+    /// Errors: `Busy` when the queue is full.
+    pub fn reserve(&self) -> Result<HashSlot, HashError> {
+        let admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        Ok(HashSlot {
+            hasher: self.clone(),
+            _admitted: admitted,
+        })
     }
 
-    /// True when `password` matches `hash`; with no hash, spends the same effort and says no.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
-        let _permit = self.permits.acquire().await.context("hasher closed")?;
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
-        let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .context("password verification task failed")?;
-        Ok(known && matches)
+    /// Hashes `password`, as [`HashSlot::hash`]. Errors: `Busy` when the queue is full.
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        self.reserve()?.hash(password).await
+    }
+
+    /// Verifies `password`, as [`HashSlot::verify`]. Errors: `Busy` when the queue is full.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, HashError> {
+        self.reserve()?.verify(password, hash).await
     }
 }
 
-impl Default for PasswordHasher {
-    fn default() -> Self {
-        Self::new()
+/// A reserved place in the hashing queue ([`PasswordHasher::reserve`]), used by one hash and
+/// given back when dropped.
+pub struct HashSlot {
+    hasher: PasswordHasher,
+    _admitted: OwnedSemaphorePermit,
+}
+
+impl HashSlot {
+    /// Hashes `password` with a fresh salt, giving a PHC string (`$argon2id$v=19$…`); waits for
+    /// a hashing slot when all are taken.
+    pub async fn hash(self, password: String) -> Result<String, HashError> {
+        Ok(self.run(move || hash_blocking(&password)).await??)
+    }
+
+    /// True when `password` matches `hash`; with no hash, spends the same effort and says no.
+    pub async fn verify(self, password: String, hash: Option<String>) -> Result<bool, HashError> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.hasher.dummy_hash.as_ref().clone());
+        let matches = self
+            .run(move || {
+                PasswordHash::new(&hash)
+                    .map(|parsed| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &parsed)
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            })
+            .await?;
+        Ok(known && matches)
+    }
+
+    /// Runs `work` on the blocking pool once a hashing slot is free.
+    async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .hasher
+            .permits
+            .acquire()
+            .await
+            .context("hasher closed")?;
+        let done = tokio::task::spawn_blocking(work)
+            .await
+            .context("password hashing task failed")?;
+        Ok(done)
     }
 }
 
@@ -81,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn verifies_only_the_right_password() {
-        let hasher = PasswordHasher::new();
+        let hasher = PasswordHasher::new(8);
         let hash = hasher.hash("s3cret-enough".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(hasher
@@ -97,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_keep_their_format_and_old_ones_still_verify() {
-        let hasher = PasswordHasher::new();
+        let hasher = PasswordHasher::new(8);
         let hash = hasher.hash("s3cret-enough".into()).await.unwrap();
         let (params, rest) = hash.split_at("$argon2id$v=19$m=19456,t=2,p=1$".len());
         assert_eq!(params, "$argon2id$v=19$m=19456,t=2,p=1$");
@@ -118,5 +176,23 @@ mod tests {
             .verify("Old-pass-word-2".into(), Some(old.into()))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let hasher = PasswordHasher::new(0);
+        let parallel = hasher.permits.available_permits();
+        // Every slot taken and none left to wait in: the next hash is refused, not queued.
+        let held: Vec<_> = (0..parallel).map(|_| hasher.reserve().unwrap()).collect();
+        assert!(matches!(
+            hasher.hash("s3cret-enough".into()).await,
+            Err(HashError::Busy)
+        ));
+        assert!(matches!(
+            hasher.verify("s3cret-enough".into(), None).await,
+            Err(HashError::Busy)
+        ));
+        drop(held);
+        assert!(hasher.hash("s3cret-enough".into()).await.is_ok());
     }
 }

@@ -9,7 +9,17 @@ use flate2::read::GzDecoder;
 const COMMON_PASSWORDS_GZ: &[u8] = include_bytes!("../../assets/common-passwords.txt.gz");
 /// Fewest characters a password may have: the default of Django's `MinimumLengthValidator`.
 pub const MIN_LENGTH: usize = 8;
+/// Most characters a password may have: Django's `MAXIMUM_PASSWORD_LENGTH` (4,096), which
+/// kept a login from making it hash megabytes. A login with a longer password fails without
+/// hashing; choosing one is a field error.
+pub const MAX_LENGTH: usize = 4096;
 const MAX_SIMILARITY: f64 = 0.7;
+
+/// Whether `password` is longer than [`MAX_LENGTH`] characters, counted without reading past
+/// the limit.
+pub fn too_long(password: &str) -> bool {
+    password.chars().nth(MAX_LENGTH).is_some()
+}
 
 /// The rules of Django's four default password validators (attribute similarity with a maximum
 /// `quick_ratio` of 0.7, minimum length, common passwords, entirely numeric), holding the
@@ -32,8 +42,15 @@ impl PasswordPolicy {
 
     /// Every rule the password breaks, as the wire's messages, in Django's order (similarity,
     /// length, common, numeric); empty when it passes. `attributes` pairs a label
-    /// ("username", "email address") with the user's value; empty values are skipped.
+    /// ("username", "email address") with the user's value; empty values are skipped. A
+    /// password over [`MAX_LENGTH`] gets that one message (Django REST Framework's `max_length`
+    /// wording), the other rules unchecked.
     pub fn problems(&self, password: &str, attributes: &[(&str, &str)]) -> Vec<String> {
+        if too_long(password) {
+            return vec![format!(
+                "Ensure this field has no more than {MAX_LENGTH} characters."
+            )];
+        }
         let mut problems = Vec::new();
         if let Some(label) = too_similar(password, attributes) {
             problems.push(format!("The password is too similar to the {label}."));
@@ -140,6 +157,17 @@ mod tests {
         assert!(problems("Alice.Example")
             .iter()
             .any(|p| p.contains("too similar")));
+    }
+
+    #[test]
+    fn the_length_limit_counts_characters() {
+        let longest = "é".repeat(MAX_LENGTH);
+        assert!(!too_long(&longest));
+        assert!(too_long(&format!("{longest}x")));
+        assert_eq!(
+            problems(&format!("{longest}x")),
+            ["Ensure this field has no more than 4096 characters."]
+        );
     }
 
     #[test]

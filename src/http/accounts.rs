@@ -13,7 +13,10 @@ use axum::{
 use axum_extra::extract::CookieJar;
 use serde_json::json;
 
-use super::{input::Input, pagination::Cursor};
+use super::{
+    input::{CredentialsInput, Input},
+    pagination::Cursor,
+};
 use crate::wire::schemas::{
     BadRequest, Detail, ErrorMessage, LoginRequest, Message, RegisterRequest,
 };
@@ -46,14 +49,21 @@ pub fn router() -> Router<AppState> {
         (status = 201, description = "Account created", body = UserView),
         (status = 400, description = "Invalid input", body = BadRequest),
         (status = 403, description = "Cross-origin request refused", body = Detail),
+        (status = 429, description = "Too many attempts", body = Detail),
     ))]
-async fn register(State(state): State<AppState>, input: Input) -> ApiResult<Response> {
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    CredentialsInput(input): CredentialsInput,
+) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
     let username = input.required_string("username", &mut errors);
     let email = input.optional_string("email", &mut errors);
     let password = input.required_string("password", &mut errors);
     let password_confirm = input.required_string("password_confirm", &mut errors);
     let user_type = input.optional_string("user_type", &mut errors);
+    // Not held while the password waits for its hash.
+    drop(input);
     let form = RegistrationForm {
         username,
         email,
@@ -61,7 +71,7 @@ async fn register(State(state): State<AppState>, input: Input) -> ApiResult<Resp
         password_confirm,
         user_type,
     };
-    let user = accounts::register(&state, form, errors, false, false).await?;
+    let user = accounts::register_from(&state, peer.ip(), form, errors).await?;
     tracing::info!(user.id = user.id, "account registered");
     Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
 }
@@ -90,9 +100,11 @@ async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
-    input: Input,
+    CredentialsInput(input): CredentialsInput,
 ) -> ApiResult<Response> {
     let (username, password) = credentials(&input);
+    // Not held while the password waits for its hash.
+    drop(input);
     let user = accounts::authenticate(&state, peer.ip(), username, password).await?;
     let previous = jar.get(session::SESSION_COOKIE).map(|c| c.value());
     let new_session = sessions::log_in(&state, &user, previous).await?;
@@ -157,5 +169,11 @@ async fn users(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::users::page(&state.db, cursor.probe()).await?;
-    Ok(cursor.respond(rows, |u| u.id, "/api/users/", UserListItem::from))
+    cursor.respond(
+        rows,
+        |u| u.id,
+        "/api/users/",
+        state.config.page_bytes,
+        UserListItem::from,
+    )
 }

@@ -49,7 +49,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Lists the chats the caller takes part in, by id, each with its members and newest 100
-/// messages.
+/// messages; a page ends early when its JSON reaches `MRM_PAGE_BYTES`.
 #[utoipa::path(get, path = "/api/chats/", tag = "Chats", security(("session" = []), ("bearer" = [])), params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
         ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
@@ -67,9 +67,12 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
-    let chats = chats::list(&state, &auth.user, cursor.probe()).await?;
-    let (chats, headers) = cursor.finish(chats, |c| c.id, "/api/chats/");
-    Ok((headers, Json(chats)).into_response())
+    let mut page = cursor.page(state.config.page_bytes);
+    chats::list(&state, &auth.user, cursor.probe(), |chat| {
+        page.push(chat.id, || chat)
+    })
+    .await?;
+    Ok(page.respond("/api/chats/"))
 }
 
 /// The members a body asks for: `participant_ids` and `participant_usernames`, both optional.
@@ -232,7 +235,13 @@ async fn messages(
     };
     let rows = chats::history(&state, &auth.user, id, cursor.probe()).await?;
     let path = format!("/api/chats/{id}/messages/");
-    Ok(cursor.respond(rows, |m| m.id, &path, MessageView::from))
+    cursor.respond(
+        rows,
+        |m| m.id,
+        &path,
+        state.config.page_bytes,
+        MessageView::from,
+    )
 }
 
 /// Adds members to a chat by id or username (owner or staff).

@@ -3,10 +3,11 @@
 //! errors, so a bad body is always a 4xx with a clear message.
 
 use axum::{
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{FromRequest, Request},
     http::header,
 };
+use http_body_util::Limited;
 use serde_json::{Map, Value};
 
 use crate::{error::ApiError, service::FieldErrors};
@@ -36,6 +37,39 @@ impl<S: Send + Sync> FromRequest<S> for Input {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Input::read(request, state, MAX_BODY_BYTES).await
+    }
+}
+
+/// Largest body of a request that carries passwords (login, token, registration), in bytes:
+/// room for two passwords of the longest length allowed (`password::MAX_LENGTH`, 4,096
+/// characters) even at JSON's longest escape of a character (12 bytes, a `\uXXXX` pair), and
+/// small enough that requests waiting for a password hash hold little memory.
+pub const MAX_CREDENTIALS_BODY_BYTES: usize = 128 * 1024;
+
+/// An [`Input`] of a request carrying passwords, at most [`MAX_CREDENTIALS_BODY_BYTES`].
+/// Errors as for [`Input`], with that limit.
+#[derive(Debug, Default)]
+pub struct CredentialsInput(pub Input);
+
+impl<S: Send + Sync> FromRequest<S> for CredentialsInput {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Input::read(request, state, MAX_CREDENTIALS_BODY_BYTES)
+            .await
+            .map(CredentialsInput)
+    }
+}
+
+impl Input {
+    /// Reads and parses a body of at most `limit` bytes, refusing a larger one by its
+    /// `Content-Length` before reading, or once `limit` bytes have arrived.
+    async fn read<S: Send + Sync>(
+        request: Request,
+        state: &S,
+        limit: usize,
+    ) -> Result<Self, ApiError> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -47,15 +81,16 @@ impl<S: Send + Sync> FromRequest<S> for Input {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|n| n > MAX_BODY_BYTES);
+            .is_some_and(|n| n > limit);
         if too_large {
-            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+            return Err(ApiError::PayloadTooLarge(limit));
         }
+        let request = request.map(|body| Body::new(Limited::new(body, limit)));
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+                    ApiError::PayloadTooLarge(limit)
                 } else {
                     ApiError::BadRequest("The request body could not be read.".into())
                 }

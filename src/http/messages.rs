@@ -43,7 +43,13 @@ async fn list(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
-    Ok(cursor.respond(rows, |m| m.id, "/api/messages/", MessageView::from))
+    cursor.respond(
+        rows,
+        |m| m.id,
+        "/api/messages/",
+        state.config.page_bytes,
+        MessageView::from,
+    )
 }
 
 /// Returns one message of a chat the caller takes part in.

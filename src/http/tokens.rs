@@ -12,7 +12,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{accounts::credentials, input::Input};
+use super::{accounts::credentials, input::CredentialsInput};
 use crate::wire::schemas::{BadRequest, Detail, ErrorMessage, TokenRequest, TokenResponse};
 use crate::wire::views::UserView;
 use crate::{
@@ -44,7 +44,7 @@ pub fn router() -> Router<AppState> {
 async fn create(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    input: Input,
+    CredentialsInput(input): CredentialsInput,
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
     let name = input
@@ -58,6 +58,8 @@ async fn create(
     }
     errors.check()?;
     let (username, password) = credentials(&input);
+    // Not held while the password waits for its hash.
+    drop(input);
     let user = accounts::authenticate(&state, peer.ip(), username, password).await?;
     let issued = sessions::issue_token(&state, &user, name.trim()).await?;
     Ok((

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    domain::{Email, UserType, Username},
+    domain::{password, Email, UserType, Username},
     state::AppState,
     store::{self, users::NewUser, users::User},
 };
@@ -161,12 +161,28 @@ pub async fn register(
     create_account(state, registration, is_staff, is_superuser).await
 }
 
+/// Registration from a client address (`POST /api/register/`): counted against the address's
+/// password budget (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`) before anything else, as each one hashes
+/// a password. Errors: `RateLimited`, then as [`register`].
+pub async fn register_from(
+    state: &AppState,
+    client: IpAddr,
+    form: RegistrationForm,
+    errors: FieldErrors,
+) -> ServiceResult<User> {
+    state.limits.password_check(client)?;
+    register(state, form, errors, false, false).await
+}
+
 /// Checks a username and password, counting the attempt against the login rate limit of
-/// `client` and that username (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`).
+/// `client` and that username (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) and against the password budget
+/// of `client` (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`).
 ///
 /// As the original: anything short of a matching username and password of an active account is
-/// `InvalidCredentials`, and an unknown username costs the same time as a wrong password.
-/// Errors: `InvalidCredentials`, `RateLimited`.
+/// `InvalidCredentials`, and an unknown username costs the same time as a wrong password. A
+/// password longer than any that can be set (`password::MAX_LENGTH`) is `InvalidCredentials`
+/// without being hashed, as Django's `check_password` returns false for one.
+/// Errors: `InvalidCredentials`, `RateLimited` (also when the hashing queue is full).
 pub async fn authenticate(
     state: &AppState,
     client: IpAddr,
@@ -177,9 +193,14 @@ pub async fn authenticate(
         return Err(ServiceError::InvalidCredentials);
     };
     state.limits.login(client, &username)?;
+    if password::too_long(&password) {
+        tracing::info!("failed login: password over the length limit");
+        return Err(ServiceError::InvalidCredentials);
+    }
+    let slot = state.hasher.reserve()?;
     let credentials = store::users::credentials(&state.db, &username).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    let matches = state.hasher.verify(password, hash).await?;
+    let matches = slot.verify(password, hash).await?;
     match credentials {
         Some(c) if matches && c.is_active => store::users::by_id(&state.db, c.id)
             .await?

@@ -20,7 +20,7 @@ use crate::{
     wire::views::{ChatView, MessageView, UserView},
 };
 
-use super::{FieldErrors, ServiceError, ServiceResult};
+use super::{batches::take_in_batches, FieldErrors, ServiceError, ServiceResult};
 
 /// Messages a chat object nests: its newest 100, as the original's serializer does.
 pub const NESTED_MESSAGES: i64 = 100;
@@ -86,10 +86,24 @@ pub async fn managed(state: &AppState, chat_id: i64, user: &User) -> ServiceResu
     }
 }
 
-/// A window of `user`'s chats by id, as views.
-pub async fn list(state: &AppState, user: &User, window: Window) -> ServiceResult<Vec<ChatView>> {
-    let chats = store::chats::page_for_user(&state.db, user.id, window).await?;
-    views(&state.db, chats).await
+/// A window of `user`'s chats by id, handed to `take` as views in the window's reading order
+/// (newest first without `after`, oldest first with it), a batch at a time
+/// ([`take_in_batches`]), until `take` answers false. Only the views a page takes (and the rest of their batch)
+/// are built, so a page bounded in bytes never holds every chat's messages in memory at once.
+pub async fn list<E: From<ServiceError>>(
+    state: &AppState,
+    user: &User,
+    window: Window,
+    take: impl FnMut(ChatView) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut chats = store::chats::page_for_user(&state.db, user.id, window)
+        .await
+        .map_err(ServiceError::from)?;
+    if window.from_newest() {
+        chats.reverse();
+    }
+    let db = &state.db;
+    take_in_batches(chats, |batch| views(db, batch), take).await
 }
 
 /// The chat with its members and newest messages, if `user` takes part in it.

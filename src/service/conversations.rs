@@ -27,7 +27,7 @@ use crate::{
     },
 };
 
-use super::{FieldErrors, ServiceError, ServiceResult};
+use super::{batches::take_in_batches, FieldErrors, ServiceError, ServiceResult};
 
 /// The system prompt of an AI chat created without one.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -247,15 +247,20 @@ pub async fn ask(
         })
 }
 
-/// A window of `user`'s AI chats ordered by last update, newest first, starting after the
-/// `(updated_at, id)` cursor of the previous page.
-pub async fn page(
+/// At most `limit` of `user`'s AI chats ordered by last update, newest first, starting after the
+/// `(updated_at, id)` cursor of the previous page, handed to `take` as views a batch at a time
+/// ([`take_in_batches`]) until it answers false.
+pub async fn list<E: From<ServiceError>>(
     state: &AppState,
     user: &User,
     after: Option<(DateTime<Utc>, i64)>,
     limit: i64,
-) -> ServiceResult<Vec<AiChat>> {
-    Ok(store::ai::page_for_user(&state.db, user.id, after, limit).await?)
+    take: impl FnMut(AiChatView) -> Result<bool, E>,
+) -> Result<(), E> {
+    let chats = store::ai::page_for_user(&state.db, user.id, after, limit)
+        .await
+        .map_err(ServiceError::from)?;
+    take_in_batches(chats, |batch| views(state, batch), take).await
 }
 
 /// What the model would be given from an owned AI chat's related group chat: its newest `limit`

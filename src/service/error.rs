@@ -127,5 +127,16 @@ impl From<sqlx::Error> for ServiceError {
     }
 }
 
+impl From<crate::auth::HashError> for ServiceError {
+    /// A full hashing queue is a throttle like the login limit: retry in a second, by when
+    /// hashes (tens of milliseconds each) have freed places.
+    fn from(err: crate::auth::HashError) -> Self {
+        match err {
+            crate::auth::HashError::Busy => ServiceError::RateLimited(1),
+            crate::auth::HashError::Failed(err) => ServiceError::Internal(err),
+        }
+    }
+}
+
 /// What every service call returns.
 pub type ServiceResult<T> = Result<T, ServiceError>;

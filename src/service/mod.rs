@@ -9,8 +9,10 @@
 //! - [`chats`]: group chats, their members and who may manage them.
 //! - [`messaging`]: sending a message: committed, then published, in `seq` order.
 //! - [`conversations`]: AI conversations: asking the model, the related chat's context.
+//! - [`batches`]: lists built a batch at a time, for pages bounded in bytes.
 
 pub mod accounts;
+pub mod batches;
 pub mod chats;
 pub mod conversations;
 mod error;

@@ -67,6 +67,7 @@ impl Node {
             .env("MRM_PRESENCE_TTL_SECONDS", "2")
             .env("MRM_MESSAGES_PER_SECOND", "100000")
             .env("MRM_LOGIN_ATTEMPTS_PER_MINUTE", "10000")
+            .env("MRM_PASSWORD_ATTEMPTS_PER_MINUTE", "10000")
             .env("MRM_WS_QUEUE", "4096")
             .env("MRM_DB_MAX_CONNECTIONS", "8")
             .env("RUST_LOG", "info")

@@ -108,6 +108,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: Db,
+    /// The running server's shared state (its hasher, its limits).
+    pub state: mrm_chat::state::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Declared last: dropped after the server has been told to stop.
@@ -122,6 +124,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.db_max_connections = 8;
     config.login_attempts_per_minute = 1000.try_into().unwrap();
+    config.password_attempts_per_minute = 10_000.try_into().unwrap();
     config.messages_per_second = 10_000.try_into().unwrap();
     config
 }
@@ -158,6 +161,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("server starts");
         let addr = app.local_addr();
         let db = app.state().db.clone();
+        let state = app.state().clone();
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -165,6 +169,7 @@ impl TestApp {
         TestApp {
             addr,
             db,
+            state,
             shutdown: Some(tx),
             server: Some(server),
             _database: database,

@@ -14,7 +14,7 @@ use crate::{
     error::{ApiError, ApiResult},
     http::{
         input::{required_text, Input},
-        pagination::{next_link, DEFAULT_LIMIT, MAX_LIMIT},
+        pagination::{self, next_link, JsonPage},
         path::Id,
         query::Query,
     },
@@ -36,7 +36,8 @@ const MAX_TITLE_CHARS: usize = 255;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 20_000;
 
 /// Lists the caller's AI chats, most recently updated first, each with its newest 100 messages;
-/// further pages come from the opaque `cursor` in the `Link` header.
+/// further pages come from the opaque `cursor` in the `Link` header. A page ends early when its
+/// JSON reaches `MRM_PAGE_BYTES`.
 #[utoipa::path(get, path = "/api/ai/chats/", tag = "AI Chat", security(("session" = []), ("bearer" = [])),
     params(
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
@@ -55,17 +56,8 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let query = Query::parse(query.as_deref());
     let mut errors = FieldErrors::new();
-    let mut limit = DEFAULT_LIMIT;
+    let limit = pagination::limit(&query, &mut errors);
     let mut cursor = None;
-    for value in query.values("limit") {
-        match value.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-            _ => errors.add(
-                "limit",
-                format!("Enter a whole number from 1 to {MAX_LIMIT}."),
-            ),
-        }
-    }
     for value in query.values("cursor") {
         match parse_cursor(value) {
             Some(c) => cursor = Some(c),
@@ -73,17 +65,28 @@ pub async fn list(
         }
     }
     errors.check()?;
-    let mut chats = conversations::page(&state, &auth.user, cursor, limit + 1).await?;
-    let mut headers = HeaderMap::new();
-    if chats.len() as i64 > limit {
-        chats.truncate(limit as usize);
-        if let Some(last) = chats.last() {
-            let micros = last.updated_at.timestamp_micros();
-            let query = format!("limit={limit}&cursor={micros}.{}", last.id);
-            headers = next_link("/api/ai/chats/", &query);
+    let mut page = JsonPage::new(limit as usize, state.config.page_bytes);
+    let mut last = None;
+    conversations::list(&state, &auth.user, cursor, limit + 1, |chat| {
+        let position = (chat.updated_at, chat.id);
+        let taken = page.push(|| chat)?;
+        if taken {
+            last = Some(position);
         }
-    }
-    Ok((headers, Json(conversations::views(&state, chats).await?)).into_response())
+        Ok::<_, ApiError>(taken)
+    })
+    .await?;
+    let headers = match last.filter(|_| page.ended_early()) {
+        Some((updated_at, id)) => {
+            let micros = updated_at.timestamp_micros();
+            next_link(
+                "/api/ai/chats/",
+                &format!("limit={limit}&cursor={micros}.{id}"),
+            )
+        }
+        None => HeaderMap::new(),
+    };
+    Ok(page.respond(headers, false))
 }
 
 /// Reads a `cursor`: `<updated_at in microseconds since the epoch>.<id>`. The list is ordered by

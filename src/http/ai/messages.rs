@@ -45,7 +45,13 @@ pub async fn chat_messages(
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::ai::messages_in_chat(&state.db, chat.id, cursor.probe()).await?;
     let path = format!("/api/ai/chats/{}/messages/", chat.id);
-    Ok(cursor.respond(rows, |m| m.id, &path, AiMessageView::from))
+    cursor.respond(
+        rows,
+        |m| m.id,
+        &path,
+        state.config.page_bytes,
+        AiMessageView::from,
+    )
 }
 
 /// Lists the messages of all the caller's AI chats, oldest first, one page at a time.
@@ -67,7 +73,13 @@ pub async fn all_messages(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::ai::messages_for_user(&state.db, auth.user.id, cursor.probe()).await?;
-    Ok(cursor.respond(rows, |m| m.id, "/api/ai/messages/", AiMessageView::from))
+    cursor.respond(
+        rows,
+        |m| m.id,
+        "/api/ai/messages/",
+        state.config.page_bytes,
+        AiMessageView::from,
+    )
 }
 
 /// Returns one message of the caller's AI chats.
