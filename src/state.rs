@@ -49,6 +49,8 @@ impl AppState {
                 let limit = crate::os::open_file_limit().min(usize::MAX as u64) as usize;
                 limit.saturating_sub(256 + config.db_max_connections as usize)
             }),
+            max_sockets_per_user: config.max_sockets_per_user,
+            write_timeout: config.ws_write_timeout,
         };
         let realtime = match &config.redis_url {
             None => Realtime::new(db.clone(), settings),
@@ -73,6 +75,10 @@ impl AppState {
     ) -> Self {
         let limits = RateLimits::new(config.login_attempts_per_minute, config.messages_per_second);
         let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
+        let replies = generations.clone();
+        realtime
+            .sockets
+            .on_user_ended(Box::new(move |user_id| replies.cancel_user(user_id)));
         let messages = MessageWriter::start(db.clone(), realtime.clone());
         Self {
             messages,
