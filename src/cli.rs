@@ -52,7 +52,8 @@ enum Command {
         password: Option<String>,
     },
     /// Set a user's password. Prompts twice in a terminal; otherwise reads one line from stdin.
-    /// Ends the user's sessions and revokes their bearer tokens.
+    /// Ends the user's sessions and revokes their bearer tokens; with REDIS_URL set, running
+    /// servers close the sockets opened with them.
     Changepassword { username: String },
 }
 
@@ -163,11 +164,11 @@ async fn createsuperuser(
     }
 }
 
-async fn changepassword(mut config: Config, username: String) -> anyhow::Result<()> {
+async fn changepassword(config: Config, username: String) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url, 2).await?;
     db.migrate().await?;
-    // Changing a password needs no fan-out.
-    config.redis_url = None;
+    // With REDIS_URL set, the running servers hear that the user's credentials ended and close
+    // the sockets opened with them.
     let state = AppState::new(db.clone(), config).await?;
     let found = crate::store::users::by_usernames(&db, std::slice::from_ref(&username)).await?;
     let Some(user) = found.into_iter().next() else {

@@ -265,10 +265,11 @@ pub struct Config {
         value_parser = seconds
     )]
     pub presence_ttl: Duration,
-    /// `MRM_MAX_SOCKETS`: most sockets served at once, chat and AI together; past it handshakes
-    /// get 503. Default: none here, and the server uses the open-file limit less a reserve for
-    /// the database, Redis and plain HTTP. Error: not a whole number.
-    #[arg(long = "max-sockets", env = "MRM_MAX_SOCKETS", value_parser = number::<usize>)]
+    /// `MRM_MAX_SOCKETS`: most sockets served at once, chat and AI together, counted from the
+    /// handshake on; past it handshakes get 503. Default: none here, and the server uses the
+    /// open-file limit less a reserve for the database, Redis and plain HTTP. Error: not a whole
+    /// number ≥ 1.
+    #[arg(long = "max-sockets", env = "MRM_MAX_SOCKETS", value_parser = positive_count::<usize>)]
     pub max_sockets: Option<usize>,
     /// `MRM_MAX_CONNECTIONS`: most HTTP connections served at once; past it a new connection is
     /// answered 503 and closed at once. A connection upgraded to a WebSocket counts under
@@ -299,6 +300,26 @@ pub struct Config {
         value_parser = seconds
     )]
     pub http_header_timeout: Duration,
+    /// `MRM_MAX_SOCKETS_PER_USER`: most sockets one user may hold on this node at once, chat and
+    /// AI together; past it handshakes get 429. Default 32. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "max-sockets-per-user",
+        env = "MRM_MAX_SOCKETS_PER_USER",
+        default_value = "32",
+        value_parser = positive_count::<usize>
+    )]
+    pub max_sockets_per_user: usize,
+    /// `MRM_WS_WRITE_TIMEOUT_SECONDS`: longest a socket write (or flush) may wait for the client
+    /// to take the data, in whole seconds; a socket that cannot drain in time is closed (4008),
+    /// or dropped when even the close cannot be written. Default 10. Error: not a whole number
+    /// ≥ 1.
+    #[arg(
+        long = "ws-write-timeout-seconds",
+        env = "MRM_WS_WRITE_TIMEOUT_SECONDS",
+        default_value = "10",
+        value_parser = seconds
+    )]
+    pub ws_write_timeout: Duration,
 }
 
 /// A configuration error: the variable it is about and why, printed as `VAR: reason` on one
@@ -372,6 +393,8 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("http_header_timeout", &self.http_header_timeout)
+            .field("max_sockets_per_user", &self.max_sockets_per_user)
+            .field("ws_write_timeout", &self.ws_write_timeout)
             .finish()
     }
 }
@@ -582,6 +605,8 @@ mod tests {
         assert_eq!(c.ws_queue_capacity, 256);
         assert_eq!(c.ws_ping_interval, Duration::from_secs(30));
         assert_eq!(c.max_sockets, None);
+        assert_eq!(c.max_sockets_per_user, 32);
+        assert_eq!(c.ws_write_timeout, Duration::from_secs(10));
         assert!(c.ai.api_key.is_none());
         assert_eq!(c.ai.base_url, "https://api.openai.com/v1");
         assert_eq!(c.ai.model, "gpt-4o-mini");
@@ -723,6 +748,15 @@ mod tests {
             (
                 ("MRM_MAX_SOCKETS", "lots"),
                 "MRM_MAX_SOCKETS: invalid value \"lots\": invalid digit found in string",
+            ),
+            (("MRM_MAX_SOCKETS", "0"), "MRM_MAX_SOCKETS: must be at least 1"),
+            (
+                ("MRM_MAX_SOCKETS_PER_USER", "0"),
+                "MRM_MAX_SOCKETS_PER_USER: must be at least 1",
+            ),
+            (
+                ("MRM_WS_WRITE_TIMEOUT_SECONDS", "0"),
+                "MRM_WS_WRITE_TIMEOUT_SECONDS: invalid value \"0\": number would be zero for non-zero type",
             ),
         ];
         for ((var, value), expected) in cases {

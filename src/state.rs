@@ -77,6 +77,8 @@ impl AppState {
             max_sockets: config
                 .max_sockets
                 .unwrap_or_else(|| FileBudget::of(&config).sockets),
+            max_sockets_per_user: config.max_sockets_per_user,
+            write_timeout: config.ws_write_timeout,
         };
         let realtime = match &config.redis_url {
             None => Realtime::new(db.clone(), settings),
@@ -105,6 +107,10 @@ impl AppState {
             config.messages_per_second,
         );
         let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
+        let replies = generations.clone();
+        realtime
+            .sockets
+            .on_user_ended(Box::new(move |user_id| replies.cancel_user(user_id)));
         let messages = MessageWriter::start(db.clone(), realtime.clone());
         let password_queue = config.password_queue;
         Self {

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::{
     domain::{Email, UserType},
-    realtime::hub::RoomEvent,
     service::{
         accounts::{self, RegistrationForm},
         FieldErrors, ServiceError,
@@ -59,16 +58,6 @@ async fn target(state: &AppState, id: i64) -> AdminResult<User> {
     store::users::by_id(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)
-}
-
-/// Closes the user's sockets in every chat, as if they had been removed: used when the account
-/// stops being usable (deactivated or deleted).
-fn close_sockets(state: &AppState, user_id: i64, chats: &[i64]) {
-    for chat_id in chats {
-        state
-            .realtime
-            .publish(*chat_id, RoomEvent::MemberRemoved { user_id });
-    }
 }
 
 #[derive(Template)]
@@ -368,8 +357,7 @@ pub async fn edit(
         .await?
         .ok_or(AdminError::NotFound)?;
     if target.is_active && !updated.is_active {
-        let chats = store::chats::ids_for_user(&state.db, id).await?;
-        close_sockets(&state, id, &chats);
+        accounts::closed(&state, id).await;
     }
     tracing::info!(user.id = id, by = staff.user.id, "admin changed a user");
     Ok(see_other(&format!("/admin/users/{id}/?done=saved")))
@@ -483,10 +471,10 @@ pub async fn delete(
             },
         );
     }
-    let chats = store::users::delete(&state.db, id)
+    store::users::delete(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
-    close_sockets(&state, id, &chats);
+    accounts::closed(&state, id).await;
     tracing::info!(user.id = id, by = staff.user.id, "admin deleted a user");
     Ok(see_other("/admin/users/?done=deleted"))
 }

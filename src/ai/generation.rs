@@ -126,6 +126,8 @@ pub struct Request {
 }
 
 struct Running {
+    /// Whose question it answers.
+    user_id: i64,
     reply_id: Option<i64>,
     text: String,
     cancel: CancellationToken,
@@ -238,6 +240,18 @@ impl Generations {
         }
     }
 
+    /// Stops every running reply of the user (their account was closed or their password
+    /// changed: whoever asked may not be them); what was generated so far is kept, as on cancel.
+    pub fn cancel_user(&self, user_id: i64) {
+        for channel in lock(&self.channels).values() {
+            if let Some(running) = lock(channel).running.as_ref() {
+                if running.user_id == user_id {
+                    running.cancel.cancel();
+                }
+            }
+        }
+    }
+
     /// Cancels every running reply and waits (at most `grace`) for them to be saved.
     pub async fn stop_all(&self, grace: Duration) {
         for channel in lock(&self.channels).values() {
@@ -279,6 +293,7 @@ impl Generations {
                     return Err(SendError::AlreadyRunning);
                 }
                 state.running = Some(Running {
+                    user_id: request.user_id,
                     reply_id: None,
                     text: String::new(),
                     cancel: cancel.clone(),

@@ -8,11 +8,16 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{stream::SplitStream, SinkExt, StreamExt};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::generation::AiEvent;
 use crate::{
     domain::MessageContent,
-    realtime::close,
+    realtime::{
+        close::{self, Close},
+        deadline::{within, WriteError},
+        registry::Slot,
+    },
     service::{
         conversations::{self, Question, DEFAULT_CONTEXT_MESSAGES},
         ServiceError,
@@ -45,94 +50,119 @@ fn event_frame(event: AiEvent) -> Option<Message> {
     })
 }
 
-fn close_frame(code: u16, reason: &'static str) -> Message {
+fn close_frame(close: Close) -> Message {
     Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
+        code: close.code,
+        reason: Utf8Bytes::from_static(close.reason),
     }))
 }
 
 /// One AI chat socket's life after its handshake: relays the AI chat's events (the text so far
-/// of a running reply first) and acts on client frames until either side closes.
-pub async fn run(state: AppState, ai_chat_id: i64, user: User, socket: WebSocket) {
+/// of a running reply first) and acts on client frames until either side closes, the
+/// credential it was opened with ends (4001), or the client stops taking what is written
+/// within the write timeout (4008, or the connection is dropped).
+pub async fn run(state: AppState, ai_chat_id: i64, user: User, slot: Slot, socket: WebSocket) {
     let subscription = state.generations.subscribe(ai_chat_id);
     let mut events = subscription.events;
+    let ended = slot.ended();
     let (mut sink, stream) = socket.split();
     let (direct_tx, mut direct) = mpsc::channel::<Message>(16);
-    let mut reading = tokio::spawn(read(state.clone(), ai_chat_id, user, stream, direct_tx));
+    let mut reading = tokio::spawn(read(
+        state.clone(),
+        ai_chat_id,
+        user,
+        stream,
+        direct_tx,
+        ended.clone(),
+    ));
     let shutdown = state.realtime.shutdown.clone();
-    let interval = state.realtime.settings.ping_interval;
+    let settings = state.realtime.settings;
+    let limit = settings.write_timeout;
+    let interval = settings.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
 
-    let mut ok = true;
+    let mut written = Ok(());
     if let Some((id, text)) = subscription
         .in_progress
         .filter(|(_, text)| !text.is_empty())
     {
         let catch_up = AssistantDeltaFrame::new(id, text);
-        ok = sink.send(frame(&catch_up)).await.is_ok();
+        written = within(limit, sink.send(frame(&catch_up))).await;
     }
     let close = loop {
-        if !ok {
-            break None;
+        if let Err(err) = written {
+            break Err(err);
         }
         // Biased, events before direct replies: the user's message is announced before any
         // error about answering it.
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
+            _ = shutdown.cancelled() => break Ok(Some(Close { code: close::GOING_AWAY, reason: "server shutting down" })),
+            _ = ended.cancelled() => break Ok(Some(close::CREDENTIALS_ENDED)),
             event = events.recv() => match event {
                 Ok(event) => match event_frame(event) {
-                    Some(message) => ok = sink.send(message).await.is_ok(),
-                    None => break Some(close_frame(close::CHAT_DELETED, "AI chat deleted")),
+                    Some(message) => written = within(limit, sink.send(message)).await,
+                    None => break Ok(Some(Close { code: close::CHAT_DELETED, reason: "AI chat deleted" })),
                 },
-                Err(RecvError::Lagged(_)) => break Some(close_frame(close::TOO_SLOW, "too slow, reconnect")),
-                Err(RecvError::Closed) => break None,
+                Err(RecvError::Lagged(_)) => break Ok(Some(Close { code: close::TOO_SLOW, reason: "too slow, reconnect" })),
+                Err(RecvError::Closed) => break Ok(None),
             },
-            Some(message) = direct.recv() => ok = sink.send(message).await.is_ok(),
-            _ = &mut reading => break None,
-            _ = ping.tick() => ok = sink.send(Message::Ping(Default::default())).await.is_ok(),
+            Some(message) = direct.recv() => written = within(limit, sink.send(message)).await,
+            done = &mut reading => break Ok(done.ok().flatten()),
+            _ = ping.tick() => written = within(limit, sink.send(Message::Ping(Default::default()))).await,
         }
     };
     reading.abort();
+    let close = match close {
+        Ok(close) => close,
+        Err(WriteError::Failed) => None,
+        Err(WriteError::Stalled) => Some(close::NOT_READING),
+    };
     let finish = async {
         match close {
-            Some(close) => sink.send(close).await,
+            Some(close) => sink.send(close_frame(close)).await,
             None => sink.close().await,
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
+    let _ = tokio::time::timeout(limit.min(Duration::from_secs(2)), finish).await;
     drop(events);
+    drop(slot);
     state.generations.release(ai_chat_id);
 }
 
 /// Reads client frames. Ends (closing the socket) when the client goes quiet for two ping
-/// intervals, closes, or the AI chat disappears.
+/// intervals, closes, sends a frame over the size limit (the close to send: 1009), or the AI
+/// chat disappears; once the socket's credential has ended, frames are no longer acted on.
 async fn read(
     state: AppState,
     ai_chat_id: i64,
     user: User,
     mut stream: SplitStream<WebSocket>,
     direct: mpsc::Sender<Message>,
-) {
+    ended: CancellationToken,
+) -> Option<Close> {
     let silence = state.realtime.settings.ping_interval * 2;
     loop {
         let frame = match tokio::time::timeout(silence, stream.next()).await {
-            Err(_) | Ok(None) | Ok(Some(Err(_))) => return,
+            Err(_) | Ok(None) => return None,
+            Ok(Some(Err(err))) => return close::for_read_error(err),
             Ok(Some(Ok(frame))) => frame,
         };
+        if ended.is_cancelled() {
+            return None;
+        }
         let reply = match frame {
             Message::Text(text) => match on_text(&state, ai_chat_id, &user, text.as_str()).await {
                 Ok(()) => continue,
                 Err(Some(message)) => error_frame(&message),
-                Err(None) => return,
+                Err(None) => return None,
             },
             Message::Binary(_) => error_frame("Binary frames are not supported"),
-            Message::Close(_) => return,
+            Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         if direct.send(reply).await.is_err() {
-            return;
+            return None;
         }
     }
 }

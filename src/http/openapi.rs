@@ -172,8 +172,10 @@ impl Modify for WebSockets {
                 "Connect as a participant (session cookie or bearer token; browsers must be on a \
                  trusted Origin). Add `?after_seq=N` (or `?after=<message id>`) to first receive \
                  every message after N, then live ones, with no gap and no duplicate. Close codes: \
-                 1001 server going away, 1009 frame over 64 KiB, 1011 try again, 4003 no longer a \
-                 participant, 4004 chat deleted, 4008 too slow (reconnect with `after_seq`).",
+                 1001 server going away, 1009 frame over 64 KiB, 1011 try again, 4001 credentials \
+                 ended (log in again), 4003 no longer a participant, 4004 chat deleted, 4008 too \
+                 slow (reconnect with `after_seq`). A user over `MRM_MAX_SOCKETS_PER_USER` \
+                 sockets is answered 429.",
                 "chat_socket",
                 &["ChatSendFrame", "TypingRequestFrame"],
                 &[
@@ -191,7 +193,9 @@ impl Modify for WebSockets {
                 "AI chat socket",
                 "Connect as the AI chat's owner. A reply streams as `assistant_delta` frames, then \
                  the saved `assistant_message`; a socket opened while a reply runs first gets the \
-                 text so far. `{\"type\": \"typing\"}` is accepted and ignored.",
+                 text so far. `{\"type\": \"typing\"}` is accepted and ignored. Close codes: \
+                 1001 server going away, 1009 frame over 64 KiB, 4001 credentials ended (log in \
+                 again), 4004 AI chat deleted, 4008 too slow.",
                 "ai_chat_socket",
                 &["AiAskFrame", "AiCancelFrame", "TypingRequestFrame"],
                 &["UserMessageFrame", "AssistantDeltaFrame", "AssistantMessageFrame", "ErrorFrame"],

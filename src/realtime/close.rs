@@ -7,6 +7,9 @@ pub const GOING_AWAY: u16 = 1001;
 pub const TOO_BIG: u16 = 1009;
 /// The server could not serve the chat just now: reconnect.
 pub const INTERNAL: u16 = 1011;
+/// The credential the socket was opened with has ended (logout, revoked token, password changed,
+/// account deactivated or deleted): authenticate again before reconnecting.
+pub const REAUTHENTICATE: u16 = 4001;
 /// The user is no longer a participant.
 pub const REMOVED: u16 = 4003;
 /// The chat was deleted.
@@ -21,4 +24,29 @@ pub struct Close {
     pub code: u16,
     /// A short, fixed explanation sent with the code; clients should act on the code.
     pub reason: &'static str,
+}
+
+/// The close of a socket whose credential ended.
+pub const CREDENTIALS_ENDED: Close = Close {
+    code: REAUTHENTICATE,
+    reason: "credentials ended; log in again",
+};
+
+/// The close of a socket whose client did not take what was written within the write timeout.
+pub const NOT_READING: Close = Close {
+    code: TOO_SLOW,
+    reason: "not reading, reconnect",
+};
+
+/// The close owed for a read error: 1009 for a frame over the size limit (RFC 6455 §7.4.1,
+/// "Message Too Big"); other read errors just end the socket.
+pub fn for_read_error(err: axum::Error) -> Option<Close> {
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some(Close {
+            code: TOO_BIG,
+            reason: "frame too large",
+        }),
+        _ => None,
+    }
 }

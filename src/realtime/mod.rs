@@ -4,8 +4,10 @@
 //! - `broker`: how events reach every node's hub (in process for a single node);
 //! - `redis`: the broker and shared presence of several nodes, over Redis;
 //! - `presence`: who is online in a chat;
+//! - `registry`: this node's sockets by user and credential: admission and ended credentials;
 //! - `socket`: one `/ws/chat/{id}/` connection's life after its handshake;
-//! - `close`: the close codes both kinds of socket can be sent.
+//! - `close`: the close codes both kinds of socket can be sent;
+//! - `deadline`: socket writes with a deadline, so a client that stops reading is let go.
 //!
 //! The frames themselves are wire types (`crate::wire::frames`).
 //!
@@ -13,9 +15,11 @@
 
 pub mod broker;
 pub mod close;
+pub mod deadline;
 pub mod hub;
 pub mod presence;
 pub mod redis;
+pub mod registry;
 pub mod socket;
 
 use std::{
@@ -32,6 +36,7 @@ use self::{
     broker::{Broker, LocalBroker},
     hub::{ConnId, Hub, RoomEvent},
     redis::{BusHealth, RedisBroker},
+    registry::{Ended, SocketRegistry},
 };
 use crate::store::Db;
 
@@ -46,6 +51,8 @@ pub struct Realtime {
     pub shutdown: CancellationToken,
     /// Every open connection, so shutdown can wait for their close frames to go out.
     pub connections: TaskTracker,
+    /// Every socket of this node from its handshake on, by user and credential.
+    pub sockets: Arc<SocketRegistry>,
     next_conn: Arc<AtomicU64>,
     /// Queue size, ping interval and socket limit.
     pub settings: SocketSettings,
@@ -73,6 +80,10 @@ pub struct SocketSettings {
     pub ping_interval: Duration,
     /// Most sockets at once, chat and AI together.
     pub max_sockets: usize,
+    /// Most sockets one user may hold at once (`MRM_MAX_SOCKETS_PER_USER`).
+    pub max_sockets_per_user: usize,
+    /// Longest a write or flush may wait for the client (`MRM_WS_WRITE_TIMEOUT_SECONDS`).
+    pub write_timeout: Duration,
 }
 
 impl Realtime {
@@ -80,7 +91,7 @@ impl Realtime {
     pub fn new(db: Db, settings: SocketSettings) -> Realtime {
         let hub = Hub::new(db);
         let broker = Arc::new(LocalBroker::new(hub.clone()));
-        Self::assemble(hub, broker, settings, None)
+        Self::assemble(hub, broker, settings, Self::registry(&settings), None)
     }
 
     /// One node of many: events also travel through Redis, and presence is shared.
@@ -90,22 +101,35 @@ impl Realtime {
         bus: &BusSettings,
     ) -> anyhow::Result<Realtime> {
         let hub = Hub::new(db);
-        let broker =
-            RedisBroker::start(&bus.redis_url, &bus.prefix, bus.presence_ttl, hub.clone()).await?;
+        let sockets = Self::registry(&settings);
+        let broker = RedisBroker::start(
+            &bus.redis_url,
+            &bus.prefix,
+            bus.presence_ttl,
+            hub.clone(),
+            sockets.clone(),
+        )
+        .await?;
         hub.share_presence(broker.clone());
         let health = broker.health.clone();
-        Ok(Self::assemble(hub, broker, settings, Some(health)))
+        Ok(Self::assemble(hub, broker, settings, sockets, Some(health)))
+    }
+
+    fn registry(settings: &SocketSettings) -> Arc<SocketRegistry> {
+        SocketRegistry::new(settings.max_sockets, settings.max_sockets_per_user)
     }
 
     fn assemble(
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
         settings: SocketSettings,
+        sockets: Arc<SocketRegistry>,
         bus: Option<Arc<BusHealth>>,
     ) -> Realtime {
         Realtime {
             broker,
             hub,
+            sockets,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -120,10 +144,28 @@ impl Realtime {
         self.broker.publish(chat_id, event);
     }
 
+    /// Closes, on every node, the sockets opened with credentials that have ended (close code
+    /// 4001: authenticate again). This node's close at once; other nodes are told through the
+    /// bus, which this waits for (about one round trip, at most a second). Call it after the
+    /// change is committed.
+    pub async fn end_credentials(&self, ended: Ended) {
+        let local = self.sockets.end(&ended);
+        tracing::debug!(sockets = local, "credentials ended");
+        if tokio::time::timeout(
+            Duration::from_secs(1),
+            self.broker.credentials_ended(&ended),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("other nodes were not told in time that credentials ended");
+        }
+    }
+
     /// True when another socket would exceed the limit: better a clean 503 at the handshake
     /// than running out of file descriptors for everything else.
     pub fn at_capacity(&self) -> bool {
-        self.connections.len() >= self.settings.max_sockets
+        self.sockets.at_capacity()
     }
 
     /// A connection id unique within this process (never reused while it runs).

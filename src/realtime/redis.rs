@@ -27,6 +27,7 @@ use super::{
     broker::Broker,
     hub::{Hub, RoomEvent},
     presence::SharedPresence,
+    registry::{Ended, SocketRegistry},
 };
 
 /// Longest wait for a presence read or write before the room carries on without it.
@@ -49,12 +50,25 @@ struct Envelope {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum WireEvent {
-    Message { seq: i64, frame: String },
-    Typing { frame: String },
-    MemberRemoved { user_id: i64 },
+    Message {
+        seq: i64,
+        frame: String,
+    },
+    Typing {
+        frame: String,
+    },
+    MemberRemoved {
+        user_id: i64,
+    },
     ChatDeleted,
-    MessageDeleted { frame: String },
+    MessageDeleted {
+        frame: String,
+    },
     PresenceChanged,
+    /// Credentials ended: every node closes the sockets opened with them (`chat` is 0).
+    CredentialsEnded {
+        ended: Ended,
+    },
 }
 
 impl WireEvent {
@@ -77,8 +91,8 @@ impl WireEvent {
         })
     }
 
-    fn into_room(self) -> RoomEvent {
-        match self {
+    fn into_room(self) -> Option<RoomEvent> {
+        Some(match self {
             WireEvent::Message { seq, frame } => RoomEvent::Message {
                 seq,
                 frame: Utf8Bytes::from(frame),
@@ -94,7 +108,8 @@ impl WireEvent {
                 frame: Utf8Bytes::from(frame),
             },
             WireEvent::PresenceChanged => RoomEvent::PresenceChanged,
-        }
+            WireEvent::CredentialsEnded { .. } => return None,
+        })
     }
 }
 
@@ -119,6 +134,7 @@ pub struct RedisBroker {
     channel: String,
     prefix: String,
     hub: Arc<Hub>,
+    sockets: Arc<SocketRegistry>,
     outbox: mpsc::Sender<String>,
     commands: ConnectionManager,
     presence_ttl: Duration,
@@ -126,12 +142,14 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
-    /// Connects (retrying in the background if Redis is down) and starts listening.
+    /// Connects (retrying in the background if Redis is down) and starts listening: chat events
+    /// go to `hub`, ended credentials to `sockets`.
     pub async fn start(
         url: &str,
         prefix: &str,
         presence_ttl: Duration,
         hub: Arc<Hub>,
+        sockets: Arc<SocketRegistry>,
     ) -> anyhow::Result<Arc<RedisBroker>> {
         let client = redis::Client::open(with_resp3(url))?;
         // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
@@ -154,6 +172,7 @@ impl RedisBroker {
             prefix: prefix.to_owned(),
             node: node.clone(),
             hub: hub.clone(),
+            sockets,
             outbox,
             commands: commands.clone(),
             presence_ttl,
@@ -169,13 +188,17 @@ impl RedisBroker {
         format!("{}:presence:{chat_id}", self.prefix)
     }
 
-    fn send(&self, chat_id: i64, event: WireEvent) {
+    fn envelope(&self, chat_id: i64, event: WireEvent) -> Option<String> {
         let envelope = Envelope {
             node: self.node.clone(),
             chat: chat_id,
             event,
         };
-        if let Ok(text) = serde_json::to_string(&envelope) {
+        serde_json::to_string(&envelope).ok()
+    }
+
+    fn send(&self, chat_id: i64, event: WireEvent) {
+        if let Some(text) = self.envelope(chat_id, event) {
             // A full outbox means Redis is down or far behind: drop the event; other nodes
             // catch up from the database.
             let _ = self.outbox.try_send(text);
@@ -185,7 +208,17 @@ impl RedisBroker {
     fn receive(&self, payload: &[u8]) {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(envelope) if envelope.node == self.node => {}
-            Ok(envelope) => self.hub.dispatch(envelope.chat, envelope.event.into_room()),
+            Ok(Envelope {
+                event: WireEvent::CredentialsEnded { ended },
+                ..
+            }) => {
+                self.sockets.end(&ended);
+            }
+            Ok(envelope) => {
+                if let Some(event) = envelope.event.into_room() {
+                    self.hub.dispatch(envelope.chat, event);
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "ignoring a malformed bus event"),
         }
     }
@@ -209,6 +242,24 @@ impl Broker for RedisBroker {
         }
         // Local sockets never wait for, or depend on, Redis.
         self.hub.dispatch(chat_id, event);
+    }
+
+    fn credentials_ended(&self, ended: &Ended) -> BoxFuture<'_, ()> {
+        let text = self.envelope(
+            0,
+            WireEvent::CredentialsEnded {
+                ended: ended.clone(),
+            },
+        );
+        Box::pin(async move {
+            let Some(text) = text else { return };
+            // Not through the outbox: the caller waits until Redis has it (a command-line
+            // password change exits right after), and nothing orders it with chat events.
+            let mut commands = self.commands.clone();
+            if let Err(err) = commands.publish::<_, _, ()>(&self.channel, text).await {
+                tracing::warn!(error = %err, "could not tell other nodes that credentials ended");
+            }
+        })
     }
 }
 
@@ -369,5 +420,28 @@ impl SharedPresence for RedisBroker {
 
     fn heartbeat(&self) -> Duration {
         (self.presence_ttl / 3).max(Duration::from_millis(200))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_credentials_travel_intact() {
+        let ended = Ended::User {
+            user_id: 7,
+            kept: Some("kept".into()),
+        };
+        let envelope = Envelope {
+            node: "n".into(),
+            chat: 0,
+            event: WireEvent::CredentialsEnded {
+                ended: ended.clone(),
+            },
+        };
+        let text = serde_json::to_string(&envelope).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back.event, WireEvent::CredentialsEnded { ended: got } if got == ended));
     }
 }

@@ -17,10 +17,13 @@ use futures_util::{
     SinkExt, StreamExt,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     close::{self, Close},
+    deadline::{within, WriteError},
     hub::{ConnId, Outbound, RoomEvent, Subscriber},
+    registry::Slot,
 };
 use crate::{
     domain::MessageContent,
@@ -48,11 +51,20 @@ pub struct Connection {
     user: User,
     conn: ConnId,
     queue_capacity: usize,
+    /// Held for the connection's life; tells it when its credential ends.
+    slot: Slot,
 }
 
 impl Connection {
-    /// A connection of `user` to `chat_id`, whose outbound queue holds `queue_capacity` frames.
-    pub fn new(state: AppState, chat_id: i64, user: User, queue_capacity: usize) -> Self {
+    /// A connection of `user` to `chat_id`, whose outbound queue holds `queue_capacity` frames,
+    /// in the place `slot` its handshake took.
+    pub fn new(
+        state: AppState,
+        chat_id: i64,
+        user: User,
+        queue_capacity: usize,
+        slot: Slot,
+    ) -> Self {
         let conn = state.realtime.next_conn_id();
         Self {
             state,
@@ -60,6 +72,7 @@ impl Connection {
             user,
             conn,
             queue_capacity,
+            slot,
         }
     }
 
@@ -110,8 +123,10 @@ impl Connection {
         let started = Instant::now();
         let (reader_done, reader_close) = oneshot::channel();
         let closing = Arc::new(AtomicBool::new(false));
+        let ended = self.slot.ended();
         let reader = Reader {
             closing: closing.clone(),
+            ended: ended.clone(),
             state: self.state.clone(),
             chat_id: self.chat_id,
             user: self.user.clone(),
@@ -130,13 +145,22 @@ impl Connection {
             last_sent: resume.unwrap_or(handshake_seq),
             last_heard,
             started,
+            ended,
+            write_timeout: self.state.realtime.settings.write_timeout,
         };
         // Messages committed between the handshake and the join are behind the room's live
         // position: they come from the database. Live frames up to where that read ended are
         // skipped by seq.
         let replay = resume.is_some() || live_from > handshake_seq;
-        writer.run(replay, queue, close_rx, reader_close).await;
+        let drained = writer.run(replay, queue, close_rx, reader_close).await;
         self.state.realtime.hub.leave(self.chat_id, self.conn);
+        if !drained {
+            // The client does not read: waiting for its answer to a close is pointless, and
+            // dropping both halves drops the connection.
+            reading.abort();
+            tracing::debug!(chat.id = self.chat_id, conn = self.conn, "socket dropped");
+            return;
+        }
         // Let the client answer the close frame (its reply and any frames it had in flight are
         // read and dropped): closing with unread data would reset the connection instead.
         closing.store(true, Ordering::Relaxed);
@@ -170,23 +194,81 @@ struct Writer {
     last_sent: i64,
     last_heard: Arc<AtomicU64>,
     started: Instant,
+    /// Cancelled when the credential the socket was opened with ends.
+    ended: CancellationToken,
+    /// Longest any write or flush may take (`MRM_WS_WRITE_TIMEOUT_SECONDS`).
+    write_timeout: Duration,
 }
 
 impl Writer {
+    /// Returns false when the client stopped taking what was written: the connection is to be
+    /// dropped rather than closed politely.
     async fn run(
         mut self,
         replay: bool,
         mut queue: mpsc::Receiver<Outbound>,
         mut room_close: oneshot::Receiver<Close>,
         mut reader_close: oneshot::Receiver<Option<Close>>,
-    ) {
+    ) -> bool {
         let shutdown = self.state.realtime.shutdown.clone();
-        if replay {
-            if let Err(err) = self.replay().await {
-                tracing::debug!(error = %err, "replay ended early");
-                return;
+        let ended = self.ended.clone();
+        let mut stalled = false;
+        let close = match self.replay_if(replay).await {
+            Ok(()) => {
+                self.forward(
+                    &mut queue,
+                    &mut room_close,
+                    &mut reader_close,
+                    &shutdown,
+                    &ended,
+                )
+                .await
             }
+            Err(WriteError::Failed) => return true,
+            Err(WriteError::Stalled) => Err(WriteError::Stalled),
+        };
+        let close = match close {
+            Ok(close) => close,
+            Err(WriteError::Failed) => None,
+            Err(WriteError::Stalled) => {
+                tracing::debug!(chat.id = self.chat_id, "client stopped reading");
+                stalled = true;
+                Some(close::NOT_READING)
+            }
+        };
+        let finish = async {
+            match close {
+                Some(close) => send_close(&mut self.sink, close).await,
+                // Flushes the reply to a close the client started, if any.
+                None => self.sink.close().await,
+            }
+        };
+        let sent = tokio::time::timeout(self.write_timeout.min(Duration::from_secs(2)), finish)
+            .await
+            .is_ok();
+        !stalled || sent
+    }
+
+    async fn replay_if(&mut self, replay: bool) -> Result<(), WriteError> {
+        if !replay {
+            return Ok(());
         }
+        self.replay().await.inspect_err(|err| {
+            tracing::debug!(error = ?err, "replay ended early");
+        })
+    }
+
+    /// Forwards queued frames and pings until something decides the socket closes; returns the
+    /// close to send (`None`: none, or the reply to the client's), or why writing failed.
+    async fn forward(
+        &mut self,
+        queue: &mut mpsc::Receiver<Outbound>,
+        room_close: &mut oneshot::Receiver<Close>,
+        reader_close: &mut oneshot::Receiver<Option<Close>>,
+        shutdown: &CancellationToken,
+        ended: &CancellationToken,
+    ) -> Result<Option<Close>, WriteError> {
+        let limit = self.write_timeout;
         let interval = self.state.realtime.settings.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut last_ping_at: Option<u64> = None;
@@ -194,24 +276,19 @@ impl Writer {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Some(Close { code: close::GOING_AWAY, reason: "server shutting down" }),
-                closed = &mut room_close => break closed.ok().or(Some(Close { code: close::INTERNAL, reason: "room closed" })),
-                closed = &mut reader_close => break closed.ok().flatten(),
+                _ = ended.cancelled() => break Some(close::CREDENTIALS_ENDED),
+                closed = &mut *room_close => break closed.ok().or(Some(Close { code: close::INTERNAL, reason: "room closed" })),
+                closed = &mut *reader_close => break closed.ok().flatten(),
                 item = queue.recv() => {
                     let Some(item) = item else { break None };
-                    if self.write(item).await.is_err() {
-                        break None;
-                    }
+                    self.write(item).await?;
                     let mut batch = 1;
                     while batch < WRITE_BATCH {
                         let Ok(item) = queue.try_recv() else { break };
-                        if self.write(item).await.is_err() {
-                            return;
-                        }
+                        self.write(item).await?;
                         batch += 1;
                     }
-                    if self.sink.flush().await.is_err() {
-                        break None;
-                    }
+                    within(limit, self.sink.flush()).await?;
                 }
                 _ = ping.tick() => {
                     // A peer that has not said anything since the last ping is gone.
@@ -222,24 +299,16 @@ impl Writer {
                         }
                     }
                     last_ping_at = Some(self.started.elapsed().as_millis() as u64);
-                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break None;
-                    }
+                    within(limit, self.sink.send(Message::Ping(Default::default()))).await?;
                 }
             }
         };
-        let finish = async {
-            match close {
-                Some(close) => send_close(&mut self.sink, close).await,
-                // Flushes the reply to a close the client started, if any.
-                None => self.sink.close().await,
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
+        Ok(close)
     }
 
     /// Sends every message after `last_sent` from the database, in batches.
-    async fn replay(&mut self) -> anyhow::Result<()> {
+    async fn replay(&mut self) -> Result<(), WriteError> {
+        let limit = self.write_timeout;
         loop {
             let rows = store::messages::seq_range(
                 &self.state.db,
@@ -248,33 +317,37 @@ impl Writer {
                 i64::MAX,
                 REPLAY_BATCH,
             )
-            .await?;
+            .await
+            .map_err(|err| {
+                tracing::debug!(error = %err, "replay could not read the chat");
+                WriteError::Failed
+            })?;
             let done = (rows.len() as i64) < REPLAY_BATCH;
             for row in rows {
                 let seq = row.seq;
-                self.sink
-                    .feed(Message::Text(frames::message(MessageView::from(row))))
-                    .await?;
+                let frame = Message::Text(frames::message(MessageView::from(row)));
+                within(limit, self.sink.feed(frame)).await?;
                 self.last_sent = seq;
             }
-            self.sink.flush().await?;
+            within(limit, self.sink.flush()).await?;
             if done {
                 return Ok(());
             }
         }
     }
 
-    async fn write(&mut self, item: Outbound) -> Result<(), axum::Error> {
-        match item {
+    async fn write(&mut self, item: Outbound) -> Result<(), WriteError> {
+        let frame = match item {
             Outbound::Message { seq, frame } => {
                 if seq <= self.last_sent {
                     return Ok(()); // Already sent by the replay.
                 }
                 self.last_sent = seq;
-                self.sink.feed(Message::Text(frame)).await
+                frame
             }
-            Outbound::Frame(frame) => self.sink.feed(Message::Text(frame)).await,
-        }
+            Outbound::Frame(frame) => frame,
+        };
+        within(self.write_timeout, self.sink.feed(Message::Text(frame))).await
     }
 }
 
@@ -282,6 +355,8 @@ impl Writer {
 struct Reader {
     /// Set once the close frame is sent: later frames are read but not acted on.
     closing: Arc<AtomicBool>,
+    /// Cancelled when the socket's credential ends: frames are no longer acted on either.
+    ended: CancellationToken,
     state: AppState,
     chat_id: i64,
     user: User,
@@ -307,7 +382,7 @@ impl Reader {
                 self.started.elapsed().as_millis() as u64 + 1,
                 Ordering::Relaxed,
             );
-            if self.closing.load(Ordering::Relaxed) {
+            if self.closing.load(Ordering::Relaxed) || self.ended.is_cancelled() {
                 match frame {
                     Ok(Message::Close(_)) | Err(_) => break None,
                     Ok(_) => continue,
@@ -322,7 +397,7 @@ impl Reader {
                 Ok(Message::Binary(_)) => self.error("Binary frames are not supported"),
                 Ok(Message::Ping(_) | Message::Pong(_)) => {}
                 Ok(Message::Close(_)) => break None,
-                Err(err) => break too_big(err),
+                Err(err) => break close::for_read_error(err),
             }
         };
         let _ = done.send(close);
@@ -397,17 +472,5 @@ impl Reader {
                 frame: frames::typing(&self.member),
             },
         );
-    }
-}
-
-/// A frame over the size limit closes the socket with 1009; other read errors just end it.
-fn too_big(err: axum::Error) -> Option<Close> {
-    let inner = err.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => Some(Close {
-            code: close::TOO_BIG,
-            reason: "frame too large",
-        }),
-        _ => None,
     }
 }

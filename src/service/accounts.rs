@@ -226,7 +226,8 @@ pub struct PasswordChanged {
 /// `UserAttributeSimilarityValidator` attributes). Whoever knew the old password is signed out
 /// everywhere: every session but `keep_session` (a session key hash, for a user changing their
 /// own password in a browser) ends and every bearer token is revoked, in the transaction that
-/// stores the new hash.
+/// stores the new hash; then the sockets opened with them close and the user's running AI
+/// replies stop ([`super::sessions::ended`]).
 ///
 /// Errors: `Validation` on `password` or `password_confirm`; `NotFound` when the user is gone.
 pub async fn change_password(
@@ -269,6 +270,7 @@ pub async fn change_password(
         store::users::replace_password(&state.db, user.id, &hash, keep_session)
             .await?
             .ok_or(ServiceError::NotFound)?;
+    super::sessions::ended_for_user(state, user.id, keep_session).await;
     tracing::info!(
         user.id = user.id,
         sessions_ended,
@@ -279,4 +281,10 @@ pub async fn change_password(
         sessions_ended,
         tokens_revoked,
     })
+}
+
+/// An account can no longer be used (deactivated or deleted, already committed): its sockets
+/// close on every node and its running AI replies stop ([`super::sessions::ended`]).
+pub async fn closed(state: &AppState, user_id: i64) {
+    super::sessions::ended_for_user(state, user_id, None).await;
 }

@@ -11,7 +11,7 @@ use reqwest::{cookie::CookieStore, StatusCode};
 use serde_json::json;
 
 use crate::{
-    fake_openai::{reply, FakeOpenAi, MODEL},
+    fake_openai::{reply, slow, FakeOpenAi, MODEL},
     helpers::{execute, id, Client, TestApp, PASSWORD},
 };
 
@@ -738,7 +738,7 @@ async fn staff_edit_users_and_set_passwords() {
         )
         .await;
     assert_eq!(page.redirect(), format!("{path}?done=saved"));
-    assert_eq!(socket.closed().await, Some(4003));
+    assert_eq!(socket.closed().await, Some(4001));
     assert_eq!(bob.get("/api/me/").await.status, StatusCode::FORBIDDEN);
     assert!(!user(&app, "bob").await.is_active);
 
@@ -892,7 +892,7 @@ async fn deleting_a_user_asks_first_and_closes_their_sockets() {
 
     let page = admin.post(&path, &[]).await;
     assert_eq!(page.redirect(), "/admin/users/?done=deleted");
-    assert_eq!(bob_socket.closed().await, Some(4003));
+    assert_eq!(bob_socket.closed().await, Some(4001));
     assert_eq!(
         admin.get(&format!("/admin/users/{bob_id}/")).await.status,
         StatusCode::NOT_FOUND
@@ -1381,4 +1381,156 @@ async fn a_deactivated_staff_member_is_signed_out_of_the_admin() {
     assert_eq!(admin.get("/admin/").await.redirect(), "/admin/login/");
     let page = admin.login("boss", PASSWORD).await;
     assert!(page.has("Please enter the correct username and password"));
+}
+
+/// How long a socket may take to close once its credential ended: immediate on its own node,
+/// so a generous bound on a small shared machine is still a promptness claim.
+const PROMPTLY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A bearer-token client of `username`.
+async fn token_client(app: &TestApp, username: &str) -> Client {
+    let response = app
+        .client()
+        .post(
+            "/api/tokens/",
+            &json!({"username": username, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+    Client::with_bearer(app.addr, response.body["token"].as_str().unwrap())
+}
+
+/// An AI chat of `client`'s user.
+async fn ai_chat_of(client: &Client) -> i64 {
+    id(&client
+        .post("/api/ai/chats/", &json!({"title": "t"}))
+        .await
+        .body)
+}
+
+/// Sets the password of user `user_id` through the admin's form.
+async fn set_password(admin: &Browser, user_id: i64) {
+    let page = admin
+        .post(
+            &format!("/admin/users/{user_id}/password/"),
+            &[
+                ("password", "a-new-passphrase"),
+                ("password_confirm", "a-new-passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+}
+
+#[tokio::test]
+async fn setting_a_password_closes_every_socket_of_the_user() {
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_token = token_client(&app, "bob").await;
+    let bob_id = id(&bob.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let ai_chat = ai_chat_of(&bob).await;
+    let mut sockets = vec![
+        bob.ws(chat).await,
+        bob_token.ws(chat).await,
+        bob.ai_ws(ai_chat).await.unwrap(),
+        bob_token.ai_ws(ai_chat).await.unwrap(),
+    ];
+    let mut alices = alice.ws(chat).await;
+
+    set_password(&admin, bob_id).await;
+    for socket in &mut sockets {
+        assert_eq!(socket.closed_within(PROMPTLY).await, Some(4001));
+    }
+    alice.send_message(chat, "still here").await;
+    assert_eq!(alices.next_message().await["content"], "still here");
+}
+
+#[tokio::test]
+async fn changing_ones_own_password_keeps_the_sockets_of_the_session_kept() {
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let root_id = id(&token_client(&app, "root").await.me().await);
+    let in_browser = app.client();
+    in_browser.set_cookie("sessionid", &admin.cookie("sessionid").unwrap());
+    let token = token_client(&app, "root").await;
+    let chat = token.create_chat("c", &[]).await;
+    let mut kept = in_browser.ws(chat).await;
+    let mut ended = token.ws(chat).await;
+
+    set_password(&admin, root_id).await;
+    assert_eq!(ended.closed_within(PROMPTLY).await, Some(4001));
+    // The socket of the session kept still posts and receives.
+    kept.send_json(json!({"content": "still here"})).await;
+    assert_eq!(kept.next_message().await["content"], "still here");
+}
+
+/// Deactivates user `user_id` through the admin's form.
+async fn deactivate_in_form(admin: &Browser, user_id: i64) {
+    let path = format!("/admin/users/{user_id}/");
+    let page = admin
+        .post(
+            &path,
+            &[
+                ("email", "someone@example.com"),
+                ("user_type", "student"),
+                ("is_active", "false"),
+            ],
+        )
+        .await;
+    assert_eq!(page.redirect(), format!("{path}?done=saved"));
+}
+
+#[tokio::test]
+async fn deactivating_or_deleting_a_user_closes_their_chat_and_ai_sockets() {
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let bob_id = id(&bob.me().await);
+    let carol_id = id(&carol.me().await);
+    let chat = alice.create_chat("c", &[bob_id, carol_id]).await;
+    let bob_ai = ai_chat_of(&bob).await;
+    let carol_ai = ai_chat_of(&carol).await;
+    let mut bobs = [bob.ws(chat).await, bob.ai_ws(bob_ai).await.unwrap()];
+    let mut carols = [carol.ws(chat).await, carol.ai_ws(carol_ai).await.unwrap()];
+
+    deactivate_in_form(&admin, bob_id).await;
+    for socket in &mut bobs {
+        assert_eq!(socket.closed_within(PROMPTLY).await, Some(4001));
+    }
+
+    let page = admin
+        .post(&format!("/admin/users/{carol_id}/delete/"), &[])
+        .await;
+    assert_eq!(page.redirect(), "/admin/users/?done=deleted");
+    for socket in &mut carols {
+        assert_eq!(socket.closed_within(PROMPTLY).await, Some(4001));
+    }
+}
+
+#[tokio::test]
+async fn deactivating_a_user_stops_their_running_ai_reply() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
+    let admin = superuser(&app, "root").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let ai_chat = ai_chat_of(&bob).await;
+    let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    fake.then(slow(&chunk_refs, 100));
+    let mut socket = bob.ai_ws(ai_chat).await.unwrap();
+    socket.send_json(json!({"content": "a long story"})).await;
+    socket.next_of("assistant_delta").await;
+
+    deactivate_in_form(&admin, bob_id).await;
+    assert_eq!(socket.closed_within(PROMPTLY).await, Some(4001));
+    assert!(
+        fake.wait_for_hangup().await,
+        "the provider's request was abandoned"
+    );
 }

@@ -893,3 +893,41 @@ async fn ai_lists_are_bounded_with_cursors() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn a_logout_closes_that_sessions_socket_but_lets_the_reply_finish() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
+    let alice = app.user("alice").await;
+    let elsewhere = app.client();
+    elsewhere.login("alice", crate::helpers::PASSWORD).await;
+    let chat = ai_chat(&alice, json!({"title": "t"})).await;
+    let chunks: Vec<String> = (0..10).map(|i| format!("p{i} ")).collect();
+    let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    fake.then(slow(&chunk_refs, 50));
+    let mut asking = alice.ai_ws(chat).await.unwrap();
+    let mut watching = elsewhere.ai_ws(chat).await.unwrap();
+    asking.send_json(json!({"content": "go"})).await;
+    asking.next_of("assistant_delta").await;
+
+    let response = alice.post("/api/logout/", &json!({})).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        asking.closed_within(Duration::from_secs(2)).await,
+        Some(4001)
+    );
+    // The question was asked with valid credentials: its answer is finished and saved.
+    let (_, reply) = read_reply(&mut watching).await;
+    assert_eq!(reply["finish_reason"], "stop");
+    assert_eq!(reply["content"], chunks.concat());
+}
+
+#[tokio::test]
+async fn an_ai_socket_frame_over_64_kib_closes_with_1009() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(&alice, json!({"title": "t"})).await;
+    let mut socket = alice.ai_ws(chat).await.unwrap();
+    socket.send_text("x".repeat(70 * 1024)).await;
+    assert_eq!(socket.closed().await, Some(1009));
+}

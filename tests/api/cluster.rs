@@ -348,3 +348,77 @@ async fn typing_and_presence_cross_nodes() {
     drop(bob_ws);
     presence_becomes(&mut alice_ws, &["alice"]).await;
 }
+
+/// How long a socket on another node may take to close once a credential ended: one Redis
+/// round trip on a small shared machine.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn a_logout_on_one_node_closes_that_sessions_sockets_on_the_other() {
+    let cluster = cluster().await;
+    let on_a = user_on(&cluster.a, "alice").await;
+    let chat = on_a.create_chat("c", &[]).await;
+    let ai_chat = id(&on_a
+        .post("/api/ai/chats/", &json!({"title": "t"}))
+        .await
+        .body);
+    // The same session, on node B.
+    let on_b = cluster.b.client();
+    on_b.set_cookie("sessionid", &on_a.cookie("sessionid").unwrap());
+    let mut chat_socket = on_b.ws(chat).await;
+    let mut ai_socket = on_b.ai_ws(ai_chat).await.unwrap();
+    // Another session of the same user, on node B too.
+    let elsewhere = cluster.b.client();
+    elsewhere.login("alice", PASSWORD).await;
+    let mut other_session = elsewhere.ws(chat).await;
+
+    let response = on_a.post("/api/logout/", &json!({})).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(chat_socket.closed_within(PROMPTLY).await, Some(4001));
+    assert_eq!(ai_socket.closed_within(PROMPTLY).await, Some(4001));
+    elsewhere.send_message(chat, "still here").await;
+    assert_eq!(other_session.next_message().await["content"], "still here");
+}
+
+#[tokio::test]
+async fn changepassword_on_the_command_line_closes_the_users_sockets_on_every_node() {
+    let cluster = cluster().await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    let on_b = cluster.b.client();
+    on_b.set_cookie("sessionid", &alice.cookie("sessionid").unwrap());
+    let mut on_a_socket = alice.ws(chat).await;
+    let mut on_b_socket = on_b.ws(chat).await;
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mrm-chat"));
+    let mut child = command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &cluster._db.url)
+        .env("REDIS_URL", redis_url())
+        .env("MRM_REDIS_PREFIX", &cluster.prefix.0)
+        .env("RUST_LOG", "warn")
+        .args(["changepassword", "alice"])
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run changepassword");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a-new-passphrase\n").unwrap();
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(on_a_socket.closed_within(PROMPTLY).await, Some(4001));
+    assert_eq!(on_b_socket.closed_within(PROMPTLY).await, Some(4001));
+}

@@ -618,6 +618,20 @@ impl WsClient {
             }
         }
     }
+
+    /// Skips frames until the socket closes; returns the close code, or panics when it is not
+    /// closed within `wait`.
+    pub async fn closed_within(&mut self, wait: std::time::Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(WsEvent::Closed(code)) => return code,
+                Some(WsEvent::Json(_)) => continue,
+                None => panic!("the socket was not closed within {wait:?}"),
+            }
+        }
+    }
 }
 
 /// Starts `mrm-chat serve --bind 127.0.0.1:0` as configured by `command` and returns the process

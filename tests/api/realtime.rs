@@ -502,3 +502,212 @@ async fn shutdown_closes_sockets_with_1001() {
         .unwrap()
         .unwrap();
 }
+
+/// How long a socket may take to close once its credential ended: immediate on its own node,
+/// so a generous bound on a small shared machine is still a promptness claim.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn logging_out_closes_the_sockets_of_that_session_and_no_other() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let chat = alice.create_chat("c", &[id(&bob.me().await)]).await;
+    let ai_chat = id(&alice
+        .post("/api/ai/chats/", &json!({"title": "t"}))
+        .await
+        .body);
+    // A second browser session of the same user.
+    let elsewhere = app.client();
+    elsewhere.login("alice", crate::helpers::PASSWORD).await;
+
+    let mut chat_socket = alice.ws(chat).await;
+    let mut ai_socket = alice.ai_ws(ai_chat).await.unwrap();
+    let mut other_session = elsewhere.ws(chat).await;
+    let mut bobs = bob.ws(chat).await;
+
+    let response = alice.post("/api/logout/", &json!({})).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(chat_socket.closed_within(PROMPTLY).await, Some(4001));
+    assert_eq!(ai_socket.closed_within(PROMPTLY).await, Some(4001));
+
+    // The other session's socket, and everyone else's, carry on.
+    elsewhere.send_message(chat, "still here").await;
+    assert_eq!(other_session.next_message().await["content"], "still here");
+    assert_eq!(bobs.next_message().await["content"], "still here");
+}
+
+#[tokio::test]
+async fn a_new_login_from_the_same_browser_closes_the_old_sessions_sockets() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    let mut socket = alice.ws(chat).await;
+    // Logging in again replaces the session key the browser had.
+    alice.login("alice", crate::helpers::PASSWORD).await;
+    assert_eq!(socket.closed_within(PROMPTLY).await, Some(4001));
+    let mut fresh = alice.ws(chat).await;
+    alice.send_message(chat, "hello").await;
+    assert_eq!(fresh.next_message().await["content"], "hello");
+}
+
+/// A handshake's status, and its body when it was refused.
+async fn raw_handshake(client: &Client, path: &str) -> (StatusCode, Value) {
+    let response = client
+        .request(reqwest::Method::GET, path)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let response = client.send(response).await;
+    (response.status, response.body)
+}
+
+/// Opens `count` sockets of `client` to `chat` at once; asserts that exactly `admitted` open
+/// and that the others are refused with `refusal`. Returns the open ones.
+async fn at_once(
+    client: &Client,
+    chat: i64,
+    count: usize,
+    admitted: usize,
+    refusal: u16,
+) -> Vec<crate::helpers::WsClient> {
+    let attempts = (0..count).map(|_| client.ws_with(chat, WsOptions::default()));
+    let results = futures_util::future::join_all(attempts).await;
+    let statuses: Vec<Option<u16>> = results.iter().map(|r| r.as_ref().err().copied()).collect();
+    let opened = statuses.iter().filter(|s| s.is_none()).count();
+    assert_eq!(opened, admitted, "{statuses:?}");
+    assert!(
+        statuses.iter().flatten().all(|&s| s == refusal),
+        "{statuses:?}"
+    );
+    results.into_iter().flatten().collect()
+}
+
+/// Retries a handshake refused with 429 until it is admitted; panics after `wait`.
+async fn once_admitted<F, Fut>(open: F, wait: Duration) -> crate::helpers::WsClient
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<crate::helpers::WsClient, u16>>,
+{
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match open().await {
+            Ok(socket) => return socket,
+            Err(429) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(status) => panic!("no place was given back within {wait:?} ({status})"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_over_the_per_user_limit_gets_429_while_others_still_connect() {
+    let app = TestApp::spawn_with(|config| config.max_sockets_per_user = 3).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let chat = alice.create_chat("c", &[id(&bob.me().await)]).await;
+    let ai_chat = id(&alice
+        .post("/api/ai/chats/", &json!({"title": "t"}))
+        .await
+        .body);
+
+    // Ten handshakes at once: handshakes in flight count, so exactly three get through.
+    let mut open = at_once(&alice, chat, 10, 3, 429).await;
+
+    // AI sockets count too; the answer is the contract's JSON error, before any upgrade.
+    assert_eq!(alice.ai_ws(ai_chat).await.err(), Some(429));
+    let (status, body) = raw_handshake(&alice, &format!("/ws/chat/{chat}/")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        body,
+        json!({"detail": "You have too many sockets open; close one and try again."})
+    );
+
+    // Someone else is not affected.
+    let mut bobs = bob.ws(chat).await;
+    bob.send_message(chat, "hi").await;
+    assert_eq!(bobs.next_message().await["content"], "hi");
+    assert_eq!(open[0].next_message().await["content"], "hi");
+
+    // A closed socket gives its place back.
+    let mut closing = open.pop().unwrap();
+    closing.send_raw(Message::Close(None)).await;
+    closing.closed().await;
+    once_admitted(|| alice.ai_ws(ai_chat), Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn handshakes_in_flight_count_toward_the_socket_limit() {
+    let app = TestApp::spawn_with(|config| config.max_sockets = Some(4)).await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    at_once(&alice, chat, 24, 4, 503).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_others_are_served() {
+    let app = TestApp::spawn_with(|config| {
+        config.ws_write_timeout = Duration::from_secs(1);
+        // One socket per user: the stalled user's next handshake succeeds only once the server
+        // has let the stalled socket go.
+        config.max_sockets_per_user = 1;
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let chat = alice.create_chat("c", &[id(&bob.me().await)]).await;
+
+    // Bob's socket reads nothing, through a small receive buffer so the kernel's buffers fill
+    // quickly.
+    let stalled = bob
+        .ws_with(
+            chat,
+            WsOptions {
+                recv_buffer: Some(4096),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Alice floods the chat with large messages until the server lets Bob's socket go.
+    let flooding = tokio_util::sync::CancellationToken::new();
+    let flood = {
+        let flooding = flooding.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let body = json!({"content": "x".repeat(10_000)});
+            let path = format!("/api/chats/{chat}/send_message/");
+            let mut sent = 0u32;
+            while !flooding.is_cancelled() {
+                let response = alice.post(&path, &body).await;
+                assert_eq!(response.status, StatusCode::CREATED);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let mut replacement = once_admitted(
+        || bob.ws_with(chat, WsOptions::default()),
+        Duration::from_secs(60),
+    )
+    .await;
+    flooding.cancel();
+    let sent = flood.await.unwrap();
+    assert!(
+        sent > 100,
+        "the kernel's buffers could not fill after {sent}"
+    );
+    drop(stalled);
+
+    // The server keeps serving: a new message reaches Bob's new socket.
+    alice.send_message(chat, "after").await;
+    loop {
+        let message = replacement.next_message().await;
+        if message["content"] == "after" {
+            break;
+        }
+    }
+}

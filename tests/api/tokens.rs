@@ -77,3 +77,32 @@ async fn bad_tokens_and_credentials_are_refused() {
     let response = session.delete("/api/tokens/current/").await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn revoking_a_token_closes_the_sockets_opened_with_it_only() {
+    let app = TestApp::spawn().await;
+    let session = app.user("alice").await;
+    let revoked = Client::with_bearer(app.addr, &issue_token(&app, "alice").await);
+    let kept = Client::with_bearer(app.addr, &issue_token(&app, "alice").await);
+    let chat = session.create_chat("c", &[]).await;
+    let ai_chat = crate::helpers::id(
+        &session
+            .post("/api/ai/chats/", &json!({"title": "t"}))
+            .await
+            .body,
+    );
+    let mut revoked_chat = revoked.ws(chat).await;
+    let mut revoked_ai = revoked.ai_ws(ai_chat).await.unwrap();
+    let mut kept_chat = kept.ws(chat).await;
+    let mut session_chat = session.ws(chat).await;
+
+    let response = revoked.delete("/api/tokens/current/").await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    let promptly = std::time::Duration::from_secs(2);
+    assert_eq!(revoked_chat.closed_within(promptly).await, Some(4001));
+    assert_eq!(revoked_ai.closed_within(promptly).await, Some(4001));
+
+    kept.send_message(chat, "still here").await;
+    assert_eq!(kept_chat.next_message().await["content"], "still here");
+    assert_eq!(session_chat.next_message().await["content"], "still here");
+}

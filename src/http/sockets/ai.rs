@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::handshake::{self, refuse};
+use super::handshake::{self, refuse, Admitted};
 use crate::{
     ai::socket,
     auth::AuthUser,
@@ -28,8 +28,8 @@ pub async fn ai_socket(
     auth: Result<AuthUser, ApiError>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let user = match handshake::admit(&state, &headers, auth) {
-        Ok(user) => user,
+    let Admitted { user, slot } = match handshake::admit(&state, &headers, auth).await {
+        Ok(admitted) => admitted,
         Err(refused) => return refused.into_response(),
     };
     match conversations::owned(&state, ai_chat_id, &user).await {
@@ -45,6 +45,6 @@ pub async fn ai_socket(
     };
     upgrade.on_upgrade(move |ws| {
         let connections = state.realtime.connections.clone();
-        connections.track_future(socket::run(state, ai_chat_id, user, ws))
+        connections.track_future(socket::run(state, ai_chat_id, user, slot, ws))
     })
 }

@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::handshake::{self, refuse};
+use super::handshake::{self, refuse, Admitted};
 use crate::{
     auth::AuthUser,
     error::ApiError,
@@ -35,8 +35,8 @@ pub async fn chat_socket(
     auth: Result<AuthUser, ApiError>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let user = match handshake::admit(&state, &headers, auth) {
-        Ok(user) => user,
+    let Admitted { user, slot } = match handshake::admit(&state, &headers, auth).await {
+        Ok(admitted) => admitted,
         Err(refused) => return refused.into_response(),
     };
     // The chat's position now, before the handshake is answered: a live-only socket owes its
@@ -64,7 +64,7 @@ pub async fn chat_socket(
     upgrade.on_upgrade(move |socket| {
         let connections = state.realtime.connections.clone();
         connections.track_future(async move {
-            Connection::new(state, chat_id, user, settings.queue_capacity)
+            Connection::new(state, chat_id, user, settings.queue_capacity, slot)
                 .run(socket, resume, handshake_seq)
                 .await
         })

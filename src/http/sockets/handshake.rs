@@ -5,6 +5,8 @@
 use crate::{
     auth::{csrf, AuthUser},
     error::ApiError,
+    realtime::registry::{Refused, Slot},
+    service::sessions,
     state::AppState,
     store::users::User,
     wire::schemas::Detail,
@@ -56,14 +58,28 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// An admitted caller and the place their socket holds from now on: keep the slot with the
+/// socket, so it is given back when the socket ends (or the upgrade never happens).
+pub struct Admitted {
+    pub user: User,
+    pub slot: Slot,
+}
+
+/// The message of a refusal for a user at `MRM_MAX_SOCKETS_PER_USER`.
+const TOO_MANY_SOCKETS: &str = "You have too many sockets open; close one and try again.";
+/// The message of a refusal at `MRM_MAX_SOCKETS`.
+const SERVER_FULL: &str = "The server is at its connection limit; try again later.";
+
 /// The checks every socket makes first, in this order: a trusted origin (403), room for one more
-/// socket under `MRM_MAX_SOCKETS` (503), then the caller's credentials (403 when missing or
-/// invalid). Returns the caller.
-pub fn admit(
+/// socket under `MRM_MAX_SOCKETS` (503), the caller's credentials (403 when missing or invalid),
+/// then a slot under `MRM_MAX_SOCKETS_PER_USER` (429) and `MRM_MAX_SOCKETS` (503), taken before
+/// the upgrade so that handshakes in flight count. The credential is checked once more with the
+/// slot held: one that ended in between found no socket to close, and is refused here (403).
+pub async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     auth: Result<AuthUser, ApiError>,
-) -> Result<User, Refusal> {
+) -> Result<Admitted, Refusal> {
     if !origin_allowed(headers, state) {
         return Err(Refusal::Detail(
             StatusCode::FORBIDDEN,
@@ -73,21 +89,50 @@ pub fn admit(
     if state.realtime.at_capacity() {
         return Err(Refusal::Detail(
             StatusCode::SERVICE_UNAVAILABLE,
-            "The server is at its connection limit; try again later.",
+            SERVER_FULL,
         ));
     }
-    caller(auth)
+    let auth = caller(auth)?;
+    let slot = match state
+        .realtime
+        .sockets
+        .admit(auth.user.id, auth.credential.clone())
+    {
+        Ok(slot) => slot,
+        Err(Refused::UserFull) => {
+            return Err(Refusal::Detail(
+                StatusCode::TOO_MANY_REQUESTS,
+                TOO_MANY_SOCKETS,
+            ))
+        }
+        Err(Refused::Full) => {
+            return Err(Refusal::Detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER_FULL,
+            ))
+        }
+    };
+    match sessions::still_valid(state, &auth.credential).await {
+        Ok(true) => Ok(Admitted {
+            user: auth.user,
+            slot,
+        }),
+        Ok(false) => Err(Refusal::Detail(StatusCode::FORBIDDEN, NOT_AUTHENTICATED)),
+        Err(err) => Err(Refusal::Api(err.into())),
+    }
 }
+
+/// The message of a refusal for missing or invalid credentials, as the original's.
+const NOT_AUTHENTICATED: &str = "Authentication credentials were not provided.";
 
 /// The caller, or a 403 as the original's socket consumer refuses anonymous users: a missing or
 /// invalid credential alike. Other failures (the database not answering) keep their status.
-fn caller(auth: Result<AuthUser, ApiError>) -> Result<User, Refusal> {
+fn caller(auth: Result<AuthUser, ApiError>) -> Result<AuthUser, Refusal> {
     match auth {
-        Ok(auth) => Ok(auth.user),
-        Err(ApiError::InvalidToken | ApiError::NotAuthenticated) => Err(Refusal::Detail(
-            StatusCode::FORBIDDEN,
-            "Authentication credentials were not provided.",
-        )),
+        Ok(auth) => Ok(auth),
+        Err(ApiError::InvalidToken | ApiError::NotAuthenticated) => {
+            Err(Refusal::Detail(StatusCode::FORBIDDEN, NOT_AUTHENTICATED))
+        }
         Err(err) => Err(Refusal::Api(err)),
     }
 }
