@@ -28,7 +28,7 @@ use crate::{
     state::AppState,
     store::{self, users::User},
     wire::{
-        frames::{self, ChatClientFrame, Member},
+        frames::{self, ChatClientFrame, Member, Protocol},
         views::MessageView,
     },
 };
@@ -48,11 +48,19 @@ pub struct Connection {
     user: User,
     conn: ConnId,
     queue_capacity: usize,
+    protocol: Protocol,
 }
 
 impl Connection {
-    /// A connection of `user` to `chat_id`, whose outbound queue holds `queue_capacity` frames.
-    pub fn new(state: AppState, chat_id: i64, user: User, queue_capacity: usize) -> Self {
+    /// A connection of `user` to `chat_id`, whose outbound queue holds `queue_capacity` frames,
+    /// speaking `protocol`.
+    pub fn new(
+        state: AppState,
+        chat_id: i64,
+        user: User,
+        queue_capacity: usize,
+        protocol: Protocol,
+    ) -> Self {
         let conn = state.realtime.next_conn_id();
         Self {
             state,
@@ -60,6 +68,7 @@ impl Connection {
             user,
             conn,
             queue_capacity,
+            protocol,
         }
     }
 
@@ -75,6 +84,7 @@ impl Connection {
         let subscriber = Subscriber {
             conn: self.conn,
             member: member.clone(),
+            protocol: self.protocol,
             outbound: outbound.clone(),
             close: close_tx,
         };
@@ -121,6 +131,7 @@ impl Connection {
             last_heard: last_heard.clone(),
             started,
             last_typing: None,
+            protocol: self.protocol,
         };
         let mut reading = tokio::spawn(reader.run(stream, reader_done));
         let writer = Writer {
@@ -291,6 +302,7 @@ struct Reader {
     last_heard: Arc<AtomicU64>,
     started: Instant,
     last_typing: Option<Instant>,
+    protocol: Protocol,
 }
 
 impl Reader {
@@ -336,7 +348,7 @@ impl Reader {
 
     /// Handles one text frame; `Some` when the socket must close.
     async fn on_text(&mut self, text: &str) -> Option<Close> {
-        match ChatClientFrame::parse(text) {
+        match ChatClientFrame::parse(text, self.protocol) {
             Ok(ChatClientFrame::Message { content }) => {
                 self.on_message(content.unwrap_or_default()).await
             }

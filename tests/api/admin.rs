@@ -1039,7 +1039,7 @@ async fn messages_are_filtered_and_deleted_live() {
     assert!(page.has("The chat id must be a whole number."));
     assert!(page.has("No messages match."));
 
-    let mut socket = bob.ws(first).await;
+    let mut socket = bob.ws_v2(first).await;
     let hello_id = id(&hello);
     let path = format!("/admin/messages/{hello_id}/delete/");
     let page = admin.get(&path).await;
