@@ -269,8 +269,19 @@ pub fn ws_config(idle: bool) -> WebSocketConfig {
     }
 }
 
-/// Opens `/ws/chat/{chat_id}/{query}` with the session cookie and no `Origin`, from `source`
-/// when given. The whole attempt is bounded by `timeout`.
+/// `path` with the query (empty, or starting with `?`) and `protocol=mrm.v2`: this tool speaks
+/// the extended socket protocol (presence, typing, streamed replies). It asks by query rather
+/// than by `Sec-WebSocket-Protocol` so that servers from before the negotiation, which ignore the
+/// parameter and always speak it, can be measured too.
+pub fn extended(path: &str, query: &str) -> String {
+    match query.strip_prefix('?') {
+        Some(rest) if !rest.is_empty() => format!("{path}?{rest}&protocol=mrm.v2"),
+        _ => format!("{path}?protocol=mrm.v2"),
+    }
+}
+
+/// Opens `/ws/chat/{chat_id}/{query}` (asking for `mrm.v2`) with the session cookie and no
+/// `Origin`, from `source` when given. The whole attempt is bounded by `timeout`.
 pub async fn connect_ws(
     target: &Target,
     chat_id: i64,
@@ -280,7 +291,7 @@ pub async fn connect_ws(
     config: WebSocketConfig,
     timeout: Duration,
 ) -> Result<Ws, WsError> {
-    let path = format!("/ws/chat/{chat_id}/{query}");
+    let path = extended(&format!("/ws/chat/{chat_id}/"), query);
     connect_ws_path(target, &path, cookie, source, config, timeout).await
 }
 
@@ -357,11 +368,40 @@ fn handshake_error(e: tungstenite::Error) -> WsError {
     }
 }
 
-/// The server frames this tool looks at; presence and typing are `Other`.
+/// The server frames this tool looks at; typing and the rest are `Other`.
 pub enum Incoming<'a> {
-    Message { seq: i64, content: Cow<'a, str> },
+    Message {
+        seq: i64,
+        content: Cow<'a, str>,
+    },
     Error(String),
+    /// Who is online: the whole list (`online`), or a change (`joined`, `left`).
+    Presence(Presence),
     Other,
+}
+
+/// A presence frame: `online` replaces the list, `joined` and `left` change it.
+#[derive(Deserialize)]
+pub struct Presence {
+    pub online: Option<Vec<User>>,
+    #[serde(default)]
+    pub joined: Vec<User>,
+    #[serde(default)]
+    pub left: Vec<User>,
+}
+
+impl Presence {
+    /// Applies this frame to `online` (user ids).
+    pub fn apply(&self, online: &mut std::collections::HashSet<i64>) {
+        if let Some(list) = &self.online {
+            online.clear();
+            online.extend(list.iter().map(|u| u.id));
+        }
+        for user in &self.left {
+            online.remove(&user.id);
+        }
+        online.extend(self.joined.iter().map(|u| u.id));
+    }
 }
 
 #[derive(Deserialize)]
@@ -402,6 +442,7 @@ pub fn parse_frame(text: &str) -> Option<Incoming<'_>> {
         "error" => Some(Incoming::Error(
             serde_json::from_str::<ErrorFrame>(text).ok()?.message,
         )),
+        "presence" => Some(Incoming::Presence(serde_json::from_str(text).ok()?)),
         _ => Some(Incoming::Other),
     }
 }

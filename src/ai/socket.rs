@@ -1,7 +1,7 @@
 //! The AI chat socket's connection, after its handshake (in the HTTP layer's `sockets`): the owner's
-//! live view of an AI chat. Frames as the contract, plus
-//! `assistant_delta` frames while a reply streams and `{"type": "cancel"}` to stop it. A socket
-//! that joins while a reply runs first gets the text so far as one delta, then the live ones.
+//! live view of an AI chat. Frames as the contract; in `mrm.v2` also `assistant_delta` frames
+//! while a reply streams and `{"type": "cancel"}` to stop it, and a socket that joins while a
+//! reply runs first gets the text so far as one delta, then the live ones.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use crate::{
     state::AppState,
     store::users::User,
     wire::frames::{
-        self, AiClientFrame, AssistantDeltaFrame, AssistantMessageFrame, ContextLimit,
+        self, AiClientFrame, AssistantDeltaFrame, AssistantMessageFrame, ContextLimit, Protocol,
         UserMessageFrame,
     },
 };
@@ -38,16 +38,19 @@ fn error_frame(text: &str) -> Message {
     Message::Text(frames::error(text))
 }
 
-fn event_frame(event: AiEvent) -> Option<Message> {
-    Some(match event {
+/// What to do with an event: `Some(Some(frame))` sends it, `Some(None)` skips it (a delta on
+/// the original protocol), `None` closes the socket (the AI chat is gone).
+fn event_frame(event: AiEvent, protocol: Protocol) -> Option<Option<Message>> {
+    Some(Some(match event {
         AiEvent::UserMessage(m) => frame(&UserMessageFrame::new(m)),
+        AiEvent::Delta { .. } if !protocol.extended() => return Some(None),
         AiEvent::Delta { id, delta } => frame(&AssistantDeltaFrame::new(id, delta)),
         AiEvent::Reply(m) => frame(&AssistantMessageFrame::new(m)),
         AiEvent::Failed { message, .. } => {
             error_frame(&format!("Failed to get ChatGPT response: {message}"))
         }
         AiEvent::ChatDeleted => return None,
-    })
+    }))
 }
 
 fn close_frame(close: Close) -> Message {
@@ -61,7 +64,14 @@ fn close_frame(close: Close) -> Message {
 /// of a running reply first) and acts on client frames until either side closes, the
 /// credential it was opened with ends (4001), or the client stops taking what is written
 /// within the write timeout (4008, or the connection is dropped).
-pub async fn run(state: AppState, ai_chat_id: i64, user: User, slot: Slot, socket: WebSocket) {
+pub async fn run(
+    state: AppState,
+    ai_chat_id: i64,
+    user: User,
+    slot: Slot,
+    socket: WebSocket,
+    protocol: Protocol,
+) {
     let subscription = state.generations.subscribe(ai_chat_id);
     let mut events = subscription.events;
     let ended = slot.ended();
@@ -71,6 +81,7 @@ pub async fn run(state: AppState, ai_chat_id: i64, user: User, slot: Slot, socke
         state.clone(),
         ai_chat_id,
         user,
+        protocol,
         stream,
         direct_tx,
         ended.clone(),
@@ -84,7 +95,7 @@ pub async fn run(state: AppState, ai_chat_id: i64, user: User, slot: Slot, socke
     let mut written = Ok(());
     if let Some((id, text)) = subscription
         .in_progress
-        .filter(|(_, text)| !text.is_empty())
+        .filter(|(_, text)| protocol.extended() && !text.is_empty())
     {
         let catch_up = AssistantDeltaFrame::new(id, text);
         written = within(limit, sink.send(frame(&catch_up))).await;
@@ -100,8 +111,9 @@ pub async fn run(state: AppState, ai_chat_id: i64, user: User, slot: Slot, socke
             _ = shutdown.cancelled() => break Ok(Some(Close { code: close::GOING_AWAY, reason: "server shutting down" })),
             _ = ended.cancelled() => break Ok(Some(close::CREDENTIALS_ENDED)),
             event = events.recv() => match event {
-                Ok(event) => match event_frame(event) {
-                    Some(message) => written = within(limit, sink.send(message)).await,
+                Ok(event) => match event_frame(event, protocol) {
+                    Some(Some(message)) => written = within(limit, sink.send(message)).await,
+                    Some(None) => {}
                     None => break Ok(Some(Close { code: close::CHAT_DELETED, reason: "AI chat deleted" })),
                 },
                 Err(RecvError::Lagged(_)) => break Ok(Some(Close { code: close::TOO_SLOW, reason: "too slow, reconnect" })),
@@ -137,6 +149,7 @@ async fn read(
     state: AppState,
     ai_chat_id: i64,
     user: User,
+    protocol: Protocol,
     mut stream: SplitStream<WebSocket>,
     direct: mpsc::Sender<Message>,
     ended: CancellationToken,
@@ -152,11 +165,13 @@ async fn read(
             return None;
         }
         let reply = match frame {
-            Message::Text(text) => match on_text(&state, ai_chat_id, &user, text.as_str()).await {
-                Ok(()) => continue,
-                Err(Some(message)) => error_frame(&message),
-                Err(None) => return None,
-            },
+            Message::Text(text) => {
+                match on_text(&state, ai_chat_id, &user, protocol, text.as_str()).await {
+                    Ok(()) => continue,
+                    Err(Some(message)) => error_frame(&message),
+                    Err(None) => return None,
+                }
+            }
             Message::Binary(_) => error_frame("Binary frames are not supported"),
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -168,24 +183,26 @@ async fn read(
 }
 
 /// Acts on one text frame. `Err(Some(text))` is an error frame for the client; `Err(None)` ends
-/// the socket.
+/// the socket. A frame the protocol ignores gets no reply.
 async fn on_text(
     state: &AppState,
     ai_chat_id: i64,
     user: &User,
+    protocol: Protocol,
     text: &str,
 ) -> Result<(), Option<String>> {
-    let (raw, include_context, limit) = match AiClientFrame::parse(text).map_err(Some)? {
-        AiClientFrame::Typing {} => return Ok(()),
-        AiClientFrame::Cancel {} => {
+    let frame = AiClientFrame::parse(text, protocol).map_err(Some)?;
+    let (raw, include_context, limit) = match frame {
+        None | Some(AiClientFrame::Typing {}) => return Ok(()),
+        Some(AiClientFrame::Cancel {}) => {
             state.generations.cancel(ai_chat_id);
             return Ok(());
         }
-        AiClientFrame::Message {
+        Some(AiClientFrame::Message {
             content,
             include_related_chat_context,
             context_message_limit,
-        } => (content, include_related_chat_context, context_message_limit),
+        }) => (content, include_related_chat_context, context_message_limit),
     };
     if raw.trim().is_empty() {
         return Err(Some("Message content cannot be empty".into()));

@@ -24,7 +24,10 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::{accounts, ai, chats, health, messages, tokens};
 use crate::{
     state::AppState,
-    wire::{frames, schemas},
+    wire::{
+        frames::{self, Protocol},
+        schemas,
+    },
 };
 
 /// The OpenAPI 3 document of the REST API, with the two sockets described as extra operations.
@@ -54,7 +57,8 @@ use crate::{
     ),
     components(schemas(
         schemas::ChatSendFrame, schemas::TypingRequestFrame, frames::MessageFrame,
-        frames::PresenceFrame, frames::TypingFrame, frames::MessageDeletedFrame,
+        frames::PresenceFrame, frames::PresenceDeltaFrame, frames::TypingFrame,
+        frames::MessageDeletedFrame,
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
@@ -108,9 +112,26 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The two socket protocols, as GET operations under "WebSockets": how to connect, and the
-/// frames each way (`x-client-frames`, `x-server-frames`, referencing component schemas).
+/// The two sockets, as GET operations under "WebSockets": how to connect, and the frames each
+/// way, referencing component schemas: `x-client-frames` and `x-server-frames` for the original
+/// protocol, `x-mrm-v2-client-frames` and `x-mrm-v2-server-frames` for `mrm.v2`.
 struct WebSockets;
+
+/// How either socket chooses its protocol, said once for both.
+const PROTOCOLS: &str = "**Protocols.** A client that asks for nothing speaks the original \
+    protocol: exactly the frames of the service mrm-chat replaces (`x-client-frames`, \
+    `x-server-frames`). A client that offers the subprotocol `mrm.v2` in `Sec-WebSocket-Protocol` \
+    (the 101 answer names it), or adds `?protocol=mrm.v2` when it cannot set that header, speaks \
+    `mrm.v2`: the original's frames plus every extension (`x-mrm-v2-client-frames`, \
+    `x-mrm-v2-server-frames`). Any other `protocol=` value is refused with 400.";
+
+/// The frames of one socket, each way, in each protocol.
+struct SocketFrames<'a> {
+    client: &'a [&'a str],
+    server: &'a [&'a str],
+    v2_client: &'a [&'a str],
+    v2_server: &'a [&'a str],
+}
 
 impl Modify for WebSockets {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -120,9 +141,9 @@ impl Modify for WebSockets {
                 .map(|n| json!({ "$ref": format!("#/components/schemas/{n}") }))
                 .collect::<Vec<_>>())
         };
-        let socket =
-            |summary: &str, description: &str, id: &str, client: &[&str], server: &[&str]| {
-                let operation = OperationBuilder::new()
+        let socket = |summary: &str, description: &str, id: &str, sent: SocketFrames| {
+            let description = format!("{description}\n\n{PROTOCOLS}");
+            let operation = OperationBuilder::new()
                 .tag("WebSockets")
                 .summary(Some(summary))
                 .description(Some(description))
@@ -134,14 +155,29 @@ impl Modify for WebSockets {
                         .required(utoipa::openapi::Required::True)
                         .schema(Some(i64::schema_ref())),
                 )
+                .parameter(
+                    ParameterBuilder::new()
+                        .name("protocol")
+                        .parameter_in(ParameterIn::Query)
+                        .description(Some(
+                            "`mrm.v2` to speak the extended protocol without setting \
+                             `Sec-WebSocket-Protocol`; any other value is refused with 400",
+                        ))
+                        .schema(Some(
+                            utoipa::openapi::schema::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::String)
+                                .enum_values(Some([Protocol::V2_NAME])),
+                        )),
+                )
                 .response(
                     "101",
                     ResponseBuilder::new().description("Switching protocols: the socket is open"),
                 )
                 .response(
                     "400",
-                    ResponseBuilder::new()
-                        .description("Not a WebSocket handshake, or a bad resume parameter"),
+                    ResponseBuilder::new().description(
+                        "Not a WebSocket handshake, a bad resume parameter, or an unknown protocol",
+                    ),
                 )
                 .response(
                     "403",
@@ -156,15 +192,17 @@ impl Modify for WebSockets {
                 )
                 .extensions(Some(
                     ExtensionsBuilder::new()
-                        .add("x-client-frames", frames(client))
-                        .add("x-server-frames", frames(server))
+                        .add("x-client-frames", frames(sent.client))
+                        .add("x-server-frames", frames(sent.server))
+                        .add("x-mrm-v2-client-frames", frames(sent.v2_client))
+                        .add("x-mrm-v2-server-frames", frames(sent.v2_server))
                         .build(),
                 ))
                 .build();
-                PathItemBuilder::new()
-                    .operation(HttpMethod::Get, operation)
-                    .build()
-            };
+            PathItemBuilder::new()
+                .operation(HttpMethod::Get, operation)
+                .build()
+        };
         openapi.paths.paths.insert(
             "/ws/chat/{id}/".into(),
             socket(
@@ -175,30 +213,50 @@ impl Modify for WebSockets {
                  1001 server going away, 1009 frame over 64 KiB, 1011 try again, 4001 credentials \
                  ended (log in again), 4003 no longer a participant, 4004 chat deleted, 4008 too \
                  slow (reconnect with `after_seq`). A user over `MRM_MAX_SOCKETS_PER_USER` \
-                 sockets is answered 429.",
+                 sockets is answered 429. In the original protocol every client frame is a message \
+                 (`type` is not read); in `mrm.v2` presence comes as one full list shortly after \
+                 connecting, then as coalesced `joined`/`left` deltas.",
                 "chat_socket",
-                &["ChatSendFrame", "TypingRequestFrame"],
-                &[
-                    "MessageFrame",
-                    "PresenceFrame",
-                    "TypingFrame",
-                    "MessageDeletedFrame",
-                    "ErrorFrame",
-                ],
+                SocketFrames {
+                    client: &["ChatSendFrame"],
+                    server: &["MessageFrame", "ErrorFrame"],
+                    v2_client: &["ChatSendFrame", "TypingRequestFrame"],
+                    v2_server: &[
+                        "MessageFrame",
+                        "PresenceFrame",
+                        "PresenceDeltaFrame",
+                        "TypingFrame",
+                        "MessageDeletedFrame",
+                        "ErrorFrame",
+                    ],
+                },
             ),
         );
         openapi.paths.paths.insert(
             "/ws/ai-chat/{id}/".into(),
             socket(
                 "AI chat socket",
-                "Connect as the AI chat's owner. A reply streams as `assistant_delta` frames, then \
-                 the saved `assistant_message`; a socket opened while a reply runs first gets the \
-                 text so far. `{\"type\": \"typing\"}` is accepted and ignored. Close codes: \
-                 1001 server going away, 1009 frame over 64 KiB, 4001 credentials ended (log in \
-                 again), 4004 AI chat deleted, 4008 too slow.",
+                "Connect as the AI chat's owner. The saved question comes back as \
+                 `user_message`, the saved reply as `assistant_message`. In the original protocol \
+                 a frame whose `type` is not `message` (a missing `type` means `message`) is \
+                 ignored without a reply. In `mrm.v2` the reply also streams as `assistant_delta` \
+                 frames before it, a socket opened while a reply runs first gets the text so far, \
+                 `{\"type\": \"cancel\"}` stops the reply, `{\"type\": \"typing\"}` is ignored, \
+                 and an unknown `type` is answered with an error. Close codes: 1001 server going \
+                 away, 1009 frame over 64 KiB, 4001 credentials ended (log in again), 4004 AI chat \
+                 deleted, 4008 too slow.",
                 "ai_chat_socket",
-                &["AiAskFrame", "AiCancelFrame", "TypingRequestFrame"],
-                &["UserMessageFrame", "AssistantDeltaFrame", "AssistantMessageFrame", "ErrorFrame"],
+                SocketFrames {
+                    client: &["AiAskFrame"],
+                    server: &["UserMessageFrame", "AssistantMessageFrame", "ErrorFrame"],
+                    v2_client: &["AiAskFrame", "AiCancelFrame", "TypingRequestFrame"],
+                    v2_server: &[
+                        "UserMessageFrame",
+                        "AssistantDeltaFrame",
+                        "AssistantMessageFrame",
+                        "ErrorFrame",
+                    ],
+                },
             ),
         );
     }

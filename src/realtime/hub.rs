@@ -23,13 +23,13 @@ use tokio::{
 
 use super::{
     close::{self, Close},
-    presence::{Audience, RoomPresence, SharedPresence},
+    presence::{RoomPresence, SharedPresence},
 };
 use crate::{
     store,
     store::Db,
     wire::{
-        frames::{self, Member},
+        frames::{self, Member, Protocol},
         views::MessageView,
     },
 };
@@ -51,6 +51,9 @@ pub struct Subscriber {
     pub conn: ConnId,
     /// The socket's user, as presence and typing frames show them.
     pub member: Member,
+    /// What the socket is sent besides messages: presence, typing and deletion frames only
+    /// in `mrm.v2`.
+    pub protocol: Protocol,
     /// The socket's bounded queue (`MRM_WS_QUEUE`); a full queue gets the socket closed with
     /// 4008 rather than making the room wait.
     pub outbound: mpsc::Sender<Outbound>,
@@ -97,6 +100,8 @@ const GAP_GRACE: Duration = Duration::from_millis(25);
 const CATCH_UP_PERIOD: Duration = Duration::from_secs(2);
 /// Most messages one gap fill reads at a time.
 const GAP_FILL_BATCH: i64 = 500;
+/// Presence changes within this interval go out as one frame per socket.
+pub const PRESENCE_COALESCE: Duration = Duration::from_millis(100);
 
 /// This node's rooms, one per chat with open sockets here, each a task of its own. The hub only
 /// routes: rooms start on the first join and retire when their last socket leaves.
@@ -196,6 +201,8 @@ struct Room {
     next_seq: i64,
     pending: BTreeMap<i64, Utf8Bytes>,
     gap_deadline: Option<Instant>,
+    /// When the presence changes gathered so far are sent.
+    presence_deadline: Option<Instant>,
 }
 
 impl Room {
@@ -209,6 +216,7 @@ impl Room {
             next_seq: 1,
             pending: BTreeMap::new(),
             gap_deadline: None,
+            presence_deadline: None,
         }
     }
 
@@ -248,16 +256,25 @@ impl Room {
         let mut heartbeat = Some(tokio::time::interval_at(Instant::now() + period, period));
         loop {
             let deadline = self.gap_deadline;
+            let presence_deadline = self.presence_deadline;
             let command = tokio::select! {
                 command = self.inbox.recv() => command,
                 _ = sleep_until(deadline) => {
                     self.fill_gap().await;
                     continue;
                 }
+                _ = sleep_until(presence_deadline) => {
+                    self.presence_deadline = None;
+                    let announce = self.presence.dirty();
+                    self.refresh_presence(announce, announce).await;
+                    continue;
+                }
                 _ = tick(&mut heartbeat) => {
                     self.catch_up().await;
                     if self.hub.presence.get().is_some() {
-                        self.refresh_presence(true, false).await;
+                        // Changes not yet told to the other nodes are told now.
+                        let notify = self.presence.dirty();
+                        self.refresh_presence(true, notify).await;
                     }
                     continue;
                 }
@@ -274,12 +291,16 @@ impl Room {
                 }
                 None => return,
             }
-            if self.presence.pending() {
-                let announce = self.presence.dirty();
-                self.refresh_presence(announce, announce).await;
-            }
-            if self.subscribers.is_empty() && self.hub.retire(self.chat_id, &self.inbox, false) {
-                return;
+            if self.subscribers.is_empty() {
+                // No one here to wait for: other nodes learn at once that this node's users left.
+                if self.presence.dirty() {
+                    self.refresh_presence(true, true).await;
+                }
+                if self.hub.retire(self.chat_id, &self.inbox, false) {
+                    return;
+                }
+            } else if self.presence.pending() && self.presence_deadline.is_none() {
+                self.presence_deadline = Some(Instant::now() + PRESENCE_COALESCE);
             }
         }
     }
@@ -303,28 +324,39 @@ impl Room {
         if joined.send(Ok(self.next_seq - 1)).is_err() {
             return; // The connection gave up while waiting.
         }
-        self.presence
-            .arrive(subscriber.conn, subscriber.member.clone());
+        let owed = subscriber.protocol.extended().then_some(subscriber.conn);
+        self.presence.arrive(owed, subscriber.member.clone());
         self.subscribers.push(subscriber);
     }
 
-    /// Recounts who is online and sends the list to every socket if it changed, else to the
-    /// sockets that have not had it yet (`RoomPresence::recount`).
+    /// Recounts who is online (`RoomPresence::recount`) and tells the `mrm.v2` sockets: the
+    /// whole list to those owed it, the change to the others. A socket whose queue cannot take
+    /// its frame is owed the whole list at the next recount, so none is left with a wrong list.
     async fn refresh_presence(&mut self, announce: bool, notify: bool) {
         let shared = self.hub.presence.get().cloned();
-        let audience = self
+        let recount = self
             .presence
             .recount(shared.as_deref(), self.chat_id, announce, notify)
             .await;
-        let frame = self.presence.frame();
-        for s in &self.subscribers {
-            let owed = match &audience {
-                Audience::Everyone => true,
-                Audience::Newcomers(conns) => conns.contains(&s.conn),
+        let full = (!recount.full.is_empty()).then(|| self.presence.frame());
+        let delta = recount
+            .changed()
+            .then(|| frames::presence_delta(&recount.joined, &recount.left));
+        for s in self.subscribers.iter().filter(|s| s.protocol.extended()) {
+            let frame = if recount.full.contains(&s.conn) {
+                full.as_ref()
+            } else {
+                delta.as_ref()
             };
-            if owed {
-                let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
+            let Some(frame) = frame else { continue };
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                s.outbound.try_send(Outbound::Frame(frame.clone()))
+            {
+                self.presence.owe(s.conn);
             }
+        }
+        if self.presence.pending() && self.presence_deadline.is_none() {
+            self.presence_deadline = Some(Instant::now() + PRESENCE_COALESCE);
         }
     }
 
@@ -333,7 +365,8 @@ impl Room {
         match event {
             RoomEvent::Message { seq, frame } => self.on_message(seq, frame),
             RoomEvent::Typing { from, frame } => {
-                for s in self.subscribers.iter().filter(|s| s.conn != from) {
+                let others = self.subscribers.iter().filter(|s| s.conn != from);
+                for s in others.filter(|s| s.protocol.extended()) {
                     // Typing is ephemeral: a full queue just misses it.
                     let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
                 }
@@ -356,11 +389,11 @@ impl Room {
                 return true;
             }
             RoomEvent::MessageDeleted { frame } => {
-                for s in &self.subscribers {
+                for s in self.subscribers.iter().filter(|s| s.protocol.extended()) {
                     let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
                 }
             }
-            RoomEvent::PresenceChanged => self.refresh_presence(false, false).await,
+            RoomEvent::PresenceChanged => self.presence.remote_changed(),
             RoomEvent::Resync => self.catch_up().await,
         }
         false
@@ -503,7 +536,7 @@ impl Room {
             if let Some(close) = close {
                 let _ = s.close.send(close);
             }
-            self.presence.depart(s.member.id);
+            self.presence.depart(s.conn, s.member.id);
         }
         self.subscribers = kept;
     }

@@ -13,7 +13,10 @@ use tokio::{
 };
 
 use super::*;
-use crate::store::{self, messages::Saved, users::NewUser};
+use crate::{
+    store::{self, messages::Saved, users::NewUser},
+    wire::frames::Protocol,
+};
 
 /// How long, in paused time, a test waits for a frame before it counts as never coming. The
 /// clock is held, so this only runs out once a stuck test has let go of it.
@@ -97,6 +100,11 @@ async fn fixture() -> Fixture {
 impl Fixture {
     /// A socket of its own user joins the chat's room, with a queue of `capacity` frames.
     async fn join(&self, conn: ConnId, capacity: usize) -> Socket {
+        self.join_speaking(conn, capacity, Protocol::V2).await
+    }
+
+    /// As `join`, speaking `protocol`.
+    async fn join_speaking(&self, conn: ConnId, capacity: usize, protocol: Protocol) -> Socket {
         let (outbound, outbound_rx) = mpsc::channel(capacity);
         let (close, close_rx) = oneshot::channel();
         let subscriber = Subscriber {
@@ -105,6 +113,7 @@ impl Fixture {
                 id: conn as i64,
                 username: format!("user{conn}"),
             },
+            protocol,
             outbound,
             close,
         };
@@ -181,6 +190,20 @@ impl Socket {
             .await
             .expect("the room sends something")
             .expect("the socket is still subscribed")
+    }
+
+    /// The next presence frame, skipping others.
+    async fn presence(&mut self) -> serde_json::Value {
+        loop {
+            if let Outbound::Frame(frame) = self.next().await {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(frame.as_str()) else {
+                    continue;
+                };
+                if value["type"] == "presence" {
+                    return value;
+                }
+            }
+        }
     }
 
     /// The next `count` chat messages, skipping presence and other frames.
@@ -339,4 +362,95 @@ async fn a_full_queue_closes_that_socket_and_no_other() {
     }
     assert!(got.len() < 5, "{got:?}");
     assert_eq!(got, (1..=got.len() as i64).collect::<Vec<_>>());
+}
+
+/// The ids a presence frame lists under `key` (`online`, `joined` or `left`), or `None` when it
+/// has no such list.
+fn listed(frame: &serde_json::Value, key: &str) -> Option<Vec<i64>> {
+    let list = frame.get(key)?.as_array()?;
+    Some(list.iter().map(|m| m["id"].as_i64().unwrap()).collect())
+}
+
+#[tokio::test(start_paused = true)]
+async fn newcomers_get_the_whole_list_and_the_others_one_coalesced_delta() {
+    let mut f = fixture().await;
+    let mut first = f.join(1, 64).await;
+    let mut second = f.join(2, 64).await;
+    let mut original = f.join_speaking(3, 64, Protocol::Original).await;
+    f.until_barrier(&mut first).await;
+    advance(PRESENCE_COALESCE).await;
+    for socket in [&mut first, &mut second] {
+        let frame = socket.presence().await;
+        assert_eq!(listed(&frame, "online"), Some(vec![1, 2, 3]), "{frame}");
+        assert_eq!(listed(&frame, "joined"), None, "{frame}");
+    }
+
+    let mut fourth = f.join(4, 64).await;
+    f.until_barrier(&mut first).await;
+    advance(PRESENCE_COALESCE).await;
+    let frame = fourth.presence().await;
+    assert_eq!(listed(&frame, "online"), Some(vec![1, 2, 3, 4]), "{frame}");
+    for socket in [&mut first, &mut second] {
+        let frame = socket.presence().await;
+        assert_eq!(listed(&frame, "joined"), Some(vec![4]), "{frame}");
+        assert_eq!(listed(&frame, "left"), Some(vec![]), "{frame}");
+        assert_eq!(listed(&frame, "online"), None, "{frame}");
+    }
+
+    // A departure and an arrival within one interval reach each socket as one frame.
+    f.hub.leave(f.chat_id, 4);
+    let _fifth = f.join(5, 64).await;
+    f.until_barrier(&mut first).await;
+    advance(PRESENCE_COALESCE).await;
+    let frame = first.presence().await;
+    assert_eq!(listed(&frame, "joined"), Some(vec![5]), "{frame}");
+    assert_eq!(listed(&frame, "left"), Some(vec![4]), "{frame}");
+    // Nothing more came: the next frame is a barrier sent now.
+    f.hub.dispatch(
+        f.chat_id,
+        RoomEvent::Typing {
+            from: 0,
+            frame: "after the delta".into(),
+        },
+    );
+    match first.next().await {
+        Outbound::Frame(frame) => assert_eq!(frame.as_str(), "after the delta"),
+        other => panic!("{other:?}"),
+    }
+    let frame = second.presence().await;
+    assert_eq!(listed(&frame, "joined"), Some(vec![5]), "{frame}");
+
+    // The socket speaking the original protocol counted, but was sent nothing.
+    assert!(
+        matches!(
+            original.outbound.try_recv(),
+            Err(mpsc::error::TryRecvError::Empty)
+        ),
+        "the original protocol gets no presence or typing frames"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_that_misses_a_presence_change_gets_the_whole_list_next() {
+    let mut f = fixture().await;
+    let mut watcher = f.join(10, 64).await;
+    let mut cramped = f.join(1, 1).await;
+    f.until_barrier(&mut watcher).await;
+    // The barrier took the one slot of `cramped`'s queue: free it.
+    assert!(matches!(cramped.next().await, Outbound::Frame(_)));
+    advance(PRESENCE_COALESCE).await;
+    assert_eq!(
+        listed(&watcher.presence().await, "online"),
+        Some(vec![1, 10])
+    );
+    // `cramped` now has a full queue: the next delta cannot reach it.
+    let _newcomer = f.join(2, 64).await;
+    f.until_barrier(&mut watcher).await;
+    advance(PRESENCE_COALESCE).await;
+    assert_eq!(listed(&watcher.presence().await, "joined"), Some(vec![2]));
+    let frame = cramped.presence().await;
+    assert_eq!(listed(&frame, "online"), Some(vec![1, 10]), "{frame}");
+    advance(PRESENCE_COALESCE).await;
+    let frame = cramped.presence().await;
+    assert_eq!(listed(&frame, "online"), Some(vec![1, 2, 10]), "{frame}");
 }

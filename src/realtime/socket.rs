@@ -31,7 +31,7 @@ use crate::{
     state::AppState,
     store::{self, users::User},
     wire::{
-        frames::{self, ChatClientFrame, Member},
+        frames::{self, ChatClientFrame, Member, Protocol},
         views::MessageView,
     },
 };
@@ -53,17 +53,19 @@ pub struct Connection {
     queue_capacity: usize,
     /// Held for the connection's life; tells it when its credential ends.
     slot: Slot,
+    protocol: Protocol,
 }
 
 impl Connection {
     /// A connection of `user` to `chat_id`, whose outbound queue holds `queue_capacity` frames,
-    /// in the place `slot` its handshake took.
+    /// in the place `slot` its handshake took, speaking `protocol`.
     pub fn new(
         state: AppState,
         chat_id: i64,
         user: User,
         queue_capacity: usize,
         slot: Slot,
+        protocol: Protocol,
     ) -> Self {
         let conn = state.realtime.next_conn_id();
         Self {
@@ -73,6 +75,7 @@ impl Connection {
             conn,
             queue_capacity,
             slot,
+            protocol,
         }
     }
 
@@ -88,6 +91,7 @@ impl Connection {
         let subscriber = Subscriber {
             conn: self.conn,
             member: member.clone(),
+            protocol: self.protocol,
             outbound: outbound.clone(),
             close: close_tx,
         };
@@ -136,6 +140,7 @@ impl Connection {
             last_heard: last_heard.clone(),
             started,
             last_typing: None,
+            protocol: self.protocol,
         };
         let mut reading = tokio::spawn(reader.run(stream, reader_done));
         let writer = Writer {
@@ -366,6 +371,7 @@ struct Reader {
     last_heard: Arc<AtomicU64>,
     started: Instant,
     last_typing: Option<Instant>,
+    protocol: Protocol,
 }
 
 impl Reader {
@@ -411,7 +417,7 @@ impl Reader {
 
     /// Handles one text frame; `Some` when the socket must close.
     async fn on_text(&mut self, text: &str) -> Option<Close> {
-        match ChatClientFrame::parse(text) {
+        match ChatClientFrame::parse(text, self.protocol) {
             Ok(ChatClientFrame::Message { content }) => {
                 self.on_message(content.unwrap_or_default()).await
             }

@@ -12,6 +12,41 @@ use chrono::{DateTime, Utc};
 use crate::wire::schemas::TokenCounts;
 use crate::wire::views::{timestamp, AiMessageView, MessageView};
 
+/// The protocol a socket speaks, chosen once at its handshake.
+///
+/// - [`Protocol::Original`]: exactly the frames of the service mrm-chat replaces, for clients
+///   written for it: `message` and `error` on the chat socket; `user_message`,
+///   `assistant_message` and `error` on the AI socket. Client frames are read as the original
+///   reads them.
+/// - [`Protocol::V2`] (`mrm.v2`): the original's frames plus every extension: presence, typing
+///   relays, `message_deleted`, streamed `assistant_delta`s, `cancel`, and any later event kind.
+///
+/// A client asks for `mrm.v2` by offering it in `Sec-WebSocket-Protocol` (the server names it in
+/// its answer, RFC 6455 §4.2.2), or with `?protocol=mrm.v2` when it cannot set that header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// The original's frames only.
+    #[default]
+    Original,
+    /// `mrm.v2`: the original's frames and every extension.
+    V2,
+}
+
+impl Protocol {
+    /// The subprotocol name (and `protocol=` value) of [`Protocol::V2`].
+    pub const V2_NAME: &'static str = "mrm.v2";
+
+    /// The protocol a `protocol=` query value names, if any.
+    pub fn named(name: &str) -> Option<Protocol> {
+        (name == Self::V2_NAME).then_some(Protocol::V2)
+    }
+
+    /// Whether the socket gets frames beyond the original's.
+    pub fn extended(self) -> bool {
+        self == Protocol::V2
+    }
+}
+
 /// A participant as live frames show them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Member {
@@ -29,7 +64,9 @@ pub struct MessageFrame {
     pub message: MessageView,
 }
 
-/// Server → client: who is online in the chat (sent on connect and whenever it changes).
+/// Server → client (`mrm.v2`): everyone online in the chat. Sent once to a socket shortly after
+/// it joins, and again if it missed a change (its queue was full); otherwise changes come as
+/// [`PresenceDeltaFrame`]s.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PresenceFrame {
     /// Always `presence`.
@@ -38,6 +75,22 @@ pub struct PresenceFrame {
     pub kind: &'static str,
     /// Everyone with a socket open on the chat, each user once, by id.
     pub online: Vec<Member>,
+}
+
+/// Server → client (`mrm.v2`): who came online and who went offline since the last presence
+/// frame, changes within a short interval (a tenth of a second) coalesced into one frame.
+/// Apply it to the last list: add `joined`, remove `left` (by id). A user appears in at most one
+/// of the two; either may be empty.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceDeltaFrame {
+    /// Always `presence`.
+    #[serde(rename = "type")]
+    #[schema(example = "presence")]
+    pub kind: &'static str,
+    /// Users now online who were not.
+    pub joined: Vec<Member>,
+    /// Users no longer online.
+    pub left: Vec<Member>,
 }
 
 /// Server → client: someone is typing.
@@ -110,6 +163,15 @@ pub fn presence(online: &[Member]) -> Utf8Bytes {
     encode(&PresenceFrame {
         kind: "presence",
         online: online.to_vec(),
+    })
+}
+
+/// `{"type": "presence", "joined": [{"id", "username"}, …], "left": […]}`
+pub fn presence_delta(joined: &[Member], left: &[Member]) -> Utf8Bytes {
+    encode(&PresenceDeltaFrame {
+        kind: "presence",
+        joined: joined.to_vec(),
+        left: left.to_vec(),
     })
 }
 
@@ -263,13 +325,18 @@ pub enum ChatClientFrame {
 }
 
 impl ChatClientFrame {
-    /// Parses a text frame. The error is the message of the error frame to answer with, worded
-    /// as the original's consumer words it: `Invalid JSON`, `Unknown message type: …` (the type
-    /// cut to 50 characters), `Unknown message type` (a type that is not a string), `Content
-    /// must be a string`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses a text frame. The error is the message of the error frame to answer with:
+    /// `Invalid JSON`, `Content must be a string`, and in `mrm.v2` `Unknown message type: …`
+    /// (the type cut to 50 characters) or `Unknown message type` (a type that is not a string).
+    ///
+    /// In the original protocol every frame is a message: the original's consumer reads only
+    /// `content` and never looks at `type`, so `{"type": "typing"}` is an empty message there.
+    pub fn parse(text: &str, protocol: Protocol) -> Result<Self, String> {
         let mut frame = object(text)?;
         match frame.get("type") {
+            _ if !protocol.extended() => {
+                frame.insert("type".into(), Value::from("message"));
+            }
             None => {
                 frame.insert("type".into(), Value::from("message"));
             }
@@ -312,19 +379,31 @@ pub enum ContextLimit {
 }
 
 impl AiClientFrame {
-    /// Parses a text frame. The error is the message of the error frame to answer with:
-    /// `Invalid JSON`, or `Unknown message type: …` (the type cut to 50 characters).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses a text frame; `Ok(None)` for a frame to ignore without a reply. The error is the
+    /// message of the error frame to answer with: `Invalid JSON`, or in `mrm.v2` `Unknown
+    /// message type: …` (the type cut to 50 characters).
+    ///
+    /// In the original protocol, as the original's consumer reads `type` (`message` when
+    /// absent): a message when it is absent or `message`; anything else, `typing`, `cancel` and
+    /// a `type` that is not a string included, is ignored.
+    pub fn parse(text: &str, protocol: Protocol) -> Result<Option<Self>, String> {
         let mut frame = object(text)?;
-        match frame.get("type") {
-            Some(Value::String(kind))
+        match (frame.get("type"), protocol) {
+            (None, _) => {
+                frame.insert("type".into(), Value::from("message"));
+            }
+            (Some(Value::String(kind)), Protocol::Original) if kind == "message" => {}
+            (Some(_), Protocol::Original) => return Ok(None),
+            (Some(Value::String(kind)), Protocol::V2)
                 if ["message", "typing", "cancel"].contains(&kind.as_str()) => {}
-            Some(Value::String(kind)) => return Err(unknown_type(kind)),
-            _ => {
+            (Some(Value::String(kind)), Protocol::V2) => return Err(unknown_type(kind)),
+            (Some(_), Protocol::V2) => {
                 frame.insert("type".into(), Value::from("message"));
             }
         }
-        serde_json::from_value(Value::Object(frame)).map_err(|_| "Invalid JSON".into())
+        serde_json::from_value(Value::Object(frame))
+            .map(Some)
+            .map_err(|_| "Invalid JSON".into())
     }
 }
 
@@ -365,20 +444,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chat_frames_parse_as_the_original_reads_them() {
+    fn extended_chat_frames_parse_with_their_type() {
+        let parse = |text: &str| ChatClientFrame::parse(text, Protocol::V2);
         let message = |content: Option<&str>| ChatClientFrame::Message {
             content: content.map(str::to_owned),
         };
+        assert_eq!(parse(r#"{"content":"hi"}"#), Ok(message(Some("hi"))));
         assert_eq!(
-            ChatClientFrame::parse(r#"{"content":"hi"}"#),
-            Ok(message(Some("hi")))
-        );
-        assert_eq!(
-            ChatClientFrame::parse(r#"{"type":"message","content":null}"#),
+            parse(r#"{"type":"message","content":null}"#),
             Ok(message(None))
         );
         assert_eq!(
-            ChatClientFrame::parse(r#"{"type":"typing","content":5}"#),
+            parse(r#"{"type":"typing","content":5}"#),
             Ok(ChatClientFrame::Typing {})
         );
         for (text, error) in [
@@ -389,49 +466,95 @@ mod tests {
             (r#"{"type":null}"#, "Unknown message type"),
             (r#"{"content":["x"]}"#, "Content must be a string"),
         ] {
-            assert_eq!(
-                ChatClientFrame::parse(text),
-                Err(error.to_owned()),
-                "{text}"
-            );
+            assert_eq!(parse(text), Err(error.to_owned()), "{text}");
         }
         let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(80));
         assert_eq!(
-            ChatClientFrame::parse(&long),
+            parse(&long),
             Err(format!("Unknown message type: {}", "x".repeat(50)))
         );
     }
 
     #[test]
-    fn ai_frames_parse_leniently_as_before() {
+    fn original_chat_frames_are_all_messages() {
+        let parse = |text: &str| ChatClientFrame::parse(text, Protocol::Original);
+        let message = |content: Option<&str>| ChatClientFrame::Message {
+            content: content.map(str::to_owned),
+        };
+        assert_eq!(parse(r#"{"content":"hi"}"#), Ok(message(Some("hi"))));
+        assert_eq!(parse(r#"{"type":"typing"}"#), Ok(message(None)));
         assert_eq!(
-            AiClientFrame::parse(
+            parse(r#"{"type":"shout","content":"hi"}"#),
+            Ok(message(Some("hi")))
+        );
+        assert_eq!(parse(r#"{"type":7,"content":"x"}"#), Ok(message(Some("x"))));
+        assert_eq!(parse("nope"), Err("Invalid JSON".to_owned()));
+        assert_eq!(
+            parse(r#"{"content":["x"]}"#),
+            Err("Content must be a string".to_owned())
+        );
+    }
+
+    #[test]
+    fn ai_frames_parse_leniently_as_before() {
+        let parse = |text: &str| AiClientFrame::parse(text, Protocol::V2);
+        assert_eq!(
+            parse(
                 r#"{"type":5,"content":3,"include_related_chat_context":"yes","context_message_limit":"x"}"#
             ),
-            Ok(AiClientFrame::Message {
+            Ok(Some(AiClientFrame::Message {
                 content: String::new(),
                 include_related_chat_context: false,
                 context_message_limit: ContextLimit::Invalid,
-            })
+            }))
         );
         assert_eq!(
-            AiClientFrame::parse(
+            parse(
                 r#"{"content":"q","include_related_chat_context":true,"context_message_limit":7}"#
             ),
-            Ok(AiClientFrame::Message {
+            Ok(Some(AiClientFrame::Message {
                 content: "q".into(),
                 include_related_chat_context: true,
                 context_message_limit: ContextLimit::Given(7),
-            })
+            }))
         );
         assert_eq!(
-            AiClientFrame::parse(r#"{"type":"cancel"}"#),
-            Ok(AiClientFrame::Cancel {})
+            parse(r#"{"type":"cancel"}"#),
+            Ok(Some(AiClientFrame::Cancel {}))
         );
         assert_eq!(
-            AiClientFrame::parse(r#"{"type":"dance"}"#),
+            parse(r#"{"type":"dance"}"#),
             Err("Unknown message type: dance".to_owned())
         );
-        assert_eq!(AiClientFrame::parse("1"), Err("Invalid JSON".to_owned()));
+        assert_eq!(parse("1"), Err("Invalid JSON".to_owned()));
+    }
+
+    #[test]
+    fn original_ai_frames_ignore_what_the_original_ignores() {
+        let parse = |text: &str| AiClientFrame::parse(text, Protocol::Original);
+        let asked = Ok(Some(AiClientFrame::Message {
+            content: "q".into(),
+            include_related_chat_context: false,
+            context_message_limit: ContextLimit::Absent,
+        }));
+        assert_eq!(parse(r#"{"content":"q"}"#), asked);
+        assert_eq!(parse(r#"{"type":"message","content":"q"}"#), asked);
+        for ignored in [
+            r#"{"type":"dance","content":"q"}"#,
+            r#"{"type":"typing"}"#,
+            r#"{"type":"cancel"}"#,
+            r#"{"type":5,"content":"q"}"#,
+            r#"{"type":null,"content":"q"}"#,
+        ] {
+            assert_eq!(parse(ignored), Ok(None), "{ignored}");
+        }
+        assert_eq!(parse("[]"), Err("Invalid JSON".to_owned()));
+    }
+
+    #[test]
+    fn protocol_names() {
+        assert_eq!(Protocol::named("mrm.v2"), Some(Protocol::V2));
+        assert_eq!(Protocol::named("mrm.v3"), None);
+        assert_eq!(Protocol::named(""), None);
     }
 }

@@ -329,8 +329,8 @@ pub struct ChatSendFrame {
     pub content: String,
 }
 
-/// Client → server: `{"type": "typing"}`, relayed to the chat's other sockets (at most once a
-/// second per socket).
+/// Client → server (`mrm.v2`): `{"type": "typing"}`, relayed to the chat's other `mrm.v2`
+/// sockets (at most once a second per socket); ignored on the AI socket.
 #[derive(ToSchema)]
 pub struct TypingRequestFrame {
     #[schema(example = "typing")]
@@ -351,7 +351,8 @@ pub struct AiAskFrame {
     pub context_message_limit: Option<i64>,
 }
 
-/// Client → server: `{"type": "cancel"}` stops the running reply (its text so far is kept).
+/// Client → server (`mrm.v2`): `{"type": "cancel"}` stops the running reply (its text so far is
+/// kept).
 #[derive(ToSchema)]
 pub struct AiCancelFrame {
     #[schema(example = "cancel")]

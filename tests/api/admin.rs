@@ -1039,7 +1039,7 @@ async fn messages_are_filtered_and_deleted_live() {
     assert!(page.has("The chat id must be a whole number."));
     assert!(page.has("No messages match."));
 
-    let mut socket = bob.ws(first).await;
+    let mut socket = bob.ws_v2(first).await;
     let hello_id = id(&hello);
     let path = format!("/admin/messages/{hello_id}/delete/");
     let page = admin.get(&path).await;
@@ -1523,7 +1523,7 @@ async fn deactivating_a_user_stops_their_running_ai_reply() {
     let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
     let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
     fake.then(slow(&chunk_refs, 100));
-    let mut socket = bob.ai_ws(ai_chat).await.unwrap();
+    let mut socket = bob.ai_ws_v2(ai_chat).await;
     socket.send_json(json!({"content": "a long story"})).await;
     socket.next_of("assistant_delta").await;
 

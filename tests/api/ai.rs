@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::{
     fake_openai::{reply, slow, Behaviour, FakeOpenAi, MODEL},
-    helpers::{id, Client, TestApp, WsClient},
+    helpers::{id, Client, TestApp, WsClient, WsEvent, WsOptions},
 };
 
 async fn ai_chat(client: &Client, body: Value) -> i64 {
@@ -576,7 +576,7 @@ async fn replies_stream_over_the_socket() {
     let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
     let alice = app.user("alice").await;
     let chat = ai_chat(&alice, json!({"title": "t"})).await;
-    let mut socket = alice.ai_ws(chat).await.unwrap();
+    let mut socket = alice.ai_ws_v2(chat).await;
 
     socket.send_json(json!({"content": ""})).await;
     assert_eq!(
@@ -698,7 +698,7 @@ async fn cancel_stops_the_upstream_request_and_keeps_the_partial_reply() {
     let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
     let alice = app.user("alice").await;
     let chat = ai_chat(&alice, json!({"title": "t"})).await;
-    let mut socket = alice.ai_ws(chat).await.unwrap();
+    let mut socket = alice.ai_ws_v2(chat).await;
     let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
     let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
     fake.then(slow(&chunk_refs, 100));
@@ -737,8 +737,8 @@ async fn a_reply_outlives_its_socket_and_a_new_socket_joins_it() {
     let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
     fake.then(slow(&chunk_refs, 60));
 
-    let mut first = alice.ai_ws(chat).await.unwrap();
-    let mut watcher = alice.ai_ws(chat).await.unwrap();
+    let mut first = alice.ai_ws_v2(chat).await;
+    let mut watcher = alice.ai_ws_v2(chat).await;
     first.send_json(json!({"content": "go"})).await;
     first.next_of("assistant_delta").await;
     first.next_of("assistant_delta").await;
@@ -746,7 +746,7 @@ async fn a_reply_outlives_its_socket_and_a_new_socket_joins_it() {
 
     // A socket that arrives mid-reply gets the text so far, then the rest.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let mut late = alice.ai_ws(chat).await.unwrap();
+    let mut late = alice.ai_ws_v2(chat).await;
     let (late_text, late_final) = read_reply(&mut late).await;
     let (watched_text, watched_final) = read_reply(&mut watcher).await;
     assert_eq!(late_text, chunks.concat());
@@ -905,7 +905,7 @@ async fn a_logout_closes_that_sessions_socket_but_lets_the_reply_finish() {
     let chunks: Vec<String> = (0..10).map(|i| format!("p{i} ")).collect();
     let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
     fake.then(slow(&chunk_refs, 50));
-    let mut asking = alice.ai_ws(chat).await.unwrap();
+    let mut asking = alice.ai_ws_v2(chat).await;
     let mut watching = elsewhere.ai_ws(chat).await.unwrap();
     asking.send_json(json!({"content": "go"})).await;
     asking.next_of("assistant_delta").await;
@@ -930,4 +930,84 @@ async fn an_ai_socket_frame_over_64_kib_closes_with_1009() {
     let mut socket = alice.ai_ws(chat).await.unwrap();
     socket.send_text("x".repeat(70 * 1024)).await;
     assert_eq!(socket.closed().await, Some(1009));
+}
+
+/// The next frame on `socket`, which must be a JSON frame.
+async fn next_frame(socket: &mut WsClient) -> Value {
+    match socket.next().await {
+        WsEvent::Json(frame) => frame,
+        WsEvent::Closed(code) => panic!("closed with {code:?}"),
+    }
+}
+
+#[tokio::test]
+async fn original_ai_sockets_get_the_reply_whole_without_deltas() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(&alice, json!({"title": "t"})).await;
+    let mut socket = alice.ai_ws(chat).await.unwrap();
+    assert_eq!(socket.subprotocol, None);
+    fake.then(slow(&["Hel", "lo ", "world"], 20));
+    socket.send_json(json!({"content": "greet me"})).await;
+    let first = next_frame(&mut socket).await;
+    assert_eq!(first["type"], "user_message", "{first}");
+    assert_eq!(first["message"]["content"], "greet me");
+    let second = next_frame(&mut socket).await;
+    assert_eq!(second["type"], "assistant_message", "{second}");
+    assert_eq!(second["message"]["content"], "Hello world");
+
+    // Asked for by query, the same socket kind streams.
+    let options = WsOptions {
+        query: "?protocol=mrm.v2",
+        ..Default::default()
+    };
+    let mut extended = alice.ai_ws_with(chat, options).await.unwrap();
+    fake.then(slow(&["a", "b"], 20));
+    extended.send_json(json!({"content": "again"})).await;
+    let (streamed, last) = read_reply(&mut extended).await;
+    assert_eq!((streamed.as_str(), &last["content"]), ("ab", &json!("ab")));
+
+    let bad = WsOptions {
+        query: "?protocol=mrm.v1",
+        ..Default::default()
+    };
+    assert_eq!(alice.ai_ws_with(chat, bad).await.err(), Some(400));
+}
+
+#[tokio::test]
+async fn original_ai_sockets_ignore_unknown_types_and_read_a_missing_type_as_a_message() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(&alice, json!({"title": "t"})).await;
+    let mut socket = alice.ai_ws(chat).await.unwrap();
+    for ignored in [
+        json!({"type": "dance", "content": "not this"}),
+        json!({"type": "typing"}),
+        json!({"type": "cancel"}),
+        json!({"type": 5, "content": "nor this"}),
+        json!({"type": null, "content": "nor this"}),
+    ] {
+        socket.send_json(ignored).await;
+    }
+    fake.then(reply("answer", 3, 1));
+    socket.send_json(json!({"content": "this one"})).await;
+    let first = next_frame(&mut socket).await;
+    assert_eq!(
+        (&first["type"], &first["message"]["content"]),
+        (&json!("user_message"), &json!("this one")),
+        "no error and no message for the ignored frames: {first}"
+    );
+    let second = next_frame(&mut socket).await;
+    assert_eq!(second["type"], "assistant_message", "{second}");
+    assert_eq!(fake.requests().len(), 1);
+
+    // In mrm.v2 an unknown type is answered.
+    let mut extended = alice.ai_ws_v2(chat).await;
+    extended.send_json(json!({"type": "dance"})).await;
+    assert_eq!(
+        next_frame(&mut extended).await,
+        json!({"type": "error", "message": "Unknown message type: dance"})
+    );
 }

@@ -4,15 +4,13 @@ use std::{
     net::SocketAddr,
     process::{Child, Command},
     sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{
-    id, start_server_process, usernames, Client, TestDatabase, WsClient, WsEvent, PASSWORD,
-};
+use crate::helpers::{id, start_server_process, Client, TestDatabase, WsClient, WsEvent, PASSWORD};
 
 static PREFIXES: AtomicU32 = AtomicU32::new(0);
 
@@ -135,21 +133,6 @@ async fn collect(socket: &mut WsClient, count: usize) -> Vec<i64> {
         seqs.push(socket.next_message().await["seq"].as_i64().unwrap());
     }
     seqs
-}
-
-fn online(frame: &Value) -> Vec<String> {
-    usernames(&frame["online"])
-}
-
-/// Waits for a presence frame listing exactly `expected`; returns how long it took.
-async fn presence_becomes(socket: &mut WsClient, expected: &[&str]) -> Duration {
-    let started = Instant::now();
-    loop {
-        let frame = socket.next_of("presence").await;
-        if online(&frame) == expected {
-            return started.elapsed();
-        }
-    }
 }
 
 #[tokio::test]
@@ -289,10 +272,10 @@ async fn clients_of_a_killed_node_resume_on_the_other_and_its_users_go_offline()
     let alice = user_on(&cluster.a, "alice").await;
     let bob = user_on(&cluster.b, "bob").await;
     let chat = bob.create_chat("failover", &[id(&alice.me().await)]).await;
-    let mut bob_ws = bob.ws(chat).await;
-    presence_becomes(&mut bob_ws, &["bob"]).await;
+    let mut bob_ws = bob.ws_v2(chat).await;
+    bob_ws.presence_becomes(&["bob"]).await;
     let mut alice_ws = alice.ws(chat).await;
-    presence_becomes(&mut bob_ws, &["alice", "bob"]).await;
+    bob_ws.presence_becomes(&["alice", "bob"]).await;
 
     let total = 200;
     let sender = tokio::spawn({
@@ -317,7 +300,7 @@ async fn clients_of_a_killed_node_resume_on_the_other_and_its_users_go_offline()
         }
     }
     // Node B shows alice offline within the presence bound (TTL 2 s plus a heartbeat).
-    let gone = presence_becomes(&mut bob_ws, &["bob"]).await;
+    let gone = bob_ws.presence_becomes(&["bob"]).await;
     assert!(gone < Duration::from_secs(5), "took {gone:?}");
 
     let on_b = cluster.b.client();
@@ -335,18 +318,18 @@ async fn typing_and_presence_cross_nodes() {
     let alice = user_on(&cluster.a, "alice").await;
     let bob = user_on(&cluster.b, "bob").await;
     let chat = alice.create_chat("talk", &[id(&bob.me().await)]).await;
-    let mut alice_ws = alice.ws(chat).await;
-    presence_becomes(&mut alice_ws, &["alice"]).await;
-    let mut bob_ws = bob.ws(chat).await;
-    presence_becomes(&mut bob_ws, &["alice", "bob"]).await;
-    presence_becomes(&mut alice_ws, &["alice", "bob"]).await;
+    let mut alice_ws = alice.ws_v2(chat).await;
+    alice_ws.presence_becomes(&["alice"]).await;
+    let mut bob_ws = bob.ws_v2(chat).await;
+    bob_ws.presence_becomes(&["alice", "bob"]).await;
+    alice_ws.presence_becomes(&["alice", "bob"]).await;
 
     bob_ws.send_json(json!({"type": "typing"})).await;
     let typing = alice_ws.next_of("typing").await;
     assert_eq!(typing["user"]["username"], "bob");
 
     drop(bob_ws);
-    presence_becomes(&mut alice_ws, &["alice"]).await;
+    alice_ws.presence_becomes(&["alice"]).await;
 }
 
 /// How long a socket on another node may take to close once a credential ended: one Redis

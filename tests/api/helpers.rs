@@ -445,6 +445,11 @@ pub struct WsClient {
     pub stream: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
+    /// The subprotocol the server named in its answer (`Sec-WebSocket-Protocol`).
+    pub subprotocol: Option<String>,
+    /// Who is online (id → username), from the presence frames read so far: a full list
+    /// replaces it, a delta changes it.
+    online: std::collections::BTreeMap<i64, String>,
 }
 
 #[derive(Default)]
@@ -453,13 +458,24 @@ pub struct WsOptions<'a> {
     pub origin: Option<&'a str>,
     /// A small socket receive buffer, to make a client that stops reading fall behind quickly.
     pub recv_buffer: Option<u32>,
+    /// Subprotocols offered in `Sec-WebSocket-Protocol`, comma-separated.
+    pub protocols: Option<&'a str>,
 }
+
+/// Offers the extended protocol in the handshake header.
+pub const V2: WsOptions<'static> = WsOptions {
+    query: "",
+    origin: None,
+    recv_buffer: None,
+    protocols: Some("mrm.v2"),
+};
 
 impl Client {
     fn ws_request(
         &self,
         path: &str,
         origin: Option<&str>,
+        protocols: Option<&str>,
     ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("{}{}", self.base.replacen("http://", "ws://", 1), path);
@@ -475,6 +491,9 @@ impl Client {
         if let Some(origin) = origin {
             headers.insert("origin", origin.parse().unwrap());
         }
+        if let Some(protocols) = protocols {
+            headers.insert("sec-websocket-protocol", protocols.parse().unwrap());
+        }
         request
     }
 
@@ -486,12 +505,28 @@ impl Client {
 
     /// Opens `/ws/ai-chat/{id}/`; `Err(status)` when the handshake is refused.
     pub async fn ai_ws(&self, ai_chat_id: i64) -> Result<WsClient, u16> {
-        self.ws_path(&format!("/ws/ai-chat/{ai_chat_id}/"), WsOptions::default())
-            .await
+        self.ai_ws_with(ai_chat_id, WsOptions::default()).await
+    }
+
+    /// Opens `/ws/ai-chat/{id}/` with `options`; `Err(status)` when the handshake is refused.
+    pub async fn ai_ws_with(
+        &self,
+        ai_chat_id: i64,
+        options: WsOptions<'_>,
+    ) -> Result<WsClient, u16> {
+        let path = format!("/ws/ai-chat/{ai_chat_id}/{}", options.query);
+        self.ws_path(&path, options).await
+    }
+
+    /// Opens `/ws/ai-chat/{id}/` speaking `mrm.v2` (asked for in the header).
+    pub async fn ai_ws_v2(&self, ai_chat_id: i64) -> WsClient {
+        let socket = self.ai_ws_with(ai_chat_id, V2).await.expect("socket opens");
+        assert_eq!(socket.subprotocol.as_deref(), Some("mrm.v2"));
+        socket
     }
 
     async fn ws_path(&self, path: &str, options: WsOptions<'_>) -> Result<WsClient, u16> {
-        let request = self.ws_request(path, options.origin);
+        let request = self.ws_request(path, options.origin, options.protocols);
         let addr: SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = options.recv_buffer {
@@ -504,7 +539,14 @@ impl Client {
         )
         .await
         {
-            Ok((stream, _)) => Ok(WsClient { stream }),
+            Ok((stream, response)) => Ok(WsClient {
+                stream,
+                subprotocol: response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                online: Default::default(),
+            }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(response.status().as_u16())
             }
@@ -512,10 +554,18 @@ impl Client {
         }
     }
 
+    /// Opens `/ws/chat/{id}/` speaking the original protocol.
     pub async fn ws(&self, chat_id: i64) -> WsClient {
         self.ws_with(chat_id, WsOptions::default())
             .await
             .expect("socket opens")
+    }
+
+    /// Opens `/ws/chat/{id}/` speaking `mrm.v2` (asked for in the header).
+    pub async fn ws_v2(&self, chat_id: i64) -> WsClient {
+        let socket = self.ws_with(chat_id, V2).await.expect("socket opens");
+        assert_eq!(socket.subprotocol.as_deref(), Some("mrm.v2"));
+        socket
     }
 
     pub async fn ws_after(&self, chat_id: i64, after_seq: i64) -> WsClient {
@@ -568,7 +618,11 @@ impl WsClient {
                 .ok()?;
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    return Some(WsEvent::Json(serde_json::from_str(&text).unwrap()))
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    if frame["type"] == "presence" {
+                        self.apply_presence(&frame);
+                    }
+                    return Some(WsEvent::Json(frame));
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Some(WsEvent::Closed(frame.map(|f| u16::from(f.code))))
@@ -601,6 +655,47 @@ impl WsClient {
                 WsEvent::Closed(code) => {
                     panic!("socket closed ({code:?}) while waiting for {kinds:?}")
                 }
+            }
+        }
+    }
+
+    fn apply_presence(&mut self, frame: &Value) {
+        let members = |key: &str| {
+            frame[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    (
+                        m["id"].as_i64().unwrap(),
+                        m["username"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        if frame.get("online").is_some() {
+            self.online = members("online").into_iter().collect();
+        } else {
+            for (id, _) in members("left") {
+                self.online.remove(&id);
+            }
+            self.online.extend(members("joined"));
+        }
+    }
+
+    /// Who is online by the presence frames read so far, by user id.
+    pub fn online(&self) -> Vec<String> {
+        self.online.values().cloned().collect()
+    }
+
+    /// Reads presence frames (skipping others) until exactly `expected` are online, by user id;
+    /// returns how long that took.
+    pub async fn presence_becomes(&mut self, expected: &[&str]) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        loop {
+            self.next_of("presence").await;
+            if self.online() == expected {
+                return started.elapsed();
             }
         }
     }

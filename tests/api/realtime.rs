@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{id, usernames, Client, TestApp, WsEvent, WsOptions};
+use crate::helpers::{id, Client, TestApp, WsEvent, WsOptions};
 
 fn seq(message: &Value) -> i64 {
     message["seq"].as_i64().unwrap()
@@ -231,7 +231,7 @@ async fn a_slow_client_is_closed_with_4008_and_the_others_get_everything() {
 async fn removed_members_and_deleted_chats_lose_their_sockets() {
     let app = TestApp::spawn().await;
     let (alice, bob, carol, chat) = trio(&app).await;
-    let mut alice_socket = alice.ws(chat).await;
+    let mut alice_socket = alice.ws_v2(chat).await;
     let mut bob_socket = bob.ws(chat).await;
     let mut carol_socket = carol.ws(chat).await;
 
@@ -246,12 +246,7 @@ async fn removed_members_and_deleted_chats_lose_their_sockets() {
         bob.ws_with(chat, WsOptions::default()).await.err(),
         Some(403)
     );
-    loop {
-        let presence = alice_socket.next_of("presence").await;
-        if presence["online"].as_array().unwrap().len() == 2 {
-            break;
-        }
-    }
+    alice_socket.presence_becomes(&["alice", "carol"]).await;
 
     carol
         .post(&format!("/api/chats/{chat}/leave/"), &json!({}))
@@ -352,9 +347,14 @@ async fn bad_input_gets_an_error_frame_and_saves_nothing() {
             json!({"content": "x".repeat(10_001)}).to_string(),
             "Content is too long (at most 10000 characters)",
         ),
+        // The original reads only `content`, whatever the `type`.
         (
             json!({"type": "dance"}).to_string(),
-            "Unknown message type: dance",
+            "Content cannot be empty",
+        ),
+        (
+            json!({"type": "typing"}).to_string(),
+            "Content cannot be empty",
         ),
     ];
     for (frame, message) in cases {
@@ -373,6 +373,14 @@ async fn bad_input_gets_an_error_frame_and_saves_nothing() {
         .send_json(json!({"type": "message", "content": "fine"}))
         .await;
     assert_eq!(socket.next_message().await["seq"], 1);
+
+    // In mrm.v2 the type is read: an unknown one is refused.
+    let mut extended = alice.ws_v2(chat).await;
+    extended.send_json(json!({"type": "dance"})).await;
+    assert_eq!(
+        extended.next_of("error").await,
+        json!({"type": "error", "message": "Unknown message type: dance"})
+    );
 
     // A frame over 64 KiB closes the socket with 1009.
     socket.send_text("x".repeat(70 * 1024)).await;
@@ -415,40 +423,37 @@ async fn socket_sends_are_rate_limited() {
     assert_eq!(stored.as_array().unwrap().len(), messages);
 }
 
-fn online(presence: &Value) -> Vec<String> {
-    usernames(&presence["online"])
-}
-
 #[tokio::test]
-async fn typing_and_presence() {
+async fn presence_gives_newcomers_the_list_and_others_the_change_and_typing_is_relayed() {
     let app = TestApp::spawn().await;
     let (alice, bob, _carol, chat) = trio(&app).await;
-    let mut alice_socket = alice.ws(chat).await;
-    assert_eq!(online(&alice_socket.next_of("presence").await), ["alice"]);
-
-    let mut bob_socket = bob.ws(chat).await;
+    let (alice_id, bob_id) = (id(&alice.me().await), id(&bob.me().await));
+    let mut alice_socket = alice.ws_v2(chat).await;
     assert_eq!(
-        online(&bob_socket.next_of("presence").await),
-        ["alice", "bob"]
+        alice_socket.next_of("presence").await,
+        json!({"type": "presence", "online": [{"id": alice_id, "username": "alice"}]})
+    );
+
+    // A newcomer gets the whole list; the others only the change.
+    let mut bob_socket = bob.ws_v2(chat).await;
+    let bob_member = json!({"id": bob_id, "username": "bob"});
+    assert_eq!(
+        bob_socket.next_of("presence").await,
+        json!({"type": "presence", "online": [{"id": alice_id, "username": "alice"}, bob_member]})
     );
     assert_eq!(
-        online(&alice_socket.next_of("presence").await),
-        ["alice", "bob"]
+        alice_socket.next_of("presence").await,
+        json!({"type": "presence", "joined": [bob_member], "left": []})
     );
 
     // A second socket of Bob's counts once.
-    let mut bob_again = bob.ws(chat).await;
-    assert_eq!(
-        online(&bob_again.next_of("presence").await),
-        ["alice", "bob"]
-    );
+    let mut bob_again = bob.ws_v2(chat).await;
+    bob_again.next_of("presence").await;
+    assert_eq!(bob_again.online(), ["alice", "bob"]);
 
     bob_socket.send_json(json!({"type": "typing"})).await;
     let typing = alice_socket.next_of("typing").await;
-    assert_eq!(
-        typing,
-        json!({"type": "typing", "user": {"id": id(&bob.me().await), "username": "bob"}})
-    );
+    assert_eq!(typing, json!({"type": "typing", "user": bob_member}));
     assert_eq!(bob_again.next_of("typing").await["user"]["username"], "bob");
     // Typing is never stored, and the typist's own socket does not echo it.
     assert_eq!(alice.chat_messages(chat).await, json!([]));
@@ -460,40 +465,36 @@ async fn typing_and_presence() {
         next["type"], "message",
         "bob's socket saw no typing of its own: {next}"
     );
+    // Alice had no presence frame for Bob's second socket: her next frame is the marker.
+    let WsEvent::Json(next) = alice_socket.next().await else {
+        panic!()
+    };
+    assert_eq!(next["type"], "message", "{next}");
 
     drop(bob_socket);
     drop(bob_again);
-    loop {
-        let presence = alice_socket.next_of("presence").await;
-        if online(&presence) == ["alice"] {
-            break;
-        }
-    }
+    assert_eq!(
+        alice_socket.next_of("presence").await,
+        json!({"type": "presence", "joined": [], "left": [bob_member]})
+    );
 }
 
 #[tokio::test]
 async fn silent_peers_are_dropped_after_a_ping() {
     let app = TestApp::spawn_with(|c| c.ws_ping_interval = Duration::from_millis(300)).await;
     let (alice, bob, _carol, chat) = trio(&app).await;
-    let mut alice_socket = alice.ws(chat).await;
+    let mut alice_socket = alice.ws_v2(chat).await;
     // Bob's client never reads, so it never answers pings.
     let _bob_socket = bob.ws(chat).await;
-    let mut saw_both = false;
-    loop {
-        let presence = alice_socket.next_of("presence").await;
-        match online(&presence).len() {
-            2 => saw_both = true,
-            1 if saw_both => break,
-            _ => {}
-        }
-    }
+    alice_socket.presence_becomes(&["alice", "bob"]).await;
+    alice_socket.presence_becomes(&["alice"]).await;
 }
 
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1001() {
     let app = TestApp::spawn().await;
     let (alice, _bob, _carol, chat) = trio(&app).await;
-    let mut socket = alice.ws(chat).await;
+    let mut socket = alice.ws_v2(chat).await;
     socket.next_of("presence").await;
     let stopping = tokio::spawn(app.stop());
     assert_eq!(socket.closed().await, Some(1001));
@@ -710,4 +711,126 @@ async fn a_client_that_stops_reading_is_dropped_and_others_are_served() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn original_clients_get_only_message_frames() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, carol, chat) = trio(&app).await;
+    let mut original = alice.ws(chat).await;
+    assert_eq!(
+        original.subprotocol, None,
+        "nothing was offered, nothing named"
+    );
+
+    // Others come, type and go while the original client listens.
+    let mut bob_socket = bob.ws_v2(chat).await;
+    bob_socket.presence_becomes(&["alice", "bob"]).await;
+    let mut carol_socket = carol.ws_v2(chat).await;
+    bob_socket
+        .presence_becomes(&["alice", "bob", "carol"])
+        .await;
+    carol_socket.send_json(json!({"type": "typing"})).await;
+    assert_eq!(
+        bob_socket.next_of("typing").await["user"]["username"],
+        "carol"
+    );
+    drop(carol_socket);
+    bob_socket.presence_becomes(&["alice", "bob"]).await;
+
+    bob.send_message(chat, "hello").await;
+    let WsEvent::Json(frame) = original.next().await else {
+        panic!("closed")
+    };
+    assert_eq!(frame["type"], "message", "{frame}");
+    assert_eq!(frame["message"]["content"], "hello");
+    assert_eq!(frame.as_object().unwrap().len(), 2, "{frame}");
+
+    // A typing notice is read as the original reads every frame: by its content alone.
+    original.send_json(json!({"type": "typing"})).await;
+    assert_eq!(
+        original.next_of_any(&["message", "error"]).await,
+        json!({"type": "error", "message": "Content cannot be empty"})
+    );
+    original
+        .send_json(json!({"type": "typing", "content": "typed"}))
+        .await;
+    let WsEvent::Json(frame) = original.next().await else {
+        panic!("closed")
+    };
+    assert_eq!(frame["message"]["content"], "typed", "{frame}");
+    // Bob's extended socket saw no typing from Alice, only her messages.
+    assert_eq!(
+        bob_socket.next_of_any(&["message", "typing"]).await["message"]["content"],
+        "hello"
+    );
+    assert_eq!(
+        bob_socket.next_of_any(&["message", "typing"]).await["message"]["content"],
+        "typed"
+    );
+}
+
+#[tokio::test]
+async fn mrm_v2_is_asked_for_by_header_or_by_query() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, carol, chat) = trio(&app).await;
+
+    // Offered among others in the header: chosen, and named in the 101 answer.
+    let offered = WsOptions {
+        protocols: Some("chat.example, mrm.v2"),
+        ..Default::default()
+    };
+    let mut by_header = alice.ws_with(chat, offered).await.unwrap();
+    assert_eq!(by_header.subprotocol.as_deref(), Some("mrm.v2"));
+    let WsEvent::Json(first) = by_header.next().await else {
+        panic!("closed")
+    };
+    assert_eq!(first["type"], "presence", "{first}");
+    assert_eq!(by_header.online(), ["alice"]);
+
+    // Named in the query, for clients that cannot set the header; resume still works.
+    let query = WsOptions {
+        query: "?after_seq=0&protocol=mrm.v2",
+        ..Default::default()
+    };
+    let mut by_query = bob.ws_with(chat, query).await.unwrap();
+    assert_eq!(by_query.subprotocol, None, "not offered, so not named");
+    let WsEvent::Json(first) = by_query.next().await else {
+        panic!("closed")
+    };
+    assert_eq!(first["type"], "presence", "{first}");
+    assert_eq!(by_query.online(), ["alice", "bob"]);
+    by_query.send_json(json!({"type": "typing"})).await;
+    assert_eq!(by_header.next_of("typing").await["user"]["username"], "bob");
+
+    // An unknown protocol is refused before the upgrade.
+    for bad in [
+        "?protocol=mrm.v3",
+        "?protocol=",
+        "?protocol=mrm.v2&protocol=v1",
+    ] {
+        let options = WsOptions {
+            query: bad,
+            ..Default::default()
+        };
+        assert_eq!(carol.ws_with(chat, options).await.err(), Some(400), "{bad}");
+    }
+    let response = carol
+        .send(
+            carol
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/ws/chat/{chat}/?protocol=mrm.v3"),
+                )
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.body,
+        json!({"protocol": ["Unknown protocol \"mrm.v3\"; the one that can be asked for is \"mrm.v2\"."]})
+    );
 }

@@ -589,7 +589,7 @@ pub async fn run(args: AiArgs) -> Result<Report> {
             async move {
                 client::connect_ws_path(
                     &target,
-                    &format!("/ws/ai-chat/{id}/"),
+                    &client::extended(&format!("/ws/ai-chat/{id}/"), ""),
                     &cookie,
                     None,
                     client::ws_config(false),

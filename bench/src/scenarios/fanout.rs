@@ -6,13 +6,19 @@
 //! instead of hiding it. Flat out, each sender keeps at most `--window` of its own messages
 //! unechoed, so the load is what the server absorbs, not what piles up in client queues.
 //!
+//! With `--connect-first`, every socket is read from the moment it opens, and sending starts only
+//! once every socket has opened and sees its whole chat online (from its presence frames): the
+//! join storm of a large room is over before anything is measured, and what it cost (time, 4008
+//! closes during the joins) is reported apart.
+//!
 //! After sending stops, the run waits for every socket to catch up with the chat's last seq (read
 //! over REST, the source of truth) and then checks each socket's seqs: every one from 1 to the
 //! last (the sockets join before the chats have any message), none twice, in order.
 
 use std::{
+    collections::HashSet,
     sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -74,6 +80,11 @@ pub struct FanoutArgs {
     /// REST calls still go to `--target`.
     #[arg(long, value_delimiter = ',')]
     pub socket_targets: Vec<String>,
+    /// Read every socket from the moment it opens, and start sending only once all are open and
+    /// each sees its whole chat online; without it, sockets are not read until sending starts,
+    /// 300 ms after the last one opened.
+    #[arg(long)]
+    pub connect_first: bool,
 }
 
 /// Sockets opened at once during setup.
@@ -85,11 +96,101 @@ const STALL: Duration = Duration::from_secs(2);
 const MAX_SEQ: i64 = 100_000_000;
 /// More sockets than this would not fit the open-file limit of one process.
 const MAX_SOCKETS: u64 = 15_000;
+/// `--connect-first`: most time to wait for every socket to see its whole chat online.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// What happened to one socket while the others were still joining (`--connect-first`).
+#[derive(Default)]
+struct Joining {
+    closed_4008: u64,
+    resumed: u64,
+    /// Why the socket could not be kept open.
+    failure: Option<String>,
+}
+
+/// One socket while the others join (`--connect-first`).
+struct Joiner {
+    target: Arc<Target>,
+    chat_id: i64,
+    cookie: String,
+    /// Users in the chat: the socket has settled once it sees them all online.
+    members: usize,
+    max_resumes: u32,
+    /// Sockets that have settled.
+    settled: Arc<AtomicUsize>,
+    /// Set when sending is about to start.
+    go: watch::Receiver<bool>,
+}
+
+impl Joiner {
+    /// Reads `ws` until `go`, keeping track of who is online. A socket closed (4008) or broken
+    /// meanwhile reconnects, up to `max_resumes` times. Returns the socket (unless it could not
+    /// be kept open) and what happened.
+    async fn run(mut self, mut ws: Ws) -> (Option<Ws>, Joining) {
+        let mut joining = Joining::default();
+        let mut online = HashSet::new();
+        let mut counted = false;
+        loop {
+            let end = loop {
+                tokio::select! {
+                    _ = self.go.changed() => return (Some(ws), joining),
+                    frame = ws.next() => match frame {
+                        Some(Ok(Frame::Text(text))) => {
+                            if let Some(Incoming::Presence(presence)) = client::parse_frame(&text) {
+                                presence.apply(&mut online);
+                                if !counted && online.len() >= self.members {
+                                    counted = true;
+                                    self.settled.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Some(Ok(Frame::Close(close))) => break close.map(|c| u16::from(c.code)),
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break None,
+                    },
+                }
+            };
+            if end == Some(4008) {
+                joining.closed_4008 += 1;
+            }
+            if joining.resumed >= u64::from(self.max_resumes) {
+                joining.failure = Some(format!("closed ({end:?}) while joining; no resume left"));
+                return (None, joining);
+            }
+            match client::connect_ws(
+                &self.target,
+                self.chat_id,
+                "?after_seq=0",
+                &self.cookie,
+                None,
+                client::ws_config(false),
+                CONNECT_TIMEOUT,
+            )
+            .await
+            {
+                Ok(again) => {
+                    joining.resumed += 1;
+                    ws = again;
+                }
+                Err(e) => {
+                    joining.failure = Some(format!("reconnecting while joining: {e}"));
+                    return (None, joining);
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Flat { window: usize },
     Rate { period: Duration },
+}
+
+/// A socket just opened: left unread until sending starts, or read by its joining task.
+enum Opened {
+    Idle(Box<Ws>),
+    Joining(tokio::task::JoinHandle<(Option<Ws>, Joining)>),
 }
 
 /// The schedule every socket follows.
@@ -325,7 +426,7 @@ async fn run_socket(
                                     st.error_frames.add(message);
                                     outstanding = outstanding.saturating_sub(1);
                                 }
-                                Some(Incoming::Other) => {}
+                                Some(Incoming::Presence(_) | Incoming::Other) => {}
                                 None => st.unparsed += 1,
                             }
                             None
@@ -508,34 +609,49 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     }
 
     note!("opening {sockets} sockets");
-    let opened: Vec<(usize, Result<Ws, client::WsError>)> = stream::iter(0..sockets)
+    let connect_started = Instant::now();
+    let settled = Arc::new(AtomicUsize::new(0));
+    let (go_tx, go_rx) = watch::channel(false);
+    let opened: Vec<(usize, Result<Opened, client::WsError>)> = stream::iter(0..sockets)
         .map(|i| {
-            let target = socket_targets[i % socket_targets.len()].clone();
-            let cookie = sessions[i].cookie.clone();
-            let chat_id = chat_ids[i / members];
+            let joiner = Joiner {
+                target: socket_targets[i % socket_targets.len()].clone(),
+                chat_id: chat_ids[i / members],
+                cookie: sessions[i].cookie.clone(),
+                members,
+                max_resumes: args.max_resumes,
+                settled: settled.clone(),
+                go: go_rx.clone(),
+            };
+            let connect_first = args.connect_first;
             async move {
                 let ws = client::connect_ws(
-                    &target,
-                    chat_id,
+                    &joiner.target,
+                    joiner.chat_id,
                     "",
-                    &cookie,
+                    &joiner.cookie,
                     None,
                     client::ws_config(false),
                     CONNECT_TIMEOUT,
                 )
                 .await;
-                (i, ws)
+                let opened = ws.map(|ws| match connect_first {
+                    true => Opened::Joining(tokio::spawn(joiner.run(ws))),
+                    false => Opened::Idle(Box::new(ws)),
+                });
+                (i, opened)
             }
         })
         .buffered(CONNECT_CONCURRENCY)
         .collect()
         .await;
+    let connect_ms = connect_started.elapsed().as_millis() as u64;
     let mut failures = Tally::default();
     let mut first_failure = None;
-    let mut socks = Vec::with_capacity(sockets);
+    let mut pending = Vec::with_capacity(sockets);
     for (_, ws) in opened {
         match ws {
-            Ok(ws) => socks.push(ws),
+            Ok(ws) => pending.push(ws),
             Err(e) => {
                 failures.add(e.kind.clone());
                 first_failure.get_or_insert(e.to_string());
@@ -549,8 +665,37 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
             first_failure.unwrap_or_default()
         );
     }
-    // Let the join (presence) frames settle before the clock starts.
-    time::sleep(Duration::from_millis(300)).await;
+    let mut joining = Joining::default();
+    let mut settle_ms = None;
+    if args.connect_first {
+        note!("waiting for every socket to see its whole chat online");
+        let limit = Instant::now() + SETTLE_LIMIT;
+        while settled.load(Ordering::Relaxed) < sockets && Instant::now() < limit {
+            time::sleep(Duration::from_millis(20)).await;
+        }
+        if settled.load(Ordering::Relaxed) >= sockets {
+            settle_ms = Some(connect_started.elapsed().as_millis() as u64);
+        }
+        let _ = go_tx.send(true);
+    } else {
+        // Let the join (presence) frames settle before the clock starts.
+        time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut socks = Vec::with_capacity(sockets);
+    for opened in pending {
+        match opened {
+            Opened::Idle(ws) => socks.push(*ws),
+            Opened::Joining(task) => {
+                let (ws, joined) = task.await.context("a joining socket panicked")?;
+                joining.closed_4008 += joined.closed_4008;
+                joining.resumed += joined.resumed;
+                if let Some(failure) = joined.failure {
+                    bail!("a socket could not be kept open while the others joined: {failure}");
+                }
+                socks.extend(ws);
+            }
+        }
+    }
 
     let origin = Instant::now();
     let start = origin + Duration::from_millis(100);
@@ -711,9 +856,14 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
             "warmup_secs": warmup.as_secs_f64(),
             "drain_secs": drain.as_secs_f64(),
             "max_resumes": args.max_resumes,
+            "connect_first": args.connect_first,
         },
         "users": sockets,
         "sockets": sockets,
+        "connect_ms": connect_ms,
+        "settle_ms": settle_ms,
+        "joining_closed_4008": joining.closed_4008,
+        "joining_resumed": joining.resumed,
         "sent": sent,
         "sent_in_window": sent_in_window,
         "sent_per_sec": round2(sent_in_window as f64 / window_secs),
@@ -745,7 +895,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         "fanout {chats}×{members} ({sockets} sockets, {} senders, {mode_text}, {:.0}s): \
          sent {:.0} msg/s, delivered {:.0} msg/s, latency {}; lost {lost}, duplicated {duplicates}, \
          out of order {out_of_order}, 4008 closes {closed_4008}, broken {}, resumed {resumed}, \
-         sockets given up {}, rejected {rejected}{}",
+         sockets given up {}, rejected {rejected}{}{}",
         total_senders,
         window_secs,
         sent_in_window as f64 / window_secs,
@@ -754,6 +904,15 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         broken.total(),
         socket_failures.total(),
         if drained { "" } else { " (drain timed out)" },
+        if args.connect_first {
+            format!(
+                "; joining: {connect_ms} ms to open, settled {}, 4008 closes {}",
+                settle_ms.map_or("never (timed out)".into(), |ms| format!("after {ms} ms")),
+                joining.closed_4008
+            )
+        } else {
+            String::new()
+        },
     );
     Ok(Report { json, human })
 }

@@ -3,7 +3,7 @@
 use axum::{
     extract::{
         ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        State,
+        RawQuery, State,
     },
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -19,12 +19,13 @@ use crate::{
     state::AppState,
 };
 
-/// Checks the handshake (origin, capacity, credentials, ownership) and hands the upgraded
+/// Checks the handshake (origin, capacity, credentials, ownership, protocol) and hands the upgraded
 /// socket to [`crate::ai::socket::run`].
 pub async fn ai_socket(
     State(state): State<AppState>,
     Id(ai_chat_id): Id,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     auth: Result<AuthUser, ApiError>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -39,12 +40,12 @@ pub async fn ai_socket(
         }
         Err(err) => return ApiError::from(err).into_response(),
     }
-    let upgrade = match handshake::upgrade(upgrade) {
-        Ok(upgrade) => upgrade,
+    let (upgrade, protocol) = match handshake::negotiate(upgrade, query.as_deref()) {
+        Ok(negotiated) => negotiated,
         Err(refused) => return refused.into_response(),
     };
     upgrade.on_upgrade(move |ws| {
         let connections = state.realtime.connections.clone();
-        connections.track_future(socket::run(state, ai_chat_id, user, slot, ws))
+        connections.track_future(socket::run(state, ai_chat_id, user, slot, ws, protocol))
     })
 }

@@ -1,7 +1,8 @@
 //! `GET /ws/chat/{chat_id}/`: the group chat socket's handshake.
 //!
 //! The handshake is refused with 403 (no upgrade) for anonymous callers, non-participants,
-//! unknown chats, and browsers on an untrusted origin; with 400 for a bad `after_seq` / `after`.
+//! unknown chats, and browsers on an untrusted origin; with 400 for a bad `after_seq` / `after`
+//! or an unknown `protocol`.
 
 use axum::{
     extract::{
@@ -56,15 +57,15 @@ pub async fn chat_socket(
         Ok(resume) => resume,
         Err(err) => return err.into_response(),
     };
-    let upgrade = match handshake::upgrade(upgrade) {
-        Ok(upgrade) => upgrade,
+    let (upgrade, protocol) = match handshake::negotiate(upgrade, query.as_deref()) {
+        Ok(negotiated) => negotiated,
         Err(refused) => return refused.into_response(),
     };
     let settings = state.realtime.settings;
     upgrade.on_upgrade(move |socket| {
         let connections = state.realtime.connections.clone();
         connections.track_future(async move {
-            Connection::new(state, chat_id, user, settings.queue_capacity, slot)
+            Connection::new(state, chat_id, user, settings.queue_capacity, slot, protocol)
                 .run(socket, resume, handshake_seq)
                 .await
         })

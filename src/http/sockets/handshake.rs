@@ -7,9 +7,11 @@ use crate::{
     error::ApiError,
     realtime::registry::{Refused, Slot},
     service::sessions,
+    http::query::Query,
+    service::FieldErrors,
     state::AppState,
     store::users::User,
-    wire::schemas::Detail,
+    wire::{frames::Protocol, schemas::Detail},
 };
 use axum::{
     extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
@@ -156,4 +158,37 @@ pub fn upgrade(
         .max_write_buffer_size(1024 * 1024)
         .max_frame_size(MAX_FRAME_BYTES)
         .max_message_size(MAX_FRAME_BYTES))
+}
+
+/// The upgrade (with [`upgrade`]'s limits) and the protocol the client asked for, chosen once
+/// here: `mrm.v2` when the client offers it in `Sec-WebSocket-Protocol` (the answer then names
+/// it, as RFC 6455 §4.2.2 requires) or names it with `?protocol=mrm.v2`; the original protocol
+/// otherwise. Other offered subprotocols are passed over, as the RFC allows; a `protocol=`
+/// naming anything else (every value, when repeated, must be known) is refused with 400
+/// `{"protocol": ["Unknown protocol …"]}`.
+pub fn negotiate(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    query: Option<&str>,
+) -> Result<(WebSocketUpgrade, Protocol), Refusal> {
+    let upgrade = self::upgrade(upgrade)?.protocols([Protocol::V2_NAME]);
+    let mut protocol = match upgrade.selected_protocol() {
+        Some(_) => Protocol::V2,
+        None => Protocol::Original,
+    };
+    for name in Query::parse(query).values("protocol") {
+        match Protocol::named(name) {
+            Some(named) => protocol = named,
+            None => {
+                return Err(Refusal::Api(ApiError::Validation(FieldErrors::single(
+                    "protocol",
+                    format!(
+                        "Unknown protocol \"{}\"; the one that can be asked for is \"{}\".",
+                        name.chars().take(50).collect::<String>(),
+                        Protocol::V2_NAME
+                    ),
+                ))))
+            }
+        }
+    }
+    Ok((upgrade, protocol))
 }
