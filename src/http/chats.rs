@@ -26,7 +26,7 @@ use crate::{
     state::AppState,
     wire::{
         schemas::{BadRequest, ChatCreate, ChatUpdate, Detail, ParticipantsAdd, SendMessage},
-        views::{ChatView, MessageView},
+        views::{ChatView, MessageView, Viewer},
     },
 };
 
@@ -232,7 +232,13 @@ async fn messages(
     };
     let rows = chats::history(&state, &auth.user, id, cursor.probe()).await?;
     let path = format!("/api/chats/{id}/messages/");
-    Ok(cursor.respond(rows, |m| m.id, &path, MessageView::from))
+    let viewer = Viewer::of(&auth.user);
+    Ok(cursor.respond(
+        rows,
+        |m| m.id,
+        &path,
+        |m| MessageView::for_viewer(m, viewer),
+    ))
 }
 
 /// Adds members to a chat by id or username (owner or staff).

@@ -9,7 +9,7 @@ use axum::{
 
 use super::{pagination::Cursor, path::Id};
 use crate::wire::schemas::{BadRequest, Detail};
-use crate::wire::views::MessageView;
+use crate::wire::views::{MessageView, Viewer};
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
@@ -43,7 +43,13 @@ async fn list(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
-    Ok(cursor.respond(rows, |m| m.id, "/api/messages/", MessageView::from))
+    let viewer = Viewer::of(&auth.user);
+    Ok(cursor.respond(
+        rows,
+        |m| m.id,
+        "/api/messages/",
+        |m| MessageView::for_viewer(m, viewer),
+    ))
 }
 
 /// Returns one message of a chat the caller takes part in.
@@ -63,5 +69,8 @@ async fn retrieve(
     let message = store::messages::visible_to(&state.db, id, auth.user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(MessageView::from(message)))
+    Ok(Json(MessageView::for_viewer(
+        message,
+        Viewer::of(&auth.user),
+    )))
 }

@@ -29,7 +29,7 @@ use crate::{
     store::{self, users::User},
     wire::{
         frames::{self, ChatClientFrame, Member},
-        views::MessageView,
+        views::{MessageView, Viewer},
     },
 };
 
@@ -72,9 +72,11 @@ impl Connection {
             id: self.user.id,
             username: self.user.username.clone(),
         };
+        let viewer = Viewer::of(&self.user);
         let subscriber = Subscriber {
             conn: self.conn,
             member: member.clone(),
+            viewer,
             outbound: outbound.clone(),
             close: close_tx,
         };
@@ -127,6 +129,7 @@ impl Connection {
             state: self.state.clone(),
             chat_id: self.chat_id,
             sink,
+            viewer,
             last_sent: resume.unwrap_or(handshake_seq),
             last_heard,
             started,
@@ -166,6 +169,8 @@ struct Writer {
     state: AppState,
     chat_id: i64,
     sink: Sink,
+    /// Whose socket this is: the replay renders messages for them.
+    viewer: Viewer,
     /// The highest seq this client has: nothing at or below it is sent again.
     last_sent: i64,
     last_heard: Arc<AtomicU64>,
@@ -253,7 +258,10 @@ impl Writer {
             for row in rows {
                 let seq = row.seq;
                 self.sink
-                    .feed(Message::Text(frames::message(MessageView::from(row))))
+                    .feed(Message::Text(frames::message(MessageView::for_viewer(
+                        row,
+                        self.viewer,
+                    ))))
                     .await?;
                 self.last_sent = seq;
             }

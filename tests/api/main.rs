@@ -13,6 +13,7 @@ mod helpers;
 mod messages;
 mod openapi;
 mod pagination;
+mod privacy;
 mod realtime;
 mod schema;
 mod tokens;
