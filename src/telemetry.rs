@@ -10,8 +10,8 @@ use crate::config::LogFormat;
 /// `info,sqlx=warn`), then text lines (coloured only at a terminal, and never with
 /// `NO_COLOR` set) or one flat JSON object per line. Does nothing when one is installed already.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init` so that embedding (tests start several servers in one process) never panics.
     let _ = match format {

@@ -398,22 +398,61 @@ impl Drop for RunningGuard {
     }
 }
 
+/// What a run learnt about its reply, whatever way it ended.
+struct Outcome {
+    /// The provider accepted the request (its answer began): the prompt was read and is paid
+    /// for, however the reply ends.
+    accepted: bool,
+    /// The counts the provider reported, if it did.
+    tokens: Option<Tokens>,
+    finish: FinishReason,
+}
+
 impl Job {
     async fn run(self, prompt: Vec<ChatMessage>) {
         let _guard = RunningGuard(self.channel.clone());
-        let mut tokens = None;
-        let mut finish = FinishReason::Stop;
-        let generated = tokio::time::timeout(
-            MAX_GENERATION,
-            self.generate(prompt, &mut tokens, &mut finish),
-        )
-        .await;
+        let mut outcome = Outcome {
+            accepted: false,
+            tokens: None,
+            finish: FinishReason::Stop,
+        };
+        let generated =
+            tokio::time::timeout(MAX_GENERATION, self.generate(prompt.clone(), &mut outcome)).await;
         let failure = match generated {
             Err(_) => Some(ProviderError::Timeout),
             Ok(result) => result.err(),
         };
-        self.save(tokens, finish, failure).await;
+        let tokens = match outcome.tokens {
+            Some(reported) => Some(reported),
+            None if outcome.accepted => Some(self.estimate(prompt).await),
+            None => None,
+        };
+        self.save(tokens, outcome.finish, failure).await;
         self.generations.release(self.ai_chat_id);
+    }
+
+    /// Counts the tokens of a reply the provider reported no usage for (cancelled, cut short,
+    /// or a provider that does not count streams): the prompt as sent and the text received.
+    async fn estimate(&self, prompt: Vec<ChatMessage>) -> Tokens {
+        let model = self.provider.model().to_owned();
+        let text = self.text_so_far();
+        let counting =
+            tokio::task::spawn_blocking(move || super::tokens::estimate(&model, &prompt, &text));
+        counting.await.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "counting a reply's tokens failed");
+            Tokens {
+                estimated: true,
+                ..Tokens::default()
+            }
+        })
+    }
+
+    fn text_so_far(&self) -> String {
+        lock(&self.channel)
+            .running
+            .as_ref()
+            .map(|r| r.text.clone())
+            .unwrap_or_default()
     }
 
     /// Streams the reply into the channel. The provider's stream lives only in here: leaving,
@@ -421,27 +460,27 @@ impl Job {
     async fn generate(
         &self,
         prompt: Vec<ChatMessage>,
-        tokens: &mut Option<Tokens>,
-        finish: &mut FinishReason,
+        outcome: &mut Outcome,
     ) -> Result<(), ProviderError> {
         let mut stream = tokio::select! {
             _ = self.cancel.cancelled() => {
-                *finish = FinishReason::Cancelled;
+                outcome.finish = FinishReason::Cancelled;
                 return Ok(());
             }
             opened = self.provider.stream(prompt) => opened?,
         };
+        outcome.accepted = true;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
-                    *finish = FinishReason::Cancelled;
+                    outcome.finish = FinishReason::Cancelled;
                     return Ok(());
                 }
                 event = stream.next() => match event {
                     None => return Ok(()),
                     Some(Ok(StreamEvent::Delta(delta))) => self.append(delta),
-                    Some(Ok(StreamEvent::Usage(counted))) => *tokens = Some(counted),
-                    Some(Ok(StreamEvent::Finish(reason))) => *finish = FinishReason::parse(&reason),
+                    Some(Ok(StreamEvent::Usage(counted))) => outcome.tokens = Some(counted),
+                    Some(Ok(StreamEvent::Finish(reason))) => outcome.finish = FinishReason::parse(&reason),
                     Some(Err(err)) => return Err(err),
                 },
             }
@@ -466,13 +505,18 @@ impl Job {
         failure: Option<ProviderError>,
     ) {
         let db = &self.generations.db;
-        let text = lock(&self.channel)
-            .running
-            .as_ref()
-            .map(|r| r.text.clone())
-            .unwrap_or_default();
+        let text = self.text_so_far();
         if let Some(err) = &failure {
             tracing::error!(ai_chat.id = self.ai_chat_id, error = %err, "AI reply failed");
+        }
+        // Counted however the reply ended, even with nothing to show for it: the provider was
+        // paid for what it read and wrote.
+        if let Some(counted) = tokens {
+            if let Err(err) =
+                store::ai::record_usage(db, self.user_id, self.provider.model(), counted).await
+            {
+                tracing::error!(error = %err, "could not record token usage");
+            }
         }
         let failed = failure.as_ref().map(|err| AiEvent::Failed {
             id: Some(self.reply_id),
@@ -491,13 +535,6 @@ impl Job {
             finish
         };
         let saved = store::ai::finish_reply(db, self.reply_id, &text, tokens, &reason).await;
-        if let Some(counted) = tokens {
-            if let Err(err) =
-                store::ai::record_usage(db, self.user_id, self.provider.model(), counted).await
-            {
-                tracing::error!(error = %err, "could not record token usage");
-            }
-        }
         let _ = store::ai::touch(db, self.ai_chat_id).await;
         match saved {
             Ok(Some(reply)) => {

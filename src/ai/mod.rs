@@ -3,6 +3,7 @@
 //! - `provider`: the trait a model backend implements; `openai`: the OpenAI-compatible client;
 //! - `prompt`: what the model is sent;
 //! - `generation`: replies as server-side jobs that outlive the connection that asked;
+//! - `tokens`: counting a reply's tokens locally when the provider reports none;
 //! - `socket`: the `/ws/ai-chat/{id}/` endpoint.
 
 pub mod generation;
@@ -10,3 +11,4 @@ pub mod openai;
 pub mod prompt;
 pub mod provider;
 pub mod socket;
+pub mod tokens;

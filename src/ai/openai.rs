@@ -189,6 +189,7 @@ fn usage(value: &Value) -> Option<Tokens> {
         prompt,
         completion,
         total,
+        estimated: false,
     })
 }
 
@@ -276,7 +277,8 @@ mod tests {
             vec![Ok(StreamEvent::Usage(Tokens {
                 prompt: 3,
                 completion: 2,
-                total: 5
+                total: 5,
+                estimated: false,
             }))]
         );
         let done = json!({"choices": [{"delta": {}, "finish_reason": "stop"}]});
@@ -303,7 +305,8 @@ mod tests {
             Ok(StreamEvent::Usage(Tokens {
                 prompt: 1,
                 completion: 1,
-                total: 2
+                total: 2,
+                estimated: false,
             }))
         );
     }

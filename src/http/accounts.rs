@@ -73,7 +73,7 @@ async fn register(
     };
     let user = accounts::register_from(&state, peer.ip(), form, errors).await?;
     tracing::info!(user.id = user.id, "account registered");
-    Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
+    Ok((StatusCode::CREATED, Json(UserView::own(&user))).into_response())
 }
 
 /// The `username` and `password` of a login or token request; a missing or non-string field is
@@ -113,7 +113,7 @@ async fn login(
     for cookie in session::cookies(&new_session, state.config.secure_cookies) {
         headers.append(header::SET_COOKIE, cookie);
     }
-    Ok((headers, Json(UserView::from(&user))).into_response())
+    Ok((headers, Json(UserView::own(&user))).into_response())
 }
 
 /// Ends the caller's browser session and clears its cookie; a bearer token stays valid.
@@ -147,7 +147,7 @@ async fn logout(State(state): State<AppState>, auth: AuthUser) -> ApiResult<Resp
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
     ))]
 async fn me(auth: AuthUser) -> Json<UserView> {
-    Json(UserView::from(&auth.user))
+    Json(UserView::own(&auth.user))
 }
 
 /// Lists every user by id, one page at a time.

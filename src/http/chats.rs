@@ -26,7 +26,7 @@ use crate::{
     state::AppState,
     wire::{
         schemas::{BadRequest, ChatCreate, ChatUpdate, Detail, ParticipantsAdd, SendMessage},
-        views::{ChatView, MessageView},
+        views::{ChatView, MessageView, Viewer},
     },
 };
 
@@ -235,12 +235,13 @@ async fn messages(
     };
     let rows = chats::history(&state, &auth.user, id, cursor.probe()).await?;
     let path = format!("/api/chats/{id}/messages/");
+    let viewer = Viewer::of(&auth.user);
     cursor.respond(
         rows,
         |m| m.id,
         &path,
         state.config.page_bytes,
-        MessageView::from,
+        |m| MessageView::for_viewer(m, viewer),
     )
 }
 

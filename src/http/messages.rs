@@ -9,7 +9,7 @@ use axum::{
 
 use super::{pagination::Cursor, path::Id};
 use crate::wire::schemas::{BadRequest, Detail};
-use crate::wire::views::MessageView;
+use crate::wire::views::{MessageView, Viewer};
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
@@ -43,12 +43,13 @@ async fn list(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
+    let viewer = Viewer::of(&auth.user);
     cursor.respond(
         rows,
         |m| m.id,
         "/api/messages/",
         state.config.page_bytes,
-        MessageView::from,
+        |m| MessageView::for_viewer(m, viewer),
     )
 }
 
@@ -69,5 +70,8 @@ async fn retrieve(
     let message = store::messages::visible_to(&state.db, id, auth.user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(MessageView::from(message)))
+    Ok(Json(MessageView::for_viewer(
+        message,
+        Viewer::of(&auth.user),
+    )))
 }

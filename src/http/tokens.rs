@@ -64,7 +64,7 @@ async fn create(
     let issued = sessions::issue_token(&state, &user, name.trim()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token": issued.token, "user": UserView::from(&user) })),
+        Json(json!({ "token": issued.token, "user": UserView::own(&user) })),
     )
         .into_response())
 }

@@ -29,8 +29,8 @@ use crate::{
     store,
     store::Db,
     wire::{
-        frames::{self, Member, Protocol},
-        views::MessageView,
+        frames::{self, Member, MessageFrames, Protocol},
+        views::{MessageView, Viewer},
     },
 };
 
@@ -54,6 +54,8 @@ pub struct Subscriber {
     /// What the socket is sent besides messages: presence, typing and deletion frames only
     /// in `mrm.v2`.
     pub protocol: Protocol,
+    /// The socket's user, as views are rendered for them (which emails they see).
+    pub viewer: Viewer,
     /// The socket's bounded queue (`MRM_WS_QUEUE`); a full queue gets the socket closed with
     /// 4008 rather than making the room wait.
     pub outbound: mpsc::Sender<Outbound>,
@@ -64,8 +66,8 @@ pub struct Subscriber {
 /// Something that happened in a chat, as every node hears it.
 #[derive(Debug, Clone)]
 pub enum RoomEvent {
-    /// A committed message, already serialised as its frame.
-    Message { seq: i64, frame: Utf8Bytes },
+    /// A committed message, already serialised as its frames.
+    Message { seq: i64, frames: MessageFrames },
     /// Someone is typing; relayed to every socket but the sender's.
     Typing { from: ConnId, frame: Utf8Bytes },
     /// The user left or was removed: their sockets close.
@@ -199,7 +201,7 @@ struct Room {
     subscribers: Vec<Subscriber>,
     presence: RoomPresence,
     next_seq: i64,
-    pending: BTreeMap<i64, Utf8Bytes>,
+    pending: BTreeMap<i64, MessageFrames>,
     gap_deadline: Option<Instant>,
     /// When the presence changes gathered so far are sent.
     presence_deadline: Option<Instant>,
@@ -363,7 +365,7 @@ impl Room {
     /// Handles an event; true when the room should end.
     async fn on_event(&mut self, event: RoomEvent) -> bool {
         match event {
-            RoomEvent::Message { seq, frame } => self.on_message(seq, frame),
+            RoomEvent::Message { seq, frames } => self.on_message(seq, frames),
             RoomEvent::Typing { from, frame } => {
                 let others = self.subscribers.iter().filter(|s| s.conn != from);
                 for s in others.filter(|s| s.protocol.extended()) {
@@ -399,7 +401,7 @@ impl Room {
         false
     }
 
-    fn on_message(&mut self, seq: i64, frame: Utf8Bytes) {
+    fn on_message(&mut self, seq: i64, frame: MessageFrames) {
         if seq < self.next_seq {
             return; // Already delivered (a duplicate, or older than this room).
         }
@@ -445,6 +447,7 @@ impl Room {
     /// Delivers whatever the database has beyond what this room delivered: after the bus was
     /// down, or periodically in case it silently dropped the latest messages.
     async fn catch_up(&mut self) {
+        self.drop_departed().await;
         if self.subscribers.is_empty() {
             return;
         }
@@ -455,6 +458,33 @@ impl Room {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(chat.id = self.chat_id, error = %err, "catch-up failed"),
+        }
+    }
+
+    /// Closes (4003) the sockets of users who no longer take part in the chat. A departure is
+    /// normally announced by its own event; this bounds how long one whose event never reached
+    /// this room (a bus that dropped it) keeps a socket, and runs before messages are read from
+    /// the database, so those never reach a user who has left.
+    async fn drop_departed(&mut self) {
+        let mut users: Vec<i64> = self.subscribers.iter().map(|s| s.member.id).collect();
+        users.sort_unstable();
+        users.dedup();
+        match store::chats::members_among(&self.hub.db, self.chat_id, &users).await {
+            Ok(members) => {
+                let departed = |s: &Subscriber| members.binary_search(&s.member.id).is_err();
+                if self.subscribers.iter().any(departed) {
+                    self.remove(
+                        departed,
+                        Some(Close {
+                            code: close::REMOVED,
+                            reason: "removed from the chat",
+                        }),
+                    );
+                }
+            }
+            Err(err) => {
+                tracing::warn!(chat.id = self.chat_id, error = %err, "membership check failed")
+            }
         }
     }
 
@@ -487,7 +517,7 @@ impl Room {
             for row in rows {
                 if row.seq >= self.next_seq {
                     let seq = row.seq;
-                    self.deliver(seq, frames::message(MessageView::from(row)));
+                    self.deliver(seq, MessageFrames::new(MessageView::as_sent(row)));
                 }
             }
             if complete {
@@ -496,14 +526,14 @@ impl Room {
         }
     }
 
-    fn deliver(&mut self, seq: i64, frame: Utf8Bytes) {
+    fn deliver(&mut self, seq: i64, frames: MessageFrames) {
         self.next_seq = seq + 1;
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         for s in &self.subscribers {
             match s.outbound.try_send(Outbound::Message {
                 seq,
-                frame: frame.clone(),
+                frame: frames.for_viewer(s.viewer).clone(),
             }) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => slow.push(s.conn),

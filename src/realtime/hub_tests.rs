@@ -64,33 +64,34 @@ struct Socket {
     close: oneshot::Receiver<Close>,
 }
 
+/// A new account named `username`; its id.
+async fn user(db: &Db, username: &str) -> i64 {
+    let new = NewUser {
+        username,
+        email: "",
+        password_hash: "unused",
+        user_type: crate::domain::UserType::Student,
+        is_staff: false,
+        is_superuser: false,
+    };
+    store::users::create(db, &new).await.unwrap().id
+}
+
 async fn fixture() -> Fixture {
     let clock = hold_clock();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("hub.sqlite3").display());
     let db = Db::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    let sender = store::users::create(
-        &db,
-        &NewUser {
-            username: "sender",
-            email: "sender@example.com",
-            password_hash: "unused",
-            user_type: crate::domain::UserType::Student,
-            is_staff: false,
-            is_superuser: false,
-        },
-    )
-    .await
-    .unwrap();
-    let chat = store::chats::create(&db, "room", sender.id, &[sender.id])
+    let sender = user(&db, "sender").await;
+    let chat = store::chats::create(&db, "room", sender, &[sender])
         .await
         .unwrap();
     Fixture {
         hub: Hub::new(db.clone()),
         db,
         chat_id: chat.id,
-        sender_id: sender.id,
+        sender_id: sender,
         barriers: 0,
         _clock: clock,
         _dir: dir,
@@ -98,20 +99,46 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    /// A socket of its own user joins the chat's room, with a queue of `capacity` frames.
+    /// A socket of its own user, a participant of the chat, joins the chat's room, with a
+    /// queue of `capacity` frames.
     async fn join(&self, conn: ConnId, capacity: usize) -> Socket {
         self.join_speaking(conn, capacity, Protocol::V2).await
     }
 
     /// As `join`, speaking `protocol`.
     async fn join_speaking(&self, conn: ConnId, capacity: usize, protocol: Protocol) -> Socket {
+        let user = self.participant(&format!("user{conn}")).await;
+        self.join_as(conn, capacity, user, protocol).await
+    }
+
+    /// A user who takes part in the chat.
+    async fn participant(&self, username: &str) -> i64 {
+        let user = user(&self.db, username).await;
+        store::chats::add_participants(&self.db, self.chat_id, &[user])
+            .await
+            .unwrap();
+        user
+    }
+
+    /// Socket `conn` of user `user_id` joins the chat's room; presence names it `conn{conn}`.
+    async fn join_as(
+        &self,
+        conn: ConnId,
+        capacity: usize,
+        user_id: i64,
+        protocol: Protocol,
+    ) -> Socket {
         let (outbound, outbound_rx) = mpsc::channel(capacity);
         let (close, close_rx) = oneshot::channel();
         let subscriber = Subscriber {
             conn,
             member: Member {
-                id: conn as i64,
-                username: format!("user{conn}"),
+                id: user_id,
+                username: format!("conn{conn}"),
+            },
+            viewer: Viewer {
+                id: user_id,
+                staff: false,
             },
             protocol,
             outbound,
@@ -156,7 +183,11 @@ impl Fixture {
             self.chat_id,
             RoomEvent::Message {
                 seq,
-                frame: format!("live {seq}").into(),
+                frames: MessageFrames::from_parts(
+                    self.sender_id,
+                    format!("live {seq}").into(),
+                    format!("live {seq}").into(),
+                ),
             },
         );
     }
@@ -366,9 +397,12 @@ async fn a_full_queue_closes_that_socket_and_no_other() {
 
 /// The ids a presence frame lists under `key` (`online`, `joined` or `left`), or `None` when it
 /// has no such list.
-fn listed(frame: &serde_json::Value, key: &str) -> Option<Vec<i64>> {
+fn listed(frame: &serde_json::Value, key: &str) -> Option<Vec<u64>> {
     let list = frame.get(key)?.as_array()?;
-    Some(list.iter().map(|m| m["id"].as_i64().unwrap()).collect())
+    let conn = |m: &serde_json::Value| m["username"].as_str()?.strip_prefix("conn")?.parse().ok();
+    let mut conns: Vec<u64> = list.iter().map(|m| conn(m).unwrap()).collect();
+    conns.sort_unstable();
+    Some(conns)
 }
 
 #[tokio::test(start_paused = true)]
@@ -453,4 +487,33 @@ async fn a_socket_that_misses_a_presence_change_gets_the_whole_list_next() {
     advance(PRESENCE_COALESCE).await;
     let frame = cramped.presence().await;
     assert_eq!(listed(&frame, "online"), Some(vec![1, 2, 10]), "{frame}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_departure_whose_event_was_lost_closes_the_socket_before_later_messages() {
+    let mut f = fixture().await;
+    let mut staying = f.join(1, 64).await;
+    let leaver = f.participant("leaver").await;
+    let mut leaving = f.join_as(2, 64, leaver, Protocol::V2).await;
+    // The departure and a later message are committed, and neither event comes (a bus that
+    // dropped them); the bus reconnecting makes the room catch up.
+    store::chats::remove_participant(&f.db, f.chat_id, leaver)
+        .await
+        .unwrap();
+    f.commit(1).await;
+    f.hub.dispatch(f.chat_id, RoomEvent::Resync);
+    assert_eq!(f.until_barrier(&mut staying).await, [(1, Stored)]);
+    assert_eq!(
+        leaving.close.try_recv(),
+        Ok(Close {
+            code: close::REMOVED,
+            reason: "removed from the chat",
+        })
+    );
+    while let Some(frame) = leaving.outbound.recv().await {
+        assert!(
+            !matches!(frame, Outbound::Message { .. }),
+            "a message reached a user who had left"
+        );
+    }
 }

@@ -21,7 +21,7 @@ use redis::{aio::ConnectionManager, AsyncCommands, PushKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::wire::frames::Member;
+use crate::wire::frames::{Member, MessageFrames};
 
 use super::{
     broker::Broker,
@@ -50,9 +50,14 @@ struct Envelope {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum WireEvent {
+    /// `frame` shows the sender's email (for the sender and staff), `public` does not; `public`
+    /// is left out when the two are the same.
     Message {
         seq: i64,
+        sender: i64,
         frame: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public: Option<String>,
     },
     Typing {
         frame: String,
@@ -74,10 +79,16 @@ enum WireEvent {
 impl WireEvent {
     fn from_room(event: &RoomEvent) -> Option<WireEvent> {
         Some(match event {
-            RoomEvent::Message { seq, frame } => WireEvent::Message {
-                seq: *seq,
-                frame: frame.as_str().to_owned(),
-            },
+            RoomEvent::Message { seq, frames } => {
+                let (sender, with_email, without_email) = frames.parts();
+                WireEvent::Message {
+                    seq: *seq,
+                    sender,
+                    frame: with_email.as_str().to_owned(),
+                    public: (with_email != without_email)
+                        .then(|| without_email.as_str().to_owned()),
+                }
+            }
             RoomEvent::Typing { frame, .. } => WireEvent::Typing {
                 frame: frame.as_str().to_owned(),
             },
@@ -93,10 +104,19 @@ impl WireEvent {
 
     fn into_room(self) -> Option<RoomEvent> {
         Some(match self {
-            WireEvent::Message { seq, frame } => RoomEvent::Message {
+            WireEvent::Message {
                 seq,
-                frame: Utf8Bytes::from(frame),
-            },
+                sender,
+                frame,
+                public,
+            } => {
+                let with_email = Utf8Bytes::from(frame);
+                let without_email = public.map_or_else(|| with_email.clone(), Utf8Bytes::from);
+                RoomEvent::Message {
+                    seq,
+                    frames: MessageFrames::from_parts(sender, with_email, without_email),
+                }
+            }
             // No local socket sent it, so none is left out (connection ids start at 1).
             WireEvent::Typing { frame } => RoomEvent::Typing {
                 from: 0,

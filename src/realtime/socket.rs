@@ -32,7 +32,7 @@ use crate::{
     store::{self, users::User},
     wire::{
         frames::{self, ChatClientFrame, Member, Protocol},
-        views::MessageView,
+        views::{MessageView, Viewer},
     },
 };
 
@@ -88,10 +88,12 @@ impl Connection {
             id: self.user.id,
             username: self.user.username.clone(),
         };
+        let viewer = Viewer::of(&self.user);
         let subscriber = Subscriber {
             conn: self.conn,
             member: member.clone(),
             protocol: self.protocol,
+            viewer,
             outbound: outbound.clone(),
             close: close_tx,
         };
@@ -147,6 +149,7 @@ impl Connection {
             state: self.state.clone(),
             chat_id: self.chat_id,
             sink,
+            viewer,
             last_sent: resume.unwrap_or(handshake_seq),
             last_heard,
             started,
@@ -195,6 +198,8 @@ struct Writer {
     state: AppState,
     chat_id: i64,
     sink: Sink,
+    /// Whose socket this is: the replay renders messages for them.
+    viewer: Viewer,
     /// The highest seq this client has: nothing at or below it is sent again.
     last_sent: i64,
     last_heard: Arc<AtomicU64>,
@@ -330,7 +335,8 @@ impl Writer {
             let done = (rows.len() as i64) < REPLAY_BATCH;
             for row in rows {
                 let seq = row.seq;
-                let frame = Message::Text(frames::message(MessageView::from(row)));
+                let frame =
+                    Message::Text(frames::message(MessageView::for_viewer(row, self.viewer)));
                 within(limit, self.sink.feed(frame)).await?;
                 self.last_sent = seq;
             }

@@ -17,7 +17,7 @@ use crate::{
         users::User,
         Db, Window,
     },
-    wire::views::{ChatView, MessageView, UserView},
+    wire::views::{ChatView, MessageView, UserView, Viewer},
 };
 
 use super::{batches::take_in_batches, FieldErrors, ServiceError, ServiceResult};
@@ -34,22 +34,23 @@ pub struct MemberRequest {
     pub usernames: Vec<String>,
 }
 
-/// Builds the views of many chats with a fixed number of queries (three), whatever their count.
-pub async fn views(db: &Db, chats: Vec<Chat>) -> ServiceResult<Vec<ChatView>> {
+/// Builds the views of many chats for `viewer` with a fixed number of queries (three), whatever
+/// their count.
+pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<Vec<ChatView>> {
     let ids: Vec<i64> = chats.iter().map(|c| c.id).collect();
     let mut participants: HashMap<i64, Vec<UserView>> = HashMap::new();
     for p in store::chats::participants(db, &ids).await? {
         participants
             .entry(p.chat_id)
             .or_default()
-            .push(UserView::from(&p.user));
+            .push(UserView::for_viewer(&p.user, viewer));
     }
     let mut messages: HashMap<i64, Vec<MessageView>> = HashMap::new();
     for m in store::messages::latest_per_chat(db, &ids, NESTED_MESSAGES).await? {
         messages
             .entry(m.chat_id)
             .or_default()
-            .push(MessageView::from(m));
+            .push(MessageView::for_viewer(m, viewer));
     }
     Ok(chats
         .into_iter()
@@ -64,8 +65,8 @@ pub async fn views(db: &Db, chats: Vec<Chat>) -> ServiceResult<Vec<ChatView>> {
         .collect())
 }
 
-async fn view(db: &Db, chat: Chat) -> ServiceResult<ChatView> {
-    Ok(views(db, vec![chat]).await?.remove(0))
+async fn view(db: &Db, chat: Chat, viewer: &User) -> ServiceResult<ChatView> {
+    Ok(views(db, vec![chat], Viewer::of(viewer)).await?.remove(0))
 }
 
 /// The chat if `user` takes part in it. Errors: `NotFound` otherwise, so outsiders learn nothing.
@@ -103,13 +104,14 @@ pub async fn list<E: From<ServiceError>>(
         chats.reverse();
     }
     let db = &state.db;
-    take_in_batches(chats, |batch| views(db, batch), take).await
+    let viewer = Viewer::of(user);
+    take_in_batches(chats, |batch| views(db, batch, viewer), take).await
 }
 
 /// The chat with its members and newest messages, if `user` takes part in it.
 pub async fn get(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<ChatView> {
     let chat = visible(state, chat_id, user).await?;
-    view(&state.db, chat).await
+    view(&state.db, chat, user).await
 }
 
 /// Resolves members by id (every id must exist) and by username (with `strict_usernames`,
@@ -183,7 +185,7 @@ pub async fn create(
     let members: Vec<i64> = members.into_iter().collect();
     let chat = store::chats::create(&state.db, &name, owner.id, &members).await?;
     tracing::info!(chat.id = chat.id, "chat created");
-    view(&state.db, chat).await
+    view(&state.db, chat, owner).await
 }
 
 /// Renames the chat to `name` (unchanged when `None`), after checking that `user` manages it:
@@ -202,7 +204,7 @@ pub async fn rename(
         store::chats::rename(&state.db, chat.id, &name).await?;
         chat.name = name;
     }
-    view(&state.db, chat).await
+    view(&state.db, chat, user).await
 }
 
 /// Deletes the chat with its messages; its sockets close with 4004.
@@ -230,7 +232,7 @@ pub async fn add_members(
     let members: Vec<i64> = members.into_iter().collect();
     let added = store::chats::add_participants(&state.db, chat.id, &members).await?;
     tracing::info!(chat.id = chat.id, added = added.len(), "participants added");
-    view(&state.db, chat).await
+    view(&state.db, chat, user).await
 }
 
 /// Removes a member other than the owner; their sockets close with 4003.

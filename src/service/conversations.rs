@@ -77,6 +77,9 @@ pub struct ChatSettings {
     /// The id of a group chat whose newest messages may be sent as context; the owner must take
     /// part in it.
     pub related_chat: Option<i64>,
+    /// False when the request left `related_chat` out: an update then keeps the AI chat's link
+    /// as it is, unchecked (`related_chat` holds it).
+    pub related_chat_given: bool,
 }
 
 /// The related chat must exist and `user` must take part in it; checked on every write.
@@ -133,16 +136,25 @@ pub async fn create(
     Ok(settings.summary(id))
 }
 
-/// Replaces an owned AI chat's settings. Errors: `Validation` on `related_chat`.
+/// Replaces an owned AI chat's settings. A link the request names is checked; when it names
+/// none, the chat's link is kept as it is, even while the owner is out of that chat (it stays
+/// hidden from them, and applies again if they rejoin). Errors: `Validation` on `related_chat`.
 pub async fn update(
     state: &AppState,
     user: &User,
     chat: &AiChat,
     settings: ChatSettings,
 ) -> ServiceResult<AiChatSummary> {
-    check_related(state, user, settings.related_chat).await?;
+    let kept = !settings.related_chat_given;
+    if !kept {
+        check_related(state, user, settings.related_chat).await?;
+    }
     store::ai::update(&state.db, chat.id, &settings.fields()).await?;
-    Ok(settings.summary(chat.id))
+    let mut summary = settings.summary(chat.id);
+    if kept && chat.related_chat().is_none() {
+        summary.related_chat = None;
+    }
+    Ok(summary)
 }
 
 /// Deletes an owned AI chat with its messages (its token accounting stays); a running reply
@@ -338,25 +350,30 @@ pub async fn usage(
         to.format("%Y-%m-%d").to_string(),
     );
     let rows = store::ai::usage(&state.db, user_id, &from, &to).await?;
-    let mut total = TokenCounts::default();
-    let mut by_model: Vec<(String, TokenCounts)> = Vec::new();
-    let mut by_day: Vec<(String, TokenCounts)> = Vec::new();
+    let mut total = Sums::default();
+    let mut by_model: Vec<(String, Sums)> = Vec::new();
+    let mut by_day: Vec<(String, Sums)> = Vec::new();
     let mut by_day_and_model = Vec::with_capacity(rows.len());
     for row in rows {
-        let counts = TokenCounts {
-            prompt_tokens: row.prompt_tokens,
-            completion_tokens: row.completion_tokens,
-            total_tokens: row.total_tokens,
+        let sums = Sums {
+            counts: TokenCounts {
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                total_tokens: row.total_tokens,
+            },
+            estimated: row.estimated_tokens,
         };
-        total.add(&counts);
-        add_to_group(&mut by_model, &row.model, &counts);
-        add_to_group(&mut by_day, &row.day, &counts);
+        total.add(&sums);
+        add_to_group(&mut by_model, &row.model, &sums);
+        add_to_group(&mut by_day, &row.day, &sums);
         by_day_and_model.push(DayModelUsage {
             day: row.day,
             model: row.model,
-            prompt_tokens: counts.prompt_tokens,
-            completion_tokens: counts.completion_tokens,
-            total_tokens: counts.total_tokens,
+            prompt_tokens: sums.counts.prompt_tokens,
+            completion_tokens: sums.counts.completion_tokens,
+            total_tokens: sums.counts.total_tokens,
+            estimated_tokens: sums.estimated,
+            usage_estimated: sums.estimated > 0,
         });
     }
     by_model.sort_by(|a, b| a.0.cmp(&b.0));
@@ -364,34 +381,55 @@ pub async fn usage(
         user: user_id,
         from,
         to,
-        prompt_tokens: total.prompt_tokens,
-        completion_tokens: total.completion_tokens,
-        total_tokens: total.total_tokens,
+        prompt_tokens: total.counts.prompt_tokens,
+        completion_tokens: total.counts.completion_tokens,
+        total_tokens: total.counts.total_tokens,
+        estimated_tokens: total.estimated,
+        usage_estimated: total.estimated > 0,
         by_model: by_model
             .into_iter()
-            .map(|(model, c)| ModelUsage {
+            .map(|(model, s)| ModelUsage {
                 model,
-                prompt_tokens: c.prompt_tokens,
-                completion_tokens: c.completion_tokens,
-                total_tokens: c.total_tokens,
+                prompt_tokens: s.counts.prompt_tokens,
+                completion_tokens: s.counts.completion_tokens,
+                total_tokens: s.counts.total_tokens,
+                estimated_tokens: s.estimated,
+                usage_estimated: s.estimated > 0,
             })
             .collect(),
         by_day: by_day
             .into_iter()
-            .map(|(day, c)| DayUsage {
+            .map(|(day, s)| DayUsage {
                 day,
-                prompt_tokens: c.prompt_tokens,
-                completion_tokens: c.completion_tokens,
-                total_tokens: c.total_tokens,
+                prompt_tokens: s.counts.prompt_tokens,
+                completion_tokens: s.counts.completion_tokens,
+                total_tokens: s.counts.total_tokens,
+                estimated_tokens: s.estimated,
+                usage_estimated: s.estimated > 0,
             })
             .collect(),
         by_day_and_model,
     })
 }
 
+/// Token counts added up, with the part of the total that was estimated.
+#[derive(Debug, Default, Clone)]
+struct Sums {
+    counts: TokenCounts,
+    /// The part of `counts.total_tokens` the server estimated.
+    estimated: i64,
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) {
+        self.counts.add(&other.counts);
+        self.estimated += other.estimated;
+    }
+}
+
 /// Adds `counts` to the group named `key`, making it at the end when new (groups keep the
 /// order in which their first row came).
-fn add_to_group(groups: &mut Vec<(String, TokenCounts)>, key: &str, counts: &TokenCounts) {
+fn add_to_group(groups: &mut Vec<(String, Sums)>, key: &str, counts: &Sums) {
     match groups.iter_mut().find(|(k, _)| k == key) {
         Some((_, sums)) => sums.add(counts),
         None => groups.push((key.to_owned(), counts.clone())),

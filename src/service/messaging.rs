@@ -15,7 +15,7 @@ use crate::{
     service::{ServiceError, ServiceResult},
     store::{self, messages::NewMessage, users::User, Db},
     wire::{
-        frames,
+        frames::MessageFrames,
         views::{MessageView, UserView},
     },
 };
@@ -48,8 +48,8 @@ impl MessageWriter {
         MessageWriter { queue }
     }
 
-    /// Saves and publishes a message. `None` when the sender is not a participant of the chat
-    /// (or the chat is gone). Errors: `Internal` when the database fails or the writer task has
+    /// Saves and publishes a message; the answer shows the sender as they see themself. `None`
+    /// when the sender is not a participant of the chat (or the chat is gone). Errors: `Internal` when the database fails or the writer task has
     /// stopped. No rate limit here: [`send`] applies it.
     pub async fn post(
         &self,
@@ -60,7 +60,7 @@ impl MessageWriter {
         let (saved, answer) = oneshot::channel();
         let pending = Pending {
             chat_id,
-            sender: UserView::from(sender),
+            sender: UserView::own(sender),
             content,
             saved,
         };
@@ -122,7 +122,7 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 p.chat_id,
                 RoomEvent::Message {
                     seq: saved.seq,
-                    frame: frames::message(view.clone()),
+                    frames: MessageFrames::new(view.clone()),
                 },
             );
             view

@@ -12,8 +12,12 @@ pub struct AiChat {
     /// The owner.
     pub user_id: i64,
     pub user_username: String,
+    /// The linked group chat, as stored: kept when the owner leaves it, so it applies again if
+    /// they rejoin. What the owner may see of it is [`AiChat::related_chat`].
     pub related_chat_id: Option<i64>,
     pub related_chat_name: Option<String>,
+    /// Whether the owner takes part in the linked chat now.
+    pub related_chat_member: bool,
     pub title: String,
     pub system_prompt: String,
     pub created_at: DateTime<Utc>,
@@ -22,11 +26,21 @@ pub struct AiChat {
     pub message_count: i64,
 }
 
+impl AiChat {
+    /// The linked chat's id and name as the owner may see them: only while they take part in
+    /// it. A user who leaves or is removed from a chat sees nothing of it through their AI chats.
+    pub fn related_chat(&self) -> Option<(i64, Option<&str>)> {
+        let id = self.related_chat_id.filter(|_| self.related_chat_member)?;
+        Some((id, self.related_chat_name.as_deref()))
+    }
+}
+
 /// `AiChat`'s columns, read from `ai_chats a` joined as `ai_chat_from!` joins it.
 macro_rules! ai_chat_columns {
     () => {
         "a.id, a.user_id, u.username AS user_username, a.related_chat_id, \
-         c.name AS related_chat_name, a.title, a.system_prompt, a.created_at, a.updated_at, \
+         c.name AS related_chat_name, EXISTS (SELECT 1 FROM chat_participants p \
+         WHERE p.chat_id = a.related_chat_id AND p.user_id = a.user_id) AS related_chat_member, a.title, a.system_prompt, a.created_at, a.updated_at, \
          (SELECT COUNT(*) FROM ai_messages m WHERE m.ai_chat_id = a.id AND m.complete) AS message_count"
     };
 }
@@ -56,6 +70,9 @@ pub struct AiMessage {
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub total_tokens: Option<i64>,
+    /// Whether the token counts were worked out by this server because the provider reported
+    /// none (false for the user's messages).
+    pub usage_estimated: bool,
     pub model: Option<String>,
     /// Why a reply ended; `None` for the user's messages and for a reply still being generated.
     pub finish_reason: Option<FinishReason>,
@@ -64,7 +81,7 @@ pub struct AiMessage {
 macro_rules! ai_message_columns {
     () => {
         "m.id, m.ai_chat_id, m.role, m.content, m.created_at, m.prompt_tokens, m.completion_tokens, \
-         m.total_tokens, m.model, m.finish_reason"
+         m.total_tokens, m.usage_estimated, m.model, m.finish_reason"
     };
 }
 
@@ -72,16 +89,19 @@ macro_rules! ai_message_columns {
 macro_rules! ai_message_returning {
     () => {
         "id, ai_chat_id, role, content, created_at, prompt_tokens, completion_tokens, total_tokens, \
-         model, finish_reason"
+         usage_estimated, model, finish_reason"
     };
 }
 
-/// Token counts as a provider reports them.
+/// Token counts of one reply: as the provider reported them, or (`estimated`) as this server
+/// counted them when the provider reported none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tokens {
     pub prompt: i64,
     pub completion: i64,
     pub total: i64,
+    /// Counted by this server (`crate::ai::tokens`), not reported by the provider.
+    pub estimated: bool,
 }
 
 /// The fields of an AI chat a user can set, for [`create`] and [`update`].
@@ -195,7 +215,8 @@ pub async fn insert_message(
         .await)
 }
 
-/// Completes a reply with its text, token counts and why it ended.
+/// Completes a reply with its text, token counts (and whether they are estimates) and why it
+/// ended.
 pub async fn finish_reply(
     db: &Db,
     id: i64,
@@ -205,7 +226,8 @@ pub async fn finish_reply(
 ) -> sqlx::Result<Option<AiMessage>> {
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
-         total_tokens = $4, finish_reason = $5, complete = TRUE WHERE id = $6 RETURNING ",
+         total_tokens = $4, finish_reason = $5, usage_estimated = $7, complete = TRUE \
+         WHERE id = $6 RETURNING ",
         ai_message_returning!()
     );
     on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
@@ -215,6 +237,7 @@ pub async fn finish_reply(
         .bind(tokens.map(|t| t.total))
         .bind(finish_reason)
         .bind(id)
+        .bind(tokens.is_some_and(|t| t.estimated))
         .fetch_optional(pool)
         .await)
 }
@@ -354,10 +377,11 @@ pub async fn latest_per_chat(
     })
 }
 
-/// Adds a row of token use for `user_id` and `model`, dated today (UTC, `YYYY-MM-DD`).
+/// Adds a row of token use for `user_id` and `model`, dated today (UTC, `YYYY-MM-DD`), marked
+/// as estimated when the counts are.
 pub async fn record_usage(db: &Db, user_id: i64, model: &str, tokens: Tokens) -> sqlx::Result<()> {
-    let sql = "INSERT INTO ai_usage (user_id, model, day, prompt_tokens, completion_tokens, total_tokens, created_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    let sql = "INSERT INTO ai_usage (user_id, model, day, prompt_tokens, completion_tokens, total_tokens, created_at, estimated) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     on_writer!(db, pool => {
         let now = super::now();
         sqlx::query(sql)
@@ -368,6 +392,7 @@ pub async fn record_usage(db: &Db, user_id: i64, model: &str, tokens: Tokens) ->
             .bind(tokens.completion)
             .bind(tokens.total)
             .bind(now)
+            .bind(tokens.estimated)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())
@@ -383,13 +408,16 @@ pub struct UsageRow {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// The part of `total_tokens` this server estimated (the provider reported no counts).
+    pub estimated_tokens: i64,
 }
 
 /// A user's token use per model and day, for days `from..=to` (`YYYY-MM-DD`).
 pub async fn usage(db: &Db, user_id: i64, from: &str, to: &str) -> sqlx::Result<Vec<UsageRow>> {
     let sql = "SELECT model, day, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
                CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
-               CAST(SUM(total_tokens) AS BIGINT) AS total_tokens \
+               CAST(SUM(total_tokens) AS BIGINT) AS total_tokens, \
+               CAST(SUM(CASE WHEN estimated THEN total_tokens ELSE 0 END) AS BIGINT) AS estimated_tokens \
                FROM ai_usage WHERE user_id = $1 AND day >= $2 AND day <= $3 \
                GROUP BY model, day ORDER BY day, model";
     on_pool!(db, pool => sqlx::query_as::<_, UsageRow>(sql)

@@ -123,6 +123,26 @@ pub async fn participants(db: &Db, chat_ids: &[i64]) -> sqlx::Result<Vec<Partici
     })
 }
 
+/// Which of `user_ids` take part in the chat, ascending.
+pub async fn members_among(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT user_id FROM chat_participants WHERE chat_id = ",
+        );
+        q.push_bind(chat_id);
+        q.push(" AND user_id IN (");
+        let mut list = q.separated(", ");
+        for id in user_ids {
+            list.push_bind(*id);
+        }
+        q.push(") ORDER BY user_id");
+        q.build_query_scalar::<i64>().fetch_all(pool).await
+    })
+}
+
 /// The highest seq handed out in the chat; `None` when the chat does not exist.
 pub async fn last_seq(db: &Db, chat_id: i64) -> sqlx::Result<Option<i64>> {
     let sql = "SELECT last_seq FROM chats WHERE id = $1";

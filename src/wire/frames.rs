@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 #[allow(unused_imports)] // named by the OpenAPI schema of `AiReply::usage`
 use crate::wire::schemas::TokenCounts;
-use crate::wire::views::{timestamp, AiMessageView, MessageView};
+use crate::wire::views::{timestamp, AiMessageView, MessageView, Viewer};
 
 /// The protocol a socket speaks, chosen once at its handshake.
 ///
@@ -142,6 +142,54 @@ pub fn message(message: MessageView) -> Utf8Bytes {
     })
 }
 
+/// A committed message's `message` frame in the two forms a chat's sockets get, each serialised
+/// once: with the sender's email, for the sender's own sockets and staff's, and without it, for
+/// everyone else (the rule of [`Viewer`]).
+#[derive(Debug, Clone)]
+pub struct MessageFrames {
+    sender: i64,
+    with_email: Utf8Bytes,
+    without_email: Utf8Bytes,
+}
+
+impl MessageFrames {
+    /// The frames of `message`, whose sender is shown with their email.
+    pub fn new(mut message: MessageView) -> Self {
+        let sender = message.sender.id;
+        if message.sender.email.is_empty() {
+            let frame = self::message(message);
+            return Self::from_parts(sender, frame.clone(), frame);
+        }
+        let with_email = self::message(message.clone());
+        message.sender.email.clear();
+        Self::from_parts(sender, with_email, self::message(message))
+    }
+
+    /// Frames serialised elsewhere (by another node): `with_email` for `sender` and staff,
+    /// `without_email` for everyone else.
+    pub fn from_parts(sender: i64, with_email: Utf8Bytes, without_email: Utf8Bytes) -> Self {
+        Self {
+            sender,
+            with_email,
+            without_email,
+        }
+    }
+
+    /// The sender's id and the two frames, as [`MessageFrames::from_parts`] takes them.
+    pub fn parts(&self) -> (i64, &Utf8Bytes, &Utf8Bytes) {
+        (self.sender, &self.with_email, &self.without_email)
+    }
+
+    /// The frame `viewer` may get.
+    pub fn for_viewer(&self, viewer: Viewer) -> &Utf8Bytes {
+        if viewer.sees_email_of(self.sender) {
+            &self.with_email
+        } else {
+            &self.without_email
+        }
+    }
+}
+
 /// `{"type": "error", "message": "…"}`
 pub fn error(text: &str) -> Utf8Bytes {
     encode(&ErrorFrame {
@@ -246,9 +294,13 @@ pub struct AiReply {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String)]
     pub timestamp: DateTime<Utc>,
-    /// Token counts as the provider reported them; each is null when it reported none.
+    /// Token counts as the provider reported them, or as the server estimated them when it
+    /// reported none (see `usage_estimated`); null on a reply saved without any.
     #[schema(value_type = TokenCounts)]
     pub usage: ReplyTokens,
+    /// True when `usage` was counted by the server because the provider reported no figures
+    /// (a reply cancelled or cut short, or a provider that does not count streamed replies).
+    pub usage_estimated: bool,
     /// `stop`, `length`, `cancelled` or `error`, or another reason the provider gave (such as
     /// `content_filter`).
     pub finish_reason: Option<String>,
@@ -304,6 +356,7 @@ impl AssistantMessageFrame {
                     completion_tokens: m.completion_tokens,
                     total_tokens: m.total_tokens,
                 },
+                usage_estimated: m.usage_estimated,
                 finish_reason: m.finish_reason,
             },
         }

@@ -220,7 +220,8 @@ pub struct RelatedChatContext {
     pub messages: Vec<ContextLine>,
 }
 
-/// Tokens a model read (prompt) and wrote (completion), as the provider counted them.
+/// Tokens a model read (prompt) and wrote (completion), as the provider counted them (or the
+/// server, when the provider reported none).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TokenCounts {
     /// Tokens the model read: system prompt, context and conversation.
@@ -248,6 +249,11 @@ pub struct ModelUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// The part of `total_tokens` the server counted itself because the provider reported no
+    /// figures (replies cancelled or cut short, providers that do not count streamed replies).
+    pub estimated_tokens: i64,
+    /// True when any of these figures includes such an estimate.
+    pub usage_estimated: bool,
 }
 
 /// Token use on one UTC day, all models together.
@@ -259,6 +265,11 @@ pub struct DayUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// The part of `total_tokens` the server counted itself because the provider reported no
+    /// figures (replies cancelled or cut short, providers that do not count streamed replies).
+    pub estimated_tokens: i64,
+    /// True when any of these figures includes such an estimate.
+    pub usage_estimated: bool,
 }
 
 /// One model's token use on one UTC day.
@@ -270,6 +281,11 @@ pub struct DayModelUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// The part of `total_tokens` the server counted itself because the provider reported no
+    /// figures (replies cancelled or cut short, providers that do not count streamed replies).
+    pub estimated_tokens: i64,
+    /// True when any of these figures includes such an estimate.
+    pub usage_estimated: bool,
 }
 
 /// What `GET /api/ai/usage/` answers: one user's token use over a range of UTC days. Days and
@@ -285,6 +301,11 @@ pub struct Usage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// The part of `total_tokens` the server counted itself because the provider reported no
+    /// figures (replies cancelled or cut short, providers that do not count streamed replies).
+    pub estimated_tokens: i64,
+    /// True when any of these figures includes such an estimate.
+    pub usage_estimated: bool,
     /// By model name.
     pub by_model: Vec<ModelUsage>,
     /// By day, oldest first.

@@ -30,24 +30,80 @@ pub fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&format_timestamp(t))
 }
 
-/// A user as the original's `UserSerializer` shows them.
+/// Who is looking at a view: it decides what a view may show of other users. An email address
+/// is shown to its owner and to staff (`is_staff` or `is_superuser`, as the administration area
+/// admits them); everyone else gets `""`, which the contract allows for a user without one. Every
+/// user object of the API and of the sockets is rendered through this rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    /// The viewer's user id.
+    pub id: i64,
+    /// Staff see every user's email.
+    pub staff: bool,
+}
+
+impl Viewer {
+    /// `user` as a viewer.
+    pub fn of(user: &User) -> Self {
+        Self {
+            id: user.id,
+            staff: user.is_staff || user.is_superuser,
+        }
+    }
+
+    /// Whether this viewer may see the email of user `user_id`: their own, or anyone's for staff.
+    pub fn sees_email_of(&self, user_id: i64) -> bool {
+        self.staff || self.id == user_id
+    }
+}
+
+/// A user as the original's `UserSerializer` shows them, to one viewer ([`Viewer`]).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub username: String,
-    /// Empty when the user gave none.
+    /// Shown only to the user themself and to staff; `""` for everyone else, and when the user
+    /// gave none.
     pub email: String,
     /// `owner`, `student` or `staff`.
     pub user_type: String,
 }
 
-impl From<&User> for UserView {
-    fn from(u: &User) -> Self {
+impl UserView {
+    /// `user` as `viewer` may see them.
+    pub fn for_viewer(user: &User, viewer: Viewer) -> Self {
+        Self::of_fields(
+            user.id,
+            &user.username,
+            &user.email,
+            user.user_type.as_str(),
+            viewer,
+        )
+    }
+
+    /// The user as they see themself (their own email included).
+    pub fn own(user: &User) -> Self {
+        Self::for_viewer(user, Viewer::of(user))
+    }
+
+    fn of_fields(id: i64, username: &str, email: &str, user_type: &str, viewer: Viewer) -> Self {
         Self {
-            id: u.id,
-            username: u.username.clone(),
-            email: u.email.clone(),
-            user_type: u.user_type.as_str().to_owned(),
+            id,
+            username: username.to_owned(),
+            email: if viewer.sees_email_of(id) {
+                email.to_owned()
+            } else {
+                String::new()
+            },
+            user_type: user_type.to_owned(),
+        }
+    }
+
+    /// The same user with the email hidden: as a viewer other than themself and staff sees them.
+    pub fn without_email(&self) -> Self {
+        Self {
+            email: String::new(),
+            ..self.clone()
         }
     }
 }
@@ -90,21 +146,33 @@ pub struct MessageView {
     pub timestamp: DateTime<Utc>,
 }
 
-impl From<Message> for MessageView {
-    fn from(m: Message) -> Self {
+impl MessageView {
+    /// Message `m` as `viewer` may see it (its sender's email hidden from others than the sender
+    /// and staff).
+    pub fn for_viewer(m: Message, viewer: Viewer) -> Self {
         Self {
             id: m.id,
             chat: m.chat_id,
             seq: m.seq,
-            sender: UserView {
-                id: m.sender_id,
-                username: m.sender_username,
-                email: m.sender_email,
-                user_type: m.sender_user_type.as_str().to_owned(),
-            },
+            sender: UserView::of_fields(
+                m.sender_id,
+                &m.sender_username,
+                &m.sender_email,
+                m.sender_user_type.as_str(),
+                viewer,
+            ),
             content: m.content,
             timestamp: m.created_at,
         }
+    }
+
+    /// Message `m` as its sender sees it, their email included.
+    pub fn as_sent(m: Message) -> Self {
+        let sender = Viewer {
+            id: m.sender_id,
+            staff: false,
+        };
+        Self::for_viewer(m, sender)
     }
 }
 
@@ -151,13 +219,18 @@ pub struct AiMessageView {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
-    /// Tokens the model read for this reply; null for users' messages and when the provider
-    /// reported no counts.
+    /// Tokens the model read for this reply, as the provider reported them or, when it reported
+    /// none, as the server counted them (`usage_estimated`); null for users' messages.
     pub prompt_tokens: Option<i64>,
-    /// Tokens the model wrote; null as for `prompt_tokens`.
+    /// Tokens the model wrote (for a reply cut short, what was received); null as for
+    /// `prompt_tokens`.
     pub completion_tokens: Option<i64>,
-    /// The total the provider reported; null as for `prompt_tokens`.
+    /// The total the provider reported, or the sum of the two estimates; null as for
+    /// `prompt_tokens`.
     pub total_tokens: Option<i64>,
+    /// True when the token counts were counted by the server with the model's tokenizer (or an
+    /// approximation for a model it does not know) because the provider reported none.
+    pub usage_estimated: bool,
     /// Why a reply ended: `stop`, `length`, `cancelled`, `error`, `interrupted`, or another
     /// reason the provider gave (such as `content_filter`); null for users.
     pub finish_reason: Option<String>,
@@ -176,6 +249,7 @@ impl From<AiMessage> for AiMessageView {
             prompt_tokens: m.prompt_tokens,
             completion_tokens: m.completion_tokens,
             total_tokens: m.total_tokens,
+            usage_estimated: m.usage_estimated,
             finish_reason: m.finish_reason.map(|reason| reason.as_str().to_owned()),
             model: m.model,
         }
@@ -190,9 +264,10 @@ pub struct AiChatView {
     pub user: i64,
     /// The owner's username.
     pub user_username: String,
-    /// The linked group chat whose messages may be given to the model; null when none.
+    /// The linked group chat whose messages may be given to the model; null when none, and
+    /// while the owner does not take part in it (the link applies again if they rejoin).
     pub related_chat: Option<i64>,
-    /// The linked group chat's name; null when none.
+    /// The linked group chat's name; null as for `related_chat`.
     pub related_chat_name: Option<String>,
     pub title: String,
     /// Sent to the model first in every request.
@@ -213,12 +288,15 @@ pub struct AiChatView {
 impl AiChatView {
     /// The view of `chat` with its messages (oldest first).
     pub fn new(chat: AiChat, messages: Vec<AiMessageView>) -> Self {
+        let related = chat
+            .related_chat()
+            .map(|(id, name)| (id, name.map(str::to_owned)));
         Self {
             id: chat.id,
             user: chat.user_id,
             user_username: chat.user_username,
-            related_chat: chat.related_chat_id,
-            related_chat_name: chat.related_chat_name,
+            related_chat: related.as_ref().map(|(id, _)| *id),
+            related_chat_name: related.and_then(|(_, name)| name),
             title: chat.title,
             system_prompt: chat.system_prompt,
             created_at: chat.created_at,

@@ -194,7 +194,8 @@ async fn the_related_chat_is_checked_on_every_write() {
         StatusCode::BAD_REQUEST,
         "re-linking to a chat she is not in"
     );
-    // After leaving the linked chat, any update must also drop or change the link.
+    // After leaving the linked chat, an update that leaves the link out keeps it, hidden; one
+    // that names it again is refused.
     let other = alice.create_chat("other", &[]).await;
     alice
         .post(&format!("/api/chats/{shared}/leave/"), &json!({}))
@@ -203,6 +204,14 @@ async fn the_related_chat_is_checked_on_every_write() {
         .patch(
             &format!("/api/ai/chats/{mine}/"),
             &json!({"title": "renamed"}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body["related_chat"], Value::Null);
+    let response = alice
+        .patch(
+            &format!("/api/ai/chats/{mine}/"),
+            &json!({"related_chat": shared}),
         )
         .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
@@ -818,7 +827,8 @@ async fn usage_is_totalled_per_model_and_day() {
     );
     assert_eq!(
         usage["by_model"],
-        json!([{"model": MODEL, "prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}])
+        json!([{"model": MODEL, "prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42,
+                "estimated_tokens": 0, "usage_estimated": false}])
     );
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     assert_eq!(usage["by_day"][0]["day"], today);
@@ -1009,5 +1019,175 @@ async fn original_ai_sockets_ignore_unknown_types_and_read_a_missing_type_as_a_m
     assert_eq!(
         next_frame(&mut extended).await,
         json!({"type": "error", "message": "Unknown message type: dance"})
+    );
+}
+
+/// A quarter of the characters, rounded up: how the server counts text for a model whose
+/// encoding it does not know (the fake's).
+fn quarter(text: &str) -> i64 {
+    (text.chars().count() as u64).div_ceil(4) as i64
+}
+
+/// The server's estimate of a prompt for such a model: 3 tokens per message beside its role and
+/// content, and 3 priming the reply.
+fn approximate_prompt(request: &Value) -> i64 {
+    let messages = request["messages"].as_array().unwrap();
+    messages
+        .iter()
+        .map(|m| 3 + quarter(m["role"].as_str().unwrap()) + quarter(m["content"].as_str().unwrap()))
+        .sum::<i64>()
+        + 3
+}
+
+/// The token counts of an AI message (or an AI socket's reply), as
+/// `(prompt, completion, total, estimated)`.
+fn counts(message: &Value) -> (i64, i64, i64, bool) {
+    let usage = if message.get("usage").is_some() {
+        &message["usage"]
+    } else {
+        message
+    };
+    (
+        usage["prompt_tokens"].as_i64().expect("prompt_tokens"),
+        usage["completion_tokens"]
+            .as_i64()
+            .expect("completion_tokens"),
+        usage["total_tokens"].as_i64().expect("total_tokens"),
+        message["usage_estimated"]
+            .as_bool()
+            .expect("usage_estimated"),
+    )
+}
+
+#[tokio::test]
+async fn token_use_is_recorded_however_a_reply_ends() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |c| {
+        c.ai.timeout = Duration::from_millis(1000);
+        c.ai.retries = 0;
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(&alice, json!({"title": "t"})).await;
+    let last_stored = || async {
+        let stored = alice
+            .get(&format!("/api/ai/chats/{chat}/messages/"))
+            .await
+            .body;
+        stored.as_array().unwrap().last().unwrap().clone()
+    };
+    let (mut total, mut estimated) = (0, 0);
+
+    // A provider that counts: its figures, exactly.
+    fake.then(reply("exact answer", 11, 4));
+    let answer = ask(&alice, chat, json!({"content": "q1"})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(counts(&answer.body), (11, 4, 15, false));
+    total += 15;
+
+    // A provider that reports no usage on streams: counted here, and marked.
+    fake.then(Behaviour::NoUsage(vec!["no ".into(), "count".into()]));
+    let answer = ask(&alice, chat, json!({"content": "q2"})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let prompt = approximate_prompt(&fake.last_request());
+    assert!(prompt > 0);
+    assert_eq!(
+        counts(&answer.body),
+        (
+            prompt,
+            quarter("no count"),
+            prompt + quarter("no count"),
+            true
+        )
+    );
+    assert_eq!(counts(&last_stored().await), counts(&answer.body));
+    total += prompt + quarter("no count");
+    estimated += prompt + quarter("no count");
+
+    // A provider error mid-stream: the prompt and what was streamed are counted.
+    fake.then(Behaviour::Truncated(vec!["half ".into(), "a reply".into()]));
+    let answer = ask(&alice, chat, json!({"content": "q3"})).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let prompt = approximate_prompt(&fake.last_request());
+    let stored = last_stored().await;
+    assert_eq!(stored["finish_reason"], "error");
+    assert_eq!(
+        counts(&stored),
+        (
+            prompt,
+            quarter("half a reply"),
+            prompt + quarter("half a reply"),
+            true
+        )
+    );
+    total += prompt + quarter("half a reply");
+    estimated += prompt + quarter("half a reply");
+
+    // A reply cut by the timeout between chunks: the same.
+    fake.then(slow(&["slow ", "never"], 5_000));
+    let answer = ask(&alice, chat, json!({"content": "q4"})).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let prompt = approximate_prompt(&fake.last_request());
+    let stored = last_stored().await;
+    assert_eq!(
+        (stored["content"].as_str(), stored["finish_reason"].as_str()),
+        (Some("slow "), Some("error"))
+    );
+    assert_eq!(
+        counts(&stored),
+        (prompt, quarter("slow "), prompt + quarter("slow "), true)
+    );
+    total += prompt + quarter("slow ");
+    estimated += prompt + quarter("slow ");
+
+    // Accepted, then failed before any text: no reply to keep, but the prompt was read.
+    fake.then(Behaviour::Truncated(Vec::new()));
+    let answer = ask(&alice, chat, json!({"content": "q5"})).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(last_stored().await["content"], "q5", "no empty reply kept");
+    let prompt = approximate_prompt(&fake.last_request());
+    total += prompt;
+    estimated += prompt;
+
+    // Refused outright: nothing was spent.
+    fake.then(Behaviour::Status(400));
+    let answer = ask(&alice, chat, json!({"content": "q6"})).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+
+    // Cancelled mid-stream: the prompt and the part streamed before the cancel.
+    let mut socket = alice.ai_ws_v2(chat).await;
+    let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    fake.then(slow(&chunk_refs, 100));
+    socket.send_json(json!({"content": "a long story"})).await;
+    socket.next_of("assistant_delta").await;
+    socket.send_json(json!({"type": "cancel"})).await;
+    let (_, reply) = read_reply(&mut socket).await;
+    assert_eq!(reply["finish_reason"], "cancelled");
+    let content = reply["content"].as_str().unwrap();
+    assert!(content.starts_with("w0 ") && content.len() < chunks.concat().len());
+    let prompt = approximate_prompt(&fake.last_request());
+    assert!(quarter(content) > 0);
+    assert_eq!(
+        counts(&reply),
+        (prompt, quarter(content), prompt + quarter(content), true)
+    );
+    assert_eq!(counts(&last_stored().await), counts(&reply));
+    total += prompt + quarter(content);
+    estimated += prompt + quarter(content);
+
+    // The totals per user and day include every one of them, with the estimated part told.
+    let usage = alice.get("/api/ai/usage/").await.body;
+    assert_eq!(usage["total_tokens"], total, "{usage}");
+    assert_eq!(usage["estimated_tokens"], estimated, "{usage}");
+    assert_eq!(usage["usage_estimated"], true);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(usage["by_day"][0]["day"], today);
+    assert_eq!(usage["by_day"][0]["total_tokens"], total);
+    assert_eq!(usage["by_day"][0]["estimated_tokens"], estimated);
+    assert_eq!(usage["by_model"][0]["usage_estimated"], true);
+    assert_eq!(
+        usage["prompt_tokens"].as_i64().unwrap() + usage["completion_tokens"].as_i64().unwrap(),
+        total
     );
 }

@@ -118,7 +118,8 @@ async fn user_on(node: &Node, username: &str) -> Client {
     let response = client
         .post(
             "/api/register/",
-            &json!({"username": username, "password": PASSWORD, "password_confirm": PASSWORD}),
+            &json!({"username": username, "email": format!("{username}@example.com"),
+                    "password": PASSWORD, "password_confirm": PASSWORD}),
         )
         .await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
@@ -404,4 +405,55 @@ async fn changepassword_on_the_command_line_closes_the_users_sockets_on_every_no
     );
     assert_eq!(on_a_socket.closed_within(PROMPTLY).await, Some(4001));
     assert_eq!(on_b_socket.closed_within(PROMPTLY).await, Some(4001));
+}
+
+/// `client`'s session, presented to `node`.
+fn same_session_on(node: &Node, client: &Client) -> Client {
+    let other = node.client();
+    other.set_cookie("sessionid", &client.cookie("sessionid").unwrap());
+    other.set_cookie("csrftoken", &client.csrf().unwrap());
+    other
+}
+
+#[tokio::test]
+async fn departures_on_one_node_close_sockets_on_the_other_and_frames_hide_emails() {
+    let cluster = cluster().await;
+    let owner = user_on(&cluster.a, "owner").await;
+    let alice = user_on(&cluster.b, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let members = [id(&alice.me().await), id(&bob.me().await)];
+    let bob_id = members[1];
+    let chat = owner.create_chat("cross", &members).await;
+    let mut owner_ws = owner.ws(chat).await;
+    let mut alice_ws = alice.ws(chat).await;
+    let mut bob_ws = bob.ws(chat).await;
+
+    // A message crossing nodes shows its sender's address only to the sender.
+    owner.send_message(chat, "from a").await;
+    assert_eq!(
+        owner_ws.next_message().await["sender"]["email"],
+        "owner@example.com"
+    );
+    assert_eq!(alice_ws.next_message().await["sender"]["email"], "");
+    assert_eq!(bob_ws.next_message().await["content"], "from a");
+    bob_ws.send_json(json!({"content": "from b"})).await;
+    assert_eq!(owner_ws.next_message().await["sender"]["email"], "");
+    assert_eq!(
+        bob_ws.next_message().await["sender"]["email"],
+        "bob@example.com"
+    );
+
+    // Alice leaves through node A: her socket on node B closes.
+    let alice_on_a = same_session_on(&cluster.a, &alice);
+    let left = alice_on_a
+        .post(&format!("/api/chats/{chat}/leave/"), &json!({}))
+        .await;
+    assert_eq!(left.status, StatusCode::NO_CONTENT);
+    assert_eq!(alice_ws.closed().await, Some(4003));
+    // Bob is removed through node A: his socket on node B closes too.
+    let removed = owner
+        .delete(&format!("/api/chats/{chat}/participants/{bob_id}/"))
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(bob_ws.closed().await, Some(4003));
 }

@@ -46,6 +46,9 @@ pub enum Behaviour {
     Garbage,
     /// These chunks, then the body ends with no finish reason and no `[DONE]`.
     Truncated(Vec<String>),
+    /// These chunks and a finish reason, then `[DONE]` with no usage, as providers that do not
+    /// count streamed replies answer.
+    NoUsage(Vec<String>),
 }
 
 #[derive(Default)]
@@ -252,6 +255,12 @@ async fn completions(
             Json(json!({ "error": { "message": "secret upstream detail: key sk-live-abc is over quota" } })),
         )
             .into_response(),
+        Behaviour::NoUsage(chunks) => {
+            let mut parts: Vec<String> = chunks.iter().map(|c| chunk(Some(c), None)).collect();
+            parts.push(chunk(None, Some("stop")));
+            parts.push("data: [DONE]\n\n".to_owned());
+            event_stream(shared, parts, Duration::ZERO)
+        }
         Behaviour::Truncated(chunks) => {
             let parts = chunks.iter().map(|c| chunk(Some(c), None)).collect();
             event_stream(shared, parts, Duration::ZERO)

@@ -779,3 +779,11 @@ pub async fn execute(db: &Db, sql: &'static str, param: &str) {
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
+
+/// A message object with its sender's email hidden, as a viewer other than the sender (and not
+/// staff) is shown it.
+pub fn without_email(message: &Value) -> Value {
+    let mut message = message.clone();
+    message["sender"]["email"] = Value::from("");
+    message
+}

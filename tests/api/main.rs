@@ -16,6 +16,7 @@ mod openapi;
 mod page_bytes;
 mod pagination;
 mod passwords;
+mod privacy;
 mod realtime;
 mod schema;
 mod tokens;

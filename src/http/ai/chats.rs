@@ -121,7 +121,8 @@ pub fn chat_settings(
                 .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned()),
         )
     };
-    let related_chat = if input.has("related_chat") {
+    let related_chat_given = input.has("related_chat");
+    let related_chat = if related_chat_given {
         input.optional_nullable_id("related_chat", &mut errors)
     } else {
         existing.and_then(|c| c.related_chat_id)
@@ -132,6 +133,7 @@ pub fn chat_settings(
             title,
             system_prompt,
             related_chat,
+            related_chat_given,
         }),
         _ => Err(ApiError::BadRequest("incomplete AI chat".into())),
     }

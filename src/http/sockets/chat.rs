@@ -65,9 +65,16 @@ pub async fn chat_socket(
     upgrade.on_upgrade(move |socket| {
         let connections = state.realtime.connections.clone();
         connections.track_future(async move {
-            Connection::new(state, chat_id, user, settings.queue_capacity, slot, protocol)
-                .run(socket, resume, handshake_seq)
-                .await
+            Connection::new(
+                state,
+                chat_id,
+                user,
+                settings.queue_capacity,
+                slot,
+                protocol,
+            )
+            .run(socket, resume, handshake_seq)
+            .await
         })
     })
 }

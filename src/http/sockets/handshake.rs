@@ -5,9 +5,9 @@
 use crate::{
     auth::{csrf, AuthUser},
     error::ApiError,
+    http::query::Query,
     realtime::registry::{Refused, Slot},
     service::sessions,
-    http::query::Query,
     service::FieldErrors,
     state::AppState,
     store::users::User,
