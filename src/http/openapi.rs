@@ -172,7 +172,7 @@ impl Modify for WebSockets {
                 "Connect as a participant (session cookie or bearer token; browsers must be on a \
                  trusted Origin). Add `?after_seq=N` (or `?after=<message id>`) to first receive \
                  every message after N, then live ones, with no gap and no duplicate. Close codes: \
-                 1001 server going away, 1009 frame over 64 KiB, 1011 try again, 4003 no longer a \
+                 1001 server going away, 1009 frame over 128 KiB, 1011 try again, 4003 no longer a \
                  participant, 4004 chat deleted, 4008 too slow (reconnect with `after_seq`).",
                 "chat_socket",
                 &["ChatSendFrame", "TypingRequestFrame"],

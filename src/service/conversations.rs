@@ -133,16 +133,18 @@ pub async fn create(
     Ok(settings.summary(id))
 }
 
-/// Replaces an owned AI chat's settings. Errors: `Validation` on `related_chat`.
+/// Replaces an owned AI chat's settings and answers with the whole AI chat as it now is, as
+/// the original's `AIChatSerializer` answers an update (the same object as [`get`]).
+/// Errors: `Validation` on `related_chat`; `NotFound` when the chat was deleted meanwhile.
 pub async fn update(
     state: &AppState,
     user: &User,
     chat: &AiChat,
     settings: ChatSettings,
-) -> ServiceResult<AiChatSummary> {
+) -> ServiceResult<AiChatView> {
     check_related(state, user, settings.related_chat).await?;
     store::ai::update(&state.db, chat.id, &settings.fields()).await?;
-    Ok(settings.summary(chat.id))
+    get(state, chat.id, user).await
 }
 
 /// Deletes an owned AI chat with its messages (its token accounting stays); a running reply

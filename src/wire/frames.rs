@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::text;
 #[allow(unused_imports)] // named by the OpenAPI schema of `AiReply::usage`
 use crate::wire::schemas::TokenCounts;
 use crate::wire::views::{timestamp, AiMessageView, MessageView};
@@ -266,7 +267,8 @@ impl ChatClientFrame {
     /// Parses a text frame. The error is the message of the error frame to answer with, worded
     /// as the original's consumer words it: `Invalid JSON`, `Unknown message type: …` (the type
     /// cut to 50 characters), `Unknown message type` (a type that is not a string), `Content
-    /// must be a string`.
+    /// must be a string`; and content holding NUL is refused with Django's wording (see
+    /// [`text::NUL_REFUSED`]).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut frame = object(text)?;
         match frame.get("type") {
@@ -277,7 +279,13 @@ impl ChatClientFrame {
             Some(Value::String(kind)) => return Err(unknown_type(kind)),
             Some(_) => return Err("Unknown message type".into()),
         }
-        serde_json::from_value(Value::Object(frame)).map_err(|_| "Content must be a string".into())
+        let frame = serde_json::from_value(Value::Object(frame))
+            .map_err(|_| "Content must be a string".to_owned())?;
+        match &frame {
+            ChatClientFrame::Message { content: Some(c) } => refuse_nul(c)?,
+            ChatClientFrame::Message { content: None } | ChatClientFrame::Typing {} => {}
+        }
+        Ok(frame)
     }
 }
 
@@ -313,7 +321,8 @@ pub enum ContextLimit {
 
 impl AiClientFrame {
     /// Parses a text frame. The error is the message of the error frame to answer with:
-    /// `Invalid JSON`, or `Unknown message type: …` (the type cut to 50 characters).
+    /// `Invalid JSON`, `Unknown message type: …` (the type cut to 50 characters), or content
+    /// holding NUL refused with Django's wording (see [`text::NUL_REFUSED`]).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut frame = object(text)?;
         match frame.get("type") {
@@ -324,8 +333,21 @@ impl AiClientFrame {
                 frame.insert("type".into(), Value::from("message"));
             }
         }
-        serde_json::from_value(Value::Object(frame)).map_err(|_| "Invalid JSON".into())
+        let frame =
+            serde_json::from_value(Value::Object(frame)).map_err(|_| "Invalid JSON".to_owned())?;
+        if let AiClientFrame::Message { content, .. } = &frame {
+            refuse_nul(content)?;
+        }
+        Ok(frame)
     }
+}
+
+/// The sockets' one check for NUL in what a client sends, as every reader of input has one.
+fn refuse_nul(content: &str) -> Result<(), String> {
+    if text::has_nul(content) {
+        return Err(text::NUL_REFUSED.into());
+    }
+    Ok(())
 }
 
 fn object(text: &str) -> Result<serde_json::Map<String, Value>, String> {
@@ -433,5 +455,15 @@ mod tests {
             Err("Unknown message type: dance".to_owned())
         );
         assert_eq!(AiClientFrame::parse("1"), Err("Invalid JSON".to_owned()));
+    }
+
+    #[test]
+    fn content_holding_nul_is_refused_with_its_own_reason() {
+        let nul = "Null characters are not allowed.".to_owned();
+        assert_eq!(
+            ChatClientFrame::parse(r#"{"content":"a\u0000b"}"#),
+            Err(nul.clone())
+        );
+        assert_eq!(AiClientFrame::parse(r#"{"content":"a\u0000b"}"#), Err(nul));
     }
 }
