@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     config::Config,
+    domain::{text, username},
     service::{
         accounts::{self, RegistrationForm},
         FieldErrors, ServiceError,
@@ -132,10 +133,7 @@ async fn createsuperuser(
     };
     let (password, confirm) = match password {
         Some(p) => (p.clone(), p),
-        None if interactive => (
-            rpassword::prompt_password("Password: ")?,
-            rpassword::prompt_password("Password (again): ")?,
-        ),
+        None if interactive => (secret("Password: ")?, secret("Password (again): ")?),
         None => anyhow::bail!("--password is required when no terminal is attached"),
     };
 
@@ -170,17 +168,17 @@ async fn changepassword(config: Config, username: String) -> anyhow::Result<()> 
     // With REDIS_URL set, the running servers hear that the user's credentials ended and close
     // the sockets opened with them.
     let state = AppState::new(db.clone(), config).await?;
-    let found = crate::store::users::by_usernames(&db, std::slice::from_ref(&username)).await?;
+    let stored_form = vec![username::normalize(&username)];
+    let found = crate::store::users::by_usernames(&db, &stored_form).await?;
     let Some(user) = found.into_iter().next() else {
         anyhow::bail!("no user named {username:?}");
     };
     let (password, confirm) = if io::stdin().is_terminal() {
-        let first = rpassword::prompt_password(format!("New password for {username}: "))?;
-        let again = rpassword::prompt_password("New password (again): ")?;
+        let first = secret(&format!("New password for {username}: "))?;
+        let again = secret("New password (again): ")?;
         (first, again)
     } else {
-        let mut line = String::new();
-        io::stdin().lock().read_line(&mut line)?;
+        let line = read_line()?;
         let line = line.trim_end_matches(['\r', '\n']).to_owned();
         (line.clone(), line)
     };
@@ -202,10 +200,29 @@ async fn changepassword(config: Config, username: String) -> anyhow::Result<()> 
     }
 }
 
-fn prompt(label: &str) -> io::Result<String> {
+/// Asks for one line in the terminal; the answer stripped as Django's form fields strip text.
+fn prompt(label: &str) -> anyhow::Result<String> {
     print!("{label}");
     io::stdout().flush()?;
+    Ok(text::strip(&read_line()?).to_owned())
+}
+
+/// A password typed in the terminal without echo; NUL refused as in [`read_line`].
+fn secret(label: &str) -> anyhow::Result<String> {
+    let password = rpassword::prompt_password(label)?;
+    if text::has_nul(&password) {
+        anyhow::bail!("{}", text::NUL_REFUSED);
+    }
+    Ok(password)
+}
+
+/// One line of standard input. Text holding NUL is refused here, as every surface refuses it
+/// where it is read (arguments and the environment cannot hold NUL at all).
+fn read_line() -> anyhow::Result<String> {
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim().to_owned())
+    if text::has_nul(&line) {
+        anyhow::bail!("{}", text::NUL_REFUSED);
+    }
+    Ok(line)
 }

@@ -39,7 +39,7 @@ pub async fn chats(
 ) -> AdminResult<Response> {
     let filter = AiChatFilter {
         search: params.text("q"),
-        owner: params.text("owner"),
+        owner: params.username("owner"),
     };
     let q = filter.search.clone().unwrap_or_default();
     let owner = filter.owner.clone().unwrap_or_default();
@@ -118,7 +118,7 @@ pub async fn messages(
     let chat = params.text("chat").unwrap_or_default();
     let role = params.text("role").and_then(|r| AiRole::parse(&r).ok());
     let role_text = role.map(|r| r.as_str().to_owned()).unwrap_or_default();
-    let owner = params.text("owner").unwrap_or_default();
+    let owner = params.username("owner").unwrap_or_default();
     let keep = [
         ("chat", chat.clone()),
         ("role", role_text.clone()),

@@ -15,7 +15,7 @@ use super::{
     StaffUser,
 };
 use crate::{
-    domain::MAX_CHAT_NAME_CHARS,
+    domain::{text, username, MAX_CHAT_NAME_CHARS},
     realtime::hub::RoomEvent,
     state::AppState,
     store::{self, chats::ChatSummary, users::User},
@@ -114,9 +114,9 @@ pub async fn rename(
     let StaffForm { staff, form } = posted;
     let chat = chat(&state, id).await?;
     let name = form.text("name");
-    let mut errors = Errors::default();
-    if name.is_empty() {
-        errors.add("name", "This field may not be blank.");
+    let mut errors = form.errors();
+    if name.is_empty() && !errors.has("name") {
+        errors.add("name", text::BLANK);
     }
     check_length(&mut errors, "name", &name, MAX_CHAT_NAME_CHARS);
     if !errors.is_empty() {
@@ -145,13 +145,16 @@ pub async fn add_participants(
     let chat = chat(&state, id).await?;
     let raw = form.text("usernames");
     // Usernames have no spaces or commas, so either separates them.
+    // Stored usernames are in NFKC form: a look-alike spelling names the account it imitates.
     let wanted: BTreeSet<String> = raw
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|n| !n.is_empty())
-        .map(str::to_owned)
+        .map(username::normalize)
         .collect();
-    let mut errors = Errors::default();
-    if wanted.is_empty() {
+    let mut errors = form.errors();
+    // A field refused as read has its reason already; there is nothing to look up.
+    let refused = errors.has("usernames");
+    if wanted.is_empty() && !refused {
         errors.add("usernames", "Enter at least one username.");
     } else if wanted.len() > MAX_ADDED {
         errors.add(

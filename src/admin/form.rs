@@ -1,7 +1,9 @@
 //! Reading what a page was asked: query parameters, path ids and form bodies, with failures that
-//! render as admin pages rather than the API's JSON.
+//! render as admin pages rather than the API's JSON. Both readers refuse NUL once, for every
+//! field (see [`text::NUL_REFUSED`]): a query string holding one is a 400 page, a form field
+//! holding one is reported next to that field and reads as absent.
 
-use std::{collections::BTreeMap, convert::Infallible};
+use std::collections::BTreeMap;
 
 use axum::{
     body::Bytes,
@@ -10,7 +12,10 @@ use axum::{
 };
 
 use super::AdminError;
-use crate::service::FieldErrors;
+use crate::{
+    domain::{text, username},
+    service::FieldErrors,
+};
 
 /// Messages about a form's fields, shown next to them; `__all__` holds those about the whole form.
 #[derive(Debug, Default, Clone)]
@@ -48,13 +53,10 @@ impl From<FieldErrors> for Errors {
     }
 }
 
-/// At most `max` characters, or an error about `field`.
+/// At most `max` characters (see [`text::char_count`]), or an error about `field`.
 pub fn check_length(errors: &mut Errors, field: &str, value: &str, max: usize) {
-    if value.chars().count() > max {
-        errors.add(
-            field,
-            format!("Ensure this field has no more than {max} characters."),
-        );
+    if !text::within(value, max) {
+        errors.add(field, text::too_long(max));
     }
 }
 
@@ -81,12 +83,19 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The trimmed value, `None` when absent or blank.
+    /// The value stripped as Django's form fields strip it ([`text::strip`]), `None` when
+    /// absent or blank.
     pub fn text(&self, name: &str) -> Option<String> {
         self.get(name)
-            .map(str::trim)
+            .map(text::strip)
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
+    }
+
+    /// A filter on usernames: the text (see [`Params::text`]) in the form stored usernames
+    /// have ([`username::normalize`], NFKC), so a look-alike spelling finds the account.
+    pub fn username(&self, name: &str) -> Option<String> {
+        self.text(name).map(|v| username::normalize(&v))
     }
 
     /// A yes/no filter; anything else (including blank) means "either".
@@ -95,11 +104,21 @@ impl Params {
     }
 }
 
+/// A query string holding NUL anywhere is refused (400) before any page reads it: its values
+/// are searches and filters, and no stored text can hold NUL.
 impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = Infallible;
+    type Rejection = AdminError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(Params::parse(parts.uri.query().unwrap_or("")))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AdminError> {
+        let params = Params::parse(parts.uri.query().unwrap_or(""));
+        if params
+            .0
+            .iter()
+            .any(|(k, v)| text::has_nul(k) || text::has_nul(v))
+        {
+            return Err(AdminError::BadRequest(text::NUL_REFUSED.into()));
+        }
+        Ok(params)
     }
 }
 
@@ -142,23 +161,55 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminIds {
 /// An `application/x-www-form-urlencoded` body, as HTML forms send it (size-limited by the
 /// router's body limit). A repeated name keeps its last value, so a checkbox may follow a
 /// hidden field of the same name that says "off".
+///
+/// A field whose value holds NUL is refused: it reads as absent, and [`FormData::refused`]
+/// reports it with [`text::NUL_REFUSED`], so a form shows that reason next to the field and a
+/// name looked up (the login's) finds no one.
 #[derive(Debug, Default)]
-pub struct FormData(Params);
+pub struct FormData {
+    params: Params,
+    refused: FieldErrors,
+}
 
 impl FormData {
     /// Parses a URL-encoded body, percent-decoding names and values.
     pub fn parse(body: &[u8]) -> FormData {
-        FormData(Params(form_urlencoded::parse(body).into_owned().collect()))
+        let mut refused = FieldErrors::new();
+        let pairs = form_urlencoded::parse(body)
+            .into_owned()
+            .filter(|(name, value)| {
+                let nul = text::has_nul(value);
+                if nul && !refused.has(name) {
+                    refused.add(name, text::NUL_REFUSED);
+                }
+                !nul
+            })
+            .collect();
+        FormData {
+            params: Params(pairs),
+            refused,
+        }
+    }
+
+    /// The fields refused for holding NUL, each with its reason; empty when none was.
+    pub fn refused(&self) -> &FieldErrors {
+        &self.refused
+    }
+
+    /// The errors a form starts from: those of [`FormData::refused`].
+    pub fn errors(&self) -> Errors {
+        Errors::from(self.refused.clone())
     }
 
     /// The value of `name` as sent (the last one when repeated); `None` when absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name)
+        self.params.get(name)
     }
 
-    /// The trimmed value; empty when absent.
+    /// The value stripped as Django's form fields strip it ([`text::strip`]); empty when
+    /// absent.
     pub fn text(&self, name: &str) -> String {
-        self.get(name).map(str::trim).unwrap_or("").to_owned()
+        self.get(name).map(text::strip).unwrap_or("").to_owned()
     }
 
     /// The value as sent (passwords are not trimmed); empty when absent.
@@ -223,9 +274,22 @@ mod tests {
         assert_eq!(form.text("name"), "a b");
         assert_eq!(form.raw("name"), " a b ");
         assert_eq!(form.flag("empty"), Some(false));
-        let params = Params::parse("q=%20&staff=yes&active=maybe");
+        let params = Params::parse("q=%20&staff=yes&active=maybe&owner=+%EF%BD%81%EF%BD%8C+");
         assert_eq!(params.text("q"), None);
+        assert_eq!(params.username("owner").as_deref(), Some("al"));
         assert_eq!(params.flag("staff"), Some(true));
         assert_eq!(params.flag("active"), None);
+    }
+
+    #[test]
+    fn a_field_holding_nul_is_refused_and_reads_as_absent() {
+        let form = FormData::parse(b"username=a%00b&password=x&username=c%00");
+        assert_eq!(form.get("username"), None);
+        assert_eq!(form.raw("password"), "x");
+        assert_eq!(
+            form.errors().get("username"),
+            ["Null characters are not allowed."]
+        );
+        assert!(!form.errors().has("password"));
     }
 }

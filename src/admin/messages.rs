@@ -40,7 +40,7 @@ pub async fn list(
     params: Params,
 ) -> AdminResult<Response> {
     let chat = params.text("chat").unwrap_or_default();
-    let sender = params.text("sender").unwrap_or_default();
+    let sender = params.username("sender").unwrap_or_default();
     let q = params.text("q").unwrap_or_default();
     let keep = [
         ("chat", chat.clone()),

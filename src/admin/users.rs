@@ -18,7 +18,7 @@ use crate::{
     domain::{Email, UserType},
     service::{
         accounts::{self, RegistrationForm},
-        FieldErrors, ServiceError,
+        ServiceError,
     },
     state::AppState,
     store::{
@@ -81,7 +81,8 @@ pub async fn list(
     params: Params,
 ) -> AdminResult<Response> {
     let filter = UserFilter {
-        search: params.text("q"),
+        // Usernames are searched in their stored (NFKC) form.
+        search: params.username("q"),
         user_type: params
             .text("user_type")
             .and_then(|t| UserType::parse(&t).ok()),
@@ -166,17 +167,20 @@ pub async fn add(State(state): State<AppState>, posted: StaffForm) -> AdminResul
         return render_with(StatusCode::FORBIDDEN, &page);
     }
     let user_type = Some(page.user_type.clone()).filter(|t| !t.is_empty());
-    let form = RegistrationForm {
-        username: Some(page.username.clone()),
-        email: Some(page.email.clone()),
-        password: Some(form.raw("password")),
-        password_confirm: Some(form.raw("password_confirm")),
+    // A field refused for holding NUL is absent, its reason already recorded.
+    let refused = form.refused().clone();
+    let accepted = |name: &str, value: String| (!refused.has(name)).then_some(value);
+    let registration = RegistrationForm {
+        username: accepted("username", page.username.clone()),
+        email: accepted("email", page.email.clone()),
+        password: accepted("password", form.raw("password")),
+        password_confirm: accepted("password_confirm", form.raw("password_confirm")),
         user_type,
     };
     let created = accounts::register(
         &state,
-        form,
-        FieldErrors::new(),
+        registration,
+        refused.clone(),
         page.is_staff,
         page.is_superuser,
     )
@@ -291,7 +295,7 @@ pub async fn edit(
         is_superuser: form.flag("is_superuser").unwrap_or(target.is_superuser),
         is_active: form.flag("is_active").unwrap_or(target.is_active),
     };
-    let mut errors = Errors::default();
+    let mut errors = form.errors();
     let mut status = StatusCode::OK;
     check_length(
         &mut errors,
@@ -308,10 +312,14 @@ pub async fn edit(
     if let Err(message) = Email::parse(&submitted.email) {
         errors.add("email", message);
     }
-    let user_type = UserType::parse(&submitted.user_type).unwrap_or_else(|message| {
-        errors.add("user_type", message);
+    let user_type = if errors.has("user_type") {
         target.user_type
-    });
+    } else {
+        UserType::parse(&submitted.user_type).unwrap_or_else(|message| {
+            errors.add("user_type", message);
+            target.user_type
+        })
+    };
     let privileges_changed =
         submitted.is_staff != target.is_staff || submitted.is_superuser != target.is_superuser;
     if privileges_changed && !staff.is_superuser() {
@@ -405,7 +413,12 @@ pub async fn set_password(
     let keep = (id == staff.user.id).then_some(staff.key_hash.as_str());
     let password = form.raw("password");
     let confirm = form.raw("password_confirm");
-    match accounts::change_password(&state, &target, password, &confirm, keep).await {
+    let outcome = if form.refused().is_empty() {
+        accounts::change_password(&state, &target, password, &confirm, keep).await
+    } else {
+        Err(ServiceError::Validation(form.refused().clone()))
+    };
+    match outcome {
         Ok(_) => {}
         Err(ServiceError::Validation(errors)) => {
             return render(&PasswordPage {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::generation::AiEvent;
 use crate::{
-    domain::MessageContent,
+    domain::{text, ContentError, MessageContent},
     realtime::{
         close::{self, Close},
         deadline::{within, WriteError},
@@ -204,13 +204,16 @@ async fn on_text(
             context_message_limit,
         }) => (content, include_related_chat_context, context_message_limit),
     };
-    if raw.trim().is_empty() {
-        return Err(Some("Message content cannot be empty".into()));
-    }
-    let Ok(content) = MessageContent::parse(raw) else {
-        return Err(Some(
-            "Message content is too long (at most 10000 characters)".into(),
-        ));
+    // The original's AI socket strips the question, as its REST serializer does.
+    let content = match MessageContent::parse(text::strip(&raw).to_owned()) {
+        Ok(content) => content,
+        Err(ContentError::Blank) => return Err(Some("Message content cannot be empty".into())),
+        Err(ContentError::TooLong) => {
+            return Err(Some(format!(
+                "Message content is too long (at most {} characters)",
+                crate::domain::message::MAX_CHARS
+            )))
+        }
     };
     let context_limit = match limit {
         ContextLimit::Absent => DEFAULT_CONTEXT_MESSAGES,

@@ -1,5 +1,7 @@
 //! Email addresses: optional, but well-formed when given.
 
+use super::text;
+
 /// Longest address, in characters: 254, the limit of Django's `EmailField` (RFC 5321's 256-octet
 /// path less its angle brackets).
 pub const MAX_CHARS: usize = 254;
@@ -17,7 +19,7 @@ impl Email {
         if raw.is_empty() {
             return Ok(Self(String::new()));
         }
-        if raw.chars().count() > MAX_CHARS {
+        if !text::within(raw, MAX_CHARS) {
             return Err("Ensure this field has no more than 254 characters.");
         }
         let Some((local, domain)) = raw.rsplit_once('@') else {
@@ -35,7 +37,8 @@ impl Email {
     }
 }
 
-/// The dot-atom form of RFC 5322 (quoted local parts are not accepted).
+/// The dot-atom form of RFC 5322 (quoted local parts are not accepted), at most 64 octets of
+/// UTF-8: RFC 5321 (section 4.5.3.1.1) and RFC 6531 state this limit in octets, not characters.
 fn valid_local(local: &str) -> bool {
     !local.is_empty()
         && local.len() <= 64
@@ -47,6 +50,8 @@ fn valid_local(local: &str) -> bool {
         })
 }
 
+/// Dot-separated labels of letters, digits and inner hyphens, each at most 63 octets (the DNS
+/// limit of RFC 1035, in octets), ending in a top-level label of two or more characters.
 fn valid_domain(domain: &str) -> bool {
     let labels: Vec<&str> = domain.split('.').collect();
     labels.len() >= 2
@@ -57,9 +62,9 @@ fn valid_domain(domain: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_alphanumeric() || c == '-')
         })
-        && labels
-            .last()
-            .is_some_and(|tld| tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit()))
+        && labels.last().is_some_and(|tld| {
+            text::char_count(tld) >= 2 && !tld.chars().all(|c| c.is_ascii_digit())
+        })
 }
 
 #[cfg(test)]

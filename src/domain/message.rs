@@ -1,28 +1,44 @@
-//! Message text: not blank, at most 10,000 characters, and kept exactly as sent.
+//! Message text: not blank, at most 10,000 characters.
 
-/// Longest message, in characters (Unicode scalar values, not bytes).
+use super::text;
+
+/// Longest message, in characters (Unicode code points, as Django counts them; not bytes).
 pub const MAX_CHARS: usize = 10_000;
 
-/// The text of a chat message or of a question to the model: not blank, free of NUL, at most
-/// [`MAX_CHARS`] characters, and stored exactly as sent (never trimmed).
+/// The text of a chat message or of a question to the model: not blank, at most [`MAX_CHARS`]
+/// characters, and stored as given. Whether it was trimmed first is the surface's choice, as in
+/// the original: its REST serializers strip the text, its chat socket keeps it as sent. NUL was
+/// refused by the reader that received it (see [`text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageContent(String);
 
+/// Why a text is not a [`MessageContent`]; it displays as the REST API's field message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentError {
+    /// Empty, or only whitespace.
+    Blank,
+    /// Over [`MAX_CHARS`] characters.
+    TooLong,
+}
+
+impl std::fmt::Display for ContentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContentError::Blank => f.write_str(text::BLANK),
+            ContentError::TooLong => f.write_str(&text::too_long(MAX_CHARS)),
+        }
+    }
+}
+
 impl MessageContent {
-    /// Blank is judged on the trimmed text; the stored text is the original. The error is the
-    /// wire's message for the rule broken (blank, NUL, too long).
-    pub fn parse(raw: String) -> Result<Self, String> {
-        if raw.trim().is_empty() {
-            return Err("This field may not be blank.".into());
+    /// Blank is judged on the text stripped as Python strips it; the stored text is the one
+    /// given.
+    pub fn parse(raw: String) -> Result<Self, ContentError> {
+        if text::strip(&raw).is_empty() {
+            return Err(ContentError::Blank);
         }
-        // PostgreSQL text cannot hold NUL; refuse it on every backend alike.
-        if raw.contains('\0') {
-            return Err("Null characters are not allowed.".into());
-        }
-        if raw.chars().count() > MAX_CHARS {
-            return Err(format!(
-                "Ensure this field has no more than {MAX_CHARS} characters."
-            ));
+        if !text::within(&raw, MAX_CHARS) {
+            return Err(ContentError::TooLong);
         }
         Ok(Self(raw))
     }
@@ -43,7 +59,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_text_as_sent_and_rejects_blank_or_long() {
+    fn keeps_text_as_given_and_rejects_blank_or_long() {
         assert_eq!(
             MessageContent::parse("  hi  ".into()).unwrap().as_str(),
             "  hi  "
@@ -51,5 +67,7 @@ mod tests {
         assert!(MessageContent::parse(" \n\t".into()).is_err());
         assert!(MessageContent::parse("é".repeat(MAX_CHARS)).is_ok());
         assert!(MessageContent::parse("é".repeat(MAX_CHARS + 1)).is_err());
+        assert!(MessageContent::parse("😀".repeat(MAX_CHARS)).is_ok());
+        assert!(MessageContent::parse("😀".repeat(MAX_CHARS + 1)).is_err());
     }
 }

@@ -4,12 +4,13 @@ pub mod ai_message;
 pub mod email;
 pub mod message;
 pub mod password;
+pub mod text;
 pub mod user_type;
 pub mod username;
 
 pub use ai_message::{AiRole, FinishReason};
 pub use email::Email;
-pub use message::MessageContent;
+pub use message::{ContentError, MessageContent};
 pub use password::PasswordPolicy;
 pub use user_type::UserType;
 pub use username::Username;

@@ -55,7 +55,7 @@ impl PasswordPolicy {
         if let Some(label) = too_similar(password, attributes) {
             problems.push(format!("The password is too similar to the {label}."));
         }
-        if password.chars().count() < MIN_LENGTH {
+        if super::text::char_count(password) < MIN_LENGTH {
             problems.push(format!(
                 "This password is too short. It must contain at least {MIN_LENGTH} characters."
             ));

@@ -1,34 +1,51 @@
-//! Usernames: up to 150 letters, digits and `@ . + - _`, as the original's validator allows.
+//! Usernames: up to 150 letters, digits and `@ . + - _`, as the original's validator allows,
+//! in Unicode's NFKC form, as the original's user model stores them.
+
+use unicode_normalization::UnicodeNormalization;
+
+use super::text;
 
 /// Longest username, in characters: the limit of Django's `User.username`.
 pub const MAX_CHARS: usize = 150;
 
 /// A username accepted by the original's validator (Django's `UnicodeUsernameValidator`): one to
-/// [`MAX_CHARS`] letters, digits and `@ . + - _`, case kept. Whether it is free is the store's
-/// question, not this type's.
+/// [`MAX_CHARS`] letters, digits and `@ . + - _`, case kept, in NFKC form (see [`normalize`]).
+/// Whether it is free is the store's question, not this type's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
-    /// The wire's error messages for a rejected name.
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        if raw.chars().count() > MAX_CHARS {
-            return Err("Ensure this field has no more than 150 characters.");
+    /// Normalizes `raw` (see [`normalize`]), then checks it. The error is the wire's message for
+    /// the rule broken.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let name = normalize(raw);
+        if !text::within(&name, MAX_CHARS) {
+            return Err(text::too_long(MAX_CHARS));
         }
-        let valid = !raw.is_empty()
-            && raw
+        let valid = !name.is_empty()
+            && name
                 .chars()
                 .all(|c| c.is_alphanumeric() || matches!(c, '@' | '.' | '+' | '-' | '_'));
         if !valid {
-            return Err("Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.");
+            return Err("Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.".into());
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(name))
     }
 
-    /// The name as given.
+    /// The name as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A username as the store keeps it: Unicode's compatibility composition (NFKC), which folds
+/// look-alikes such as the fullwidth `ａｌｉｃｅ` into `alice`. Django's
+/// `AbstractBaseUser.normalize_username` does this to every username it stores; here it is
+/// also applied to every name looked up (login, tokens, members by username, the command line,
+/// the admin area's username filters), so a look-alike finds the account it imitates and can
+/// never register beside it.
+pub fn normalize(raw: &str) -> String {
+    raw.nfkc().collect()
 }
 
 #[cfg(test)]
@@ -49,5 +66,17 @@ mod tests {
         }
         assert!(Username::parse(&"a".repeat(150)).is_ok());
         assert!(Username::parse(&"a".repeat(151)).is_err());
+    }
+
+    #[test]
+    fn look_alikes_fold_to_the_name_they_imitate() {
+        assert_eq!(Username::parse("ａｌｉｃｅ").unwrap().as_str(), "alice");
+        assert_eq!(normalize("ｂｏｂ＿２"), "bob_2");
+        // The limit is judged on the stored form: `㎒` becomes the three letters `MHz`.
+        assert!(Username::parse(&"㎒".repeat(50)).is_ok());
+        assert_eq!(
+            Username::parse(&"㎒".repeat(51)),
+            Err(text::too_long(MAX_CHARS))
+        );
     }
 }

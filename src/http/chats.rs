@@ -11,7 +11,7 @@ use axum::{
 };
 
 use super::{
-    input::{required_text, Input},
+    input::{limited_text, Input},
     pagination::Cursor,
     path::{Id, Ids},
 };
@@ -102,7 +102,7 @@ async fn create(
     input: Input,
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
-    let name = required_text(&input, "name", MAX_CHAT_NAME_CHARS, &mut errors);
+    let name = limited_text(&input, "name", MAX_CHAT_NAME_CHARS, &mut errors);
     let members = member_request(&input, &mut errors);
     let chat = chats::create(&state, &auth.user, name, members, errors).await?;
     Ok((StatusCode::CREATED, Json(chat)).into_response())
@@ -143,7 +143,7 @@ async fn update(
 ) -> ApiResult<Json<ChatView>> {
     let mut errors = FieldErrors::new();
     let name = if method == Method::PUT || input.has("name") {
-        required_text(&input, "name", MAX_CHAT_NAME_CHARS, &mut errors)
+        limited_text(&input, "name", MAX_CHAT_NAME_CHARS, &mut errors)
     } else {
         None
     };
@@ -188,15 +188,15 @@ async fn send_message(
 ) -> ApiResult<Response> {
     let chat = chats::visible(&state, id, &auth.user).await?;
     let mut errors = FieldErrors::new();
-    let content = input
-        .required_string("content", &mut errors)
-        .and_then(|raw| match MessageContent::parse(raw) {
+    let content = input.required_text("content", &mut errors).and_then(|raw| {
+        match MessageContent::parse(raw) {
             Ok(content) => Some(content),
             Err(message) => {
-                errors.add("content", message);
+                errors.add("content", message.to_string());
                 None
             }
-        });
+        }
+    });
     errors.check()?;
     let content = content.ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
     let message = messaging::send(&state, &auth.user, chat.id, content).await?;

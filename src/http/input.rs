@@ -1,6 +1,8 @@
 //! Request bodies. `Input` reads a JSON or form-encoded body (as the original accepts both) with
 //! an explicit size limit, and its field readers turn wrong shapes into the contract's field
-//! errors, so a bad body is always a 4xx with a clear message.
+//! errors, so a bad body is always a 4xx with a clear message. Every string the API reads from
+//! a body passes through [`Input::optional_string`] or [`Input::optional_string_list`], which
+//! refuse NUL (see [`text::NUL_REFUSED`]) once, for every field.
 
 use axum::{
     body::{Body, Bytes},
@@ -10,7 +12,7 @@ use axum::{
 use http_body_util::Limited;
 use serde_json::{Map, Value};
 
-use crate::{error::ApiError, service::FieldErrors};
+use crate::{domain::text, error::ApiError, service::FieldErrors};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -170,9 +172,15 @@ impl Input {
         }
     }
 
-    /// A string field that may be absent (`None`); present but malformed records an error.
+    /// A string field that may be absent (`None`); present but malformed records an error. A
+    /// string holding NUL records [`text::NUL_REFUSED`] and reads as `None`: a field stored
+    /// gets a 400 with that reason, and a name looked up (a login) finds no one.
     pub fn optional_string(&self, name: &str, errors: &mut FieldErrors) -> Option<String> {
         match self.fields.get(name)? {
+            Value::String(s) if text::has_nul(s) => {
+                errors.add(name, text::NUL_REFUSED);
+                None
+            }
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             Value::Null => {
@@ -202,7 +210,9 @@ impl Input {
         Some(ids)
     }
 
-    /// A list of strings, absent as `None`.
+    /// A list of strings, absent as `None`, read as Django REST Framework's
+    /// `ListField(child=CharField())` reads it: each item stripped (see [`text::strip`]), and
+    /// an item that is blank, holds NUL or is not a string is an error about the list.
     pub fn optional_string_list(
         &self,
         name: &str,
@@ -211,15 +221,36 @@ impl Input {
         let items = self.list(name, errors)?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            match item {
-                Value::String(s) => out.push(s.clone()),
-                _ => {
-                    errors.add(name, "Not a valid string.");
-                    return None;
+            let problem = match item {
+                Value::String(s) if text::has_nul(s) => text::NUL_REFUSED,
+                Value::String(s) if text::strip(s).is_empty() => text::BLANK,
+                Value::String(s) => {
+                    out.push(text::strip(s).to_owned());
+                    continue;
                 }
-            }
+                _ => "Not a valid string.",
+            };
+            errors.add(name, problem);
+            return None;
         }
         Some(out)
+    }
+
+    /// A required text field read as Django REST Framework's `CharField` reads it: stripped of
+    /// leading and trailing whitespace (see [`text::strip`]), and [`text::BLANK`] when nothing
+    /// is left.
+    pub fn required_text(&self, name: &str, errors: &mut FieldErrors) -> Option<String> {
+        let raw = self.required_string(name, errors)?;
+        let stripped = text::strip(&raw);
+        if stripped.is_empty() {
+            errors.add(name, text::BLANK);
+            return None;
+        }
+        Some(if stripped.len() == raw.len() {
+            raw
+        } else {
+            stripped.to_owned()
+        })
     }
 
     /// A boolean, absent as `None`: JSON `true`/`false`, or text (any case, spaces trimmed)
@@ -334,40 +365,19 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// A required, non-blank text field of at most `max_chars` characters, trimmed.
-pub fn required_text(
+/// A required text field (see [`Input::required_text`]) of at most `max_chars` characters.
+pub fn limited_text(
     input: &Input,
     name: &str,
     max_chars: usize,
     errors: &mut FieldErrors,
 ) -> Option<String> {
-    let raw = input.required_string(name, errors)?;
-    checked_text(name, raw.trim(), max_chars, errors)
-}
-
-/// Checks a text value against the blank and length rules, recording what it breaks.
-pub fn checked_text(
-    name: &str,
-    value: &str,
-    max_chars: usize,
-    errors: &mut FieldErrors,
-) -> Option<String> {
-    if value.is_empty() {
-        errors.add(name, "This field may not be blank.");
+    let value = input.required_text(name, errors)?;
+    if !text::within(&value, max_chars) {
+        errors.add(name, text::too_long(max_chars));
         return None;
     }
-    if value.chars().count() > max_chars {
-        errors.add(
-            name,
-            format!("Ensure this field has no more than {max_chars} characters."),
-        );
-        return None;
-    }
-    if value.contains('\0') {
-        errors.add(name, "Null characters are not allowed.");
-        return None;
-    }
-    Some(value.to_owned())
+    Some(value)
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ impl Modify for WebSockets {
                 "Connect as a participant (session cookie or bearer token; browsers must be on a \
                  trusted Origin). Add `?after_seq=N` (or `?after=<message id>`) to first receive \
                  every message after N, then live ones, with no gap and no duplicate. Close codes: \
-                 1001 server going away, 1009 frame over 64 KiB, 1011 try again, 4001 credentials \
+                 1001 server going away, 1009 frame over 128 KiB, 1011 try again, 4001 credentials \
                  ended (log in again), 4003 no longer a participant, 4004 chat deleted, 4008 too \
                  slow (reconnect with `after_seq`). A user over `MRM_MAX_SOCKETS_PER_USER` \
                  sockets is answered 429. In the original protocol every client frame is a message \
@@ -243,7 +243,7 @@ impl Modify for WebSockets {
                  frames before it, a socket opened while a reply runs first gets the text so far, \
                  `{\"type\": \"cancel\"}` stops the reply, `{\"type\": \"typing\"}` is ignored, \
                  and an unknown `type` is answered with an error. Close codes: 1001 server going \
-                 away, 1009 frame over 64 KiB, 4001 credentials ended (log in again), 4004 AI chat \
+                 away, 1009 frame over 128 KiB, 4001 credentials ended (log in again), 4004 AI chat \
                  deleted, 4008 too slow.",
                 "ai_chat_socket",
                 SocketFrames {

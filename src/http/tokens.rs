@@ -17,11 +17,13 @@ use crate::wire::schemas::{BadRequest, Detail, ErrorMessage, TokenRequest, Token
 use crate::wire::views::UserView;
 use crate::{
     auth::{AuthUser, Credential},
+    domain::text,
     error::{ApiError, ApiResult},
     service::{accounts, sessions, FieldErrors},
     state::AppState,
 };
 
+/// Longest token name, in characters, once stripped of surrounding whitespace.
 const MAX_NAME_CHARS: usize = 100;
 
 /// Issuing and revoking bearer tokens.
@@ -47,21 +49,20 @@ async fn create(
     CredentialsInput(input): CredentialsInput,
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
-    let name = input
+    let raw_name = input
         .optional_string("name", &mut errors)
         .unwrap_or_default();
-    if name.chars().count() > MAX_NAME_CHARS {
-        errors.add(
-            "name",
-            format!("Ensure this field has no more than {MAX_NAME_CHARS} characters."),
-        );
+    // Stripped first, then measured: surrounding spaces are not part of the name.
+    let name = text::strip(&raw_name);
+    if !text::within(name, MAX_NAME_CHARS) {
+        errors.add("name", text::too_long(MAX_NAME_CHARS));
     }
     errors.check()?;
     let (username, password) = credentials(&input);
     // Not held while the password waits for its hash.
     drop(input);
     let user = accounts::authenticate(&state, peer.ip(), username, password).await?;
-    let issued = sessions::issue_token(&state, &user, name.trim()).await?;
+    let issued = sessions::issue_token(&state, &user, name).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": issued.token, "user": UserView::own(&user) })),

@@ -3,7 +3,7 @@
 
 /// The server is going away (shutdown, deploy): reconnect, with `after_seq`.
 pub const GOING_AWAY: u16 = 1001;
-/// A frame over the 64 KiB limit.
+/// A frame over the 128 KiB limit.
 pub const TOO_BIG: u16 = 1009;
 /// The server could not serve the chat just now: reconnect.
 pub const INTERNAL: u16 = 1011;

@@ -26,7 +26,7 @@ use super::{
     registry::Slot,
 };
 use crate::{
-    domain::MessageContent,
+    domain::{ContentError, MessageContent},
     service::{messaging, ServiceError},
     state::AppState,
     store::{self, users::User},
@@ -438,17 +438,21 @@ impl Reader {
         }
     }
 
+    /// Sends a message as its text arrived: the original's chat socket does not strip it.
     async fn on_message(&mut self, raw: String) -> Option<Close> {
-        if raw.trim().is_empty() {
-            self.error("Content cannot be empty");
-            return None;
-        }
-        let Ok(content) = MessageContent::parse(raw) else {
-            self.error(&format!(
-                "Content is too long (at most {} characters)",
-                crate::domain::message::MAX_CHARS
-            ));
-            return None;
+        let content = match MessageContent::parse(raw) {
+            Ok(content) => content,
+            Err(ContentError::Blank) => {
+                self.error("Content cannot be empty");
+                return None;
+            }
+            Err(ContentError::TooLong) => {
+                self.error(&format!(
+                    "Content is too long (at most {} characters)",
+                    crate::domain::message::MAX_CHARS
+                ));
+                return None;
+            }
         };
         match messaging::send(&self.state, &self.user, self.chat_id, content).await {
             Ok(_) => None,

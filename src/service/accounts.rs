@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    domain::{password, Email, UserType, Username},
+    domain::{password, text, username, Email, UserType, Username},
     state::AppState,
     store::{self, users::NewUser, users::User},
 };
@@ -39,7 +39,9 @@ const USERNAME_TAKEN: &str = "A user with that username already exists.";
 
 /// Checks a new account: field rules, a free username, matching passwords, then the password
 /// policy (`PasswordPolicy`, Django's four validators). Field errors found so far by the caller
-/// come in `errors` and are reported together with these.
+/// come in `errors` and are reported together with these. The username and email are stripped
+/// of surrounding whitespace (as the original's serializer strips them) and the username is
+/// normalized to NFKC before it is checked or compared, so `ａｌｉｃｅ` is `alice`.
 ///
 /// Errors: `Validation` with every field error; `BadRequest` when a required field is missing
 /// and the caller did not record why.
@@ -55,7 +57,7 @@ pub async fn validate_registration(
         password_confirm,
         user_type,
     } = form;
-    let username = username.and_then(|raw| match Username::parse(raw.trim()) {
+    let username = username.and_then(|raw| match Username::parse(text::strip(&raw)) {
         Ok(name) => Some(name),
         Err(message) => {
             errors.add("username", message);
@@ -67,7 +69,7 @@ pub async fn validate_registration(
             errors.add("username", USERNAME_TAKEN);
         }
     }
-    let email = match Email::parse(email.unwrap_or_default().trim()) {
+    let email = match Email::parse(text::strip(&email.unwrap_or_default())) {
         Ok(email) => Some(email),
         Err(message) => {
             errors.add("email", message);
@@ -178,6 +180,7 @@ pub async fn register_from(
 /// `client` and that username (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) and against the password budget
 /// of `client` (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`).
 ///
+/// The username is normalized as stored usernames are ([`username::normalize`], NFKC).
 /// As the original: anything short of a matching username and password of an active account is
 /// `InvalidCredentials`, and an unknown username costs the same time as a wrong password. A
 /// password longer than any that can be set (`password::MAX_LENGTH`) is `InvalidCredentials`
@@ -192,6 +195,8 @@ pub async fn authenticate(
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ServiceError::InvalidCredentials);
     };
+    // Stored usernames are in NFKC form, so a look-alike spelling finds the account it imitates.
+    let username = username::normalize(&username);
     state.limits.login(client, &username)?;
     if password::too_long(&password) {
         tracing::info!("failed login: password over the length limit");

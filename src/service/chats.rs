@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::{
+    domain::username,
     realtime::hub::RoomEvent,
     state::AppState,
     store::{
@@ -30,7 +31,8 @@ pub const NESTED_MESSAGES: i64 = 100;
 pub struct MemberRequest {
     /// User ids (`participant_ids`).
     pub ids: Vec<i64>,
-    /// Usernames, matched exactly (`participant_usernames`).
+    /// Usernames (`participant_usernames`), matched exactly once normalized as stored ones are
+    /// (NFKC).
     pub usernames: Vec<String>,
 }
 
@@ -146,11 +148,16 @@ async fn resolve_members(
         members.extend(found);
     }
     if !request.usernames.is_empty() {
-        let found = store::users::by_usernames(&state.db, &request.usernames).await?;
+        // Stored usernames are in NFKC form: a look-alike spelling names the account it imitates.
+        let usernames: Vec<String> = request
+            .usernames
+            .iter()
+            .map(|n| username::normalize(n))
+            .collect();
+        let found = store::users::by_usernames(&state.db, &usernames).await?;
         if strict_usernames {
             let known: BTreeSet<&str> = found.iter().map(|u| u.username.as_str()).collect();
-            let unknown: BTreeSet<&str> = request
-                .usernames
+            let unknown: BTreeSet<&str> = usernames
                 .iter()
                 .map(String::as_str)
                 .filter(|n| !known.contains(n))

@@ -136,25 +136,22 @@ pub async fn create(
     Ok(settings.summary(id))
 }
 
-/// Replaces an owned AI chat's settings. A link the request names is checked; when it names
-/// none, the chat's link is kept as it is, even while the owner is out of that chat (it stays
-/// hidden from them, and applies again if they rejoin). Errors: `Validation` on `related_chat`.
+/// Replaces an owned AI chat's settings and answers with the whole AI chat as it now is, as
+/// the original's `AIChatSerializer` answers an update (the same object as [`get`]). A link the
+/// request names is checked; when it names none, the chat's link is kept as it is, even while the
+/// owner is out of that chat (it stays hidden from them, and applies again if they rejoin).
+/// Errors: `Validation` on `related_chat`; `NotFound` when the chat was deleted meanwhile.
 pub async fn update(
     state: &AppState,
     user: &User,
     chat: &AiChat,
     settings: ChatSettings,
-) -> ServiceResult<AiChatSummary> {
-    let kept = !settings.related_chat_given;
-    if !kept {
+) -> ServiceResult<AiChatView> {
+    if settings.related_chat_given {
         check_related(state, user, settings.related_chat).await?;
     }
     store::ai::update(&state.db, chat.id, &settings.fields()).await?;
-    let mut summary = settings.summary(chat.id);
-    if kept && chat.related_chat().is_none() {
-        summary.related_chat = None;
-    }
-    Ok(summary)
+    get(state, chat.id, user).await
 }
 
 /// Deletes an owned AI chat with its messages (its token accounting stays); a running reply

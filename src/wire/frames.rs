@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::text;
 #[allow(unused_imports)] // named by the OpenAPI schema of `AiReply::usage`
 use crate::wire::schemas::TokenCounts;
 use crate::wire::views::{timestamp, AiMessageView, MessageView, Viewer};
@@ -380,7 +381,8 @@ pub enum ChatClientFrame {
 impl ChatClientFrame {
     /// Parses a text frame. The error is the message of the error frame to answer with:
     /// `Invalid JSON`, `Content must be a string`, and in `mrm.v2` `Unknown message type: …`
-    /// (the type cut to 50 characters) or `Unknown message type` (a type that is not a string).
+    /// (the type cut to 50 characters) or `Unknown message type` (a type that is not a string);
+    /// content holding NUL is refused with Django's wording (see [`text::NUL_REFUSED`]).
     ///
     /// In the original protocol every frame is a message: the original's consumer reads only
     /// `content` and never looks at `type`, so `{"type": "typing"}` is an empty message there.
@@ -397,7 +399,13 @@ impl ChatClientFrame {
             Some(Value::String(kind)) => return Err(unknown_type(kind)),
             Some(_) => return Err("Unknown message type".into()),
         }
-        serde_json::from_value(Value::Object(frame)).map_err(|_| "Content must be a string".into())
+        let frame = serde_json::from_value(Value::Object(frame))
+            .map_err(|_| "Content must be a string".to_owned())?;
+        match &frame {
+            ChatClientFrame::Message { content: Some(c) } => refuse_nul(c)?,
+            ChatClientFrame::Message { content: None } | ChatClientFrame::Typing {} => {}
+        }
+        Ok(frame)
     }
 }
 
@@ -433,8 +441,9 @@ pub enum ContextLimit {
 
 impl AiClientFrame {
     /// Parses a text frame; `Ok(None)` for a frame to ignore without a reply. The error is the
-    /// message of the error frame to answer with: `Invalid JSON`, or in `mrm.v2` `Unknown
-    /// message type: …` (the type cut to 50 characters).
+    /// message of the error frame to answer with: `Invalid JSON`, content holding NUL refused
+    /// with Django's wording (see [`text::NUL_REFUSED`]), or in `mrm.v2` `Unknown message
+    /// type: …` (the type cut to 50 characters).
     ///
     /// In the original protocol, as the original's consumer reads `type` (`message` when
     /// absent): a message when it is absent or `message`; anything else, `typing`, `cancel` and
@@ -454,10 +463,21 @@ impl AiClientFrame {
                 frame.insert("type".into(), Value::from("message"));
             }
         }
-        serde_json::from_value(Value::Object(frame))
-            .map(Some)
-            .map_err(|_| "Invalid JSON".into())
+        let frame =
+            serde_json::from_value(Value::Object(frame)).map_err(|_| "Invalid JSON".to_owned())?;
+        if let AiClientFrame::Message { content, .. } = &frame {
+            refuse_nul(content)?;
+        }
+        Ok(Some(frame))
     }
+}
+
+/// The sockets' one check for NUL in what a client sends, as every reader of input has one.
+fn refuse_nul(content: &str) -> Result<(), String> {
+    if text::has_nul(content) {
+        return Err(text::NUL_REFUSED.into());
+    }
+    Ok(())
 }
 
 fn object(text: &str) -> Result<serde_json::Map<String, Value>, String> {
@@ -609,5 +629,20 @@ mod tests {
         assert_eq!(Protocol::named("mrm.v2"), Some(Protocol::V2));
         assert_eq!(Protocol::named("mrm.v3"), None);
         assert_eq!(Protocol::named(""), None);
+    }
+
+    #[test]
+    fn content_holding_nul_is_refused_with_its_own_reason() {
+        let nul = "Null characters are not allowed.".to_owned();
+        for protocol in [Protocol::Original, Protocol::V2] {
+            assert_eq!(
+                ChatClientFrame::parse(r#"{"content":"a\u0000b"}"#, protocol),
+                Err(nul.clone())
+            );
+            assert_eq!(
+                AiClientFrame::parse(r#"{"content":"a\u0000b"}"#, protocol),
+                Err(nul.clone())
+            );
+        }
     }
 }

@@ -96,7 +96,8 @@ pub struct TokenRequest {
     pub username: String,
     #[schema(format = Password)]
     pub password: String,
-    /// A label for the token, e.g. the device it lives on.
+    /// A label for the token, e.g. the device it lives on; surrounding whitespace is removed
+    /// before it is measured.
     #[schema(max_length = 100)]
     pub name: Option<String>,
 }
@@ -117,7 +118,8 @@ pub struct ChatCreate {
     pub name: String,
     /// Users to add; every id must exist.
     pub participant_ids: Option<Vec<i64>>,
-    /// Users to add by name; unknown names are skipped.
+    /// Users to add by name (surrounding whitespace removed, look-alike spellings folded by
+    /// NFKC); unknown names are skipped, blank ones refused.
     pub participant_usernames: Option<Vec<String>>,
 }
 
@@ -135,14 +137,16 @@ pub struct ChatUpdate {
 pub struct ParticipantsAdd {
     /// Every id must exist.
     pub participant_ids: Option<Vec<i64>>,
-    /// Every name must exist.
+    /// Every name must exist (surrounding whitespace removed, look-alike spellings folded by
+    /// NFKC).
     pub participant_usernames: Option<Vec<String>>,
 }
 
 /// The body of `POST /api/chats/{id}/send_message/`.
 #[derive(ToSchema)]
 pub struct SendMessage {
-    /// Stored exactly as sent; must not be blank (whitespace only).
+    /// Surrounding whitespace is removed, as the original's serializer removes it; must not be
+    /// blank. (The chat socket stores text exactly as sent.)
     #[schema(min_length = 1, max_length = 10000, example = "Hello!")]
     pub content: String,
 }
@@ -153,8 +157,8 @@ pub struct AiChatCreate {
     /// Surrounding spaces are removed; must not be blank.
     #[schema(max_length = 255, example = "Homework help")]
     pub title: String,
-    /// Sent to the model first in every request; at most 20,000 characters. Default
-    /// `You are a helpful assistant.`
+    /// Sent to the model first in every request; surrounding whitespace is removed; at most
+    /// 20,000 characters. Default `You are a helpful assistant.`
     #[schema(example = "You are a helpful assistant.")]
     pub system_prompt: Option<String>,
     /// A group chat the user takes part in, whose messages may be given to the model.
@@ -164,10 +168,10 @@ pub struct AiChatCreate {
 /// The body of `PUT` and `PATCH /api/ai/chats/{id}/`; fields left out keep their values.
 #[derive(ToSchema)]
 pub struct AiChatUpdate {
-    /// Required with PUT; must not be blank.
+    /// Required with PUT; surrounding whitespace is removed; must not be blank.
     #[schema(max_length = 255)]
     pub title: Option<String>,
-    /// At most 20,000 characters; must not be blank.
+    /// At most 20,000 characters; surrounding whitespace is removed; must not be blank.
     pub system_prompt: Option<String>,
     /// A group chat the user takes part in; null unlinks it.
     pub related_chat: Option<i64>,
@@ -176,7 +180,7 @@ pub struct AiChatUpdate {
 /// The body of `POST /api/ai/chats/{id}/send_message/`.
 #[derive(ToSchema)]
 pub struct AiSendMessage {
-    /// The question, stored exactly as sent; must not be blank.
+    /// The question, stripped of surrounding whitespace; must not be blank.
     #[schema(min_length = 1, max_length = 10000)]
     pub content: String,
     /// Give the model the related group chat's newest messages.
@@ -346,6 +350,7 @@ pub enum NotFoundBody {
 pub struct ChatSendFrame {
     #[schema(example = "message")]
     pub r#type: Option<String>,
+    /// Stored exactly as sent (not stripped, as in the original); must not be blank.
     #[schema(min_length = 1, max_length = 10000)]
     pub content: String,
 }
@@ -363,6 +368,7 @@ pub struct TypingRequestFrame {
 pub struct AiAskFrame {
     #[schema(example = "message")]
     pub r#type: Option<String>,
+    /// The question, stripped of surrounding whitespace; must not be blank.
     #[schema(min_length = 1, max_length = 10000)]
     pub content: String,
     /// Give the model the related group chat's newest messages (only `true` counts).

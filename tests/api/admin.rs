@@ -1534,3 +1534,122 @@ async fn deactivating_a_user_stops_their_running_ai_reply() {
         "the provider's request was abandoned"
     );
 }
+
+#[tokio::test]
+async fn nul_in_admin_input_is_refused_with_its_own_reason() {
+    const NUL: &str = "Null characters are not allowed.";
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("Project", &[]).await;
+    let alice_id = user_id(&app, "alice").await;
+
+    // A name holding NUL finds no one.
+    let page = Browser::new(&app).login("root\u{0}", PASSWORD).await;
+    page.assert_ok();
+    assert!(page.has("Please enter the correct username and password"));
+
+    // Searches and filters are refused before anything is looked up.
+    for path in [
+        "/admin/users/?q=al%00",
+        "/admin/chats/?q=%00",
+        "/admin/messages/?sender=a%00&q=x",
+        "/admin/ai/chats/?owner=%00",
+        "/admin/ai/messages/?owner=%00",
+        "/admin/login/?next=%2Fadmin%2F%00",
+    ] {
+        let page = admin.get(path).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(page.has(NUL), "{path}: {}", page.html);
+    }
+
+    // Forms show the reason next to the field, alone, and save nothing.
+    let page = admin
+        .post(
+            "/admin/users/add/",
+            &[
+                ("username", "new\u{0}"),
+                ("password", "a-long-passphrase"),
+                ("password_confirm", "a-long-passphrase"),
+            ],
+        )
+        .await;
+    page.assert_ok();
+    assert!(page.has(NUL) && page.has(r#"id="username-errors""#));
+    assert!(!page.has("Enter a valid username"));
+    let page = admin
+        .post(
+            &format!("/admin/users/{alice_id}/"),
+            &[
+                ("first_name", "Al\u{0}"),
+                ("email", "alice@example.com"),
+                ("user_type", "stu\u{0}dent"),
+            ],
+        )
+        .await;
+    page.assert_ok();
+    assert_eq!(page.count(NUL), 2, "{}", page.html);
+    assert!(!page.has("is not a valid choice"));
+    assert_eq!(user(&app, "alice").await.first_name, "");
+    let page = admin
+        .post(
+            &format!("/admin/users/{alice_id}/password/"),
+            &[("password", "x\u{0}y"), ("password_confirm", "x\u{0}y")],
+        )
+        .await;
+    page.assert_ok();
+    assert!(page.has(NUL) && !page.has("may not be blank"));
+    alice.me().await;
+
+    let path = format!("/admin/chats/{chat}/");
+    let page = admin.post(&path, &[("name", "P\u{0}")]).await;
+    page.assert_ok();
+    assert!(page.has(NUL) && !page.has("may not be blank"));
+    let page = admin
+        .post(
+            &format!("{path}participants/"),
+            &[("usernames", "bob\u{0}")],
+        )
+        .await;
+    page.assert_ok();
+    assert!(page.has(NUL) && !page.has("Enter at least one username"));
+    assert_eq!(
+        alice.get(&format!("/api/chats/{chat}/")).await.body["name"],
+        "Project"
+    );
+}
+
+#[tokio::test]
+async fn admin_forms_and_filters_fold_look_alike_usernames() {
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let alice = app.user("alice").await;
+    app.register("bob").await;
+    let chat = alice.create_chat("Project", &[]).await;
+
+    let page = admin
+        .post(
+            "/admin/users/add/",
+            &[
+                ("username", "ａｌｉｃｅ"),
+                ("password", "a-long-passphrase"),
+                ("password_confirm", "a-long-passphrase"),
+            ],
+        )
+        .await;
+    page.assert_ok();
+    assert!(page.has("A user with that username already exists."));
+
+    let page = Browser::new(&app).login("ｒｏｏｔ", PASSWORD).await;
+    assert_eq!(page.redirect(), "/admin/");
+
+    let page = admin
+        .post(
+            &format!("/admin/chats/{chat}/participants/"),
+            &[("usernames", "ｂｏｂ")],
+        )
+        .await;
+    assert_eq!(page.redirect(), format!("/admin/chats/{chat}/?done=added"));
+    let page = admin.get("/admin/users/?q=%EF%BD%82%EF%BD%8F").await;
+    assert!(page.has(">bob</a></td>"), "{}", page.html);
+}

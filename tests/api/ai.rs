@@ -933,12 +933,12 @@ async fn a_logout_closes_that_sessions_socket_but_lets_the_reply_finish() {
 }
 
 #[tokio::test]
-async fn an_ai_socket_frame_over_64_kib_closes_with_1009() {
+async fn an_ai_socket_frame_over_128_kib_closes_with_1009() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice").await;
     let chat = ai_chat(&alice, json!({"title": "t"})).await;
     let mut socket = alice.ai_ws(chat).await.unwrap();
-    socket.send_text("x".repeat(70 * 1024)).await;
+    socket.send_text("x".repeat(130 * 1024)).await;
     assert_eq!(socket.closed().await, Some(1009));
 }
 

@@ -133,3 +133,47 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_command_line_folds_look_alike_usernames_and_refuses_nul() {
+    use std::io::Write;
+    let db = TestDatabase::create().await;
+    let create = |username: &str| {
+        mrm_chat(&db.url)
+            .args(["createsuperuser", "--username", username])
+            .args(["--password", "an-admin-passphrase"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = create("ｒｏｏｔ");
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains(r#""root""#));
+    let output = create("root");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("A user with that username already exists."),
+        "{output:?}"
+    );
+
+    let change = |input: &'static [u8]| {
+        let mut child = mrm_chat(&db.url)
+            .args(["changepassword", "ｒｏｏｔ"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let output = change(b"a-new-admin-passphrase\n");
+    assert!(output.status.success(), "{output:?}");
+    let output = change(b"a-new\0passphrase\n");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Null characters are not allowed."),
+        "{output:?}"
+    );
+}

@@ -11,6 +11,7 @@ mod csrf;
 mod errors;
 mod fake_openai;
 mod helpers;
+mod input;
 mod messages;
 mod openapi;
 mod page_bytes;

@@ -388,8 +388,8 @@ async fn bad_input_gets_an_error_frame_and_saves_nothing() {
         json!({"type": "error", "message": "Unknown message type: dance"})
     );
 
-    // A frame over 64 KiB closes the socket with 1009.
-    socket.send_text("x".repeat(70 * 1024)).await;
+    // A frame over 128 KiB closes the socket with 1009.
+    socket.send_text("x".repeat(130 * 1024)).await;
     assert_eq!(socket.closed().await, Some(1009));
     let stored = alice.chat_messages(chat).await;
     assert_eq!(

@@ -13,7 +13,7 @@ use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
     http::{
-        input::{required_text, Input},
+        input::{limited_text, Input},
         pagination::{self, next_link, JsonPage},
         path::Id,
         query::Query,
@@ -108,12 +108,12 @@ pub fn chat_settings(
 ) -> ApiResult<ChatSettings> {
     let mut errors = FieldErrors::new();
     let title = if !partial || input.has("title") {
-        required_text(input, "title", MAX_TITLE_CHARS, &mut errors)
+        limited_text(input, "title", MAX_TITLE_CHARS, &mut errors)
     } else {
         existing.map(|c| c.title.clone())
     };
     let system_prompt = if input.has("system_prompt") {
-        required_text(input, "system_prompt", MAX_SYSTEM_PROMPT_CHARS, &mut errors)
+        limited_text(input, "system_prompt", MAX_SYSTEM_PROMPT_CHARS, &mut errors)
     } else {
         Some(
             existing
@@ -174,12 +174,12 @@ pub async fn retrieve(
     Ok(Json(conversations::get(&state, id, &auth.user).await?))
 }
 
-/// Updates an AI chat's title, system prompt or related chat; PUT requires `title`, PATCH may
-/// leave it out.
+/// Updates an AI chat's title, system prompt or related chat, answering with the whole AI chat;
+/// PUT requires `title`, PATCH may leave it out.
 #[utoipa::path(method(put, patch), path = "/api/ai/chats/{id}/", tag = "AI Chat", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "AI chat id")),
     request_body(content = AiChatUpdate, content_type = "application/json", description = "`title` is required with PUT; the related chat is re-checked on every write"),
     responses(
-        (status = 200, description = "Updated", body = AiChatSummary),
+        (status = 200, description = "Updated: the whole AI chat, as `GET` returns it", body = AiChatView),
         (status = 400, description = "Invalid input", body = BadRequest),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
@@ -191,7 +191,7 @@ pub async fn update(
     auth: AuthUser,
     Id(id): Id,
     input: Input,
-) -> ApiResult<Json<AiChatSummary>> {
+) -> ApiResult<Json<AiChatView>> {
     let chat = conversations::owned(&state, id, &auth.user).await?;
     let settings = chat_settings(&input, Some(&chat), method == Method::PATCH)?;
     Ok(Json(

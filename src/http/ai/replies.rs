@@ -39,11 +39,11 @@ const REPLY_WAIT: Duration = Duration::from_secs(660);
 fn question(input: &Input, errors: &mut FieldErrors) -> Option<Question> {
     let content =
         input
-            .required_string("content", errors)
+            .required_text("content", errors)
             .and_then(|raw| match MessageContent::parse(raw) {
                 Ok(content) => Some(content),
                 Err(message) => {
-                    errors.add("content", message);
+                    errors.add("content", message.to_string());
                     None
                 }
             });

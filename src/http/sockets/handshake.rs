@@ -20,8 +20,20 @@ use axum::{
     Json,
 };
 
-/// Largest frame (and message) a client may send: 64 KiB. Larger ones close the socket (1009).
-pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest frame (and message) a client may send: 128 KiB. Larger ones close the socket (1009).
+/// A message's limit is stated in characters, so the frame must carry the longest message in
+/// any standard JSON encoding: raw UTF-8 takes at most 4 bytes a character, but an astral-plane
+/// character written as a `\uXXXX\uXXXX` surrogate pair takes 12, so a message of the full
+/// [`crate::domain::message::MAX_CHARS`] emoji is 120,000 bytes before its keys.
+pub const MAX_FRAME_BYTES: usize = 128 * 1024;
+
+/// The most bytes one character can take in a JSON text: a surrogate pair of `\u` escapes.
+const MAX_JSON_BYTES_PER_CHAR: usize = 12;
+
+// The frame limit must never refuse a message the message limit accepts (with room for keys).
+const _: () = assert!(
+    MAX_FRAME_BYTES >= crate::domain::message::MAX_CHARS * MAX_JSON_BYTES_PER_CHAR + 4 * 1024
+);
 
 /// An HTTP answer refusing the handshake.
 pub fn refuse(status: StatusCode, detail: &str) -> Response {
