@@ -401,16 +401,17 @@ async fn bad_input_gets_an_error_frame_and_saves_nothing() {
 
 #[tokio::test]
 async fn socket_sends_are_rate_limited() {
-    let app = TestApp::spawn_with(|c| c.messages_per_second = 3.try_into().unwrap()).await;
+    let app = TestApp::spawn_with(|c| c.messages_per_second = 1.try_into().unwrap()).await;
     let (alice, _bob, _carol, chat) = trio(&app).await;
     let mut socket = alice.ws(chat).await;
-    for i in 0..8 {
+    // Twenty back to back: to pass without a refusal they would have to be spread over 19 s.
+    for i in 0..20 {
         socket
             .send_json(json!({"content": format!("burst {i}")}))
             .await;
     }
     let (mut messages, mut limited) = (0, 0);
-    while messages + limited < 8 {
+    while messages + limited < 20 {
         let frame = socket.next().await;
         let WsEvent::Json(frame) = frame else {
             panic!("closed")
