@@ -7,6 +7,7 @@ use governor::{
     clock::{Clock, DefaultClock},
     DefaultKeyedRateLimiter, Quota, RateLimiter,
 };
+use sha2::{Digest, Sha256};
 
 use crate::service::ServiceError;
 
@@ -14,7 +15,7 @@ use crate::service::ServiceError;
 /// budget at once, then earns it back evenly (a login every 60/n seconds, a message every 1/n
 /// second). Kept per node, so with several nodes a client's budget is per node too.
 pub struct RateLimits {
-    logins: DefaultKeyedRateLimiter<(IpAddr, String)>,
+    logins: DefaultKeyedRateLimiter<(IpAddr, [u8; 32])>,
     passwords: DefaultKeyedRateLimiter<IpAddr>,
     messages: DefaultKeyedRateLimiter<(i64, i64)>,
 }
@@ -41,8 +42,11 @@ impl RateLimits {
     /// case, so its case variants share one budget. Errors: `RateLimited` with the whole seconds
     /// (at least 1) until an attempt is allowed again.
     pub fn login(&self, ip: IpAddr, username: &str) -> Result<(), ServiceError> {
-        check(self.logins.check_key(&(ip, username.to_lowercase())))?;
-        self.password_check(ip)
+        // The address's budget first: a throttled address adds no key. The username is kept as
+        // a fixed-size digest, so a long one costs no more memory than a short one.
+        self.password_check(ip)?;
+        let digest: [u8; 32] = Sha256::digest(username.to_lowercase().as_bytes()).into();
+        check(self.logins.check_key(&(ip, digest)))
     }
 
     /// One request from `ip` that will hash or verify a password (a login, a token request, a

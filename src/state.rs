@@ -37,7 +37,7 @@ impl FileBudget {
         let connections = (shared / 4).max(1);
         Self {
             connections,
-            sockets: shared.saturating_sub(connections),
+            sockets: shared.saturating_sub(connections).max(1),
         }
     }
 }

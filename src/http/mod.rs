@@ -28,11 +28,16 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::RequestBodyTimeoutLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
 
 use crate::{auth::csrf, error::ApiError, state::AppState};
+
+/// Longest a request body may take to arrive, from the end of its header: a body that stalls
+/// is not read further (400), so it gives its connection back.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole HTTP surface: every resource's routes, the admin area, the documentation and the
 /// sockets, under the cross-cutting layers (outermost first: panic guard answering a JSON 500,
@@ -59,7 +64,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             csrf::require_trusted_origin,
         ))
-        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
+        // A body that stops arriving would hold its connection (and its place under the
+        // connection cap) for ever: reading it fails after this long, answered 400.
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT));
     if !state.config.cors_origins.is_empty() {
         router = router.layer(
             CorsLayer::new()

@@ -50,14 +50,17 @@ struct Envelope {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum WireEvent {
-    /// `frame` shows the sender's email (for the sender and staff), `public` does not; `public`
-    /// is left out when the two are the same.
+    /// `frame` is what everyone may see (no sender email); `with_email` shows the sender's
+    /// email, for the sender and staff, and is left out when the two are the same. The frame
+    /// everyone may see keeps the field older nodes read, so a node that does not know
+    /// `with_email` (during a rolling upgrade) shows no email to anyone rather than to everyone.
     Message {
         seq: i64,
+        #[serde(default)]
         sender: i64,
         frame: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        public: Option<String>,
+        with_email: Option<String>,
     },
     Typing {
         frame: String,
@@ -84,9 +87,9 @@ impl WireEvent {
                 WireEvent::Message {
                     seq: *seq,
                     sender,
-                    frame: with_email.as_str().to_owned(),
-                    public: (with_email != without_email)
-                        .then(|| without_email.as_str().to_owned()),
+                    frame: without_email.as_str().to_owned(),
+                    with_email: (with_email != without_email)
+                        .then(|| with_email.as_str().to_owned()),
                 }
             }
             RoomEvent::Typing { frame, .. } => WireEvent::Typing {
@@ -108,10 +111,10 @@ impl WireEvent {
                 seq,
                 sender,
                 frame,
-                public,
+                with_email,
             } => {
-                let with_email = Utf8Bytes::from(frame);
-                let without_email = public.map_or_else(|| with_email.clone(), Utf8Bytes::from);
+                let without_email = Utf8Bytes::from(frame);
+                let with_email = with_email.map_or_else(|| without_email.clone(), Utf8Bytes::from);
                 RoomEvent::Message {
                     seq,
                     frames: MessageFrames::from_parts(sender, with_email, without_email),

@@ -180,7 +180,8 @@ pub async fn register_from(
 /// `client` and that username (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) and against the password budget
 /// of `client` (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`).
 ///
-/// The username is normalized as stored usernames are ([`username::normalize`], NFKC).
+/// The username is normalized as stored usernames are ([`username::normalize`], NFKC); an
+/// account stored in another form (before normalization was applied) is found as typed.
 /// As the original: anything short of a matching username and password of an active account is
 /// `InvalidCredentials`, and an unknown username costs the same time as a wrong password. A
 /// password longer than any that can be set (`password::MAX_LENGTH`) is `InvalidCredentials`
@@ -195,15 +196,25 @@ pub async fn authenticate(
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ServiceError::InvalidCredentials);
     };
+    // No stored username is longer than `MAX_CHARS`, and NFKC shortens text by at most a few
+    // times (combining marks and jamo compose): a longer name is refused before any work.
+    if text::char_count(&username) > username::MAX_CHARS * 4 {
+        return Err(ServiceError::InvalidCredentials);
+    }
     // Stored usernames are in NFKC form, so a look-alike spelling finds the account it imitates.
-    let username = username::normalize(&username);
+    let typed = username;
+    let username = username::normalize(&typed);
     state.limits.login(client, &username)?;
     if password::too_long(&password) {
         tracing::info!("failed login: password over the length limit");
         return Err(ServiceError::InvalidCredentials);
     }
     let slot = state.hasher.reserve()?;
-    let credentials = store::users::credentials(&state.db, &username).await?;
+    let mut credentials = store::users::credentials(&state.db, &username).await?;
+    if credentials.is_none() && typed != username {
+        // An account stored before usernames were normalized keeps the spelling it was given.
+        credentials = store::users::credentials(&state.db, &typed).await?;
+    }
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let matches = slot.verify(password, hash).await?;
     match credentials {

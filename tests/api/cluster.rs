@@ -334,8 +334,9 @@ async fn typing_and_presence_cross_nodes() {
 }
 
 /// How long a socket on another node may take to close once a credential ended: one Redis
-/// round trip on a small shared machine.
-const PROMPTLY: Duration = Duration::from_secs(2);
+/// round trip, here bounded generously so that a loaded 2-core machine (two servers, a
+/// command-line process and Redis at once) does not fail it; it takes milliseconds when idle.
+const PROMPTLY: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn a_logout_on_one_node_closes_that_sessions_sockets_on_the_other() {

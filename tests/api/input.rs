@@ -513,3 +513,27 @@ async fn a_token_name_is_measured_once_stripped() {
         json!({"name": ["Ensure this field has no more than 100 characters."]})
     );
 }
+
+#[tokio::test]
+async fn an_account_stored_before_normalization_still_logs_in_as_typed() {
+    let app = TestApp::spawn().await;
+    app.register("alice").await;
+    let db = &app.state.db;
+    let hash = mrm_chat::store::users::credentials(db, "alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    // As a server that did not normalize usernames stored it: in fullwidth letters.
+    let older = mrm_chat::store::users::NewUser {
+        username: "ｆｕｌｌ",
+        email: "",
+        password_hash: &hash,
+        user_type: mrm_chat::domain::UserType::Student,
+        is_staff: false,
+        is_superuser: false,
+    };
+    mrm_chat::store::users::create(db, &older).await.unwrap();
+    let login = app.client().login("ｆｕｌｌ", PASSWORD).await;
+    assert_eq!(login.body["username"], "ｆｕｌｌ");
+}
