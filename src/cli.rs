@@ -166,8 +166,23 @@ async fn changepassword(config: Config, username: String) -> anyhow::Result<()> 
     let db = Db::connect(&config.database_url, 2).await?;
     db.migrate().await?;
     // With REDIS_URL set, the running servers hear that the user's credentials ended and close
-    // the sockets opened with them.
-    let state = AppState::new(db.clone(), config).await?;
+    // the sockets opened with them. A password reset must not wait on Redis, though: when it
+    // does not answer, the password is still changed, and the sockets close as they reconnect.
+    let state = match AppState::new(db.clone(), config.clone()).await {
+        Ok(state) => state,
+        Err(err) if config.redis_url.is_some() => {
+            eprintln!(
+                "warning: Redis does not answer ({err:#}); open sockets of this user stay open \
+                 until they reconnect"
+            );
+            let config = Config {
+                redis_url: None,
+                ..config
+            };
+            AppState::new(db.clone(), config).await?
+        }
+        Err(err) => return Err(err),
+    };
     let stored_form = vec![username::normalize(&username)];
     let found = crate::store::users::by_usernames(&db, &stored_form).await?;
     let Some(user) = found.into_iter().next() else {

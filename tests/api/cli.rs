@@ -177,3 +177,42 @@ async fn the_command_line_folds_look_alike_usernames_and_refuses_nul() {
         "{output:?}"
     );
 }
+
+#[tokio::test]
+async fn changepassword_works_while_redis_does_not_answer() {
+    use std::io::Write;
+    let db = TestDatabase::create().await;
+    let output = mrm_chat(&db.url)
+        .args(["createsuperuser", "--username", "root"])
+        .args(["--password", "an-admin-passphrase"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    // Nothing listens on port 1: the bus cannot be reached, and the reset must still happen.
+    let mut child = mrm_chat(&db.url)
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .args(["changepassword", "root"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a-new-admin-passphrase\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(r#"Password changed for "root""#),
+        "{output:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Redis does not answer"),
+        "{output:?}"
+    );
+}
