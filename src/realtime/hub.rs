@@ -447,6 +447,10 @@ impl Room {
     /// Delivers whatever the database has beyond what this room delivered: after the bus was
     /// down, or periodically in case it silently dropped the latest messages.
     async fn catch_up(&mut self) {
+        // A room with no socket has no one to close and no one to deliver to: no query.
+        if self.subscribers.is_empty() {
+            return;
+        }
         self.drop_departed().await;
         if self.subscribers.is_empty() {
             return;
