@@ -309,6 +309,17 @@ pub struct Config {
         value_parser = positive_count::<usize>
     )]
     pub max_sockets_per_user: usize,
+    /// `MRM_CREDENTIAL_RECHECK_SECONDS`: how often every open socket's credential is checked
+    /// again even when no change was announced, in whole seconds: sessions that expire close
+    /// their sockets within this long. (Ended credentials announced by any process, the command
+    /// line included, are noticed within a second.) Default 60. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "credential-recheck-seconds",
+        env = "MRM_CREDENTIAL_RECHECK_SECONDS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub credential_recheck: Duration,
     /// `MRM_WS_WRITE_TIMEOUT_SECONDS`: longest a socket write (or flush) may wait for the client
     /// to take the data, in whole seconds; a socket that cannot drain in time is closed (4008),
     /// or dropped when even the close cannot be written. Default 10. Error: not a whole number
@@ -394,6 +405,7 @@ impl fmt::Debug for Config {
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("http_header_timeout", &self.http_header_timeout)
             .field("max_sockets_per_user", &self.max_sockets_per_user)
+            .field("credential_recheck", &self.credential_recheck)
             .field("ws_write_timeout", &self.ws_write_timeout)
             .finish()
     }
@@ -606,6 +618,7 @@ mod tests {
         assert_eq!(c.ws_ping_interval, Duration::from_secs(30));
         assert_eq!(c.max_sockets, None);
         assert_eq!(c.max_sockets_per_user, 32);
+        assert_eq!(c.credential_recheck, Duration::from_secs(60));
         assert_eq!(c.ws_write_timeout, Duration::from_secs(10));
         assert!(c.ai.api_key.is_none());
         assert_eq!(c.ai.base_url, "https://api.openai.com/v1");

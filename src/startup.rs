@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     connections::{self, ConnectionLimits},
-    http,
+    http, service,
     state::{AppState, FileBudget},
     store::{self, Db},
 };
@@ -63,6 +63,7 @@ impl Application {
         let Application { listener, state } = self;
         let addr = listener.local_addr()?;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let credential_watch = tokio::spawn(service::sessions::watch_ended(state.clone()));
         tracing::info!(%addr, backend = state.db.backend(), "mrm-chat listening on http://{addr}");
         let stopping = CancellationToken::new();
         tokio::spawn({
@@ -107,6 +108,7 @@ impl Application {
         .await;
         let _ = closing_sockets.await;
         housekeeping.abort();
+        credential_watch.abort();
         state.db.close().await;
         tracing::info!("mrm-chat stopped");
         Ok(())

@@ -8,7 +8,7 @@ use super::{csrf, secret::storage_hash, session};
 use crate::{error::ApiError, state::AppState, store, store::users::User};
 
 /// How the caller proved who they are, kept so logout can end that same credential.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Credential {
     /// The hash of the session key, to end it at logout.
     Session { key_hash: String },

@@ -6,7 +6,7 @@
 //! connection ended): handshakes in flight count toward the limits as much as open sockets.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -187,6 +187,31 @@ impl SocketRegistry {
         told
     }
 
+    /// The distinct credentials the sockets of this node were opened with, handshakes in
+    /// flight included: what a check of ended credentials asks the database about.
+    pub fn credentials(&self) -> Vec<Credential> {
+        let inner = self.lock();
+        let held: HashSet<&Credential> = inner.open.values().map(|o| &o.credential).collect();
+        held.into_iter().cloned().collect()
+    }
+
+    /// Tells every socket of this node opened with one of `ended` to close (with 4001), as
+    /// [`SocketRegistry::end`] does for one ended credential; returns how many were told.
+    pub fn end_each(&self, ended: &HashSet<Credential>) -> usize {
+        if ended.is_empty() {
+            return 0;
+        }
+        let inner = self.lock();
+        let mut told = 0;
+        for open in inner.open.values() {
+            if ended.contains(&open.credential) {
+                open.ended.cancel();
+                told += 1;
+            }
+        }
+        told
+    }
+
     /// Sets what happens, besides closing sockets, when every credential of a user ends (set
     /// once, at start-up): the user's running AI replies stop.
     pub fn on_user_ended(&self, hook: UserEndedHook) {
@@ -293,5 +318,25 @@ mod tests {
         });
         assert!(s2.ended().is_cancelled());
         assert!(!other.ended().is_cancelled());
+    }
+
+    #[test]
+    fn a_check_ends_only_the_credentials_found_ended() {
+        let registry = SocketRegistry::new(10, 10);
+        let s1 = registry.admit(1, session("s1")).unwrap();
+        let s1_again = registry.admit(1, session("s1")).unwrap();
+        let t1 = registry.admit(1, token("t1")).unwrap();
+        let mut held = registry.credentials();
+        held.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(
+            held,
+            vec![session("s1"), token("t1")],
+            "each credential once"
+        );
+
+        let ended: HashSet<Credential> = [session("s1")].into_iter().collect();
+        assert_eq!(registry.end_each(&ended), 2);
+        assert!(s1.ended().is_cancelled() && s1_again.ended().is_cancelled());
+        assert!(!t1.ended().is_cancelled());
     }
 }

@@ -62,3 +62,40 @@ pub async fn delete_expired(db: &Db) -> sqlx::Result<u64> {
     let done = on_writer!(db, pool => sqlx::query(sql).bind(super::now()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done)
 }
+
+/// Of the sessions with these key hashes, those that still authenticate someone (unexpired, of
+/// an active user), as key hashes; at most 1,000 hashes a call.
+pub async fn valid_among(db: &Db, key_hashes: &[String]) -> sqlx::Result<Vec<String>> {
+    if key_hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT s.key_hash FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE u.is_active AND s.expires_at > ",
+        );
+        q.push_bind(super::now());
+        q.push(" AND s.key_hash IN (");
+        let mut list = q.separated(", ");
+        for hash in key_hashes {
+            list.push_bind(hash.as_str());
+        }
+        q.push(")");
+        q.build_query_scalar::<String>().persistent(false).fetch_all(pool).await
+    })
+}
+
+/// Counts one more change that ended credentials, once it is committed (the
+/// `credential_changes` row): servers that see the count move check their sockets' credentials
+/// again.
+pub async fn count_ended(db: &Db) -> sqlx::Result<()> {
+    let sql = "UPDATE credential_changes SET generation = generation + 1 WHERE id = 1";
+    on_writer!(db, pool => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// How many changes have ended credentials so far (see [`count_ended`]).
+pub async fn ended_count(db: &Db) -> sqlx::Result<i64> {
+    let sql = "SELECT generation FROM credential_changes WHERE id = 1";
+    on_pool!(db, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await)
+}

@@ -36,3 +36,23 @@ pub async fn delete(db: &Db, token_hash: &str) -> sqlx::Result<bool> {
     let done = on_writer!(db, pool => sqlx::query(sql).bind(token_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }
+
+/// Of the tokens with these hashes, those that still authenticate someone (of an active user),
+/// as hashes; at most 1,000 hashes a call.
+pub async fn valid_among(db: &Db, token_hashes: &[String]) -> sqlx::Result<Vec<String>> {
+    if token_hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT t.token_hash FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE u.is_active AND t.token_hash IN (",
+        );
+        let mut list = q.separated(", ");
+        for hash in token_hashes {
+            list.push_bind(hash.as_str());
+        }
+        q.push(")");
+        q.build_query_scalar::<String>().persistent(false).fetch_all(pool).await
+    })
+}

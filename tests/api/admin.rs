@@ -1387,19 +1387,6 @@ async fn a_deactivated_staff_member_is_signed_out_of_the_admin() {
 /// so a generous bound on a small shared machine is still a promptness claim.
 const PROMPTLY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A bearer-token client of `username`.
-async fn token_client(app: &TestApp, username: &str) -> Client {
-    let response = app
-        .client()
-        .post(
-            "/api/tokens/",
-            &json!({"username": username, "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
-    Client::with_bearer(app.addr, response.body["token"].as_str().unwrap())
-}
-
 /// An AI chat of `client`'s user.
 async fn ai_chat_of(client: &Client) -> i64 {
     id(&client
@@ -1428,7 +1415,7 @@ async fn setting_a_password_closes_every_socket_of_the_user() {
     let admin = superuser(&app, "root").await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let bob_token = token_client(&app, "bob").await;
+    let bob_token = app.bearer("bob").await;
     let bob_id = id(&bob.me().await);
     let chat = alice.create_chat("c", &[bob_id]).await;
     let ai_chat = ai_chat_of(&bob).await;
@@ -1452,10 +1439,10 @@ async fn setting_a_password_closes_every_socket_of_the_user() {
 async fn changing_ones_own_password_keeps_the_sockets_of_the_session_kept() {
     let app = TestApp::spawn().await;
     let admin = superuser(&app, "root").await;
-    let root_id = id(&token_client(&app, "root").await.me().await);
+    let root_id = id(&app.bearer("root").await.me().await);
     let in_browser = app.client();
     in_browser.set_cookie("sessionid", &admin.cookie("sessionid").unwrap());
-    let token = token_client(&app, "root").await;
+    let token = app.bearer("root").await;
     let chat = token.create_chat("c", &[]).await;
     let mut kept = in_browser.ws(chat).await;
     let mut ended = token.ws(chat).await;

@@ -8,7 +8,9 @@ use std::{
 
 use reqwest::StatusCode;
 
-use crate::helpers::{start_server_process, Client, TestDatabase};
+use serde_json::json;
+
+use crate::helpers::{execute, id, start_server_process, Client, TestApp, TestDatabase};
 
 fn mrm_chat(database_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mrm-chat"));
@@ -21,6 +23,20 @@ fn mrm_chat(database_url: &str) -> Command {
         // Keep a developer's .env out of the picture.
         .current_dir(std::env::temp_dir());
     command
+}
+
+/// Runs `changepassword username` as `command` sets it up, with `input` on its standard input.
+fn change_password(mut command: Command, username: &str, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .args(["changepassword", username])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -136,7 +152,6 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
 
 #[tokio::test]
 async fn the_command_line_folds_look_alike_usernames_and_refuses_nul() {
-    use std::io::Write;
     let db = TestDatabase::create().await;
     let create = |username: &str| {
         mrm_chat(&db.url)
@@ -157,17 +172,7 @@ async fn the_command_line_folds_look_alike_usernames_and_refuses_nul() {
         "{output:?}"
     );
 
-    let change = |input: &'static [u8]| {
-        let mut child = mrm_chat(&db.url)
-            .args(["changepassword", "ｒｏｏｔ"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let change = |input: &'static [u8]| change_password(mrm_chat(&db.url), "ｒｏｏｔ", input);
     let output = change(b"a-new-admin-passphrase\n");
     assert!(output.status.success(), "{output:?}");
     let output = change(b"a-new\0passphrase\n");
@@ -180,7 +185,6 @@ async fn the_command_line_folds_look_alike_usernames_and_refuses_nul() {
 
 #[tokio::test]
 async fn changepassword_works_while_redis_does_not_answer() {
-    use std::io::Write;
     let db = TestDatabase::create().await;
     let output = mrm_chat(&db.url)
         .args(["createsuperuser", "--username", "root"])
@@ -191,21 +195,9 @@ async fn changepassword_works_while_redis_does_not_answer() {
     assert!(output.status.success(), "{output:?}");
 
     // Nothing listens on port 1: the bus cannot be reached, and the reset must still happen.
-    let mut child = mrm_chat(&db.url)
-        .env("REDIS_URL", "redis://127.0.0.1:1")
-        .args(["changepassword", "root"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a-new-admin-passphrase\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut command = mrm_chat(&db.url);
+    command.env("REDIS_URL", "redis://127.0.0.1:1");
+    let output = change_password(command, "root", b"a-new-admin-passphrase\n");
     assert!(output.status.success(), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains(r#"Password changed for "root""#),
@@ -215,4 +207,58 @@ async fn changepassword_works_while_redis_does_not_answer() {
         String::from_utf8_lossy(&output.stderr).contains("Redis does not answer"),
         "{output:?}"
     );
+}
+
+#[tokio::test]
+async fn a_password_changed_from_the_command_line_closes_the_users_sockets() {
+    // The server has no Redis, and the command line runs in a process of its own: the only way
+    // the server can learn of the change is the database.
+    let app = TestApp::spawn().await;
+    let carol = app.user("carol").await;
+    let carol_token = app.bearer("carol").await;
+    let dave = app.user("dave").await;
+    let dave_id = id(&dave.me().await);
+    let chat = carol.create_chat("c", &[dave_id]).await;
+    let mut sockets = vec![carol.ws(chat).await, carol_token.ws(chat).await];
+    let mut daves = dave.ws(chat).await;
+
+    let output = change_password(
+        mrm_chat(app.database_url()),
+        "carol",
+        b"a-new-passphrase-for-carol\n",
+    );
+    assert!(output.status.success(), "{output:?}");
+
+    // Read once a second, then checked: well within a few seconds on a loaded machine.
+    for socket in &mut sockets {
+        assert_eq!(
+            socket.closed_within(Duration::from_secs(5)).await,
+            Some(4001)
+        );
+    }
+    dave.send_message(chat, "still here").await;
+    assert_eq!(daves.next_message().await["content"], "still here");
+}
+
+#[tokio::test]
+async fn a_session_that_expires_closes_its_sockets() {
+    let app =
+        TestApp::spawn_with(|config| config.credential_recheck = Duration::from_secs(1)).await;
+    let carol = app.user("carol").await;
+    let carol_token = app.bearer("carol").await;
+    let chat = carol.create_chat("c", &[]).await;
+    let mut expiring = carol.ws(chat).await;
+    let mut by_token = carol_token.ws(chat).await;
+
+    // Nobody announces an expiry: the session's time simply runs out.
+    let sql = "UPDATE sessions SET expires_at = created_at \
+               WHERE user_id = (SELECT id FROM users WHERE username = $1)";
+    execute(&app.db, sql, "carol").await;
+    assert_eq!(
+        expiring.closed_within(Duration::from_secs(5)).await,
+        Some(4001)
+    );
+    // The token does not expire: its socket still posts and receives.
+    by_token.send_json(json!({"content": "still here"})).await;
+    assert_eq!(by_token.next_message().await["content"], "still here");
 }

@@ -207,6 +207,24 @@ impl TestApp {
         client
     }
 
+    /// A client of registered user `username` authenticated by a new bearer token.
+    pub async fn bearer(&self, username: &str) -> Client {
+        let response = self
+            .client()
+            .post(
+                "/api/tokens/",
+                &json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        Client::with_bearer(self.addr, response.body["token"].as_str().unwrap())
+    }
+
+    /// The database the server runs on, as a `DATABASE_URL`.
+    pub fn database_url(&self) -> &str {
+        &self._database.url
+    }
+
     /// Marks a user as staff, as an administrator would.
     pub async fn make_staff(&self, username: &str) {
         let sql = "UPDATE users SET is_staff = TRUE WHERE username = $1";
