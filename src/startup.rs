@@ -34,6 +34,7 @@ impl Application {
         let db = Db::connect(&config.database_url, config.db_max_connections).await?;
         db.migrate().await?;
         store::ai::settle_interrupted(&db).await?;
+        service::accounts::normalize_stored_usernames(&db).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (MRM_BIND)", config.bind))?;

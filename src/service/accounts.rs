@@ -180,8 +180,8 @@ pub async fn register_from(
 /// `client` and that username (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) and against the password budget
 /// of `client` (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`).
 ///
-/// The username is normalized as stored usernames are ([`username::normalize`], NFKC); an
-/// account stored in another form (before normalization was applied) is found as typed.
+/// The username is normalized as stored usernames are ([`username::normalize`], NFKC; those
+/// stored before are rewritten at start-up by [`normalize_stored_usernames`]).
 /// As the original: anything short of a matching username and password of an active account is
 /// `InvalidCredentials`, and an unknown username costs the same time as a wrong password. A
 /// password longer than any that can be set (`password::MAX_LENGTH`) is `InvalidCredentials`
@@ -202,19 +202,14 @@ pub async fn authenticate(
         return Err(ServiceError::InvalidCredentials);
     }
     // Stored usernames are in NFKC form, so a look-alike spelling finds the account it imitates.
-    let typed = username;
-    let username = username::normalize(&typed);
+    let username = username::normalize(&username);
     state.limits.login(client, &username)?;
     if password::too_long(&password) {
         tracing::info!("failed login: password over the length limit");
         return Err(ServiceError::InvalidCredentials);
     }
     let slot = state.hasher.reserve()?;
-    let mut credentials = store::users::credentials(&state.db, &username).await?;
-    if credentials.is_none() && typed != username {
-        // An account stored before usernames were normalized keeps the spelling it was given.
-        credentials = store::users::credentials(&state.db, &typed).await?;
-    }
+    let credentials = store::users::credentials(&state.db, &username).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let matches = slot.verify(password, hash).await?;
     match credentials {
@@ -303,4 +298,43 @@ pub async fn change_password(
 /// close on every node and its running AI replies stop ([`super::sessions::ended`]).
 pub async fn closed(state: &AppState, user_id: i64) {
     super::sessions::ended_for_user(state, user_id, None).await;
+}
+
+/// What [`normalize_stored_usernames`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsernamesNormalized {
+    /// Accounts whose username was rewritten in its NFKC form.
+    pub renamed: usize,
+    /// Usernames left as they were because another account has their NFKC form already (a
+    /// look-alike pair registered before usernames were normalized). Their spelling names the
+    /// other account everywhere now, as it would have in the original; an administrator can
+    /// give them another name in the admin area.
+    pub kept: Vec<String>,
+}
+
+/// Rewrites usernames stored before usernames were normalized into their NFKC form
+/// ([`username::normalize`]), so every lookup by name (login, `participant_usernames`, the admin
+/// area, the command line) finds them as it finds every other account. Run at start-up, before
+/// the server listens; it reads only the usernames with characters outside ASCII, and writes
+/// nothing once every username is normalized.
+pub async fn normalize_stored_usernames(db: &store::Db) -> ServiceResult<UsernamesNormalized> {
+    let mut outcome = UsernamesNormalized::default();
+    for (id, stored) in store::users::with_non_ascii_names(db).await? {
+        let normalized = username::normalize(&stored);
+        if normalized == stored {
+            continue;
+        }
+        if store::users::rename_if_free(db, id, &normalized).await? {
+            tracing::info!(user.id = id, "username rewritten in its normalized form");
+            outcome.renamed += 1;
+        } else {
+            tracing::warn!(
+                user.id = id,
+                username = stored,
+                "username left as stored: another account has its normalized form"
+            );
+            outcome.kept.push(stored);
+        }
+    }
+    Ok(outcome)
 }

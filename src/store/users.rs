@@ -317,3 +317,28 @@ pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<Vec<i64>>> {
         Ok((removed == 1).then_some(chats))
     })
 }
+
+/// Users whose username has a character outside ASCII, as `(id, username)`: the only ones whose
+/// NFKC form can differ from what is stored (ASCII text is its own NFKC form).
+pub async fn with_non_ascii_names(db: &Db) -> sqlx::Result<Vec<(i64, String)>> {
+    let sql = match db {
+        // GLOB's bracket expression works on characters: any one outside U+0001..U+007F.
+        Db::Sqlite(_) => "SELECT id, username FROM users WHERE username GLOB '*[^\u{1}-\u{7f}]*'",
+        Db::Postgres(_) => "SELECT id, username FROM users WHERE username ~ '[^\\x01-\\x7f]'",
+    };
+    on_pool!(db, pool => sqlx::query_as::<_, (i64, String)>(sql).fetch_all(pool).await)
+}
+
+/// Renames user `id` to `username` unless another user already has that name; `true` when
+/// renamed.
+pub async fn rename_if_free(db: &Db, id: i64, username: &str) -> sqlx::Result<bool> {
+    let sql = "UPDATE users SET username = $1 WHERE id = $2 \
+               AND NOT EXISTS (SELECT 1 FROM users WHERE username = $1)";
+    let done = on_writer!(db, pool => sqlx::query(sql)
+        .bind(username)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}

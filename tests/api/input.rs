@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{id, Client, Response, TestApp, PASSWORD};
+use crate::helpers::{id, usernames, Client, Response, TestApp, PASSWORD};
 
 const NUL: &str = "Null characters are not allowed.";
 const BLANK: &str = "This field may not be blank.";
@@ -515,7 +515,7 @@ async fn a_token_name_is_measured_once_stripped() {
 }
 
 #[tokio::test]
-async fn an_account_stored_before_normalization_still_logs_in_as_typed() {
+async fn accounts_stored_before_normalization_are_normalized_at_start_up() {
     let app = TestApp::spawn().await;
     app.register("alice").await;
     let db = &app.state.db;
@@ -534,6 +534,43 @@ async fn an_account_stored_before_normalization_still_logs_in_as_typed() {
         is_superuser: false,
     };
     mrm_chat::store::users::create(db, &older).await.unwrap();
-    let login = app.client().login("ｆｕｌｌ", PASSWORD).await;
-    assert_eq!(login.body["username"], "ｆｕｌｌ");
+    // A look-alike of an account that exists: its normalized form is taken.
+    let twin = mrm_chat::store::users::NewUser {
+        username: "ａｌｉｃｅ",
+        ..older
+    };
+    mrm_chat::store::users::create(db, &twin).await.unwrap();
+    // What start-up does before the server listens.
+    let outcome = mrm_chat::service::accounts::normalize_stored_usernames(db)
+        .await
+        .unwrap();
+    assert_eq!(outcome.renamed, 1);
+    assert_eq!(outcome.kept, vec!["ａｌｉｃｅ".to_owned()]);
+
+    // Found by its normalized name on every path now, whichever form is typed.
+    let full = app.client().login("full", PASSWORD).await;
+    assert_eq!(full.status, StatusCode::OK, "{}", full.body);
+    assert_eq!(full.body["username"], "full");
+    let typed = app.client().login("ｆｕｌｌ", PASSWORD).await;
+    assert_eq!(typed.body["username"], "full");
+    let alice = app.user("bob").await;
+    let chat = alice
+        .post(
+            "/api/chats/",
+            &json!({"name": "c", "participant_usernames": ["full"]}),
+        )
+        .await;
+    assert_eq!(chat.status, StatusCode::CREATED, "{}", chat.body);
+    assert!(usernames(&chat.body["participants"]).contains(&"full".to_owned()));
+    // The twin keeps its spelling; the look-alike spelling names the account it imitates.
+    let twin = app.client().login("ａｌｉｃｅ", PASSWORD).await;
+    assert_eq!(twin.body["username"], "alice");
+    assert_eq!(
+        mrm_chat::service::accounts::normalize_stored_usernames(db)
+            .await
+            .unwrap()
+            .renamed,
+        0,
+        "a second run has nothing to do"
+    );
 }
