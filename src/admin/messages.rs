@@ -1,5 +1,5 @@
 //! `/admin/messages/`: every chat message, newest first, filtered by chat, sender and content;
-//! deleting one tells the chat's open sockets (`message_deleted`).
+//! deleting one leaves a tombstone and tells the chat's `mrm.v2` sockets (`message_deleted`).
 
 use askama::Template;
 use axum::{extract::State, response::Response};
@@ -10,13 +10,12 @@ use super::{
     render, see_other, AdminError, AdminId, AdminResult, Chrome, Params, StaffForm, StaffUser,
 };
 use crate::{
-    realtime::hub::RoomEvent,
+    service::{messaging, ServiceError},
     state::AppState,
     store::{
         self,
         messages::{MessageFilter, MessageWithChat},
     },
-    wire::frames,
 };
 
 #[derive(Template)]
@@ -95,8 +94,10 @@ pub async fn delete_page(
     staff: StaffUser,
     AdminId(id): AdminId,
 ) -> AdminResult<Response> {
+    // A tombstone has nothing left to delete.
     let message = store::messages::with_chat_by_id(&state.db, id)
         .await?
+        .filter(|m| m.message.deleted_at.is_none())
         .ok_or(AdminError::NotFound)?;
     render(&DeletePage {
         chrome: staff.chrome("messages", None),
@@ -111,15 +112,18 @@ pub async fn delete(
     AdminId(id): AdminId,
     posted: StaffForm,
 ) -> AdminResult<Response> {
-    let chat_id = store::messages::delete(&state.db, id)
+    let message = store::messages::by_id(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound)?;
-    state.realtime.publish(
-        chat_id,
-        RoomEvent::MessageDeleted {
-            frame: frames::message_deleted(id, chat_id),
-        },
-    );
+    let chat_id = message.chat_id;
+    match messaging::delete(&state, &posted.staff.user, chat_id, id).await {
+        Ok(_) => {}
+        // A tombstone has nothing left to delete.
+        Err(ServiceError::NotFound | ServiceError::Conflict(_)) => {
+            return Err(AdminError::NotFound)
+        }
+        Err(err) => return Err(err.into()),
+    }
     tracing::info!(
         message.id = id,
         chat.id = chat_id,

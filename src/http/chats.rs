@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     auth::AuthUser,
-    domain::{MessageContent, MAX_CHAT_NAME_CHARS},
+    domain::MAX_CHAT_NAME_CHARS,
     error::{ApiError, ApiResult},
     service::{
         chats::{self, MemberRequest},
@@ -188,15 +188,7 @@ async fn send_message(
 ) -> ApiResult<Response> {
     let chat = chats::visible(&state, id, &auth.user).await?;
     let mut errors = FieldErrors::new();
-    let content = input.required_text("content", &mut errors).and_then(|raw| {
-        match MessageContent::parse(raw) {
-            Ok(content) => Some(content),
-            Err(message) => {
-                errors.add("content", message.to_string());
-                None
-            }
-        }
-    });
+    let content = input.message_content("content", &mut errors);
     errors.check()?;
     let content = content.ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
     let message = messaging::send(&state, &auth.user, chat.id, content).await?;

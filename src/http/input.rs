@@ -12,7 +12,11 @@ use axum::{
 use http_body_util::Limited;
 use serde_json::{Map, Value};
 
-use crate::{domain::text, error::ApiError, service::FieldErrors};
+use crate::{
+    domain::{text, MessageContent},
+    error::ApiError,
+    service::FieldErrors,
+};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -251,6 +255,15 @@ impl Input {
         } else {
             stripped.to_owned()
         })
+    }
+
+    /// A required message `content` (group chat or AI): read as [`Input::required_text`] reads
+    /// text, then held to the rules of [`MessageContent`] (its length limit).
+    pub fn message_content(&self, name: &str, errors: &mut FieldErrors) -> Option<MessageContent> {
+        let raw = self.required_text(name, errors)?;
+        MessageContent::parse(raw)
+            .map_err(|message| errors.add(name, message.to_string()))
+            .ok()
     }
 
     /// A boolean, absent as `None`: JSON `true`/`false`, or text (any case, spaces trimmed)

@@ -6,6 +6,7 @@ pub mod ai;
 pub mod assets;
 pub mod chats;
 pub mod health;
+pub mod history;
 pub mod input;
 pub mod messages;
 pub mod openapi;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(chats::router())
         .merge(messages::router())
+        .merge(history::router())
         .merge(health::router())
         .merge(assets::router())
         .merge(openapi::router())

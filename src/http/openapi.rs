@@ -21,7 +21,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, health, messages, tokens};
+use super::{accounts, ai, chats, health, history, messages, tokens};
 use crate::{
     state::AppState,
     wire::{
@@ -48,6 +48,7 @@ use crate::{
         chats::list, chats::create, chats::retrieve, chats::update, chats::destroy,
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
         chats::leave,
+        history::edit, history::delete, history::versions, history::events,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
         ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
@@ -58,7 +59,7 @@ use crate::{
     components(schemas(
         schemas::ChatSendFrame, schemas::TypingRequestFrame, frames::MessageFrame,
         frames::PresenceFrame, frames::PresenceDeltaFrame, frames::TypingFrame,
-        frames::MessageDeletedFrame,
+        frames::MessageDeletedFrame, frames::MessageEditedFrame,
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
@@ -215,7 +216,10 @@ impl Modify for WebSockets {
                  slow (reconnect with `after_seq`). A user over `MRM_MAX_SOCKETS_PER_USER` \
                  sockets is answered 429. In the original protocol every client frame is a message \
                  (`type` is not read); in `mrm.v2` presence comes as one full list shortly after \
-                 connecting, then as coalesced `joined`/`left` deltas.",
+                 connecting, then as coalesced `joined`/`left` deltas; and every other change \
+                 of the chat's log (`message_edited`, `message_deleted`, …) comes in log order \
+                 with its position in `seq`, positions shared with `message.seq`: resume with \
+                 `after_seq` set to the last position seen, whatever its frame.",
                 "chat_socket",
                 SocketFrames {
                     client: &["ChatSendFrame"],
@@ -226,6 +230,7 @@ impl Modify for WebSockets {
                         "PresenceFrame",
                         "PresenceDeltaFrame",
                         "TypingFrame",
+                        "MessageEditedFrame",
                         "MessageDeletedFrame",
                         "ErrorFrame",
                     ],

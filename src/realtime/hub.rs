@@ -1,7 +1,8 @@
 //! The local connections of this node, grouped by chat. Each chat with open sockets here has a
 //! room: one task that owns the chat's subscribers and delivers its events to them in order.
 //!
-//! Ordering: messages are delivered in `seq` order with no gap. A message that arrives ahead of
+//! Ordering: the chat's log (messages, and for `mrm.v2` sockets every other event: edits,
+//! deletions, …) is delivered in `seq` order with no gap. An entry that arrives ahead of
 //! its turn waits briefly for the ones before it (they are usually a few microseconds behind);
 //! if they do not come, the room reads them from the database, the source of truth. Every
 //! published seq implies all smaller ones are committed, so the database always has them.
@@ -27,7 +28,7 @@ use super::{
 };
 use crate::{
     store,
-    store::Db,
+    store::{events::LogEntry, Db},
     wire::{
         frames::{self, Member, MessageFrames, Protocol},
         views::{MessageView, Viewer},
@@ -40,7 +41,8 @@ pub type ConnId = u64;
 /// What a room sends to one connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A chat message; the seq lets the connection skip what its replay already sent.
+    /// A position of the chat's log (a message, or for `mrm.v2` sockets any other event); the
+    /// seq lets the connection skip what its replay already sent.
     Message { seq: i64, frame: Utf8Bytes },
     /// An ephemeral frame: typing, presence, errors.
     Frame(Utf8Bytes),
@@ -74,8 +76,9 @@ pub enum RoomEvent {
     MemberRemoved { user_id: i64 },
     /// The chat is gone: every socket closes.
     ChatDeleted,
-    /// A message was deleted (by an administrator): every socket is told.
-    MessageDeleted { frame: Utf8Bytes },
+    /// Any other change the chat's log recorded at position `seq` (an edit, a deletion, …),
+    /// as its `mrm.v2` frame: delivered in log order to `mrm.v2` sockets only.
+    Logged { seq: i64, frame: Utf8Bytes },
     /// Someone came or went on another node: recount who is online.
     PresenceChanged,
     /// Events may have been missed (the bus reconnected): catch up from the database.
@@ -104,6 +107,15 @@ const CATCH_UP_PERIOD: Duration = Duration::from_secs(2);
 const GAP_FILL_BATCH: i64 = 500;
 /// Presence changes within this interval go out as one frame per socket.
 pub const PRESENCE_COALESCE: Duration = Duration::from_millis(100);
+
+/// One position of a chat's log as a room delivers it.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// A new message, to every socket.
+    Message(MessageFrames),
+    /// Any other event, to `mrm.v2` sockets only.
+    Event(Utf8Bytes),
+}
 
 /// This node's rooms, one per chat with open sockets here, each a task of its own. The hub only
 /// routes: rooms start on the first join and retire when their last socket leaves.
@@ -201,7 +213,7 @@ struct Room {
     subscribers: Vec<Subscriber>,
     presence: RoomPresence,
     next_seq: i64,
-    pending: BTreeMap<i64, MessageFrames>,
+    pending: BTreeMap<i64, Entry>,
     gap_deadline: Option<Instant>,
     /// When the presence changes gathered so far are sent.
     presence_deadline: Option<Instant>,
@@ -365,7 +377,8 @@ impl Room {
     /// Handles an event; true when the room should end.
     async fn on_event(&mut self, event: RoomEvent) -> bool {
         match event {
-            RoomEvent::Message { seq, frames } => self.on_message(seq, frames),
+            RoomEvent::Message { seq, frames } => self.on_logged(seq, Entry::Message(frames)),
+            RoomEvent::Logged { seq, frame } => self.on_logged(seq, Entry::Event(frame)),
             RoomEvent::Typing { from, frame } => {
                 let others = self.subscribers.iter().filter(|s| s.conn != from);
                 for s in others.filter(|s| s.protocol.extended()) {
@@ -390,18 +403,13 @@ impl Room {
                 self.presence.clear();
                 return true;
             }
-            RoomEvent::MessageDeleted { frame } => {
-                for s in self.subscribers.iter().filter(|s| s.protocol.extended()) {
-                    let _ = s.outbound.try_send(Outbound::Frame(frame.clone()));
-                }
-            }
             RoomEvent::PresenceChanged => self.presence.remote_changed(),
             RoomEvent::Resync => self.catch_up().await,
         }
         false
     }
 
-    fn on_message(&mut self, seq: i64, frame: MessageFrames) {
+    fn on_logged(&mut self, seq: i64, frame: Entry) {
         if seq < self.next_seq {
             return; // Already delivered (a duplicate, or older than this room).
         }
@@ -492,17 +500,19 @@ impl Room {
         }
     }
 
-    /// Delivers the stored messages from `next_seq` up to (not including) `until`, in order.
+    /// Delivers the stored log entries from `next_seq` up to (not including) `until`, in order.
     /// Everything below `until` is committed (a published or counted seq implies it), so a seq
-    /// the database lacks there was deleted, and is skipped rather than waited for.
+    /// the database lacks there is skipped rather than waited for (a message of a chat whose
+    /// sender's account was deleted since).
     async fn deliver_from_db(&mut self, until: i64) {
         while self.next_seq < until {
-            let rows = match store::messages::seq_range(
+            let rows = match store::events::range(
                 &self.hub.db,
                 self.chat_id,
                 self.next_seq - 1,
                 until,
                 GAP_FILL_BATCH,
+                true,
             )
             .await
             {
@@ -519,9 +529,20 @@ impl Room {
                 "delivered from the database"
             );
             for row in rows {
-                if row.seq >= self.next_seq {
-                    let seq = row.seq;
-                    self.deliver(seq, MessageFrames::new(MessageView::as_sent(row)));
+                let seq = row.seq();
+                if seq < self.next_seq {
+                    continue;
+                }
+                match row {
+                    LogEntry::Message(m) => self.deliver(
+                        seq,
+                        Entry::Message(MessageFrames::new(MessageView::as_sent(m))),
+                    ),
+                    LogEntry::Event(e) => match frames::logged(&e) {
+                        Some(frame) => self.deliver(seq, Entry::Event(frame)),
+                        // A kind this version cannot show: its place is passed.
+                        None => self.next_seq = seq + 1,
+                    },
                 }
             }
             if complete {
@@ -530,15 +551,17 @@ impl Room {
         }
     }
 
-    fn deliver(&mut self, seq: i64, frames: MessageFrames) {
+    fn deliver(&mut self, seq: i64, entry: Entry) {
         self.next_seq = seq + 1;
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         for s in &self.subscribers {
-            match s.outbound.try_send(Outbound::Message {
-                seq,
-                frame: frames.for_viewer(s.viewer).clone(),
-            }) {
+            let frame = match &entry {
+                Entry::Message(frames) => frames.for_viewer(s.viewer).clone(),
+                Entry::Event(frame) if s.protocol.extended() => frame.clone(),
+                Entry::Event(_) => continue,
+            };
+            match s.outbound.try_send(Outbound::Message { seq, frame }) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => slow.push(s.conn),
                 Err(mpsc::error::TrySendError::Closed(_)) => gone.push(s.conn),

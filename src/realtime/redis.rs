@@ -69,7 +69,9 @@ enum WireEvent {
         user_id: i64,
     },
     ChatDeleted,
-    MessageDeleted {
+    /// A logged event other than a message, as its `mrm.v2` frame.
+    Logged {
+        seq: i64,
         frame: String,
     },
     PresenceChanged,
@@ -97,7 +99,8 @@ impl WireEvent {
             },
             RoomEvent::MemberRemoved { user_id } => WireEvent::MemberRemoved { user_id: *user_id },
             RoomEvent::ChatDeleted => WireEvent::ChatDeleted,
-            RoomEvent::MessageDeleted { frame } => WireEvent::MessageDeleted {
+            RoomEvent::Logged { seq, frame } => WireEvent::Logged {
+                seq: *seq,
                 frame: frame.as_str().to_owned(),
             },
             RoomEvent::PresenceChanged => WireEvent::PresenceChanged,
@@ -127,7 +130,8 @@ impl WireEvent {
             },
             WireEvent::MemberRemoved { user_id } => RoomEvent::MemberRemoved { user_id },
             WireEvent::ChatDeleted => RoomEvent::ChatDeleted,
-            WireEvent::MessageDeleted { frame } => RoomEvent::MessageDeleted {
+            WireEvent::Logged { seq, frame } => RoomEvent::Logged {
+                seq,
                 frame: Utf8Bytes::from(frame),
             },
             WireEvent::PresenceChanged => RoomEvent::PresenceChanged,
@@ -466,5 +470,25 @@ mod tests {
         let text = serde_json::to_string(&envelope).unwrap();
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert!(matches!(back.event, WireEvent::CredentialsEnded { ended: got } if got == ended));
+    }
+
+    #[test]
+    fn logged_events_travel_with_their_position() {
+        let frame = Utf8Bytes::from_static(r#"{"type":"message_deleted","seq":9,"id":3,"chat":2}"#);
+        let event = RoomEvent::Logged {
+            seq: 9,
+            frame: frame.clone(),
+        };
+        let envelope = Envelope {
+            node: "n".into(),
+            chat: 2,
+            event: WireEvent::from_room(&event).unwrap(),
+        };
+        let text = serde_json::to_string(&envelope).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            back.event.into_room(),
+            Some(RoomEvent::Logged { seq: 9, frame: got }) if got == frame
+        ));
     }
 }

@@ -29,7 +29,7 @@ use crate::{
     domain::{ContentError, MessageContent},
     service::{messaging, ServiceError},
     state::AppState,
-    store::{self, users::User},
+    store::{self, events::LogEntry, users::User},
     wire::{
         frames::{self, ChatClientFrame, Member, Protocol},
         views::{MessageView, Viewer},
@@ -155,6 +155,7 @@ impl Connection {
             started,
             ended,
             write_timeout: self.state.realtime.settings.write_timeout,
+            protocol: self.protocol,
         };
         // Messages committed between the handshake and the join are behind the room's live
         // position: they come from the database. Live frames up to where that read ended are
@@ -208,6 +209,8 @@ struct Writer {
     ended: CancellationToken,
     /// Longest any write or flush may take (`MRM_WS_WRITE_TIMEOUT_SECONDS`).
     write_timeout: Duration,
+    /// Which log entries the replay sends: messages only, or every event (`mrm.v2`).
+    protocol: Protocol,
 }
 
 impl Writer {
@@ -316,16 +319,18 @@ impl Writer {
         Ok(close)
     }
 
-    /// Sends every message after `last_sent` from the database, in batches.
+    /// Sends every log entry after `last_sent` from the database, in batches: messages, and for
+    /// `mrm.v2` every other event too.
     async fn replay(&mut self) -> Result<(), WriteError> {
         let limit = self.write_timeout;
         loop {
-            let rows = store::messages::seq_range(
+            let rows = store::events::range(
                 &self.state.db,
                 self.chat_id,
                 self.last_sent,
                 i64::MAX,
                 REPLAY_BATCH,
+                self.protocol.extended(),
             )
             .await
             .map_err(|err| {
@@ -334,10 +339,16 @@ impl Writer {
             })?;
             let done = (rows.len() as i64) < REPLAY_BATCH;
             for row in rows {
-                let seq = row.seq;
-                let frame =
-                    Message::Text(frames::message(MessageView::for_viewer(row, self.viewer)));
-                within(limit, self.sink.feed(frame)).await?;
+                let seq = row.seq();
+                let frame = match row {
+                    LogEntry::Message(m) => {
+                        Some(frames::message(MessageView::for_viewer(m, self.viewer)))
+                    }
+                    LogEntry::Event(e) => frames::logged(&e),
+                };
+                if let Some(frame) = frame {
+                    within(limit, self.sink.feed(Message::Text(frame))).await?;
+                }
                 self.last_sent = seq;
             }
             within(limit, self.sink.flush()).await?;

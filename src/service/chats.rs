@@ -14,6 +14,7 @@ use crate::{
     store::{
         self,
         chats::{Chat, Departure},
+        events::LogEntry,
         messages::Message,
         users::User,
         Db, Window,
@@ -299,6 +300,27 @@ pub async fn history(
         visible(state, chat_id, user).await?;
     }
     Ok(rows)
+}
+
+/// Up to `limit` entries of the chat's log after position `after` (and before `before`), in
+/// order: every message (as it is now: edited, or a tombstone) and every other event. Errors:
+/// `NotFound` when `user` does not take part.
+pub async fn log(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    window: Window,
+) -> ServiceResult<Vec<LogEntry>> {
+    visible(state, chat_id, user).await?;
+    Ok(store::events::range(
+        &state.db,
+        chat_id,
+        window.lower(),
+        window.upper(),
+        window.limit,
+        true,
+    )
+    .await?)
 }
 
 /// The chat's last `seq` if `user` takes part in it: where a new live-only socket starts.

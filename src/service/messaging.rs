@@ -1,4 +1,4 @@
-//! Posting a message: the one path REST and WebSocket sends share.
+//! Posting, editing and deleting messages: the one path each takes from every surface.
 //!
 //! Messages are written by one task per process, which takes every message waiting at that
 //! moment and commits them in one transaction (group commit): under load a commit carries many
@@ -13,10 +13,16 @@ use crate::{
     domain::MessageContent,
     realtime::{hub::RoomEvent, Realtime},
     service::{ServiceError, ServiceResult},
-    store::{self, messages::NewMessage, users::User, Db},
+    state::AppState,
+    store::{
+        self,
+        messages::{Actor, Change, NewMessage, Refusal},
+        users::User,
+        Db,
+    },
     wire::{
-        frames::MessageFrames,
-        views::{MessageView, UserView},
+        frames::{self, MessageFrames},
+        views::{MessageView, UserView, Viewer},
     },
 };
 
@@ -117,6 +123,8 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 sender: p.sender,
                 content: p.content.into_string(),
                 timestamp: saved.created_at,
+                edited_at: None,
+                deleted: false,
             };
             realtime.publish(
                 p.chat_id,
@@ -138,7 +146,7 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
 /// Errors: `RateLimited` (nothing saved), `NotFound` when the sender is not (or no longer) a
 /// participant, checked under the lock that orders the chat's messages.
 pub async fn send(
-    state: &crate::state::AppState,
+    state: &AppState,
     sender: &User,
     chat_id: i64,
     content: MessageContent,
@@ -149,4 +157,98 @@ pub async fn send(
         .post(chat_id, sender, content)
         .await?
         .ok_or(ServiceError::NotFound)
+}
+
+/// Replaces the content of `user`'s message `message_id` in chat `chat_id` (`PATCH` on the
+/// message, or an `edit` frame): the earlier version is kept for the chat's owner and staff
+/// ([`versions`]), and the change is logged and published to `mrm.v2` sockets as a
+/// `message_edited` frame. Counted against the same rate limit as sends.
+///
+/// Errors: `RateLimited`; `NotFound` (no such message in the chat, or `user` is not a
+/// participant); `PermissionDenied` (not `user`'s message); `Conflict` (the message is deleted).
+pub async fn edit(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    message_id: i64,
+    content: MessageContent,
+) -> ServiceResult<MessageView> {
+    state.limits.message(user.id, chat_id)?;
+    let edit = Change::Edit {
+        content: content.as_str(),
+    };
+    let changed = store::messages::change(&state.db, chat_id, message_id, actor(user), edit)
+        .await?
+        .map_err(refused)?;
+    publish_logged(state, &changed.event);
+    Ok(MessageView::for_viewer(changed.message, Viewer::of(user)))
+}
+
+/// Deletes message `message_id` of chat `chat_id` as `user`, leaving a tombstone (`deleted:
+/// true`, no content; its earlier versions and logged content erased): its sender and the
+/// chat's owner may, and staff whether or not they take part (moderation). Logged and published
+/// to `mrm.v2` sockets as a `message_deleted` frame.
+///
+/// Errors: `NotFound`, `PermissionDenied`, `Conflict` (deleted already).
+pub async fn delete(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    message_id: i64,
+) -> ServiceResult<MessageView> {
+    let changed =
+        store::messages::change(&state.db, chat_id, message_id, actor(user), Change::Delete)
+            .await?
+            .map_err(refused)?;
+    publish_logged(state, &changed.event);
+    Ok(MessageView::for_viewer(changed.message, Viewer::of(user)))
+}
+
+/// The earlier versions of message `message_id` of chat `chat_id`, oldest first: for the chat's
+/// owner and staff taking part in it (the admin area shows any). Errors: `NotFound` (no such
+/// message, or the chat is not `user`'s to see), `PermissionDenied` (a participant who is
+/// neither).
+pub async fn versions(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    message_id: i64,
+) -> ServiceResult<Vec<store::messages::Version>> {
+    let chat = super::chats::managed(state, chat_id, user).await?;
+    if store::messages::seq_of(&state.db, chat.id, message_id)
+        .await?
+        .is_none()
+    {
+        return Err(ServiceError::NotFound);
+    }
+    Ok(store::messages::versions(&state.db, message_id).await?)
+}
+
+/// `user` as the store's rules for changing messages see them.
+fn actor(user: &User) -> Actor {
+    Actor {
+        user_id: user.id,
+        staff: user.is_staff || user.is_superuser,
+    }
+}
+
+fn refused(refusal: Refusal) -> ServiceError {
+    match refusal {
+        Refusal::NotFound => ServiceError::NotFound,
+        Refusal::NotAllowed => ServiceError::PermissionDenied,
+        Refusal::Deleted => ServiceError::Conflict("This message was deleted.".into()),
+    }
+}
+
+/// Publishes a committed log event to the chat's `mrm.v2` sockets on every node.
+fn publish_logged(state: &AppState, event: &store::events::EventRow) {
+    if let Some(frame) = frames::logged(event) {
+        state.realtime.publish(
+            event.chat_id,
+            RoomEvent::Logged {
+                seq: event.seq,
+                frame,
+            },
+        );
+    }
 }

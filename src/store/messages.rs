@@ -6,7 +6,11 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use super::{contains_pattern, on_pool, on_writer, Db, Window};
+use super::{
+    contains_pattern,
+    events::{EventKind, EventRow},
+    on_pool, on_writer, Db, Window,
+};
 use crate::domain::UserType;
 
 /// A message with its sender's public fields, as every API view needs it.
@@ -21,13 +25,18 @@ pub struct Message {
     pub sender_username: String,
     pub sender_email: String,
     pub sender_user_type: UserType,
+    /// When the content was last edited, if ever.
+    pub edited_at: Option<DateTime<Utc>>,
+    /// When the message was deleted: a tombstone, whose content is empty.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// `Message`'s columns, read from `messages m` joined with its sender as `users u`.
 macro_rules! message_columns {
     () => {
         "m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
-         u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type"
+         u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type, \
+         m.edited_at, m.deleted_at"
     };
 }
 
@@ -461,9 +470,191 @@ pub async fn with_chat_by_id(db: &Db, id: i64) -> sqlx::Result<Option<MessageWit
     on_pool!(db, pool => sqlx::query_as::<_, MessageWithChat>(sql).bind(id).fetch_optional(pool).await)
 }
 
-/// Deletes a message; returns its chat's id, or `None` when there was no such message. The
-/// chat's `last_seq` stays as it is: sequence numbers are never reused.
-pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
-    let sql = "DELETE FROM messages WHERE id = $1 RETURNING chat_id";
-    on_writer!(db, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await)
+/// Why a change to a message was not made (nothing was written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such message in this chat, or the chat is not the actor's to see.
+    NotFound,
+    /// The actor may see the message but not make this change to it.
+    NotAllowed,
+    /// The message is deleted already.
+    Deleted,
+}
+
+/// Who changes a message: their id, and whether they are staff (who may delete any message).
+#[derive(Debug, Clone, Copy)]
+pub struct Actor {
+    pub user_id: i64,
+    pub staff: bool,
+}
+
+/// A change made to a message: the position of its event in the chat's log, and the message as
+/// it is now.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The event, as the log holds it.
+    pub event: EventRow,
+    /// The message after the change.
+    pub message: Message,
+}
+
+/// A message's state as a change sees it, read under the chat's lock.
+#[derive(sqlx::FromRow)]
+struct Target {
+    sender_id: i64,
+    deleted: bool,
+    content: String,
+    written_at: DateTime<Utc>,
+    owner_id: Option<i64>,
+    member: bool,
+}
+
+/// A change to make to a message with [`change`].
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// Replace the content (the sender only, while a participant).
+    Edit { content: &'a str },
+    /// Delete it, leaving a tombstone (its sender or the chat's owner, both participants, or
+    /// staff whether or not they take part).
+    Delete,
+}
+
+/// Makes `change` to message `message_id` of chat `chat_id` as `actor`, in one transaction that
+/// first takes the chat's next log position (locking the chat's row as a send does, so
+/// membership and the message's state are read under the lock that orders the log), then writes
+/// the change and its event at that position:
+/// - an edit keeps the previous version in `message_versions` and sets `edited_at`;
+/// - a deletion empties the content, erases the earlier versions and the content of the
+///   message's edit events, and sets `deleted_at`.
+///
+/// Refused, with nothing written: `NotFound` (no such message in the chat, or the actor may not
+/// see it), `NotAllowed`, `Deleted`.
+pub async fn change(
+    db: &Db,
+    chat_id: i64,
+    message_id: i64,
+    actor: Actor,
+    change: Change<'_>,
+) -> sqlx::Result<Result<Changed, Refusal>> {
+    on_writer!(db, pool => {
+        let now = super::now();
+        let mut tx = pool.begin().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seq) = seq else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let target: Option<Target> = sqlx::query_as(
+            "SELECT m.sender_id, (m.deleted_at IS NOT NULL) AS deleted, m.content, \
+             COALESCE(m.edited_at, m.created_at) AS written_at, c.owner_id, \
+             EXISTS (SELECT 1 FROM chat_participants p \
+                     WHERE p.chat_id = $1 AND p.user_id = $3) AS member \
+             FROM messages m JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = $1 AND m.id = $2",
+        )
+        .bind(chat_id)
+        .bind(message_id)
+        .bind(actor.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(target) = target.filter(|t| t.member || actor.staff) else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let own = target.member && target.sender_id == actor.user_id;
+        let allowed = match change {
+            Change::Edit { .. } => own,
+            Change::Delete => {
+                own || actor.staff
+                    || (target.member && target.owner_id == Some(actor.user_id))
+            }
+        };
+        if !allowed {
+            return Ok(Err(Refusal::NotAllowed));
+        }
+        if target.deleted {
+            return Ok(Err(Refusal::Deleted));
+        }
+        let (kind, content) = match change {
+            Change::Edit { content } => {
+                sqlx::query(
+                    "INSERT INTO message_versions (message_id, content, written_at, replaced_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(message_id)
+                .bind(&target.content)
+                .bind(target.written_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3")
+                    .bind(content)
+                    .bind(now)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                (EventKind::MessageEdited, Some(content))
+            }
+            Change::Delete => {
+                sqlx::query("UPDATE messages SET content = '', deleted_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM message_versions WHERE message_id = $1")
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE chat_events SET content = NULL WHERE message_id = $1")
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                (EventKind::MessageDeleted, None)
+            }
+        };
+        sqlx::query(super::events::INSERT)
+            .bind(chat_id)
+            .bind(seq)
+            .bind(kind.as_str())
+            .bind(message_id)
+            .bind(actor.user_id)
+            .bind(content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let message: Message = sqlx::query_as(concat!(message_select!(), "WHERE m.id = $1"))
+            .bind(message_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let event = EventRow {
+            chat_id,
+            seq,
+            kind: kind.as_str().to_owned(),
+            message_id: Some(message_id),
+            actor_id: Some(actor.user_id),
+            content: content.map(str::to_owned),
+            created_at: now,
+        };
+        Ok(Ok(Changed { event, message }))
+    })
+}
+
+/// An earlier version of an edited message.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Version {
+    pub content: String,
+    /// When this version was written.
+    pub written_at: DateTime<Utc>,
+    /// When the edit that replaced it was made.
+    pub replaced_at: DateTime<Utc>,
+}
+
+/// The earlier versions of a message, oldest first (none once it is deleted).
+pub async fn versions(db: &Db, message_id: i64) -> sqlx::Result<Vec<Version>> {
+    let sql = "SELECT content, written_at, replaced_at FROM message_versions \
+               WHERE message_id = $1 ORDER BY id";
+    on_pool!(db, pool => sqlx::query_as::<_, Version>(sql).bind(message_id).fetch_all(pool).await)
 }

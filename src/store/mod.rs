@@ -11,6 +11,7 @@
 pub mod ai;
 pub mod chats;
 pub mod columns;
+pub mod events;
 pub mod messages;
 pub mod sessions;
 pub mod sqlite;

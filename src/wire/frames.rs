@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use chrono::{DateTime, Utc};
 
 use crate::domain::text;
+use crate::store::events::{EventKind, EventRow};
 #[allow(unused_imports)] // named by the OpenAPI schema of `AiReply::usage`
 use crate::wire::schemas::TokenCounts;
 use crate::wire::views::{timestamp, AiMessageView, MessageView, Viewer};
@@ -105,17 +106,42 @@ pub struct TypingFrame {
     pub user: Member,
 }
 
-/// Server → client: a message was deleted by an administrator.
+/// Server → client (`mrm.v2`): a message was deleted (by its sender, the chat's owner or staff).
+/// It stays in the history as a tombstone (`deleted: true`, no content).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageDeletedFrame {
     /// Always `message_deleted`.
     #[serde(rename = "type")]
     #[schema(example = "message_deleted")]
     pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
     /// The deleted message's id.
     pub id: i64,
     /// Its chat's id.
     pub chat: i64,
+}
+
+/// Server → client (`mrm.v2`): a message's content was edited by its sender.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageEditedFrame {
+    /// Always `message_edited`.
+    #[serde(rename = "type")]
+    #[schema(example = "message_edited")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    /// The edited message's id.
+    pub id: i64,
+    /// Its chat's id.
+    pub chat: i64,
+    /// The new content (empty when replayed after the message was deleted: the log keeps no
+    /// deleted content).
+    pub content: String,
+    /// When the edit was made.
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
+    pub edited_at: DateTime<Utc>,
 }
 
 /// Server → client: a frame could not be acted on; the socket stays open.
@@ -224,13 +250,48 @@ pub fn presence_delta(joined: &[Member], left: &[Member]) -> Utf8Bytes {
     })
 }
 
-/// `{"type": "message_deleted", "id", "chat"}`
-pub fn message_deleted(id: i64, chat_id: i64) -> Utf8Bytes {
-    encode(&MessageDeletedFrame {
-        kind: "message_deleted",
-        id,
-        chat: chat_id,
-    })
+/// The `mrm.v2` frame of a logged event other than a new message (those are `message` frames).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum LoggedFrame {
+    MessageEdited(MessageEditedFrame),
+    MessageDeleted(MessageDeletedFrame),
+}
+
+impl LoggedFrame {
+    /// The frame of `event`, or `None` for a kind this version does not know.
+    pub fn of(event: &EventRow) -> Option<LoggedFrame> {
+        Some(match event.kind()? {
+            EventKind::MessageEdited => LoggedFrame::MessageEdited(MessageEditedFrame {
+                kind: "message_edited",
+                seq: event.seq,
+                id: event.message_id.unwrap_or_default(),
+                chat: event.chat_id,
+                content: event.content.clone().unwrap_or_default(),
+                edited_at: event.created_at,
+            }),
+            EventKind::MessageDeleted => LoggedFrame::MessageDeleted(MessageDeletedFrame {
+                kind: "message_deleted",
+                seq: event.seq,
+                id: event.message_id.unwrap_or_default(),
+                chat: event.chat_id,
+            }),
+        })
+    }
+}
+
+/// [`LoggedFrame::of`] as the text of a WebSocket message.
+pub fn logged(event: &EventRow) -> Option<Utf8Bytes> {
+    LoggedFrame::of(event).map(|frame| encode(&frame))
+}
+
+/// One position of a chat's log as `GET /api/chats/{id}/events/` lists it: the frame an
+/// `mrm.v2` socket receives for it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum LogItem {
+    Message(MessageFrame),
+    Event(LoggedFrame),
 }
 
 /// The user's message as the AI socket announces it.

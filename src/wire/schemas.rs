@@ -151,6 +151,15 @@ pub struct SendMessage {
     pub content: String,
 }
 
+/// The body of `PATCH /api/chats/{id}/messages/{message_id}/`.
+#[derive(ToSchema)]
+pub struct EditMessage {
+    /// The new content: surrounding whitespace is removed, as when sending over REST; must not
+    /// be blank.
+    #[schema(min_length = 1, max_length = 10000, example = "Hello, edited!")]
+    pub content: String,
+}
+
 /// The body of `POST /api/ai/chats/`.
 #[derive(ToSchema)]
 pub struct AiChatCreate {

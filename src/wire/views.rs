@@ -30,6 +30,17 @@ pub fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&format_timestamp(t))
 }
 
+/// Serialises an optional time as [`timestamp`] does, or null.
+pub fn optional_timestamp<S: Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => timestamp(t, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// Who is looking at a view: it decides what a view may show of other users. An email address
 /// is shown to its owner and to staff (`is_staff` or `is_superuser`, as the administration area
 /// admits them); everyone else gets `""`, which the contract allows for a user without one. Every
@@ -135,15 +146,24 @@ pub struct MessageView {
     pub id: i64,
     /// The chat's id.
     pub chat: i64,
-    /// Position in the chat's history: 1, 2, 3, … in the order messages were saved.
+    /// Position in the chat's log, increasing in the order messages were saved. Edits and
+    /// deletions take positions of the same log, so a chat's messages may skip numbers.
     pub seq: i64,
     pub sender: UserView,
-    /// Exactly as sent.
+    /// As sent (over REST, with surrounding whitespace removed), or as last edited; empty once
+    /// deleted.
     pub content: String,
     /// When the message was saved.
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
+    /// When the content was last edited; null if never.
+    #[serde(serialize_with = "optional_timestamp")]
+    #[schema(value_type = Option<String>, format = DateTime, example = json!(null))]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// True for a deleted message: a tombstone that keeps its place (`id`, `seq`) with no
+    /// content.
+    pub deleted: bool,
 }
 
 impl MessageView {
@@ -161,8 +181,14 @@ impl MessageView {
                 m.sender_user_type.as_str(),
                 viewer,
             ),
-            content: m.content,
+            content: if m.deleted_at.is_some() {
+                String::new()
+            } else {
+                m.content
+            },
             timestamp: m.created_at,
+            edited_at: m.edited_at,
+            deleted: m.deleted_at.is_some(),
         }
     }
 
@@ -173,6 +199,31 @@ impl MessageView {
             staff: false,
         };
         Self::for_viewer(m, sender)
+    }
+}
+
+/// An earlier version of an edited message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageVersionView {
+    /// The content as it was.
+    pub content: String,
+    /// When this version was written (the message's creation or an earlier edit).
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
+    pub written_at: DateTime<Utc>,
+    /// When the edit that replaced it was made.
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:21:00.000000Z")]
+    pub replaced_at: DateTime<Utc>,
+}
+
+impl From<crate::store::messages::Version> for MessageVersionView {
+    fn from(v: crate::store::messages::Version) -> Self {
+        Self {
+            content: v.content,
+            written_at: v.written_at,
+            replaced_at: v.replaced_at,
+        }
     }
 }
 

@@ -1048,13 +1048,21 @@ async fn messages_are_filtered_and_deleted_live() {
     let page = admin.post(&path, &[]).await;
     assert_eq!(page.redirect(), "/admin/messages/?done=deleted");
     let frame = socket.next_of("message_deleted").await;
+    // Two messages took positions 1 and 2; the deletion is the log's third entry.
     assert_eq!(
         frame,
-        json!({"type": "message_deleted", "id": hello_id, "chat": first})
+        json!({"type": "message_deleted", "seq": 3, "id": hello_id, "chat": first})
     );
     let history = alice.chat_messages(first).await;
-    assert_eq!(history.as_array().unwrap().len(), 1);
-    assert_eq!(history[0]["content"], "hello from bob");
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        2,
+        "a tombstone keeps its place"
+    );
+    assert_eq!(history[0]["id"], hello_id);
+    assert_eq!(history[0]["deleted"], true);
+    assert_eq!(history[0]["content"], "");
+    assert_eq!(history[1]["content"], "hello from bob");
     assert_eq!(admin.get(&path).await.status, StatusCode::NOT_FOUND);
     assert_eq!(admin.post(&path, &[]).await.status, StatusCode::NOT_FOUND);
     // The socket stays open and keeps receiving messages.

@@ -458,3 +458,35 @@ async fn departures_on_one_node_close_sockets_on_the_other_and_frames_hide_email
     assert_eq!(removed.status, StatusCode::NO_CONTENT);
     assert_eq!(bob_ws.closed().await, Some(4003));
 }
+
+#[tokio::test]
+async fn edits_and_deletions_on_one_node_reach_v2_sockets_on_the_other_in_log_order() {
+    let cluster = cluster().await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let chat = alice.create_chat("talk", &[id(&bob.me().await)]).await;
+    let mut alice_ws = alice.ws_v2(chat).await;
+
+    let sent = bob.send_message(chat, "hello").await;
+    let path = format!("/api/chats/{chat}/messages/{}/", id(&sent));
+    bob.patch(&path, &json!({"content": "hello, edited"})).await;
+    bob.delete(&path).await;
+    let kinds = ["message", "message_edited", "message_deleted"];
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let frame = alice_ws.next_of_any(&kinds).await;
+        let position = frame["seq"]
+            .as_i64()
+            .or_else(|| frame["message"]["seq"].as_i64())
+            .unwrap();
+        seen.push((frame["type"].as_str().unwrap().to_owned(), position));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("message".to_owned(), 1),
+            ("message_edited".to_owned(), 2),
+            ("message_deleted".to_owned(), 3)
+        ]
+    );
+}

@@ -9,6 +9,7 @@ mod cluster;
 mod connections;
 mod csrf;
 mod errors;
+mod events;
 mod fake_openai;
 mod helpers;
 mod input;

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::{
     ai::generation::{AiEvent, Listener},
     auth::AuthUser,
-    domain::{FinishReason, MessageContent},
+    domain::FinishReason,
     error::{ApiError, ApiResult},
     http::{input::Input, path::Id},
     service::{
@@ -37,16 +37,7 @@ const REPLY_WAIT: Duration = Duration::from_secs(660);
 
 /// The question of a send: `content`, `include_related_chat_context`, `context_message_limit`.
 fn question(input: &Input, errors: &mut FieldErrors) -> Option<Question> {
-    let content =
-        input
-            .required_text("content", errors)
-            .and_then(|raw| match MessageContent::parse(raw) {
-                Ok(content) => Some(content),
-                Err(message) => {
-                    errors.add("content", message.to_string());
-                    None
-                }
-            });
+    let content = input.message_content("content", errors);
     let include_context = input
         .optional_bool("include_related_chat_context", errors)
         .unwrap_or(false);

@@ -1,0 +1,425 @@
+//! The chat's log: edits and deletions over REST, their `mrm.v2` frames live and on resume, the
+//! original protocol seeing none of them, and `GET /api/chats/{id}/events/`.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{id, Client, TestApp, WsClient, WsOptions};
+
+/// The frames of the log kinds, in the order they come; presence and typing are skipped.
+const LOGGED: &[&str] = &["message", "message_edited", "message_deleted"];
+
+fn message_path(chat: i64, message: i64) -> String {
+    format!("/api/chats/{chat}/messages/{message}/")
+}
+
+/// A frame's position in the log: `message.seq` for a message, `seq` for every other kind.
+fn position(frame: &Value) -> i64 {
+    frame["seq"]
+        .as_i64()
+        .or_else(|| frame["message"]["seq"].as_i64())
+        .expect("a logged frame has a position")
+}
+
+/// Opens `/ws/chat/{chat}/` speaking `mrm.v2`, resuming after `after` when given.
+async fn v2_after(client: &Client, chat: i64, after: i64) -> WsClient {
+    let query = format!("?after_seq={after}");
+    client
+        .ws_with(
+            chat,
+            WsOptions {
+                query: &query,
+                protocols: Some("mrm.v2"),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("socket opens")
+}
+
+#[tokio::test]
+async fn an_edit_replaces_the_content_keeps_the_old_version_and_reaches_v2_sockets_only() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let bob_id = id(&bob.me().await);
+    let carol_id = id(&carol.me().await);
+    let chat = alice.create_chat("c", &[bob_id, carol_id]).await;
+    let mut original = alice.ws(chat).await;
+    let mut extended = alice.ws_v2(chat).await;
+
+    let sent = bob.send_message(chat, "first").await;
+    let path = message_path(chat, id(&sent));
+    let edited = bob.patch(&path, &json!({"content": "  second  "})).await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.body);
+    assert_eq!(
+        edited.body["content"], "second",
+        "trimmed as a REST send is"
+    );
+    assert_eq!(
+        edited.body["seq"], sent["seq"],
+        "the message keeps its place"
+    );
+    assert!(edited.body["edited_at"].is_string());
+    assert_eq!(edited.body["deleted"], false);
+    assert_eq!(sent["edited_at"], Value::Null);
+
+    assert_eq!(
+        extended.next_of_any(LOGGED).await["message"]["content"],
+        "first"
+    );
+    let frame = extended.next_of_any(LOGGED).await;
+    assert_eq!(
+        frame,
+        json!({
+            "type": "message_edited", "seq": 2, "id": id(&sent), "chat": chat,
+            "content": "second", "edited_at": edited.body["edited_at"],
+        })
+    );
+    // The original protocol sees the message, then the next message: no edit between.
+    bob.send_message(chat, "third").await;
+    assert_eq!(original.next_message().await["content"], "first");
+    let next = original.next().await;
+    assert!(
+        matches!(&next, crate::helpers::WsEvent::Json(f) if f["type"] == "message" && f["message"]["content"] == "third" && f["message"]["seq"] == 3),
+        "{next:?}"
+    );
+
+    // Reads show the new content.
+    let history = alice.chat_messages(chat).await;
+    assert_eq!(history[0]["content"], "second");
+    assert_eq!(history[0]["edited_at"], edited.body["edited_at"]);
+
+    // The earlier version: for the chat's owner, not for other members.
+    let versions = alice.get(&format!("{path}versions/")).await;
+    assert_eq!(versions.status, StatusCode::OK, "{}", versions.body);
+    assert_eq!(versions.body.as_array().unwrap().len(), 1);
+    assert_eq!(versions.body[0]["content"], "first");
+    assert_eq!(versions.body[0]["written_at"], sent["timestamp"]);
+    assert_eq!(
+        carol.get(&format!("{path}versions/")).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Only the sender edits; outsiders learn nothing; bad input is refused with its reason.
+    let refused = alice.patch(&path, &json!({"content": "not mine"})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let outsider = app.user("dave").await;
+    let hidden = outsider.patch(&path, &json!({"content": "x"})).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    let blank = bob.patch(&path, &json!({"content": "   "})).await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        blank.body,
+        json!({"content": ["This field may not be blank."]})
+    );
+    let missing = bob
+        .patch(&message_path(chat, 999_999), &json!({"content": "x"}))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let elsewhere = alice.create_chat("other", &[bob_id]).await;
+    let wrong_chat = bob
+        .patch(
+            &message_path(elsewhere, id(&sent)),
+            &json!({"content": "x"}),
+        )
+        .await;
+    assert_eq!(
+        wrong_chat.status,
+        StatusCode::NOT_FOUND,
+        "the message is not in that chat"
+    );
+    assert_eq!(alice.chat_messages(chat).await[0]["content"], "second");
+}
+
+#[tokio::test]
+async fn a_deletion_leaves_a_tombstone_and_the_owner_and_staff_may_delete_any_message() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let root = app.user("root").await;
+    app.make_staff("root").await;
+    let bob_id = id(&bob.me().await);
+    let carol_id = id(&carol.me().await);
+    let chat = alice.create_chat("c", &[bob_id, carol_id]).await;
+    let own = bob.send_message(chat, "mine").await;
+    let moderated = bob.send_message(chat, "rude").await;
+    let by_alice = alice.send_message(chat, "from the owner").await;
+    let by_carol = carol.send_message(chat, "from carol").await;
+    bob.patch(
+        &message_path(chat, id(&own)),
+        &json!({"content": "mine, edited"}),
+    )
+    .await;
+    let mut extended = alice.ws_v2(chat).await;
+
+    let deleted = bob.delete(&message_path(chat, id(&own))).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert_eq!(deleted.body["deleted"], true);
+    assert_eq!(deleted.body["content"], "");
+    assert_eq!(deleted.body["id"], own["id"]);
+    let frame = extended.next_of_any(LOGGED).await;
+    assert_eq!(
+        frame,
+        json!({"type": "message_deleted", "seq": 6, "id": id(&own), "chat": chat})
+    );
+    let again = bob.delete(&message_path(chat, id(&own))).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let edit = bob
+        .patch(&message_path(chat, id(&own)), &json!({"content": "back"}))
+        .await;
+    assert_eq!(edit.status, StatusCode::CONFLICT);
+
+    // A member may not delete another's message; the owner and staff may.
+    let refused = carol.delete(&message_path(chat, id(&by_alice))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let by_owner = alice.delete(&message_path(chat, id(&moderated))).await;
+    assert_eq!(by_owner.status, StatusCode::OK);
+    let by_staff = root.delete(&message_path(chat, id(&by_carol))).await;
+    assert_eq!(
+        by_staff.status,
+        StatusCode::OK,
+        "staff moderate chats they are not in"
+    );
+
+    // Tombstones keep their places in every read; nothing of the deleted text remains.
+    let history = carol.chat_messages(chat).await;
+    let shown: Vec<(bool, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["deleted"].as_bool().unwrap(),
+                m["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (true, ""),
+            (true, ""),
+            (false, "from the owner"),
+            (true, "")
+        ]
+    );
+    let one = carol.get(&format!("/api/messages/{}/", id(&own))).await;
+    assert_eq!(one.body["deleted"], true);
+    let versions = alice
+        .get(&format!("{}versions/", message_path(chat, id(&own))))
+        .await;
+    assert_eq!(
+        versions.body,
+        json!([]),
+        "earlier versions go with the content"
+    );
+    let events = alice.get(&format!("/api/chats/{chat}/events/")).await;
+    let edit_event = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "message_edited")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        edit_event["content"], "",
+        "the log keeps no deleted content"
+    );
+    assert!(!events.body.to_string().contains("mine"));
+    assert!(!events.body.to_string().contains("rude"));
+}
+
+/// Applies logged frames to a view of the chat: message id → (content, deleted).
+fn apply(view: &mut std::collections::BTreeMap<i64, (String, bool)>, frame: &Value) {
+    match frame["type"].as_str().unwrap() {
+        "message" => {
+            let m = &frame["message"];
+            view.insert(
+                id(m),
+                (
+                    m["content"].as_str().unwrap().to_owned(),
+                    m["deleted"].as_bool().unwrap(),
+                ),
+            );
+        }
+        "message_edited" => {
+            let entry = view
+                .get_mut(&id(frame))
+                .expect("an edit follows its message");
+            entry.0 = frame["content"].as_str().unwrap().to_owned();
+        }
+        "message_deleted" => {
+            let entry = view
+                .get_mut(&id(frame))
+                .expect("a deletion follows its message");
+            *entry = (String::new(), true);
+        }
+        other => panic!("unexpected frame {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_v2_client_resuming_from_its_position_gets_every_change_it_missed_in_order() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let mut view = std::collections::BTreeMap::new();
+
+    let mut socket = alice.ws_v2(chat).await;
+    let first = bob.send_message(chat, "m0").await;
+    let frame = socket.next_of_any(LOGGED).await;
+    apply(&mut view, &frame);
+    let mut last = position(&frame);
+    drop(socket);
+
+    // While the client is away, another keeps changing the chat: sends, edits, deletions.
+    let mut sent = vec![first];
+    for round in 1..=6 {
+        sent.push(bob.send_message(chat, &format!("m{round}")).await);
+        let edit_target = &sent[round - 1];
+        bob.patch(
+            &message_path(chat, id(edit_target)),
+            &json!({"content": format!("m{} edited", round - 1)}),
+        )
+        .await;
+        if round % 2 == 0 {
+            bob.delete(&message_path(chat, id(&sent[round - 2]))).await;
+        }
+    }
+
+    // Resumed from its position, in two legs, each ending where the log is now.
+    for leg in 0..2 {
+        let mut resumed = v2_after(&alice, chat, last).await;
+        let end = alice
+            .get(&format!("/api/chats/{chat}/events/?after={last}&limit=500"))
+            .await;
+        let end = end
+            .body
+            .as_array()
+            .unwrap()
+            .last()
+            .map(position)
+            .unwrap_or(last);
+        while last < end {
+            let frame = resumed.next_of_any(LOGGED).await;
+            let at = position(&frame);
+            assert_eq!(at, last + 1, "no gap and no duplicate");
+            apply(&mut view, &frame);
+            last = at;
+        }
+        if leg == 0 {
+            bob.send_message(chat, "while resumed").await;
+            bob.delete(&message_path(chat, id(&sent[6]))).await;
+        }
+    }
+
+    // The client's view equals a fresh read.
+    let history = alice.chat_messages(chat).await;
+    let fresh: std::collections::BTreeMap<i64, (String, bool)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                id(m),
+                (
+                    m["content"].as_str().unwrap().to_owned(),
+                    m["deleted"].as_bool().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(view, fresh);
+}
+
+#[tokio::test]
+async fn the_events_endpoint_pages_through_the_log_and_an_original_client_resumes_on_messages_only()
+{
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    let a = alice.send_message(chat, "a").await;
+    alice
+        .patch(&message_path(chat, id(&a)), &json!({"content": "a2"}))
+        .await;
+    let b = alice.send_message(chat, "b").await;
+    alice.delete(&message_path(chat, id(&b))).await;
+    alice.send_message(chat, "c").await;
+
+    // Pages of two, following the Link header, from the start.
+    let mut path = format!("/api/chats/{chat}/events/?limit=2");
+    let mut kinds = Vec::new();
+    let mut positions = Vec::new();
+    loop {
+        let page = alice.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        for item in page.body.as_array().unwrap() {
+            kinds.push(item["type"].as_str().unwrap().to_owned());
+            positions.push(position(item));
+        }
+        match page.next_link() {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            "message",
+            "message_edited",
+            "message",
+            "message_deleted",
+            "message"
+        ]
+    );
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    let after = alice
+        .get(&format!("/api/chats/{chat}/events/?after=3"))
+        .await;
+    let after: Vec<i64> = after
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(position)
+        .collect();
+    assert_eq!(after, [4, 5]);
+    let bad = alice
+        .get(&format!("/api/chats/{chat}/events/?after=x"))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let outsider = app.user("eve").await;
+    let hidden = outsider.get(&format!("/api/chats/{chat}/events/")).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+
+    // The original protocol replays messages only, each as it is now.
+    let mut original = alice.ws_after(chat, 0).await;
+    let replayed: Vec<(i64, String, bool)> = [
+        original.next_message().await,
+        original.next_message().await,
+        original.next_message().await,
+    ]
+    .iter()
+    .map(|m| {
+        (
+            m["seq"].as_i64().unwrap(),
+            m["content"].as_str().unwrap().to_owned(),
+            m["deleted"].as_bool().unwrap(),
+        )
+    })
+    .collect();
+    assert_eq!(
+        replayed,
+        [
+            (1, "a2".into(), false),
+            (3, String::new(), true),
+            (5, "c".into(), false)
+        ]
+    );
+}
