@@ -17,6 +17,7 @@ use super::{
 use crate::{
     domain::{text, username, MAX_CHAT_NAME_CHARS},
     realtime::hub::RoomEvent,
+    service::{chats, ServiceError},
     state::AppState,
     store::{self, chats::ChatSummary, users::User},
 };
@@ -125,7 +126,7 @@ pub async fn rename(
         page.errors = errors;
         return render(&page);
     }
-    store::chats::rename(&state.db, chat.chat.id, &name).await?;
+    chats::rename_as(&state, chat.chat.id, &name, staff.user.id).await?;
     tracing::info!(
         chat.id = chat.chat.id,
         by = staff.user.id,
@@ -186,13 +187,7 @@ pub async fn add_participants(
         return render(&page);
     }
     let ids: Vec<i64> = found.iter().map(|u| u.id).collect();
-    let added = store::chats::add_participants(&state.db, chat.chat.id, &ids).await?;
-    tracing::info!(
-        chat.id = chat.chat.id,
-        added = added.len(),
-        by = staff.user.id,
-        "admin added participants"
-    );
+    chats::add_as(&state, chat.chat.id, &ids, staff.user.id).await?;
     Ok(see_other(&format!("/admin/chats/{id}/?done=added")))
 }
 
@@ -213,18 +208,10 @@ pub async fn remove_participant(
         );
         return render_with(StatusCode::BAD_REQUEST, &page);
     }
-    if !store::chats::remove_participant(&state.db, chat.chat.id, user_id).await? {
-        return Err(AdminError::NotFound);
+    match chats::remove_as(&state, chat.chat.id, user_id, staff.user.id).await {
+        Err(ServiceError::NotFound) => return Err(AdminError::NotFound),
+        other => other?,
     }
-    state
-        .realtime
-        .publish(chat.chat.id, RoomEvent::MemberRemoved { user_id });
-    tracing::info!(
-        chat.id = chat.chat.id,
-        removed = user_id,
-        by = staff.user.id,
-        "admin removed a participant"
-    );
     Ok(see_other(&format!("/admin/chats/{id}/?done=removed")))
 }
 

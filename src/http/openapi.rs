@@ -59,7 +59,8 @@ use crate::{
     components(schemas(
         schemas::ChatSendFrame, schemas::TypingRequestFrame, frames::MessageFrame,
         frames::PresenceFrame, frames::PresenceDeltaFrame, frames::TypingFrame,
-        frames::MessageDeletedFrame, frames::MessageEditedFrame,
+        frames::MessageDeletedFrame, frames::MessageEditedFrame, frames::MemberFrame,
+        frames::ChatRenamedFrame,
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
@@ -232,6 +233,8 @@ impl Modify for WebSockets {
                         "TypingFrame",
                         "MessageEditedFrame",
                         "MessageDeletedFrame",
+                        "MemberFrame",
+                        "ChatRenamedFrame",
                         "ErrorFrame",
                     ],
                 },

@@ -209,10 +209,72 @@ pub async fn rename(
     let mut chat = managed(state, chat_id, user).await?;
     errors.check()?;
     if let Some(name) = name {
-        store::chats::rename(&state.db, chat.id, &name).await?;
+        rename_as(state, chat.id, &name, user.id).await?;
         chat.name = name;
     }
     view(&state.db, chat, user).await
+}
+
+/// Renames chat `chat_id` on behalf of `actor` (whose right to do so the caller checked: the
+/// owner, or staff here or in the admin area), logs it and tells the chat's `mrm.v2` sockets.
+/// Errors: `NotFound` for an unknown chat.
+pub async fn rename_as(
+    state: &AppState,
+    chat_id: i64,
+    name: &str,
+    actor: i64,
+) -> ServiceResult<()> {
+    let event = store::chats::rename(&state.db, chat_id, name, Some(actor))
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    super::messaging::publish_logged(state, &event);
+    Ok(())
+}
+
+/// Adds users `user_ids` to chat `chat_id` on behalf of `actor` (checked by the caller), logs
+/// each addition and tells the chat's `mrm.v2` sockets; returns how many were not members yet.
+pub async fn add_as(
+    state: &AppState,
+    chat_id: i64,
+    user_ids: &[i64],
+    actor: i64,
+) -> ServiceResult<usize> {
+    let events = store::chats::add_participants(&state.db, chat_id, user_ids, Some(actor)).await?;
+    for event in &events {
+        super::messaging::publish_logged(state, event);
+    }
+    tracing::info!(
+        chat.id = chat_id,
+        added = events.len(),
+        by = actor,
+        "participants added"
+    );
+    Ok(events.len())
+}
+
+/// Removes member `member_id` from chat `chat_id` on behalf of `actor` (checked by the caller),
+/// logs it, tells the chat's `mrm.v2` sockets and closes the member's sockets (4003). Errors:
+/// `NotFound` when they were not a member.
+pub async fn remove_as(
+    state: &AppState,
+    chat_id: i64,
+    member_id: i64,
+    actor: i64,
+) -> ServiceResult<()> {
+    let event = store::chats::remove_participant(&state.db, chat_id, member_id, Some(actor))
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    super::messaging::publish_logged(state, &event);
+    state
+        .realtime
+        .publish(chat_id, RoomEvent::MemberRemoved { user_id: member_id });
+    tracing::info!(
+        chat.id = chat_id,
+        removed = member_id,
+        by = actor,
+        "participant removed"
+    );
+    Ok(())
 }
 
 /// Deletes the chat with its messages; its sockets close with 4004.
@@ -238,8 +300,7 @@ pub async fn add_members(
     let members = resolve_members(state, &members, &mut errors, true).await?;
     errors.check()?;
     let members: Vec<i64> = members.into_iter().collect();
-    let added = store::chats::add_participants(&state.db, chat.id, &members).await?;
-    tracing::info!(chat.id = chat.id, added = added.len(), "participants added");
+    add_as(state, chat.id, &members, user.id).await?;
     view(&state.db, chat, user).await
 }
 
@@ -258,25 +319,17 @@ pub async fn remove_member(
             "The owner cannot be removed from the chat; the owner may leave it instead.".into(),
         ));
     }
-    if !store::chats::remove_participant(&state.db, chat.id, member_id).await? {
-        return Err(ServiceError::NotFound);
-    }
-    state
-        .realtime
-        .publish(chat.id, RoomEvent::MemberRemoved { user_id: member_id });
-    tracing::info!(
-        chat.id = chat.id,
-        removed = member_id,
-        "participant removed"
-    );
-    Ok(())
+    remove_as(state, chat.id, member_id, user.id).await
 }
 
 /// `user` leaves the chat: an owner's chat passes to the longest-standing member, and the last
 /// one out deletes it. Errors: `NotFound`.
 pub async fn leave(state: &AppState, user: &User, chat_id: i64) -> ServiceResult<Departure> {
     let chat = visible(state, chat_id, user).await?;
-    let outcome = store::chats::leave(&state.db, chat.id, user.id).await?;
+    let (outcome, logged) = store::chats::leave(&state.db, chat.id, user.id).await?;
+    for event in &logged {
+        super::messaging::publish_logged(state, event);
+    }
     let event = match outcome {
         Departure::ChatDeleted => RoomEvent::ChatDeleted,
         _ => RoomEvent::MemberRemoved { user_id: user.id },

@@ -241,7 +241,7 @@ fn refused(refusal: Refusal) -> ServiceError {
 }
 
 /// Publishes a committed log event to the chat's `mrm.v2` sockets on every node.
-fn publish_logged(state: &AppState, event: &store::events::EventRow) {
+pub fn publish_logged(state: &AppState, event: &store::events::EventRow) {
     if let Some(frame) = frames::logged(event) {
         state.realtime.publish(
             event.chat_id,

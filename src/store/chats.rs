@@ -2,7 +2,14 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{contains_pattern, on_pool, on_writer, users::user_columns, users::User, Db, Window};
+use super::{
+    contains_pattern,
+    events::{log_event, EventKind, EventRow},
+    on_pool, on_writer,
+    users::user_columns,
+    users::User,
+    Db, Window,
+};
 
 /// A group chat's own columns.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -156,11 +163,30 @@ pub async fn last_seq_for_member(db: &Db, chat_id: i64, user_id: i64) -> sqlx::R
     on_pool!(db, pool => sqlx::query_scalar(sql).bind(chat_id).bind(user_id).fetch_optional(pool).await)
 }
 
-/// Sets the chat's name; an unknown id is not an error.
-pub async fn rename(db: &Db, chat_id: i64, name: &str) -> sqlx::Result<()> {
-    let sql = "UPDATE chats SET name = $1 WHERE id = $2";
-    on_writer!(db, pool => sqlx::query(sql).bind(name).bind(chat_id).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(())
+/// Sets the chat's name as `actor` and logs it (`chat_renamed`); `None` for an unknown chat.
+pub async fn rename(
+    db: &Db,
+    chat_id: i64,
+    name: &str,
+    actor: Option<i64>,
+) -> sqlx::Result<Option<EventRow>> {
+    on_writer!(db, pool => {
+        let now = super::now();
+        let mut tx = pool.begin().await?;
+        let renamed = sqlx::query("UPDATE chats SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if renamed == 0 {
+            return Ok(None);
+        }
+        let event = log_event!(tx, chat_id, EventKind::ChatRenamed, message: None, actor: actor,
+            user: None, content: Some(name.to_owned()), at: now);
+        tx.commit().await?;
+        Ok(Some(event))
+    })
 }
 
 /// Deletes the chat; its participants and messages go with it.
@@ -170,26 +196,48 @@ pub async fn delete(db: &Db, chat_id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Adds users who are not yet participants; returns the ids actually added.
-pub async fn add_participants(db: &Db, chat_id: i64, user_ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+/// Adds users who are not yet participants, as `actor`, logging each addition
+/// (`member_added`) under the chat's lock; returns the events, one per user actually added.
+pub async fn add_participants(
+    db: &Db,
+    chat_id: i64,
+    user_ids: &[i64],
+    actor: Option<i64>,
+) -> sqlx::Result<Vec<EventRow>> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
     on_writer!(db, pool => {
         let now = super::now();
+        let mut tx = pool.begin().await?;
         let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_participants (chat_id, user_id, joined_at) ");
         q.push_values(user_ids, |mut row, user_id| {
             row.push_bind(chat_id).push_bind(*user_id).push_bind(now);
         });
         q.push(" ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id");
-        q.build_query_scalar::<i64>().fetch_all(pool).await
+        let mut added: Vec<i64> = q.build_query_scalar::<i64>().persistent(false).fetch_all(&mut *tx).await?;
+        added.sort_unstable();
+        let mut events = Vec::with_capacity(added.len());
+        for user in added {
+            events.push(log_event!(tx, chat_id, EventKind::MemberAdded, message: None,
+                actor: actor, user: Some(user), content: None, at: now));
+        }
+        tx.commit().await?;
+        Ok(events)
     })
 }
 
-/// Removes one participant; false when they were not one. Takes the chat's row lock like a
-/// send does, so a send that was waiting for it sees the removal.
-pub async fn remove_participant(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<bool> {
+/// Removes one participant as `actor`, logging it (`member_removed`); `None` when they were not
+/// one. Takes the chat's row lock like a send does, so a send that was waiting for it sees the
+/// removal.
+pub async fn remove_participant(
+    db: &Db,
+    chat_id: i64,
+    user_id: i64,
+    actor: Option<i64>,
+) -> sqlx::Result<Option<EventRow>> {
     on_writer!(db, pool => {
+        let now = super::now();
         let mut tx = pool.begin().await?;
         sqlx::query("UPDATE chats SET last_seq = last_seq WHERE id = $1")
             .bind(chat_id)
@@ -201,8 +249,13 @@ pub async fn remove_participant(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Re
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if removed != 1 {
+            return Ok(None);
+        }
+        let event = log_event!(tx, chat_id, EventKind::MemberRemoved, message: None,
+            actor: actor, user: Some(user_id), content: None, at: now);
         tx.commit().await?;
-        Ok(removed == 1)
+        Ok(Some(event))
     })
 }
 
@@ -222,8 +275,16 @@ pub enum Departure {
 
 /// `user_id` leaves the chat. An owner hands the chat to the participant who joined first;
 /// the last one out deletes it, so no chat is left without anyone able to manage it.
-pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departure> {
+///
+/// Returns the events logged: `member_left`, then `owner_changed` when ownership passed; none
+/// when the chat was deleted (its log goes with it).
+pub async fn leave(
+    db: &Db,
+    chat_id: i64,
+    user_id: i64,
+) -> sqlx::Result<(Departure, Vec<EventRow>)> {
     on_writer!(db, pool => {
+        let now = super::now();
         let mut tx = pool.begin().await?;
         // Lock the chat's row first (the write lock on SQLite): departures and sends of one chat
         // take turns, so two last members leaving at once cannot both see the other stay.
@@ -238,7 +299,7 @@ pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departur
             .await?
             .rows_affected();
         if removed == 0 {
-            return Ok(Departure::NotParticipant);
+            return Ok((Departure::NotParticipant, Vec::new()));
         }
         let owner: Option<i64> = sqlx::query_scalar("SELECT owner_id FROM chats WHERE id = $1")
             .bind(chat_id)
@@ -265,8 +326,17 @@ pub async fn leave(db: &Db, chat_id: i64, user_id: i64) -> sqlx::Result<Departur
             }
             Some(_) => Departure::Left,
         };
+        let mut events = Vec::new();
+        if outcome != Departure::ChatDeleted {
+            events.push(log_event!(tx, chat_id, EventKind::MemberLeft, message: None,
+                actor: Some(user_id), user: Some(user_id), content: None, at: now));
+        }
+        if let Departure::OwnershipPassed { new_owner } = outcome {
+            events.push(log_event!(tx, chat_id, EventKind::OwnerChanged, message: None,
+                actor: None, user: Some(new_owner), content: None, at: now));
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok((outcome, events))
     })
 }
 

@@ -14,23 +14,53 @@ pub enum EventKind {
     MessageEdited,
     /// A message was deleted; it stays as a tombstone.
     MessageDeleted,
+    /// A user was added to the chat (`user_id`; `content` their username).
+    MemberAdded,
+    /// A member was removed by the owner or staff (`user_id`, `content` their username).
+    MemberRemoved,
+    /// A member left (`user_id`, `content` their username).
+    MemberLeft,
+    /// The chat has a new owner (`user_id`, `content` their username), after the owner left.
+    OwnerChanged,
+    /// The chat was renamed (`content` the new name).
+    ChatRenamed,
+    /// A reaction was added to a message (`content` the emoji, `actor_id` who reacted).
+    ReactionAdded,
+    /// A reaction was taken back (`content` the emoji, `actor_id` whose it was).
+    ReactionRemoved,
 }
 
+/// Every kind, for parsing.
+const KINDS: [EventKind; 9] = [
+    EventKind::MessageEdited,
+    EventKind::MessageDeleted,
+    EventKind::MemberAdded,
+    EventKind::MemberRemoved,
+    EventKind::MemberLeft,
+    EventKind::OwnerChanged,
+    EventKind::ChatRenamed,
+    EventKind::ReactionAdded,
+    EventKind::ReactionRemoved,
+];
+
 impl EventKind {
-    /// The stored (and wire) name: `message_edited`, `message_deleted`.
+    /// The stored (and wire) name, the kind in snake case: `message_edited`, `member_added`, …
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::MessageEdited => "message_edited",
             EventKind::MessageDeleted => "message_deleted",
+            EventKind::MemberAdded => "member_added",
+            EventKind::MemberRemoved => "member_removed",
+            EventKind::MemberLeft => "member_left",
+            EventKind::OwnerChanged => "owner_changed",
+            EventKind::ChatRenamed => "chat_renamed",
+            EventKind::ReactionAdded => "reaction_added",
+            EventKind::ReactionRemoved => "reaction_removed",
         }
     }
 
     fn parse(name: &str) -> Option<EventKind> {
-        Some(match name {
-            "message_edited" => EventKind::MessageEdited,
-            "message_deleted" => EventKind::MessageDeleted,
-            _ => return None,
-        })
+        KINDS.into_iter().find(|kind| kind.as_str() == name)
     }
 }
 
@@ -42,7 +72,13 @@ pub struct EventRow {
     pub kind: String,
     pub message_id: Option<i64>,
     pub actor_id: Option<i64>,
-    /// An edit's new text; `None` once its message is deleted (events keep no deleted content).
+    /// The user a membership or reaction event is about (who was added, who reacted).
+    pub user_id: Option<i64>,
+    /// That user's username, read with the event (`None` for an account deleted since).
+    #[sqlx(default)]
+    pub username: Option<String>,
+    /// The text the event carries (see [`EventKind`]); `None` once its message is deleted
+    /// (events keep no deleted content).
     pub content: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -73,12 +109,75 @@ impl LogEntry {
     }
 }
 
-/// Appends an event: `$1` chat, `$2` seq, `$3` kind, `$4` message, `$5` actor, `$6` content,
-/// `$7` time. Run in the transaction of the change, which holds the chat's row lock and took
-/// `seq` from its counter.
+/// Appends an event: `$1` chat, `$2` seq, `$3` kind, `$4` message, `$5` actor, `$6` user, `$7`
+/// content, `$8` time. Run in the transaction of the change, which holds the chat's row lock and
+/// took `seq` from its counter.
 pub const INSERT: &str = "INSERT INTO chat_events \
-     (chat_id, seq, kind, message_id, actor_id, content, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     (chat_id, seq, kind, message_id, actor_id, user_id, content, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// Takes chat `chat_id`'s next log position, locking its row until commit (so changes of one
+/// chat take turns, sends included). `$1` chat.
+pub const NEXT_POSITION: &str =
+    "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq";
+
+/// Inside an `on_writer!` body, in transaction `$tx`: inserts `$row` (an [`EventRow`] whose
+/// position was taken in that transaction) into `chat_events`.
+macro_rules! insert_event {
+    ($tx:ident, $row:expr) => {{
+        let row: &$crate::store::events::EventRow = $row;
+        sqlx::query($crate::store::events::INSERT)
+            .bind(row.chat_id)
+            .bind(row.seq)
+            .bind(row.kind.as_str())
+            .bind(row.message_id)
+            .bind(row.actor_id)
+            .bind(row.user_id)
+            .bind(row.content.as_deref())
+            .bind(row.created_at)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+pub(crate) use insert_event;
+
+/// Inside an `on_writer!` body, in transaction `$tx`: takes the chat's next position
+/// ([`NEXT_POSITION`]) and logs an event of `$kind` there; evaluates to its [`EventRow`]. The
+/// fields are those of `EventRow` but `chat_id`, `seq` and `kind`.
+macro_rules! log_event {
+    ($tx:ident, $chat:expr, $kind:expr, message: $message:expr, actor: $actor:expr,
+     user: $user:expr, content: $content:expr, at: $at:expr) => {{
+        let chat_id: i64 = $chat;
+        let seq: i64 = sqlx::query_scalar($crate::store::events::NEXT_POSITION)
+            .bind(chat_id)
+            .fetch_one(&mut *$tx)
+            .await?;
+        let user_id: Option<i64> = $user;
+        let username: Option<String> = match user_id {
+            Some(id) => {
+                sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *$tx)
+                    .await?
+            }
+            None => None,
+        };
+        let row = $crate::store::events::EventRow {
+            chat_id,
+            seq,
+            kind: $kind.as_str().to_owned(),
+            message_id: $message,
+            actor_id: $actor,
+            user_id,
+            username,
+            content: $content,
+            created_at: $at,
+        };
+        $crate::store::events::insert_event!($tx, &row);
+        row
+    }};
+}
+pub(crate) use log_event;
 
 /// Up to `limit` entries of a chat's log with `after < seq < before`, in order: messages, and
 /// with `with_events` every other kind of event too (without, the log as the original protocol
@@ -95,9 +194,10 @@ pub async fn range(
     if !with_events {
         return Ok(messages.into_iter().map(LogEntry::Message).collect());
     }
-    let sql = "SELECT chat_id, seq, kind, message_id, actor_id, content, created_at \
-               FROM chat_events WHERE chat_id = $1 AND seq > $2 AND seq < $3 \
-               ORDER BY seq LIMIT $4";
+    let sql = "SELECT e.chat_id, e.seq, e.kind, e.message_id, e.actor_id, e.user_id, \
+               u.username, e.content, e.created_at \
+               FROM chat_events e LEFT JOIN users u ON u.id = e.user_id \
+               WHERE e.chat_id = $1 AND e.seq > $2 AND e.seq < $3 ORDER BY e.seq LIMIT $4";
     let events: Vec<EventRow> = on_pool!(db, pool => sqlx::query_as::<_, EventRow>(sql)
         .bind(chat_id)
         .bind(after)

@@ -539,9 +539,7 @@ pub async fn change(
     on_writer!(db, pool => {
         let now = super::now();
         let mut tx = pool.begin().await?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
-        )
+        let seq: Option<i64> = sqlx::query_scalar(super::events::NEXT_POSITION)
         .bind(chat_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -614,30 +612,23 @@ pub async fn change(
                 (EventKind::MessageDeleted, None)
             }
         };
-        sqlx::query(super::events::INSERT)
-            .bind(chat_id)
-            .bind(seq)
-            .bind(kind.as_str())
-            .bind(message_id)
-            .bind(actor.user_id)
-            .bind(content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let message: Message = sqlx::query_as(concat!(message_select!(), "WHERE m.id = $1"))
-            .bind(message_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
         let event = EventRow {
             chat_id,
             seq,
             kind: kind.as_str().to_owned(),
             message_id: Some(message_id),
             actor_id: Some(actor.user_id),
+            user_id: None,
+            username: None,
             content: content.map(str::to_owned),
             created_at: now,
         };
+        super::events::insert_event!(tx, &event);
+        let message: Message = sqlx::query_as(concat!(message_select!(), "WHERE m.id = $1"))
+            .bind(message_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(Ok(Changed { event, message }))
     })
 }

@@ -250,12 +250,71 @@ pub fn presence_delta(joined: &[Member], left: &[Member]) -> Utf8Bytes {
     })
 }
 
+/// Server → client (`mrm.v2`): the chat's membership changed: `member_added`,
+/// `member_removed` (by the owner or staff), `member_left`, or `owner_changed` (the owner left and
+/// `user` now owns the chat).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberFrame {
+    /// `member_added`, `member_removed`, `member_left` or `owner_changed`.
+    #[serde(rename = "type")]
+    #[schema(example = "member_added")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    pub chat: i64,
+    /// Who joined, was removed, left, or now owns the chat (username empty for an account
+    /// deleted since).
+    pub user: Member,
+    /// Who made the change, if someone else did (null when the user acted themself, or the
+    /// account is gone).
+    pub by: Option<i64>,
+}
+
+/// Server → client (`mrm.v2`): the chat was renamed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatRenamedFrame {
+    /// Always `chat_renamed`.
+    #[serde(rename = "type")]
+    #[schema(example = "chat_renamed")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    pub chat: i64,
+    /// The new name.
+    pub name: String,
+    /// Who renamed it (null for an account deleted since).
+    pub by: Option<i64>,
+}
+
+/// Server → client (`mrm.v2`): a reaction was added to a message (`reaction_added`) or taken
+/// back (`reaction_removed`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReactionFrame {
+    /// `reaction_added` or `reaction_removed`.
+    #[serde(rename = "type")]
+    #[schema(example = "reaction_added")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    pub chat: i64,
+    /// The message's id.
+    pub id: i64,
+    /// The reaction: one emoji.
+    #[schema(example = "👍")]
+    pub emoji: String,
+    /// Who reacted.
+    pub user: Member,
+}
+
 /// The `mrm.v2` frame of a logged event other than a new message (those are `message` frames).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum LoggedFrame {
     MessageEdited(MessageEditedFrame),
     MessageDeleted(MessageDeletedFrame),
+    Member(MemberFrame),
+    ChatRenamed(ChatRenamedFrame),
+    Reaction(ReactionFrame),
 }
 
 impl LoggedFrame {
@@ -276,7 +335,42 @@ impl LoggedFrame {
                 id: event.message_id.unwrap_or_default(),
                 chat: event.chat_id,
             }),
+            kind @ (EventKind::MemberAdded
+            | EventKind::MemberRemoved
+            | EventKind::MemberLeft
+            | EventKind::OwnerChanged) => LoggedFrame::Member(MemberFrame {
+                kind: kind.as_str(),
+                seq: event.seq,
+                chat: event.chat_id,
+                user: event_user(event),
+                by: event.actor_id.filter(|actor| Some(*actor) != event.user_id),
+            }),
+            EventKind::ChatRenamed => LoggedFrame::ChatRenamed(ChatRenamedFrame {
+                kind: "chat_renamed",
+                seq: event.seq,
+                chat: event.chat_id,
+                name: event.content.clone().unwrap_or_default(),
+                by: event.actor_id,
+            }),
+            kind @ (EventKind::ReactionAdded | EventKind::ReactionRemoved) => {
+                LoggedFrame::Reaction(ReactionFrame {
+                    kind: kind.as_str(),
+                    seq: event.seq,
+                    chat: event.chat_id,
+                    id: event.message_id.unwrap_or_default(),
+                    emoji: event.content.clone().unwrap_or_default(),
+                    user: event_user(event),
+                })
+            }
         })
+    }
+}
+
+/// The user an event is about, as frames show them.
+fn event_user(event: &EventRow) -> Member {
+    Member {
+        id: event.user_id.unwrap_or_default(),
+        username: event.username.clone().unwrap_or_default(),
     }
 }
 

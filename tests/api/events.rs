@@ -423,3 +423,92 @@ async fn the_events_endpoint_pages_through_the_log_and_an_original_client_resume
         ]
     );
 }
+
+#[tokio::test]
+async fn membership_changes_and_renames_are_logged_and_reach_v2_sockets() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let bob_id = id(&bob.me().await);
+    let carol_id = id(&carol.me().await);
+    let alice_id = id(&alice.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let mut watching = bob.ws_v2(chat).await;
+    let mut original = bob.ws(chat).await;
+    const KINDS: &[&str] = &[
+        "message",
+        "member_added",
+        "member_removed",
+        "member_left",
+        "owner_changed",
+        "chat_renamed",
+    ];
+
+    let added = alice
+        .post(
+            &format!("/api/chats/{chat}/participants/"),
+            &json!({"participant_ids": [carol_id]}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(
+        watching.next_of_any(KINDS).await,
+        json!({"type": "member_added", "seq": 1, "chat": chat,
+               "user": {"id": carol_id, "username": "carol"}, "by": alice_id})
+    );
+    alice
+        .put(&format!("/api/chats/{chat}/"), &json!({"name": "renamed"}))
+        .await;
+    assert_eq!(
+        watching.next_of_any(KINDS).await,
+        json!({"type": "chat_renamed", "seq": 2, "chat": chat, "name": "renamed", "by": alice_id})
+    );
+    alice
+        .delete(&format!("/api/chats/{chat}/participants/{carol_id}/"))
+        .await;
+    assert_eq!(
+        watching.next_of_any(KINDS).await,
+        json!({"type": "member_removed", "seq": 3, "chat": chat,
+               "user": {"id": carol_id, "username": "carol"}, "by": alice_id})
+    );
+    // The owner leaves: the chat passes to bob, who joined next.
+    alice
+        .post(&format!("/api/chats/{chat}/leave/"), &json!({}))
+        .await;
+    assert_eq!(
+        watching.next_of_any(KINDS).await,
+        json!({"type": "member_left", "seq": 4, "chat": chat,
+               "user": {"id": alice_id, "username": "alice"}, "by": null})
+    );
+    assert_eq!(
+        watching.next_of_any(KINDS).await,
+        json!({"type": "owner_changed", "seq": 5, "chat": chat,
+               "user": {"id": bob_id, "username": "bob"}, "by": null})
+    );
+    // The original protocol saw none of it: its next frame is the next message.
+    let sent = bob.send_message(chat, "after all that").await;
+    assert_eq!(sent["seq"], 6);
+    assert_eq!(original.next_message().await["seq"], 6);
+
+    // A client that was away reads the same from the log.
+    let log = bob.get(&format!("/api/chats/{chat}/events/")).await;
+    let kinds: Vec<&str> = log
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "member_added",
+            "chat_renamed",
+            "member_removed",
+            "member_left",
+            "owner_changed",
+            "message"
+        ]
+    );
+}
