@@ -4,8 +4,9 @@
 
 use axum::{
     extract::{RawQuery, State},
-    response::Response,
-    routing::{get, patch},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, patch, post},
     Json, Router,
 };
 
@@ -13,6 +14,7 @@ use super::{
     input::Input,
     pagination::Cursor,
     path::{Id, Ids},
+    query::Query,
 };
 use crate::{
     auth::AuthUser,
@@ -22,7 +24,7 @@ use crate::{
     store::events::LogEntry,
     wire::{
         frames::{LogItem, LoggedFrame, MessageFrame},
-        schemas::{BadRequest, Detail, EditMessage},
+        schemas::{BadRequest, Detail, EditMessage, ReactionRequest},
         views::{MessageVersionView, MessageView, Viewer},
     },
 };
@@ -37,6 +39,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/chats/{id}/messages/{message_id}/versions",
             get(versions),
+        )
+        .route(
+            "/api/chats/{id}/messages/{message_id}/reactions",
+            post(react).delete(unreact),
         )
         .route("/api/chats/{id}/events", get(events))
 }
@@ -86,6 +92,79 @@ async fn delete(
     Ok(Json(
         messaging::delete(&state, &auth.user, chat_id, message_id).await?,
     ))
+}
+
+/// Adds the caller's reaction to a message: one per user per emoji per message.
+#[utoipa::path(post, path = "/api/chats/{id}/messages/{message_id}/reactions/", tag = "Messages", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Chat id"), ("message_id" = i64, Path, description = "Message id")),
+    request_body(content = ReactionRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Added: the message with its reactions; `mrm.v2` sockets get a `reaction_added` frame", body = MessageView),
+        (status = 200, description = "The caller had already reacted so: nothing changed", body = MessageView),
+        (status = 400, description = "Not one emoji", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 409, description = "The message is deleted", body = Detail),
+        (status = 429, description = "Changing messages too fast", body = Detail),
+    ))]
+async fn react(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Ids(chat_id, message_id): Ids,
+    input: Input,
+) -> ApiResult<Response> {
+    let emoji = emoji(&input)?;
+    let (message, added) =
+        messaging::react(&state, &auth.user, chat_id, message_id, &emoji, true).await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(message)).into_response())
+}
+
+/// Takes back the caller's reaction (`emoji` in the body, or `?emoji=`).
+#[utoipa::path(delete, path = "/api/chats/{id}/messages/{message_id}/reactions/", tag = "Messages", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "Chat id"),
+        ("message_id" = i64, Path, description = "Message id"),
+        ("emoji" = Option<String>, Query, description = "The reaction to take back, when the request has no body"),
+    ),
+    responses(
+        (status = 200, description = "The message with its reactions (unchanged if the caller had not reacted so); `mrm.v2` sockets get a `reaction_removed` frame when one was taken back", body = MessageView),
+        (status = 400, description = "Not one emoji", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 409, description = "The message is deleted", body = Detail),
+        (status = 429, description = "Changing messages too fast", body = Detail),
+    ))]
+async fn unreact(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Ids(chat_id, message_id): Ids,
+    RawQuery(query): RawQuery,
+    input: Input,
+) -> ApiResult<Json<MessageView>> {
+    let query = Query::parse(query.as_deref());
+    let from_query = query.values("emoji").last().map(str::to_owned);
+    let emoji = match from_query {
+        Some(emoji) if !input.has("emoji") => emoji,
+        _ => emoji(&input)?,
+    };
+    let (message, _) =
+        messaging::react(&state, &auth.user, chat_id, message_id, &emoji, false).await?;
+    Ok(Json(message))
+}
+
+/// The `emoji` field of a reaction request.
+fn emoji(input: &Input) -> ApiResult<String> {
+    let mut errors = FieldErrors::new();
+    let emoji = input.required_string("emoji", &mut errors);
+    errors.check()?;
+    emoji.ok_or_else(|| ApiError::BadRequest("emoji is required".into()))
 }
 
 /// The earlier versions of an edited message, oldest first: for the chat's owner and staff.

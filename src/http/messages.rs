@@ -13,6 +13,7 @@ use crate::wire::views::{MessageView, Viewer};
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
+    service::messaging,
     state::AppState,
     store,
 };
@@ -44,12 +45,16 @@ async fn list(
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
     let viewer = Viewer::of(&auth.user);
+    let mut reactions = messaging::reactions_of(&state.db, &rows, viewer).await?;
     cursor.respond(
         rows,
         |m| m.id,
         "/api/messages/",
         state.config.page_bytes,
-        |m| MessageView::for_viewer(m, viewer),
+        |m| {
+            let id = m.id;
+            MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id))
+        },
     )
 }
 
@@ -70,8 +75,6 @@ async fn retrieve(
     let message = store::messages::visible_to(&state.db, id, auth.user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(MessageView::for_viewer(
-        message,
-        Viewer::of(&auth.user),
-    )))
+    let mut views = messaging::with_reactions(&state, vec![message], &auth.user).await?;
+    Ok(Json(views.remove(0)))
 }

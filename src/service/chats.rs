@@ -37,7 +37,7 @@ pub struct MemberRequest {
     pub usernames: Vec<String>,
 }
 
-/// Builds the views of many chats for `viewer` with a fixed number of queries (three), whatever
+/// Builds the views of many chats for `viewer` with a fixed number of queries (four), whatever
 /// their count.
 pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<Vec<ChatView>> {
     let ids: Vec<i64> = chats.iter().map(|c| c.id).collect();
@@ -48,12 +48,15 @@ pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<V
             .or_default()
             .push(UserView::for_viewer(&p.user, viewer));
     }
+    let latest = store::messages::latest_per_chat(db, &ids, NESTED_MESSAGES).await?;
+    let mut reactions = super::messaging::reactions_of(db, &latest, viewer).await?;
     let mut messages: HashMap<i64, Vec<MessageView>> = HashMap::new();
-    for m in store::messages::latest_per_chat(db, &ids, NESTED_MESSAGES).await? {
+    for m in latest {
+        let id = m.id;
         messages
             .entry(m.chat_id)
             .or_default()
-            .push(MessageView::for_viewer(m, viewer));
+            .push(MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id)));
     }
     Ok(chats
         .into_iter()

@@ -7,6 +7,8 @@
 //! message the database does not have. Callers that go away (a dropped HTTP request) cannot
 //! leave a committed message unpublished: the writer finishes the job.
 
+use std::collections::HashMap;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -22,7 +24,7 @@ use crate::{
     },
     wire::{
         frames::{self, MessageFrames},
-        views::{MessageView, UserView, Viewer},
+        views::{MessageView, ReactionView, UserView, Viewer},
     },
 };
 
@@ -125,6 +127,7 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 timestamp: saved.created_at,
                 edited_at: None,
                 deleted: false,
+                reactions: Vec::new(),
             };
             realtime.publish(
                 p.chat_id,
@@ -180,7 +183,7 @@ pub async fn edit(
     let changed = store::messages::change(&state.db, chat_id, message_id, actor(user), edit)
         .await?
         .map_err(refused)?;
-    publish_logged(state, &changed.event);
+    publish_changed(state, &changed);
     Ok(MessageView::for_viewer(changed.message, Viewer::of(user)))
 }
 
@@ -200,7 +203,7 @@ pub async fn delete(
         store::messages::change(&state.db, chat_id, message_id, actor(user), Change::Delete)
             .await?
             .map_err(refused)?;
-    publish_logged(state, &changed.event);
+    publish_changed(state, &changed);
     Ok(MessageView::for_viewer(changed.message, Viewer::of(user)))
 }
 
@@ -240,6 +243,13 @@ fn refused(refusal: Refusal) -> ServiceError {
     }
 }
 
+/// Publishes a committed log event, if the change wrote one.
+fn publish_changed(state: &AppState, changed: &store::messages::Changed) {
+    if let Some(event) = &changed.event {
+        publish_logged(state, event);
+    }
+}
+
 /// Publishes a committed log event to the chat's `mrm.v2` sockets on every node.
 pub fn publish_logged(state: &AppState, event: &store::events::EventRow) {
     if let Some(frame) = frames::logged(event) {
@@ -251,4 +261,81 @@ pub fn publish_logged(state: &AppState, event: &store::events::EventRow) {
             },
         );
     }
+}
+
+/// Adds (`add`) or takes back `user`'s reaction `emoji` on message `message_id` of chat
+/// `chat_id`: one per user per emoji per message. `emoji` must be one emoji (an entry of the
+/// Unicode emoji list, skin tones and sequences included; stored fully qualified, so `❤` and
+/// `❤️` are the same reaction). Logged and published to `mrm.v2` sockets (`reaction_added`,
+/// `reaction_removed`) when it changed anything; counted against the same rate limit as sends.
+/// Returns the message with its reactions as `user` sees them, and whether anything changed.
+///
+/// Errors: `Validation` (`emoji`), `RateLimited`, `NotFound` (no such message in the chat, or
+/// `user` does not take part), `Conflict` (the message is deleted).
+pub async fn react(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    message_id: i64,
+    emoji: &str,
+    add: bool,
+) -> ServiceResult<(MessageView, bool)> {
+    let Some(emoji) = emojis::get(emoji.trim()) else {
+        return Err(ServiceError::Validation(super::FieldErrors::single(
+            "emoji",
+            "Enter one emoji.",
+        )));
+    };
+    state.limits.message(user.id, chat_id)?;
+    let emoji = emoji.as_str();
+    let change = if add {
+        Change::React { emoji }
+    } else {
+        Change::Unreact { emoji }
+    };
+    let changed = store::messages::change(&state.db, chat_id, message_id, actor(user), change)
+        .await?
+        .map_err(refused)?;
+    publish_changed(state, &changed);
+    let mut views = with_reactions(state, vec![changed.message], user).await?;
+    Ok((views.remove(0), changed.event.is_some()))
+}
+
+/// Views of `messages` for `user`, each with its reactions (one query for all of them).
+pub async fn with_reactions(
+    state: &AppState,
+    messages: Vec<store::messages::Message>,
+    user: &User,
+) -> ServiceResult<Vec<MessageView>> {
+    let viewer = Viewer::of(user);
+    let mut reactions = reactions_of(&state.db, &messages, viewer).await?;
+    Ok(messages
+        .into_iter()
+        .map(|m| {
+            let id = m.id;
+            MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id))
+        })
+        .collect())
+}
+
+/// The reactions on `messages` as `viewer` sees them (whether they reacted), by message id, in
+/// one query: for views built one by one.
+pub async fn reactions_of(
+    db: &Db,
+    messages: &[store::messages::Message],
+    viewer: Viewer,
+) -> ServiceResult<HashMap<i64, Vec<ReactionView>>> {
+    let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+    let mut by_message: HashMap<i64, Vec<ReactionView>> = HashMap::new();
+    for r in store::messages::reactions(db, &ids, viewer.id).await? {
+        by_message
+            .entry(r.message_id)
+            .or_default()
+            .push(ReactionView {
+                emoji: r.emoji,
+                count: r.count,
+                me: r.me,
+            });
+    }
+    Ok(by_message)
 }

@@ -492,8 +492,9 @@ pub struct Actor {
 /// it is now.
 #[derive(Debug, Clone)]
 pub struct Changed {
-    /// The event, as the log holds it.
-    pub event: EventRow,
+    /// The event, as the log holds it; `None` when the change was already so (a reaction
+    /// added twice, or taken back when there was none), and nothing was written.
+    pub event: Option<EventRow>,
     /// The message after the change.
     pub message: Message,
 }
@@ -517,6 +518,10 @@ pub enum Change<'a> {
     /// Delete it, leaving a tombstone (its sender or the chat's owner, both participants, or
     /// staff whether or not they take part).
     Delete,
+    /// Add the actor's reaction `emoji` (any participant).
+    React { emoji: &'a str },
+    /// Take back the actor's reaction `emoji`.
+    Unreact { emoji: &'a str },
 }
 
 /// Makes `change` to message `message_id` of chat `chat_id` as `actor`, in one transaction that
@@ -568,6 +573,7 @@ pub async fn change(
                 own || actor.staff
                     || (target.member && target.owner_id == Some(actor.user_id))
             }
+            Change::React { .. } | Change::Unreact { .. } => target.member,
         };
         if !allowed {
             return Ok(Err(Refusal::NotAllowed));
@@ -611,8 +617,49 @@ pub async fn change(
                     .await?;
                 (EventKind::MessageDeleted, None)
             }
+            Change::React { emoji } | Change::Unreact { emoji } => {
+                let adding = matches!(change, Change::React { .. });
+                let done = if adding {
+                    sqlx::query(
+                        "INSERT INTO message_reactions (message_id, user_id, emoji, created_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(message_id)
+                    .bind(actor.user_id)
+                    .bind(emoji)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                } else {
+                    sqlx::query(
+                        "DELETE FROM message_reactions \
+                         WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+                    )
+                    .bind(message_id)
+                    .bind(actor.user_id)
+                    .bind(emoji)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                .rows_affected();
+                if done == 0 {
+                    // Already so: the transaction (and the position it took) is dropped.
+                    let message: Message =
+                        sqlx::query_as(concat!(message_select!(), "WHERE m.id = $1"))
+                            .bind(message_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    return Ok(Ok(Changed { event: None, message }));
+                }
+                let kind = if adding {
+                    EventKind::ReactionAdded
+                } else {
+                    EventKind::ReactionRemoved
+                };
+                (kind, Some(emoji))
+            }
         };
-        let event = EventRow {
+        let mut event = EventRow {
             chat_id,
             seq,
             kind: kind.as_str().to_owned(),
@@ -623,13 +670,24 @@ pub async fn change(
             content: content.map(str::to_owned),
             created_at: now,
         };
+        if matches!(change, Change::React { .. } | Change::Unreact { .. }) {
+            // A reaction's event names who reacted.
+            event.user_id = Some(actor.user_id);
+            event.username = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+                .bind(actor.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         super::events::insert_event!(tx, &event);
         let message: Message = sqlx::query_as(concat!(message_select!(), "WHERE m.id = $1"))
             .bind(message_id)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Ok(Changed { event, message }))
+        Ok(Ok(Changed {
+            event: Some(event),
+            message,
+        }))
     })
 }
 
@@ -648,4 +706,39 @@ pub async fn versions(db: &Db, message_id: i64) -> sqlx::Result<Vec<Version>> {
     let sql = "SELECT content, written_at, replaced_at FROM message_versions \
                WHERE message_id = $1 ORDER BY id";
     on_pool!(db, pool => sqlx::query_as::<_, Version>(sql).bind(message_id).fetch_all(pool).await)
+}
+
+/// One emoji's reactions on a message, as the viewer sees them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReactionCount {
+    pub message_id: i64,
+    pub emoji: String,
+    pub count: i64,
+    /// Whether the viewer is among them.
+    pub me: bool,
+}
+
+/// The reactions on the given messages, by message then by first use of the emoji, with
+/// whether `viewer_id` reacted: one query for any number of messages.
+pub async fn reactions(
+    db: &Db,
+    message_ids: &[i64],
+    viewer_id: i64,
+) -> sqlx::Result<Vec<ReactionCount>> {
+    if message_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = QueryBuilder::new(
+            "SELECT message_id, emoji, COUNT(*) AS count, \
+             MAX(CASE WHEN user_id = ",
+        );
+        q.push_bind(viewer_id);
+        q.push(
+            " THEN 1 ELSE 0 END) = 1 AS me FROM message_reactions WHERE message_id IN (",
+        );
+        push_list(&mut q, message_ids);
+        q.push(") GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at), emoji");
+        q.build_query_as::<ReactionCount>().persistent(false).fetch_all(pool).await
+    })
 }

@@ -160,6 +160,14 @@ pub struct EditMessage {
     pub content: String,
 }
 
+/// The body of `POST` (and `DELETE`) `/api/chats/{id}/messages/{message_id}/reactions/`.
+#[derive(ToSchema)]
+pub struct ReactionRequest {
+    /// One emoji (skin tones and sequences included); `❤` and `❤️` are the same reaction.
+    #[schema(example = "👍")]
+    pub emoji: String,
+}
+
 /// The body of `POST /api/ai/chats/`.
 #[derive(ToSchema)]
 pub struct AiChatCreate {

@@ -30,6 +30,10 @@ pub fn timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&format_timestamp(t))
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// Serialises an optional time as [`timestamp`] does, or null.
 pub fn optional_timestamp<S: Serializer>(
     t: &Option<DateTime<Utc>>,
@@ -157,13 +161,33 @@ pub struct MessageView {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub timestamp: DateTime<Utc>,
-    /// When the content was last edited; null if never.
-    #[serde(serialize_with = "optional_timestamp")]
+    /// When the content was last edited; left out if never (so that the frames of new messages
+    /// are exactly the original's).
+    #[serde(
+        serialize_with = "optional_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = DateTime, example = json!(null))]
     pub edited_at: Option<DateTime<Utc>>,
     /// True for a deleted message: a tombstone that keeps its place (`id`, `seq`) with no
-    /// content.
+    /// content; left out when false.
+    #[serde(skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// Reactions, one entry per emoji in the order first used; left out when there are none
+    /// (and in socket frames, whose changes come as `reaction_added` / `reaction_removed`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionView>,
+}
+
+/// One emoji's reactions on a message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReactionView {
+    #[schema(example = "👍")]
+    pub emoji: String,
+    /// How many users reacted so.
+    pub count: i64,
+    /// Whether the caller is among them.
+    pub me: bool,
 }
 
 impl MessageView {
@@ -189,7 +213,14 @@ impl MessageView {
             timestamp: m.created_at,
             edited_at: m.edited_at,
             deleted: m.deleted_at.is_some(),
+            reactions: Vec::new(),
         }
+    }
+
+    /// This view with `reactions` (none when `None`).
+    pub fn with_reactions(mut self, reactions: Option<Vec<ReactionView>>) -> Self {
+        self.reactions = reactions.unwrap_or_default();
+        self
     }
 
     /// Message `m` as its sender sees it, their email included.

@@ -62,7 +62,7 @@ async fn an_edit_replaces_the_content_keeps_the_old_version_and_reaches_v2_socke
         "the message keeps its place"
     );
     assert!(edited.body["edited_at"].is_string());
-    assert_eq!(edited.body["deleted"], false);
+    assert_eq!(edited.body.get("deleted"), None, "left out when false");
     assert_eq!(sent["edited_at"], Value::Null);
 
     assert_eq!(
@@ -192,7 +192,7 @@ async fn a_deletion_leaves_a_tombstone_and_the_owner_and_staff_may_delete_any_me
         .iter()
         .map(|m| {
             (
-                m["deleted"].as_bool().unwrap(),
+                m["deleted"].as_bool().unwrap_or(false),
                 m["content"].as_str().unwrap(),
             )
         })
@@ -242,7 +242,7 @@ fn apply(view: &mut std::collections::BTreeMap<i64, (String, bool)>, frame: &Val
                 id(m),
                 (
                     m["content"].as_str().unwrap().to_owned(),
-                    m["deleted"].as_bool().unwrap(),
+                    m["deleted"].as_bool().unwrap_or(false),
                 ),
             );
         }
@@ -330,7 +330,7 @@ async fn a_v2_client_resuming_from_its_position_gets_every_change_it_missed_in_o
                 id(m),
                 (
                     m["content"].as_str().unwrap().to_owned(),
-                    m["deleted"].as_bool().unwrap(),
+                    m["deleted"].as_bool().unwrap_or(false),
                 ),
             )
         })
@@ -410,7 +410,7 @@ async fn the_events_endpoint_pages_through_the_log_and_an_original_client_resume
         (
             m["seq"].as_i64().unwrap(),
             m["content"].as_str().unwrap().to_owned(),
-            m["deleted"].as_bool().unwrap(),
+            m["deleted"].as_bool().unwrap_or(false),
         )
     })
     .collect();
@@ -511,4 +511,105 @@ async fn membership_changes_and_renames_are_logged_and_reach_v2_sockets() {
             "message"
         ]
     );
+}
+
+#[tokio::test]
+async fn reactions_are_one_per_user_per_emoji_counted_per_viewer_and_logged() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let alice_id = id(&alice.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let sent = bob.send_message(chat, "react to me").await;
+    let path = format!("{}reactions/", message_path(chat, id(&sent)));
+    let mut extended = bob.ws_v2(chat).await;
+    let mut original = bob.ws(chat).await;
+    const KINDS: &[&str] = &["message", "reaction_added", "reaction_removed"];
+
+    let added = alice.post(&path, &json!({"emoji": "👍"})).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    assert_eq!(
+        added.body["reactions"],
+        json!([{"emoji": "👍", "count": 1, "me": true}])
+    );
+    assert_eq!(
+        extended.next_of_any(KINDS).await,
+        json!({"type": "reaction_added", "seq": 2, "chat": chat, "id": id(&sent),
+               "emoji": "👍", "user": {"id": alice_id, "username": "alice"}})
+    );
+    let again = alice.post(&path, &json!({"emoji": "👍"})).await;
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "the same reaction twice changes nothing"
+    );
+    // An unqualified heart and the fully qualified one are the same reaction.
+    let heart = bob.post(&path, &json!({"emoji": "\u{2764}"})).await;
+    assert_eq!(heart.status, StatusCode::CREATED);
+    let heart_again = bob.post(&path, &json!({"emoji": "\u{2764}\u{fe0f}"})).await;
+    assert_eq!(heart_again.status, StatusCode::OK);
+    bob.post(&path, &json!({"emoji": "👍"})).await;
+    for bad in ["a", "👍👍", "", "👍 ok"] {
+        let refused = bob.post(&path, &json!({"emoji": bad})).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    let refused = bob.post(&path, &json!({"emoji": "x"})).await;
+    assert_eq!(refused.body, json!({"emoji": ["Enter one emoji."]}));
+
+    // Each viewer sees the counts, and whether they are among them.
+    let as_alice = alice.chat_messages(chat).await;
+    assert_eq!(
+        as_alice[0]["reactions"],
+        json!([{"emoji": "👍", "count": 2, "me": true}, {"emoji": "\u{2764}\u{fe0f}", "count": 1, "me": false}])
+    );
+    let carol = app.user("carol").await;
+    let carol_id = id(&carol.me().await);
+    alice
+        .post(
+            &format!("/api/chats/{chat}/participants/"),
+            &json!({"participant_ids": [carol_id]}),
+        )
+        .await;
+    let as_carol = carol.get(&format!("/api/messages/{}/", id(&sent))).await;
+    assert_eq!(
+        as_carol.body["reactions"],
+        json!([{"emoji": "👍", "count": 2, "me": false}, {"emoji": "\u{2764}\u{fe0f}", "count": 1, "me": false}])
+    );
+
+    // Taken back by query parameter; taking back what is not there changes nothing.
+    let removed = alice.delete(&format!("{path}?emoji=%F0%9F%91%8D")).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    assert_eq!(removed.body["reactions"][0]["count"], 1);
+    assert_eq!(removed.body["reactions"][0]["me"], false);
+    let none = alice.delete(&format!("{path}?emoji=%F0%9F%91%8D")).await;
+    assert_eq!(none.status, StatusCode::OK);
+    let log = alice.get(&format!("/api/chats/{chat}/events/")).await;
+    let kinds: Vec<&str> = log
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .filter(|k| k.starts_with("reaction"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "reaction_added",
+            "reaction_added",
+            "reaction_added",
+            "reaction_removed"
+        ]
+    );
+
+    // Outsiders learn nothing; a tombstone takes no reactions; the original protocol saw none.
+    let outsider = app.user("eve").await;
+    let hidden = outsider.post(&path, &json!({"emoji": "👍"})).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    bob.delete(&message_path(chat, id(&sent))).await;
+    let on_tombstone = alice.post(&path, &json!({"emoji": "👍"})).await;
+    assert_eq!(on_tombstone.status, StatusCode::CONFLICT);
+    bob.send_message(chat, "next").await;
+    assert_eq!(original.next_message().await["content"], "next");
 }
