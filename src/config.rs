@@ -15,6 +15,8 @@ use std::{
 use clap::{error::ContextKind, error::ContextValue, Arg, Args, Command, FromArgMatches};
 use http::HeaderValue;
 
+use crate::client_addr::TrustedProxies;
+
 /// Default of `DATABASE_URL`: a SQLite file `mrm-chat.sqlite3` in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://mrm-chat.sqlite3";
 /// Default of `MRM_BIND`: the loopback interface only, port 8000.
@@ -171,7 +173,9 @@ pub struct Config {
     )]
     pub log_format: LogFormat,
     /// `MRM_LOGIN_ATTEMPTS_PER_MINUTE`: login and token attempts, failed or successful, allowed
-    /// per minute for one client address and username. Default 10. Error: not a whole number ≥ 1.
+    /// per minute for one client address and username. A client address is the peer's, or the
+    /// one a trusted proxy names (`MRM_TRUSTED_PROXIES`); an IPv6 address counts by its /64.
+    /// Default 10. Error: not a whole number ≥ 1.
     #[arg(
         long = "login-attempts-per-minute",
         env = "MRM_LOGIN_ATTEMPTS_PER_MINUTE",
@@ -181,7 +185,8 @@ pub struct Config {
     pub login_attempts_per_minute: NonZeroU32,
     /// `MRM_PASSWORD_ATTEMPTS_PER_MINUTE`: requests that check or hash a password (logins,
     /// token requests, admin logins, registrations), failed or successful, allowed per minute
-    /// for one client address whatever the usernames. Default 30. Error: not a whole number ≥ 1.
+    /// for one client address (as for `MRM_LOGIN_ATTEMPTS_PER_MINUTE`) whatever the usernames.
+    /// Default 30. Error: not a whole number ≥ 1.
     #[arg(
         long = "password-attempts-per-minute",
         env = "MRM_PASSWORD_ATTEMPTS_PER_MINUTE",
@@ -300,6 +305,20 @@ pub struct Config {
         value_parser = seconds
     )]
     pub http_header_timeout: Duration,
+    /// `MRM_TRUSTED_PROXIES`: the proxies in front of the server, whose `X-Forwarded-For` names
+    /// the client; comma-separated IPv4 and IPv6 addresses and networks (`10.0.0.5`,
+    /// `10.0.0.0/8`, `fd00::/8`). A request from one of them is counted, for every budget kept
+    /// per client address, against the right-most address of the header that is not itself a
+    /// trusted proxy; any other request against its peer's address, the header ignored. Default:
+    /// none, so no client can claim to be another. Error: an entry that is neither an address
+    /// nor a network.
+    #[arg(
+        long = "trusted-proxies",
+        env = "MRM_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = trusted_proxies
+    )]
+    pub trusted_proxies: TrustedProxies,
     /// `MRM_MAX_SOCKETS_PER_USER`: most sockets one user may hold on this node at once, chat and
     /// AI together; past it handshakes get 429. Default 32. Error: not a whole number ≥ 1.
     #[arg(
@@ -393,6 +412,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("http_header_timeout", &self.http_header_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("max_sockets_per_user", &self.max_sockets_per_user)
             .field("ws_write_timeout", &self.ws_write_timeout)
             .finish()
@@ -556,6 +576,10 @@ fn cors_origins(raw: &str) -> Result<Vec<HeaderValue>, String> {
         .collect()
 }
 
+fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    raw.parse()
+}
+
 /// The URL with the password of its user part, if any, replaced by `…`.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -616,6 +640,9 @@ mod tests {
         assert!(c.redis_url.is_none());
         assert_eq!(c.redis_prefix, "mrm");
         assert_eq!(c.presence_ttl, Duration::from_secs(15));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.http_header_timeout, Duration::from_secs(10));
+        assert!(c.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -634,6 +661,7 @@ mod tests {
             ("REDIS_URL", " redis://127.0.0.1:6379/2 "),
             ("MRM_REDIS_PREFIX", "staging:chat"),
             ("MRM_MAX_SOCKETS", "100"),
+            ("MRM_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
             // Blank counts as unset.
             ("MRM_WS_QUEUE", "  "),
         ])
@@ -655,6 +683,9 @@ mod tests {
         assert_eq!(c.redis_prefix, "staging:chat");
         assert_eq!(c.max_sockets, Some(100));
         assert_eq!(c.ws_queue_capacity, 256);
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
     }
 
     #[test]
@@ -713,6 +744,11 @@ mod tests {
                 "MRM_LOGIN_ATTEMPTS_PER_MINUTE: invalid value \"0\": number would be zero for non-zero type",
             ),
             (("MRM_WS_QUEUE", "0"), "MRM_WS_QUEUE: must be at least 1"),
+            (
+                ("MRM_TRUSTED_PROXIES", "10.0.0.1, proxy.internal"),
+                "MRM_TRUSTED_PROXIES: bad entry \"proxy.internal\": expected an IP address or a \
+                 network such as 10.0.0.0/8 or fd00::/8",
+            ),
             (
                 ("MRM_WS_PING_SECONDS", "-1"),
                 "MRM_WS_PING_SECONDS: invalid value \"-1\": invalid digit found in string",
