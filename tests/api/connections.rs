@@ -1,6 +1,6 @@
 //! HTTP connections are bounded: a header that trickles in is cut at the header timeout, an
-//! idle connection at the idle timeout, and past the connection cap a new connection is
-//! answered 503 at once while the others keep working.
+//! idle connection at the idle timeout, a body that stops at the body timeout, and past the
+//! connection cap a new connection is answered 503 at once while the others keep working.
 
 use std::time::{Duration, Instant};
 
@@ -177,4 +177,42 @@ async fn read_first_bytes(tcp: &mut TcpStream) -> Vec<u8> {
         .unwrap_or(0);
     buf.truncate(n);
     buf
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_400_at_the_body_timeout() {
+    let body_timeout = Duration::from_secs(1);
+    let app = TestApp::spawn_with(|c| {
+        c.http_body_timeout = body_timeout;
+        c.max_connections = Some(1);
+    })
+    .await;
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    // Promises 100 bytes, sends 12, then nothing (the connection stays open).
+    tcp.write_all(
+        b"POST /api/login/ HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"username\":",
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut tcp).await).unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    assert!(
+        elapsed >= body_timeout,
+        "not before the timeout: {elapsed:?}"
+    );
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(
+        body,
+        serde_json::json!({"detail": "The request body could not be read."})
+    );
+    // The connection was closed, and its place is free.
+    let mut fresh = TcpStream::connect(app.addr).await.unwrap();
+    assert!(healthz_on(&mut fresh).await.starts_with("HTTP/1.1 200"));
 }
