@@ -316,13 +316,40 @@ pub struct Config {
         value_parser = seconds
     )]
     pub http_body_timeout: Duration,
+    /// `MRM_HTTP_WRITE_SECONDS`: longest a write of a response to a connection may wait for the
+    /// client to take the data, in whole seconds; a client that sends requests but does not read
+    /// the answers loses its connection then, instead of holding it (and its place under the
+    /// connection caps) for ever. A connection upgraded to a WebSocket is under
+    /// `MRM_WS_WRITE_TIMEOUT_SECONDS` instead. Default 30. Error: not a whole number of seconds
+    /// ≥ 1.
+    #[arg(
+        long = "http-write-seconds",
+        env = "MRM_HTTP_WRITE_SECONDS",
+        default_value = "30",
+        value_parser = seconds
+    )]
+    pub http_write_timeout: Duration,
+    /// `MRM_MAX_CONNECTIONS_PER_ADDRESS`: most connections one client address may hold at once,
+    /// HTTP and WebSocket together, counted from the TCP peer's address as it connects (an IPv6
+    /// address by its /64); past it a new connection is answered 429 and closed at once. Trusted
+    /// proxies (`MRM_TRUSTED_PROXIES`) are exempt: their connections carry many clients, and
+    /// stay under `MRM_MAX_CONNECTIONS` only. Default 256: a browser tab holds a socket and up to
+    /// six HTTP connections, so a classroom or an office behind one NAT address fits, while one
+    /// address can hold only a small share of the connections. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "max-connections-per-address",
+        env = "MRM_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value = "256",
+        value_parser = positive_count::<usize>
+    )]
+    pub max_connections_per_address: usize,
     /// `MRM_TRUSTED_PROXIES`: the proxies in front of the server, whose `X-Forwarded-For` names
     /// the client; comma-separated IPv4 and IPv6 addresses and networks (`10.0.0.5`,
     /// `10.0.0.0/8`, `fd00::/8`). A request from one of them is counted, for every budget kept
     /// per client address, against the right-most address of the header that is not itself a
-    /// trusted proxy; any other request against its peer's address, the header ignored. Default:
-    /// none, so no client can claim to be another. Error: an entry that is neither an address
-    /// nor a network.
+    /// trusted proxy; any other request against its peer's address, the header ignored. Their
+    /// connections are exempt from `MRM_MAX_CONNECTIONS_PER_ADDRESS`. Default: none, so no
+    /// client can claim to be another. Error: an entry that is neither an address nor a network.
     #[arg(
         long = "trusted-proxies",
         env = "MRM_TRUSTED_PROXIES",
@@ -424,6 +451,11 @@ impl fmt::Debug for Config {
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("http_header_timeout", &self.http_header_timeout)
             .field("http_body_timeout", &self.http_body_timeout)
+            .field("http_write_timeout", &self.http_write_timeout)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
             .field("trusted_proxies", &self.trusted_proxies)
             .field("max_sockets_per_user", &self.max_sockets_per_user)
             .field("ws_write_timeout", &self.ws_write_timeout)
@@ -655,6 +687,8 @@ mod tests {
         assert_eq!(c.http_idle_timeout, Duration::from_secs(75));
         assert_eq!(c.http_header_timeout, Duration::from_secs(10));
         assert_eq!(c.http_body_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_write_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections_per_address, 256);
         assert!(c.trusted_proxies.is_empty());
     }
 
@@ -675,6 +709,8 @@ mod tests {
             ("MRM_REDIS_PREFIX", "staging:chat"),
             ("MRM_MAX_SOCKETS", "100"),
             ("MRM_HTTP_BODY_SECONDS", "3"),
+            ("MRM_HTTP_WRITE_SECONDS", "4"),
+            ("MRM_MAX_CONNECTIONS_PER_ADDRESS", "5"),
             ("MRM_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
             // Blank counts as unset.
             ("MRM_WS_QUEUE", "  "),
@@ -698,6 +734,8 @@ mod tests {
         assert_eq!(c.max_sockets, Some(100));
         assert_eq!(c.ws_queue_capacity, 256);
         assert_eq!(c.http_body_timeout, Duration::from_secs(3));
+        assert_eq!(c.http_write_timeout, Duration::from_secs(4));
+        assert_eq!(c.max_connections_per_address, 5);
         assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
         assert!(c.trusted_proxies.contains("::1".parse().unwrap()));
         assert!(!c.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
@@ -760,9 +798,17 @@ mod tests {
             ),
             (("MRM_WS_QUEUE", "0"), "MRM_WS_QUEUE: must be at least 1"),
             (
+                ("MRM_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+                "MRM_MAX_CONNECTIONS_PER_ADDRESS: must be at least 1",
+            ),
+            (
                 ("MRM_TRUSTED_PROXIES", "10.0.0.1, proxy.internal"),
                 "MRM_TRUSTED_PROXIES: bad entry \"proxy.internal\": expected an IP address or a \
                  network such as 10.0.0.0/8 or fd00::/8",
+            ),
+            (
+                ("MRM_HTTP_WRITE_SECONDS", "0"),
+                "MRM_HTTP_WRITE_SECONDS: invalid value \"0\": number would be zero for non-zero type",
             ),
             (
                 ("MRM_WS_PING_SECONDS", "-1"),
