@@ -55,6 +55,11 @@ use crate::client_addr::{budget_key, TrustedProxies};
 /// (no descriptor or memory left), so it never spins.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often, at most, a refusal past an address's cap is logged as a warning (the others at
+/// debug level): often enough for an operator to notice, say a proxy missing from
+/// `MRM_TRUSTED_PROXIES`, never a flood.
+const ADDRESS_CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The answer to a connection over the cap: complete, so the client reads a status, and closed.
 static OVER_CAPACITY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     refusal(
@@ -129,6 +134,7 @@ pub async fn serve(
         write: limits.write_timeout,
     };
     let tracker = TaskTracker::new();
+    let mut address_cap_warned: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -148,7 +154,7 @@ pub async fn serve(
         } else if let Some(place) = addresses.enter(peer.ip()) {
             Some(place)
         } else {
-            tracing::debug!(%peer, "connection refused: too many from its address");
+            log_address_cap(peer, limits.max_per_address, &mut address_cap_warned);
             refuse(tcp, &OVER_ADDRESS_CAP);
             continue;
         };
@@ -184,6 +190,22 @@ fn is_per_connection(err: &io::Error) -> bool {
 fn refuse(tcp: TcpStream, answer: &[u8]) {
     let _ = tcp.try_write(answer);
     drop(tcp);
+}
+
+/// Logs a refusal past an address's cap: as a warning when none was given for
+/// [`ADDRESS_CAP_WARNING_INTERVAL`] (`last_warning` is when the last one was), else at debug level.
+fn log_address_cap(peer: SocketAddr, limit: usize, last_warning: &mut Option<Instant>) {
+    if last_warning.is_some_and(|at| at.elapsed() < ADDRESS_CAP_WARNING_INTERVAL) {
+        tracing::debug!(%peer, "connection refused: too many from its address");
+        return;
+    }
+    *last_warning = Some(Instant::now());
+    tracing::warn!(
+        %peer,
+        limit,
+        "connections refused past MRM_MAX_CONNECTIONS_PER_ADDRESS (if this address is a proxy \
+         in front of the server, list it in MRM_TRUSTED_PROXIES)"
+    );
 }
 
 /// Connections open per address (by [`budget_key`]), for `MRM_MAX_CONNECTIONS_PER_ADDRESS`.
