@@ -15,6 +15,8 @@ use std::{
 use clap::{error::ContextKind, error::ContextValue, Arg, Args, Command, FromArgMatches};
 use http::HeaderValue;
 
+use crate::client_addr::TrustedProxies;
+
 /// Default of `DATABASE_URL`: a SQLite file `mrm-chat.sqlite3` in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://mrm-chat.sqlite3";
 /// Default of `MRM_BIND`: the loopback interface only, port 8000.
@@ -171,7 +173,9 @@ pub struct Config {
     )]
     pub log_format: LogFormat,
     /// `MRM_LOGIN_ATTEMPTS_PER_MINUTE`: login and token attempts, failed or successful, allowed
-    /// per minute for one client address and username. Default 10. Error: not a whole number ≥ 1.
+    /// per minute for one client address and username. A client address is the peer's, or the
+    /// one a trusted proxy names (`MRM_TRUSTED_PROXIES`); an IPv6 address counts by its /64.
+    /// Default 10. Error: not a whole number ≥ 1.
     #[arg(
         long = "login-attempts-per-minute",
         env = "MRM_LOGIN_ATTEMPTS_PER_MINUTE",
@@ -181,7 +185,8 @@ pub struct Config {
     pub login_attempts_per_minute: NonZeroU32,
     /// `MRM_PASSWORD_ATTEMPTS_PER_MINUTE`: requests that check or hash a password (logins,
     /// token requests, admin logins, registrations), failed or successful, allowed per minute
-    /// for one client address whatever the usernames. Default 30. Error: not a whole number ≥ 1.
+    /// for one client address (as for `MRM_LOGIN_ATTEMPTS_PER_MINUTE`) whatever the usernames.
+    /// Default 30. Error: not a whole number ≥ 1.
     #[arg(
         long = "password-attempts-per-minute",
         env = "MRM_PASSWORD_ATTEMPTS_PER_MINUTE",
@@ -300,6 +305,58 @@ pub struct Config {
         value_parser = seconds
     )]
     pub http_header_timeout: Duration,
+    /// `MRM_HTTP_BODY_SECONDS`: how long a request's body may take to arrive, from the end of its
+    /// header, in whole seconds; past it the body is not read further and the request is answered
+    /// 400, which gives the connection back. Default 30: the largest body (1 MiB) arrives in far
+    /// less on any network a chat is usable on. Error: not a whole number of seconds ≥ 1.
+    #[arg(
+        long = "http-body-seconds",
+        env = "MRM_HTTP_BODY_SECONDS",
+        default_value = "30",
+        value_parser = seconds
+    )]
+    pub http_body_timeout: Duration,
+    /// `MRM_HTTP_WRITE_SECONDS`: longest a write of a response to a connection may wait for the
+    /// client to take the data, in whole seconds; a client that sends requests but does not read
+    /// the answers loses its connection then, instead of holding it (and its place under the
+    /// connection caps) for ever. A connection upgraded to a WebSocket is under
+    /// `MRM_WS_WRITE_TIMEOUT_SECONDS` instead. Default 30. Error: not a whole number of seconds
+    /// ≥ 1.
+    #[arg(
+        long = "http-write-seconds",
+        env = "MRM_HTTP_WRITE_SECONDS",
+        default_value = "30",
+        value_parser = seconds
+    )]
+    pub http_write_timeout: Duration,
+    /// `MRM_MAX_CONNECTIONS_PER_ADDRESS`: most connections one client address may hold at once,
+    /// HTTP and WebSocket together, counted from the TCP peer's address as it connects (an IPv6
+    /// address by its /64); past it a new connection is answered 429 and closed at once. Trusted
+    /// proxies (`MRM_TRUSTED_PROXIES`) are exempt: their connections carry many clients, and
+    /// stay under `MRM_MAX_CONNECTIONS` only. Default 256: a browser tab holds a socket and up to
+    /// six HTTP connections, so a classroom or an office behind one NAT address fits, while one
+    /// address can hold only a small share of the connections. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "max-connections-per-address",
+        env = "MRM_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value = "256",
+        value_parser = positive_count::<usize>
+    )]
+    pub max_connections_per_address: usize,
+    /// `MRM_TRUSTED_PROXIES`: the proxies in front of the server, whose `X-Forwarded-For` names
+    /// the client; comma-separated IPv4 and IPv6 addresses and networks (`10.0.0.5`,
+    /// `10.0.0.0/8`, `fd00::/8`). A request from one of them is counted, for every budget kept
+    /// per client address, against the right-most address of the header that is not itself a
+    /// trusted proxy; any other request against its peer's address, the header ignored. Their
+    /// connections are exempt from `MRM_MAX_CONNECTIONS_PER_ADDRESS`. Default: none, so no
+    /// client can claim to be another. Error: an entry that is neither an address nor a network.
+    #[arg(
+        long = "trusted-proxies",
+        env = "MRM_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = trusted_proxies
+    )]
+    pub trusted_proxies: TrustedProxies,
     /// `MRM_MAX_SOCKETS_PER_USER`: most sockets one user may hold on this node at once, chat and
     /// AI together; past it handshakes get 429. Default 32. Error: not a whole number ≥ 1.
     #[arg(
@@ -404,6 +461,13 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("http_header_timeout", &self.http_header_timeout)
+            .field("http_body_timeout", &self.http_body_timeout)
+            .field("http_write_timeout", &self.http_write_timeout)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("max_sockets_per_user", &self.max_sockets_per_user)
             .field("credential_recheck", &self.credential_recheck)
             .field("ws_write_timeout", &self.ws_write_timeout)
@@ -568,6 +632,10 @@ fn cors_origins(raw: &str) -> Result<Vec<HeaderValue>, String> {
         .collect()
 }
 
+fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    raw.parse()
+}
+
 /// The URL with the password of its user part, if any, replaced by `…`.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -629,6 +697,12 @@ mod tests {
         assert!(c.redis_url.is_none());
         assert_eq!(c.redis_prefix, "mrm");
         assert_eq!(c.presence_ttl, Duration::from_secs(15));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_write_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections_per_address, 256);
+        assert!(c.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -647,6 +721,10 @@ mod tests {
             ("REDIS_URL", " redis://127.0.0.1:6379/2 "),
             ("MRM_REDIS_PREFIX", "staging:chat"),
             ("MRM_MAX_SOCKETS", "100"),
+            ("MRM_HTTP_BODY_SECONDS", "3"),
+            ("MRM_HTTP_WRITE_SECONDS", "4"),
+            ("MRM_MAX_CONNECTIONS_PER_ADDRESS", "5"),
+            ("MRM_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
             // Blank counts as unset.
             ("MRM_WS_QUEUE", "  "),
         ])
@@ -668,6 +746,12 @@ mod tests {
         assert_eq!(c.redis_prefix, "staging:chat");
         assert_eq!(c.max_sockets, Some(100));
         assert_eq!(c.ws_queue_capacity, 256);
+        assert_eq!(c.http_body_timeout, Duration::from_secs(3));
+        assert_eq!(c.http_write_timeout, Duration::from_secs(4));
+        assert_eq!(c.max_connections_per_address, 5);
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
     }
 
     #[test]
@@ -726,6 +810,19 @@ mod tests {
                 "MRM_LOGIN_ATTEMPTS_PER_MINUTE: invalid value \"0\": number would be zero for non-zero type",
             ),
             (("MRM_WS_QUEUE", "0"), "MRM_WS_QUEUE: must be at least 1"),
+            (
+                ("MRM_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+                "MRM_MAX_CONNECTIONS_PER_ADDRESS: must be at least 1",
+            ),
+            (
+                ("MRM_TRUSTED_PROXIES", "10.0.0.1, proxy.internal"),
+                "MRM_TRUSTED_PROXIES: bad entry \"proxy.internal\": expected an IP address or a \
+                 network such as 10.0.0.0/8 or fd00::/8",
+            ),
+            (
+                ("MRM_HTTP_WRITE_SECONDS", "0"),
+                "MRM_HTTP_WRITE_SECONDS: invalid value \"0\": number would be zero for non-zero type",
+            ),
             (
                 ("MRM_WS_PING_SECONDS", "-1"),
                 "MRM_WS_PING_SECONDS: invalid value \"-1\": invalid digit found in string",

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod connections;
 pub mod domain;

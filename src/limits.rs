@@ -1,5 +1,6 @@
 //! Rate limits, kept in memory per node: login attempts per client address and username,
-//! password checks per client address, and messages per user and chat.
+//! password checks per client address, and messages per user and chat. A client address is
+//! counted by its [`budget_key`]: an IPv6 client by its /64.
 
 use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
@@ -9,7 +10,7 @@ use governor::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::service::ServiceError;
+use crate::{client_addr::budget_key, service::ServiceError};
 
 /// This process's rate limits, each a keyed GCRA limiter (governor): a key may spend its whole
 /// budget at once, then earns it back evenly (a login every 60/n seconds, a message every 1/n
@@ -46,13 +47,13 @@ impl RateLimits {
         // a fixed-size digest, so a long one costs no more memory than a short one.
         self.password_check(ip)?;
         let digest: [u8; 32] = Sha256::digest(username.to_lowercase().as_bytes()).into();
-        check(self.logins.check_key(&(ip, digest)))
+        check(self.logins.check_key(&(budget_key(ip), digest)))
     }
 
     /// One request from `ip` that will hash or verify a password (a login, a token request, a
     /// registration), whatever the username. Errors: `RateLimited`, as for [`Self::login`].
     pub fn password_check(&self, ip: IpAddr) -> Result<(), ServiceError> {
-        check(self.passwords.check_key(&ip))
+        check(self.passwords.check_key(&budget_key(ip)))
     }
 
     /// One message from `user_id` to `chat_id`. Errors: `RateLimited`, as for [`Self::login`].

@@ -94,8 +94,11 @@ impl Application {
                 .config
                 .max_connections
                 .unwrap_or_else(|| FileBudget::of(&state.config).connections),
+            max_per_address: state.config.max_connections_per_address,
+            trusted_proxies: state.config.trusted_proxies.clone(),
             idle_timeout: state.config.http_idle_timeout,
             header_timeout: state.config.http_header_timeout,
+            write_timeout: state.config.http_write_timeout,
         };
         connections::serve(
             listener,

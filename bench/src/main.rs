@@ -34,7 +34,7 @@ mod users;
     long_about = "Load generator for MRM Chat servers (loopback targets only).\n\n\
         Each scenario prints one JSON line on stdout and one summary line on stderr.\n\n\
         The server's default limits throttle a benchmark: start it with e.g.\n  \
-        MRM_MESSAGES_PER_SECOND=1000000 MRM_LOGIN_ATTEMPTS_PER_MINUTE=100000 MRM_PASSWORD_ATTEMPTS_PER_MINUTE=100000 MRM_MAX_SOCKETS_PER_USER=1000000 mrm-chat serve\n\
+        MRM_MESSAGES_PER_SECOND=1000000 MRM_LOGIN_ATTEMPTS_PER_MINUTE=100000 MRM_PASSWORD_ATTEMPTS_PER_MINUTE=100000 MRM_MAX_SOCKETS_PER_USER=1000000 MRM_MAX_CONNECTIONS_PER_ADDRESS=1000000 mrm-chat serve\n\
         (messages are limited to 20/s per user per chat by default, so flat-out runs and \
         history seeding need a high MRM_MESSAGES_PER_SECOND)."
 )]

@@ -2,11 +2,9 @@
 //! redirect to the login page) and `StaffForm` (a staff session plus a form carrying the
 //! session's CSRF token).
 
-use std::net::SocketAddr;
-
 use askama::Template;
 use axum::{
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State},
+    extract::{FromRequest, FromRequestParts, Request, State},
     http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -21,6 +19,7 @@ use crate::{
         secret::{constant_time_eq, storage_hash},
         session,
     },
+    client_addr::ClientAddr,
     service::{accounts, sessions, ServiceError},
     state::AppState,
     store::{self, sessions::SessionUser, users::User},
@@ -226,7 +225,7 @@ const WRONG_CREDENTIALS: &str = "Please enter the correct username and password 
 /// session, sets its cookies and redirects (303) to `next`.
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     jar: CookieJar,
     form: FormData,
 ) -> AdminResult<Response> {
@@ -236,8 +235,7 @@ pub async fn login(
     let password = form.get("password").unwrap_or("").to_owned();
     // Not held while the password waits for its hash.
     drop(form);
-    let user = match accounts::authenticate(&state, peer.ip(), Some(username), Some(password)).await
-    {
+    let user = match accounts::authenticate(&state, client, Some(username), Some(password)).await {
         Ok(user) => user,
         Err(ServiceError::InvalidCredentials | ServiceError::Validation(_)) => {
             page.error = Some(WRONG_CREDENTIALS.to_owned());

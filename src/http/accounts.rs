@@ -1,10 +1,8 @@
 //! Accounts: `POST /api/register/`, `POST /api/login/`, `POST /api/logout/`, `GET /api/me/`,
 //! `GET /api/users/`.
 
-use std::net::SocketAddr;
-
 use axum::{
-    extract::{ConnectInfo, RawQuery, State},
+    extract::{RawQuery, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -22,6 +20,7 @@ use crate::wire::schemas::{
 };
 use crate::{
     auth::{session, AuthUser, Credential},
+    client_addr::ClientAddr,
     error::ApiResult,
     service::{
         accounts::{self, RegistrationForm},
@@ -53,7 +52,7 @@ pub fn router() -> Router<AppState> {
     ))]
 async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     CredentialsInput(input): CredentialsInput,
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
@@ -71,7 +70,7 @@ async fn register(
         password_confirm,
         user_type,
     };
-    let user = accounts::register_from(&state, peer.ip(), form, errors).await?;
+    let user = accounts::register_from(&state, client, form, errors).await?;
     tracing::info!(user.id = user.id, "account registered");
     Ok((StatusCode::CREATED, Json(UserView::own(&user))).into_response())
 }
@@ -98,14 +97,14 @@ pub fn credentials(input: &Input) -> (Option<String>, Option<String>) {
     ))]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     jar: CookieJar,
     CredentialsInput(input): CredentialsInput,
 ) -> ApiResult<Response> {
     let (username, password) = credentials(&input);
     // Not held while the password waits for its hash.
     drop(input);
-    let user = accounts::authenticate(&state, peer.ip(), username, password).await?;
+    let user = accounts::authenticate(&state, client, username, password).await?;
     let previous = jar.get(session::SESSION_COOKIE).map(|c| c.value());
     let new_session = sessions::log_in(&state, &user, previous).await?;
     tracing::info!(user.id = user.id, "logged in");

@@ -36,16 +36,12 @@ use tracing::Level;
 
 use crate::{auth::csrf, error::ApiError, state::AppState};
 
-/// Longest a request body may take to arrive, from the end of its header: a body that stalls
-/// is not read further (400), so it gives its connection back.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The whole HTTP surface: every resource's routes, the admin area, the documentation and the
 /// sockets, under the cross-cutting layers (outermost first: panic guard answering a JSON 500,
-/// request ids, request tracing, CORS when `MRM_CORS_ORIGINS` is set, the body limit, and the
-/// origin check for unsafe methods). Unknown paths answer 404 and unsupported methods 405, as
-/// the contract's JSON. `startup` removes trailing slashes before routing
-/// ([`trim_trailing_slash`]).
+/// request ids, request tracing, CORS when `MRM_CORS_ORIGINS` is set, the body timeout
+/// (`MRM_HTTP_BODY_SECONDS`), the body limit, and the origin check for unsafe methods). Unknown
+/// paths answer 404 and unsupported methods 405, as the contract's JSON. `startup` removes
+/// trailing slashes before routing ([`trim_trailing_slash`]).
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()
@@ -68,8 +64,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
         // A body that stops arriving would hold its connection (and its place under the
-        // connection cap) for ever: reading it fails after this long, answered 400.
-        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT));
+        // connection caps) for ever: reading it fails after `MRM_HTTP_BODY_SECONDS` from the
+        // end of the header, answered 400, and the connection is closed.
+        .layer(RequestBodyTimeoutLayer::new(state.config.http_body_timeout));
     if !state.config.cors_origins.is_empty() {
         router = router.layer(
             CorsLayer::new()

@@ -1,10 +1,8 @@
 //! Bearer tokens for non-browser clients: `POST /api/tokens/` trades a username and password for
 //! a token, `DELETE /api/tokens/current/` revokes the token that authenticates the request.
 
-use std::net::SocketAddr;
-
 use axum::{
-    extract::{ConnectInfo, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, post},
@@ -17,6 +15,7 @@ use crate::wire::schemas::{BadRequest, Detail, ErrorMessage, TokenRequest, Token
 use crate::wire::views::UserView;
 use crate::{
     auth::{AuthUser, Credential},
+    client_addr::ClientAddr,
     domain::text,
     error::{ApiError, ApiResult},
     service::{accounts, sessions, FieldErrors},
@@ -45,7 +44,7 @@ pub fn router() -> Router<AppState> {
     ))]
 async fn create(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     CredentialsInput(input): CredentialsInput,
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::new();
@@ -61,7 +60,7 @@ async fn create(
     let (username, password) = credentials(&input);
     // Not held while the password waits for its hash.
     drop(input);
-    let user = accounts::authenticate(&state, peer.ip(), username, password).await?;
+    let user = accounts::authenticate(&state, client, username, password).await?;
     let issued = sessions::issue_token(&state, &user, name).await?;
     Ok((
         StatusCode::CREATED,

@@ -478,6 +478,9 @@ pub struct WsOptions<'a> {
     pub recv_buffer: Option<u32>,
     /// Subprotocols offered in `Sec-WebSocket-Protocol`, comma-separated.
     pub protocols: Option<&'a str>,
+    /// The local address to connect from (any of 127/8 reaches the server), for the caps kept
+    /// per address; `127.0.0.1` when unset.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Offers the extended protocol in the handshake header.
@@ -486,6 +489,7 @@ pub const V2: WsOptions<'static> = WsOptions {
     origin: None,
     recv_buffer: None,
     protocols: Some("mrm.v2"),
+    source: None,
 };
 
 impl Client {
@@ -549,6 +553,9 @@ impl Client {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = options.recv_buffer {
             socket.set_recv_buffer_size(size).unwrap();
+        }
+        if let Some(source) = options.source {
+            socket.bind(SocketAddr::new(source, 0)).unwrap();
         }
         let tcp = socket.connect(addr).await.unwrap();
         match tokio_tungstenite::client_async(

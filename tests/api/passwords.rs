@@ -1,7 +1,8 @@
-//! Password checks are bounded: a budget per client address across usernames, a bounded queue of
-//! hashes, a maximum length, and a small body for the requests that carry passwords.
+//! Password checks are bounded: a budget per client address across usernames (the address a
+//! trusted proxy forwards, an IPv6 one by its /64), a bounded queue of hashes, a maximum length,
+//! and a small body for the requests that carry passwords.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{Response, TestApp, PASSWORD};
@@ -19,6 +20,15 @@ fn throttled(response: &Response) {
             .as_str()
             .unwrap()
             .starts_with("Request was throttled."),
+        "{}",
+        response.body
+    );
+}
+
+fn unauthorized(response: &Response) {
+    assert_eq!(
+        response.status,
+        StatusCode::UNAUTHORIZED,
         "{}",
         response.body
     );
@@ -179,4 +189,91 @@ async fn requests_carrying_passwords_have_a_small_body_limit() {
             json!({"detail": "Request body is too large (limit 131072 bytes)."})
         );
     }
+}
+
+/// A failed login as `username`, from the client a proxy names in `X-Forwarded-For` (none: the
+/// header is not sent).
+async fn login_from(app: &TestApp, forwarded_for: Option<&str>, username: &str) -> Response {
+    let client = app.client();
+    let mut request = client.request(Method::POST, "/api/login/");
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    client
+        .send(request.json(&json!({"username": username, "password": "wrong-wrong"})))
+        .await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_budget_follows_the_forwarded_client() {
+    let app = TestApp::spawn_with(|c| {
+        c.password_attempts_per_minute = 2.try_into().unwrap();
+        c.trusted_proxies = "127.0.0.1, 10.0.0.0/8".parse().unwrap();
+    })
+    .await;
+    let client = app.client();
+    let forwarded = |ip: &str, path: &str| {
+        client
+            .request(Method::POST, path)
+            .header("x-forwarded-for", ip)
+    };
+    // One forwarded client spends its budget through two doors, each for another username…
+    let registered = client
+        .send(forwarded("203.0.113.1", "/api/register/").json(&registration("alice")))
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let token = client
+        .send(
+            forwarded("203.0.113.1", "/api/tokens/")
+                .json(&json!({"username": "bob", "password": "wrong-wrong"})),
+        )
+        .await;
+    unauthorized(&token);
+    // …and is throttled on every door, whatever the username, even when its own claims are
+    // left of it in the header (a client writes what it likes there).
+    throttled(&login_from(&app, Some("203.0.113.1"), "carol").await);
+    throttled(&login_from(&app, Some("198.51.100.9, 203.0.113.1"), "dave").await);
+    throttled(&login_from(&app, Some("203.0.113.1, 10.1.2.3"), "erin").await);
+    let admin = reqwest::Client::new()
+        .post(format!("http://{}/admin/login/", app.addr))
+        .header("x-forwarded-for", "203.0.113.1")
+        .form(&[("username", "frank"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another forwarded client has a budget of its own, and so does the proxy itself.
+    for username in ["grace", "heidi"] {
+        unauthorized(&login_from(&app, Some("203.0.113.2"), username).await);
+    }
+    throttled(&login_from(&app, Some("203.0.113.2"), "ivan").await);
+    unauthorized(&login_from(&app, None, "judy").await);
+
+    // An IPv6 client is counted by its /64: another address of it shares the budget.
+    for (ip, username) in [("2001:db8:1:2::1", "ken"), ("2001:db8:1:2::abcd", "lou")] {
+        unauthorized(&login_from(&app, Some(ip), username).await);
+    }
+    throttled(&login_from(&app, Some("2001:db8:1:2:ffff::9"), "mia").await);
+    unauthorized(&login_from(&app, Some("2001:db8:1:3::1"), "ned").await);
+
+    // A header a trusted proxy could not have written leaves the proxy's own address.
+    unauthorized(&login_from(&app, Some("unknown"), "olga").await);
+    throttled(&login_from(&app, Some("not-an-address"), "pam").await);
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_the_forwarded_header_is_ignored() {
+    let app = TestApp::spawn_with(|c| c.password_attempts_per_minute = 2.try_into().unwrap()).await;
+    // Each attempt claims another client; all are the peer's.
+    for (ip, username) in [("203.0.113.1", "alice"), ("203.0.113.2", "bob")] {
+        unauthorized(&login_from(&app, Some(ip), username).await);
+    }
+    throttled(&login_from(&app, Some("203.0.113.3"), "carol").await);
+    throttled(&login_from(&app, None, "dave").await);
 }
