@@ -24,8 +24,8 @@ use crate::{
     store::events::LogEntry,
     wire::{
         frames::{LogItem, LoggedFrame, MessageFrame},
-        schemas::{BadRequest, Detail, EditMessage, ReactionRequest},
-        views::{MessageVersionView, MessageView, Viewer},
+        schemas::{BadRequest, Detail, EditMessage, ReactionRequest, ReadRequest},
+        views::{MessageVersionView, MessageView, ReadStateView, Viewer},
     },
 };
 
@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
             post(react).delete(unreact),
         )
         .route("/api/chats/{id}/events", get(events))
+        .route("/api/chats/{id}/read", post(read))
 }
 
 /// Replaces the content of one of the caller's own messages.
@@ -157,6 +158,34 @@ async fn unreact(
     let (message, _) =
         messaging::react(&state, &auth.user, chat_id, message_id, &emoji, false).await?;
     Ok(Json(message))
+}
+
+/// Marks the chat read up to a position of its log.
+#[utoipa::path(post, path = "/api/chats/{id}/read/", tag = "Messages", security(("session" = [], "csrf" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Chat id")),
+    request_body(content = ReadRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The caller's read state now (a position is never moved back, nor past the chat's last one)", body = ReadStateView),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+    ))]
+async fn read(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Id(chat_id): Id,
+    input: Input,
+) -> ApiResult<Json<ReadStateView>> {
+    let mut errors = FieldErrors::new();
+    if !input.has("seq") {
+        errors.add("seq", "This field is required.");
+    }
+    let seq = input.optional_int("seq", 0, i64::MAX, &mut errors);
+    errors.check()?;
+    let seq = seq.ok_or_else(|| ApiError::BadRequest("seq is required".into()))?;
+    let read = chats::mark_read(&state, &auth.user, chat_id, seq).await?;
+    Ok(Json(ReadStateView::from(read)))
 }
 
 /// The `emoji` field of a reaction request.

@@ -49,7 +49,7 @@ use crate::{
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
         chats::leave,
         history::edit, history::delete, history::versions, history::events,
-        history::react, history::unreact,
+        history::react, history::unreact, history::read,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
         ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
@@ -58,7 +58,8 @@ use crate::{
         health::healthz, health::readyz,
     ),
     components(schemas(
-        schemas::ChatSendFrame, schemas::TypingRequestFrame, frames::MessageFrame,
+        schemas::ChatSendFrame, schemas::TypingRequestFrame, schemas::ChatChangeFrame,
+        frames::MessageFrame,
         frames::PresenceFrame, frames::PresenceDeltaFrame, frames::TypingFrame,
         frames::MessageDeletedFrame, frames::MessageEditedFrame, frames::MemberFrame,
         frames::ChatRenamedFrame, frames::ReactionFrame,
@@ -226,7 +227,7 @@ impl Modify for WebSockets {
                 SocketFrames {
                     client: &["ChatSendFrame"],
                     server: &["MessageFrame", "ErrorFrame"],
-                    v2_client: &["ChatSendFrame", "TypingRequestFrame"],
+                    v2_client: &["ChatSendFrame", "TypingRequestFrame", "ChatChangeFrame"],
                     v2_server: &[
                         "MessageFrame",
                         "PresenceFrame",

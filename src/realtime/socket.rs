@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     domain::{ContentError, MessageContent},
-    service::{messaging, ServiceError},
+    service::{chats, messaging, ServiceError},
     state::AppState,
     store::{self, events::LogEntry, users::User},
     wire::{
@@ -432,6 +432,26 @@ impl Reader {
             .try_send(Outbound::Frame(frames::error(message)));
     }
 
+    /// Answers a change asked for by a frame: nothing when it was made (its event comes in the
+    /// chat's log like everyone's), an error frame saying why when it was not. A user who is no
+    /// longer a participant is told so and the socket closes (4003).
+    fn answer_failure(&self, done: Result<(), ServiceError>) -> Option<Close> {
+        let reason = match done {
+            Ok(()) => return None,
+            Err(ServiceError::NotFound) => "Message not found".to_owned(),
+            Err(ServiceError::PermissionDenied) => "You may not change this message".to_owned(),
+            Err(ServiceError::RateLimited(_)) => "Rate limit exceeded".to_owned(),
+            Err(ServiceError::Conflict(reason) | ServiceError::BadRequest(reason)) => reason,
+            Err(ServiceError::Validation(errors)) => errors.to_string(),
+            Err(err) => {
+                tracing::warn!(chat.id = self.chat_id, error = %err, "a socket change failed");
+                "Something went wrong; try again".to_owned()
+            }
+        };
+        self.error(&reason);
+        None
+    }
+
     /// Handles one text frame; `Some` when the socket must close.
     async fn on_text(&mut self, text: &str) -> Option<Close> {
         match ChatClientFrame::parse(text, self.protocol) {
@@ -441,6 +461,36 @@ impl Reader {
             Ok(ChatClientFrame::Typing {}) => {
                 self.on_typing();
                 None
+            }
+            Ok(ChatClientFrame::Read { seq }) => {
+                let done = chats::mark_read(&self.state, &self.user, self.chat_id, seq).await;
+                self.answer_failure(done.map(|_| ()))
+            }
+            Ok(ChatClientFrame::Edit { id, content }) => {
+                let done = match MessageContent::parse(content) {
+                    Ok(content) => {
+                        messaging::edit(&self.state, &self.user, self.chat_id, id, content)
+                            .await
+                            .map(|_| ())
+                    }
+                    Err(err) => Err(ServiceError::BadRequest(err.to_string())),
+                };
+                self.answer_failure(done)
+            }
+            Ok(ChatClientFrame::Delete { id }) => {
+                let done = messaging::delete(&self.state, &self.user, self.chat_id, id).await;
+                self.answer_failure(done.map(|_| ()))
+            }
+            Ok(ChatClientFrame::React { id, emoji }) => {
+                let done =
+                    messaging::react(&self.state, &self.user, self.chat_id, id, &emoji, true).await;
+                self.answer_failure(done.map(|_| ()))
+            }
+            Ok(ChatClientFrame::Unreact { id, emoji }) => {
+                let done =
+                    messaging::react(&self.state, &self.user, self.chat_id, id, &emoji, false)
+                        .await;
+                self.answer_failure(done.map(|_| ()))
             }
             Err(message) => {
                 self.error(&message);

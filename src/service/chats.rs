@@ -37,8 +37,8 @@ pub struct MemberRequest {
     pub usernames: Vec<String>,
 }
 
-/// Builds the views of many chats for `viewer` with a fixed number of queries (four), whatever
-/// their count.
+/// Builds the views of many chats for `viewer` with a fixed number of queries (five), whatever
+/// their count: members, newest messages, their reactions, and the viewer's read state.
 pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<Vec<ChatView>> {
     let ids: Vec<i64> = chats.iter().map(|c| c.id).collect();
     let mut participants: HashMap<i64, Vec<UserView>> = HashMap::new();
@@ -58,15 +58,26 @@ pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<V
             .or_default()
             .push(MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id)));
     }
+    let reads: HashMap<i64, store::chats::ReadState> =
+        store::chats::read_states(db, viewer.id, &ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.chat_id, r))
+            .collect();
     Ok(chats
         .into_iter()
         .map(|chat| {
             let id = chat.id;
-            ChatView::new(
+            let mut view = ChatView::new(
                 chat,
                 participants.remove(&id).unwrap_or_default(),
                 messages.remove(&id).unwrap_or_default(),
-            )
+            );
+            if let Some(read) = reads.get(&id) {
+                view.last_read_seq = read.last_read_seq;
+                view.unread_count = read.unread_count;
+            }
+            view
         })
         .collect())
 }
@@ -377,6 +388,24 @@ pub async fn log(
         true,
     )
     .await?)
+}
+
+/// Moves `user`'s read position in the chat forward to `seq` (never back, never past the chat's
+/// last position), and returns the read state now held. Errors: `NotFound` when `user` does
+/// not take part.
+pub async fn mark_read(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+    seq: i64,
+) -> ServiceResult<store::chats::ReadState> {
+    store::chats::mark_read(&state.db, chat_id, user.id, seq)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    store::chats::read_states(&state.db, user.id, &[chat_id])
+        .await?
+        .pop()
+        .ok_or(ServiceError::NotFound)
 }
 
 /// The chat's last `seq` if `user` takes part in it: where a new live-only socket starts.

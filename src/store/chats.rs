@@ -404,3 +404,54 @@ pub async fn summary(db: &Db, id: i64) -> sqlx::Result<Option<ChatSummary>> {
     let sql = concat!(chat_summary_select!(), "WHERE c.id = $1");
     on_pool!(db, pool => sqlx::query_as::<_, ChatSummary>(sql).bind(id).fetch_optional(pool).await)
 }
+
+/// A member's read position in one chat.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct ReadState {
+    pub chat_id: i64,
+    /// The highest position the member marked read.
+    pub last_read_seq: i64,
+    /// Messages after it, from others, not deleted.
+    pub unread_count: i64,
+}
+
+/// `user_id`'s read state in each of the given chats they take part in: one statement for any
+/// number of chats (each count is a range read of the chat's `(chat_id, seq)` index).
+pub async fn read_states(db: &Db, user_id: i64, chat_ids: &[i64]) -> sqlx::Result<Vec<ReadState>> {
+    if chat_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT p.chat_id, p.last_read_seq, \
+             (SELECT COUNT(*) FROM messages m WHERE m.chat_id = p.chat_id \
+              AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id \
+              AND m.deleted_at IS NULL) AS unread_count \
+             FROM chat_participants p WHERE p.user_id = ",
+        );
+        q.push_bind(user_id);
+        q.push(" AND p.chat_id IN (");
+        let mut list = q.separated(", ");
+        for id in chat_ids {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        q.build_query_as::<ReadState>().persistent(false).fetch_all(pool).await
+    })
+}
+
+/// Moves `user_id`'s read position in the chat forward to `seq` (never back, never past the
+/// chat's last position); `None` when they do not take part. Returns the position now held.
+pub async fn mark_read(db: &Db, chat_id: i64, user_id: i64, seq: i64) -> sqlx::Result<Option<i64>> {
+    let sql = "UPDATE chat_participants SET last_read_seq = CASE \
+               WHEN $3 <= last_read_seq THEN last_read_seq \
+               WHEN $3 <= (SELECT last_seq FROM chats WHERE id = $1) THEN $3 \
+               ELSE (SELECT last_seq FROM chats WHERE id = $1) END \
+               WHERE chat_id = $1 AND user_id = $2 RETURNING last_read_seq";
+    on_writer!(db, pool => sqlx::query_scalar(sql)
+        .bind(chat_id)
+        .bind(user_id)
+        .bind(seq)
+        .fetch_optional(pool)
+        .await)
+}

@@ -531,7 +531,22 @@ pub enum ChatClientFrame {
     },
     /// `{"type": "typing"}`: the sender is typing.
     Typing {},
+    /// `mrm.v2`: `{"type": "read", "seq": N}` marks the chat read up to position `seq`.
+    Read { seq: i64 },
+    /// `mrm.v2`: `{"type": "edit", "id", "content"}` edits one of the sender's messages.
+    Edit { id: i64, content: String },
+    /// `mrm.v2`: `{"type": "delete", "id"}` deletes a message (leaving a tombstone).
+    Delete { id: i64 },
+    /// `mrm.v2`: `{"type": "react", "id", "emoji"}` adds a reaction.
+    React { id: i64, emoji: String },
+    /// `mrm.v2`: `{"type": "unreact", "id", "emoji"}` takes a reaction back.
+    Unreact { id: i64, emoji: String },
 }
+
+/// The `type`s a `mrm.v2` chat socket accepts.
+const CHAT_FRAME_TYPES: [&str; 7] = [
+    "message", "typing", "read", "edit", "delete", "react", "unreact",
+];
 
 impl ChatClientFrame {
     /// Parses a text frame. The error is the message of the error frame to answer with:
@@ -550,15 +565,27 @@ impl ChatClientFrame {
             None => {
                 frame.insert("type".into(), Value::from("message"));
             }
-            Some(Value::String(kind)) if kind == "message" || kind == "typing" => {}
+            Some(Value::String(kind)) if CHAT_FRAME_TYPES.contains(&kind.as_str()) => {}
             Some(Value::String(kind)) => return Err(unknown_type(kind)),
             Some(_) => return Err("Unknown message type".into()),
         }
-        let frame = serde_json::from_value(Value::Object(frame))
-            .map_err(|_| "Content must be a string".to_owned())?;
+        let kind = frame
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("message")
+            .to_owned();
+        let frame =
+            serde_json::from_value(Value::Object(frame)).map_err(|_| match kind.as_str() {
+                "message" | "typing" => "Content must be a string".to_owned(),
+                "read" => "A read frame needs seq, a whole number".to_owned(),
+                "delete" => "A delete frame needs id, a message id".to_owned(),
+                "edit" => "An edit frame needs id, a message id, and content, a string".to_owned(),
+                _ => format!("A {kind} frame needs id, a message id, and emoji, a string"),
+            })?;
         match &frame {
-            ChatClientFrame::Message { content: Some(c) } => refuse_nul(c)?,
-            ChatClientFrame::Message { content: None } | ChatClientFrame::Typing {} => {}
+            ChatClientFrame::Message { content: Some(c) }
+            | ChatClientFrame::Edit { content: c, .. } => refuse_nul(c)?,
+            _ => {}
         }
         Ok(frame)
     }

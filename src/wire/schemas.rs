@@ -168,6 +168,14 @@ pub struct ReactionRequest {
     pub emoji: String,
 }
 
+/// The body of `POST /api/chats/{id}/read/`.
+#[derive(ToSchema)]
+pub struct ReadRequest {
+    /// The position read up to: a message's `seq`, or any log position.
+    #[schema(minimum = 0, example = 42)]
+    pub seq: i64,
+}
+
 /// The body of `POST /api/ai/chats/`.
 #[derive(ToSchema)]
 pub struct AiChatCreate {
@@ -378,6 +386,27 @@ pub struct ChatSendFrame {
 pub struct TypingRequestFrame {
     #[schema(example = "typing")]
     pub r#type: String,
+}
+
+/// Client → server (`mrm.v2`): a change to the chat, made as its REST call would make it, under
+/// the same rules and rate limit. `read` marks the chat read up to `seq`; `edit` (`id`,
+/// `content`, stored as sent, as socket messages are), `delete` (`id`), `react` and `unreact`
+/// (`id`, `emoji`). Nothing answers a change that was made: its event comes in the chat's log
+/// like everyone's. One that was not is answered with an `error` frame saying why.
+#[derive(ToSchema)]
+pub struct ChatChangeFrame {
+    /// `read`, `edit`, `delete`, `react` or `unreact`.
+    #[schema(example = "react")]
+    pub r#type: String,
+    /// The message's id (`edit`, `delete`, `react`, `unreact`).
+    pub id: Option<i64>,
+    /// The new content (`edit`).
+    pub content: Option<String>,
+    /// One emoji (`react`, `unreact`).
+    #[schema(example = "👍")]
+    pub emoji: Option<String>,
+    /// The position read up to (`read`).
+    pub seq: Option<i64>,
 }
 
 /// Client → server on `/ws/ai-chat/{id}/`: ask the model.

@@ -272,6 +272,32 @@ pub struct ChatView {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub created_at: DateTime<Utc>,
+    /// The highest position of the chat's log the caller marked read (`POST
+    /// /api/chats/{id}/read/`); 0 before any.
+    pub last_read_seq: i64,
+    /// Messages after `last_read_seq` from others, not deleted.
+    pub unread_count: i64,
+}
+
+/// A member's read state in a chat.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadStateView {
+    /// The chat's id.
+    pub chat: i64,
+    /// The highest position marked read.
+    pub last_read_seq: i64,
+    /// Messages after it from others, not deleted.
+    pub unread_count: i64,
+}
+
+impl From<crate::store::chats::ReadState> for ReadStateView {
+    fn from(r: crate::store::chats::ReadState) -> Self {
+        Self {
+            chat: r.chat_id,
+            last_read_seq: r.last_read_seq,
+            unread_count: r.unread_count,
+        }
+    }
 }
 
 impl ChatView {
@@ -284,6 +310,8 @@ impl ChatView {
             participants,
             messages,
             created_at: chat.created_at,
+            last_read_seq: 0,
+            unread_count: 0,
         }
     }
 }

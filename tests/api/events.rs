@@ -613,3 +613,148 @@ async fn reactions_are_one_per_user_per_emoji_counted_per_viewer_and_logged() {
     bob.send_message(chat, "next").await;
     assert_eq!(original.next_message().await["content"], "next");
 }
+
+#[tokio::test]
+async fn read_positions_give_unread_counts_in_the_chat_list_and_move_only_forward() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let quiet = alice.create_chat("quiet", &[bob_id]).await;
+    for n in 0..3 {
+        alice.send_message(chat, &format!("from alice {n}")).await;
+    }
+    bob.send_message(chat, "from bob").await;
+    let deleted = alice.send_message(chat, "gone").await;
+    alice.delete(&message_path(chat, id(&deleted))).await;
+
+    let unread = |list: &Value, chat: i64| {
+        let chat = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == chat)
+            .unwrap()
+            .clone();
+        (
+            chat["last_read_seq"].as_i64().unwrap(),
+            chat["unread_count"].as_i64().unwrap(),
+        )
+    };
+    let list = bob.get("/api/chats/").await.body;
+    assert_eq!(
+        unread(&list, chat),
+        (0, 3),
+        "others' messages, tombstones left out"
+    );
+    assert_eq!(unread(&list, quiet), (0, 0));
+    let list = alice.get("/api/chats/").await.body;
+    assert_eq!(
+        unread(&list, chat),
+        (0, 1),
+        "one's own messages are never unread"
+    );
+
+    let read = bob
+        .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": 2}))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(
+        read.body,
+        json!({"chat": chat, "last_read_seq": 2, "unread_count": 1})
+    );
+    let back = bob
+        .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": 1}))
+        .await;
+    assert_eq!(back.body["last_read_seq"], 2, "never moved back");
+    let past = bob
+        .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": 999}))
+        .await;
+    assert_eq!(
+        past.body["last_read_seq"], 6,
+        "capped at the chat's last position"
+    );
+    assert_eq!(past.body["unread_count"], 0);
+    let one = bob.get(&format!("/api/chats/{chat}/")).await.body;
+    assert_eq!(
+        (one["last_read_seq"].as_i64(), one["unread_count"].as_i64()),
+        (Some(6), Some(0))
+    );
+
+    let bad = bob
+        .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": -1}))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let missing = bob
+        .post(&format!("/api/chats/{chat}/read/"), &json!({}))
+        .await;
+    assert_eq!(missing.body, json!({"seq": ["This field is required."]}));
+    let outsider = app.user("eve").await;
+    let hidden = outsider
+        .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": 1}))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_v2_socket_edits_deletes_reacts_and_marks_read_and_an_original_one_cannot() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let mut socket = bob.ws_v2(chat).await;
+    socket.send_json(json!({"content": "hello"})).await;
+    let message = socket.next_of_any(LOGGED).await["message"].clone();
+    let message_id = id(&message);
+
+    socket
+        .send_json(json!({"type": "edit", "id": message_id, "content": "hello again"}))
+        .await;
+    let edited = socket.next_of_any(LOGGED).await;
+    assert_eq!(
+        (edited["type"].as_str(), edited["content"].as_str()),
+        (Some("message_edited"), Some("hello again"))
+    );
+    socket
+        .send_json(json!({"type": "react", "id": message_id, "emoji": "🎉"}))
+        .await;
+    assert_eq!(socket.next_of("reaction_added").await["emoji"], "🎉");
+    socket
+        .send_json(json!({"type": "unreact", "id": message_id, "emoji": "🎉"}))
+        .await;
+    assert_eq!(socket.next_of("reaction_removed").await["emoji"], "🎉");
+    alice.send_message(chat, "unread by bob").await;
+    socket.send_json(json!({"type": "read", "seq": 5})).await;
+    // Refusals come back as error frames and the socket stays open.
+    socket
+        .send_json(json!({"type": "edit", "id": 999_999, "content": "x"}))
+        .await;
+    assert_eq!(
+        socket.next_of("error").await["message"],
+        "Message not found"
+    );
+    socket.send_json(json!({"type": "read"})).await;
+    assert_eq!(
+        socket.next_of("error").await["message"],
+        "A read frame needs seq, a whole number"
+    );
+    socket
+        .send_json(json!({"type": "delete", "id": message_id}))
+        .await;
+    assert_eq!(socket.next_of("message_deleted").await["id"], message_id);
+    let list = bob.get(&format!("/api/chats/{chat}/")).await.body;
+    assert_eq!(list["last_read_seq"], 5);
+    assert_eq!(list["unread_count"], 0);
+
+    // The original protocol reads every frame as a message, as the original does.
+    let mut original = bob.ws(chat).await;
+    original
+        .send_json(json!({"type": "delete", "id": message_id, "content": "a message after all"}))
+        .await;
+    assert_eq!(
+        original.next_message().await["content"],
+        "a message after all"
+    );
+}
