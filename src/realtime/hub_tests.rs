@@ -174,15 +174,17 @@ impl Fixture {
                 .await
                 .unwrap()
                 .unwrap();
-            let message = store::messages::insert(
-                &self.db,
-                self.chat_id,
-                self.sender_id,
-                &format!("stored {}", last + 1),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+            let content = format!("stored {}", last + 1);
+            let row = store::messages::NewMessage {
+                chat_id: self.chat_id,
+                sender_id: self.sender_id,
+                content: &content,
+                reply_to: None,
+            };
+            let message = store::messages::insert(&self.db, &row)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(message.seq, last + 1);
             saved.push(message);
         }

@@ -455,8 +455,8 @@ impl Reader {
     /// Handles one text frame; `Some` when the socket must close.
     async fn on_text(&mut self, text: &str) -> Option<Close> {
         match ChatClientFrame::parse(text, self.protocol) {
-            Ok(ChatClientFrame::Message { content }) => {
-                self.on_message(content.unwrap_or_default()).await
+            Ok(ChatClientFrame::Message { content, reply_to }) => {
+                self.on_message(content.unwrap_or_default(), reply_to).await
             }
             Ok(ChatClientFrame::Typing {}) => {
                 self.on_typing();
@@ -500,7 +500,7 @@ impl Reader {
     }
 
     /// Sends a message as its text arrived: the original's chat socket does not strip it.
-    async fn on_message(&mut self, raw: String) -> Option<Close> {
+    async fn on_message(&mut self, raw: String, reply_to: Option<i64>) -> Option<Close> {
         let content = match MessageContent::parse(raw) {
             Ok(content) => content,
             Err(ContentError::Blank) => {
@@ -515,7 +515,7 @@ impl Reader {
                 return None;
             }
         };
-        match messaging::send(&self.state, &self.user, self.chat_id, content).await {
+        match messaging::send(&self.state, &self.user, self.chat_id, content, reply_to).await {
             Ok(_) => None,
             Err(ServiceError::RateLimited(_)) => {
                 self.error("Rate limit exceeded");

@@ -24,7 +24,7 @@ use crate::{
     },
     wire::{
         frames::{self, MessageFrames},
-        views::{MessageView, ReactionView, UserView, Viewer},
+        views::{MessageView, ReactionView, ReplyPreview, UserView, Viewer},
     },
 };
 
@@ -37,6 +37,7 @@ struct Pending {
     chat_id: i64,
     sender: UserView,
     content: MessageContent,
+    reply_to: Option<ReplyPreview>,
     saved: oneshot::Sender<sqlx::Result<Option<MessageView>>>,
 }
 
@@ -64,12 +65,14 @@ impl MessageWriter {
         chat_id: i64,
         sender: &User,
         content: MessageContent,
+        reply_to: Option<ReplyPreview>,
     ) -> ServiceResult<Option<MessageView>> {
         let (saved, answer) = oneshot::channel();
         let pending = Pending {
             chat_id,
             sender: UserView::own(sender),
             content,
+            reply_to,
             saved,
         };
         let gone = || ServiceError::Internal(anyhow::anyhow!("the message writer stopped"));
@@ -87,6 +90,7 @@ async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pend
                 chat_id: p.chat_id,
                 sender_id: p.sender.id,
                 content: p.content.as_str(),
+                reply_to: p.reply_to.as_ref().map(|r| r.id),
             })
             .collect();
         match store::messages::insert_batch(&db, &rows).await {
@@ -104,9 +108,13 @@ async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pend
                 tracing::warn!(error = %err, size = batch.len(), "batched insert failed; retrying one by one");
                 drop(rows);
                 for p in batch.drain(..) {
-                    let saved =
-                        store::messages::insert(&db, p.chat_id, p.sender.id, p.content.as_str())
-                            .await;
+                    let row = NewMessage {
+                        chat_id: p.chat_id,
+                        sender_id: p.sender.id,
+                        content: p.content.as_str(),
+                        reply_to: p.reply_to.as_ref().map(|r| r.id),
+                    };
+                    let saved = store::messages::insert(&db, &row).await;
                     finish(&realtime, p, saved);
                 }
             }
@@ -127,6 +135,7 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 timestamp: saved.created_at,
                 edited_at: None,
                 deleted: false,
+                reply_to: p.reply_to,
                 reactions: Vec::new(),
             };
             realtime.publish(
@@ -142,22 +151,38 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
     let _ = p.saved.send(outcome);
 }
 
-/// Sends `content` to the chat as `sender`: counted against the sender's rate limit for the
-/// chat (`MRM_MESSAGES_PER_SECOND`), committed, then published to every socket of the chat.
-/// The one way a message enters a chat, from REST and from the socket alike.
+/// Sends `content` to the chat as `sender`, as a reply to message `reply_to` of the same chat
+/// if given: counted against the sender's rate limit for the chat (`MRM_MESSAGES_PER_SECOND`),
+/// committed, then published to every socket of the chat. The one way a message enters a chat,
+/// from REST and from the socket alike.
 ///
-/// Errors: `RateLimited` (nothing saved), `NotFound` when the sender is not (or no longer) a
-/// participant, checked under the lock that orders the chat's messages.
+/// Errors: `RateLimited` (nothing saved), `Validation` (`reply_to` is not a message of this
+/// chat), `NotFound` when the sender is not (or no longer) a participant, checked under the
+/// lock that orders the chat's messages.
 pub async fn send(
     state: &AppState,
     sender: &User,
     chat_id: i64,
     content: MessageContent,
+    reply_to: Option<i64>,
 ) -> ServiceResult<MessageView> {
     state.limits.message(sender.id, chat_id)?;
+    let reply_to = match reply_to {
+        None => None,
+        // Messages never change chats and their ids are never reused: checked once, here.
+        Some(id) => match store::messages::by_id(&state.db, id).await? {
+            Some(parent) if parent.chat_id == chat_id => Some(ReplyPreview::of(&parent)),
+            _ => {
+                return Err(ServiceError::Validation(super::FieldErrors::single(
+                    "reply_to",
+                    "Not a message of this chat.",
+                )))
+            }
+        },
+    };
     state
         .messages
-        .post(chat_id, sender, content)
+        .post(chat_id, sender, content, reply_to)
         .await?
         .ok_or(ServiceError::NotFound)
 }

@@ -29,6 +29,15 @@ pub struct Message {
     pub edited_at: Option<DateTime<Utc>>,
     /// When the message was deleted: a tombstone, whose content is empty.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The message this one replies to, in the same chat.
+    pub reply_to_id: Option<i64>,
+    /// Its sender's id and username.
+    pub reply_sender_id: Option<i64>,
+    pub reply_sender_username: Option<String>,
+    /// Its first 100 characters (empty once deleted).
+    pub reply_excerpt: Option<String>,
+    /// Whether it is deleted.
+    pub reply_deleted: bool,
 }
 
 /// `Message`'s columns, read from `messages m` joined with its sender as `users u`.
@@ -36,7 +45,17 @@ macro_rules! message_columns {
     () => {
         "m.id, m.chat_id, m.seq, m.content, m.created_at, u.id AS sender_id, \
          u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type, \
-         m.edited_at, m.deleted_at"
+         m.edited_at, m.deleted_at, m.reply_to_id, r.sender_id AS reply_sender_id, \
+         ru.username AS reply_sender_username, SUBSTR(r.content, 1, 100) AS reply_excerpt, \
+         (r.deleted_at IS NOT NULL) AS reply_deleted"
+    };
+}
+
+/// The joins `message_columns!` needs beside `messages m JOIN users u`: the message replied to
+/// and its sender.
+macro_rules! reply_join {
+    () => {
+        " LEFT JOIN messages r ON r.id = m.reply_to_id LEFT JOIN users ru ON ru.id = r.sender_id "
     };
 }
 
@@ -46,7 +65,8 @@ macro_rules! message_select {
         concat!(
             "SELECT ",
             message_columns!(),
-            " FROM messages m JOIN users u ON u.id = m.sender_id "
+            " FROM messages m JOIN users u ON u.id = m.sender_id ",
+            reply_join!()
         )
     };
 }
@@ -63,12 +83,13 @@ pub struct Saved {
 /// Saves a message from a participant, giving it the chat's next sequence number in the same
 /// transaction. `None` when the sender is not (or no longer) a participant, or the chat is gone:
 /// membership is checked under the same lock that orders the chat's messages.
-pub async fn insert(
-    db: &Db,
-    chat_id: i64,
-    sender_id: i64,
-    content: &str,
-) -> sqlx::Result<Option<Saved>> {
+pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>> {
+    let NewMessage {
+        chat_id,
+        sender_id,
+        content,
+        reply_to,
+    } = *row;
     on_writer!(db, pool => {
         // Stamped once this writer has its turn, so on SQLite times follow commit order.
         let now = super::now();
@@ -88,14 +109,15 @@ pub async fn insert(
             return Ok(None);
         };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO messages (chat_id, seq, sender_id, content, created_at, reply_to_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(chat_id)
         .bind(seq)
         .bind(sender_id)
         .bind(content)
         .bind(now)
+        .bind(reply_to)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -103,14 +125,17 @@ pub async fn insert(
     })
 }
 
-/// A message to save with `insert_batch`.
+/// A message to save with `insert` or `insert_batch`.
+#[derive(Clone, Copy)]
 pub struct NewMessage<'a> {
     pub chat_id: i64,
     pub sender_id: i64,
     pub content: &'a str,
+    /// The message of the same chat this one replies to (checked by the caller).
+    pub reply_to: Option<i64>,
 }
 
-/// Rows per multi-row `INSERT`: five parameters each stays far below both backends' limits.
+/// Rows per multi-row `INSERT`: six parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 1000;
 
 /// Saves several messages in one transaction, each exactly as `insert` would (sequence number,
@@ -204,7 +229,7 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
             // Rows go in in seq order, so ids grow with seq within each chat.
             for chunk in accepted.chunks(INSERT_CHUNK) {
                 let mut insert = QueryBuilder::new(
-                    "INSERT INTO messages (chat_id, seq, sender_id, content, created_at) ",
+                    "INSERT INTO messages (chat_id, seq, sender_id, content, created_at, reply_to_id) ",
                 );
                 insert.push_values(chunk, |mut values, &(i, seq)| {
                     let row = &rows[i];
@@ -213,7 +238,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                         .push_bind(seq)
                         .push_bind(row.sender_id)
                         .push_bind(row.content)
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(row.reply_to);
                 });
                 insert.push(" RETURNING id, chat_id, seq");
                 let ids: HashMap<(i64, i64), i64> = insert
@@ -380,8 +406,12 @@ pub async fn latest_per_chat(
             list.push_bind(*id);
         }
         q.push(
-            ")) b JOIN messages m ON m.chat_id = b.chat_id AND m.id >= b.first_id \
-             JOIN users u ON u.id = m.sender_id ORDER BY m.chat_id, m.id",
+            concat!(
+                ")) b JOIN messages m ON m.chat_id = b.chat_id AND m.id >= b.first_id \
+                 JOIN users u ON u.id = m.sender_id",
+                reply_join!(),
+                "ORDER BY m.chat_id, m.id"
+            ),
         );
         q.build_query_as::<Message>().fetch_all(pool).await
     })
@@ -412,7 +442,8 @@ macro_rules! message_with_chat_select {
             "SELECT ",
             message_columns!(),
             ", c.name AS chat_name \
-             FROM messages m JOIN users u ON u.id = m.sender_id JOIN chats c ON c.id = m.chat_id "
+             FROM messages m JOIN users u ON u.id = m.sender_id JOIN chats c ON c.id = m.chat_id ",
+            reply_join!()
         )
     };
 }

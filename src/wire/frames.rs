@@ -528,6 +528,9 @@ pub enum ChatClientFrame {
     Message {
         #[serde(default)]
         content: Option<String>,
+        /// `mrm.v2`: the id of the message of this chat it replies to.
+        #[serde(default)]
+        reply_to: Option<i64>,
     },
     /// `{"type": "typing"}`: the sender is typing.
     Typing {},
@@ -560,6 +563,8 @@ impl ChatClientFrame {
         let mut frame = object(text)?;
         match frame.get("type") {
             _ if !protocol.extended() => {
+                // The original reads `content` only.
+                frame.retain(|key, _| key == "content");
                 frame.insert("type".into(), Value::from("message"));
             }
             None => {
@@ -574,8 +579,12 @@ impl ChatClientFrame {
             .and_then(Value::as_str)
             .unwrap_or("message")
             .to_owned();
+        let frame_has_bad_reply_to = frame
+            .get("reply_to")
+            .is_some_and(|r| !r.is_null() && !r.is_i64());
         let frame =
             serde_json::from_value(Value::Object(frame)).map_err(|_| match kind.as_str() {
+                "message" if frame_has_bad_reply_to => "reply_to must be a message id".to_owned(),
                 "message" | "typing" => "Content must be a string".to_owned(),
                 "read" => "A read frame needs seq, a whole number".to_owned(),
                 "delete" => "A delete frame needs id, a message id".to_owned(),
@@ -583,7 +592,9 @@ impl ChatClientFrame {
                 _ => format!("A {kind} frame needs id, a message id, and emoji, a string"),
             })?;
         match &frame {
-            ChatClientFrame::Message { content: Some(c) }
+            ChatClientFrame::Message {
+                content: Some(c), ..
+            }
             | ChatClientFrame::Edit { content: c, .. } => refuse_nul(c)?,
             _ => {}
         }
@@ -703,6 +714,7 @@ mod tests {
         let parse = |text: &str| ChatClientFrame::parse(text, Protocol::V2);
         let message = |content: Option<&str>| ChatClientFrame::Message {
             content: content.map(str::to_owned),
+            reply_to: None,
         };
         assert_eq!(parse(r#"{"content":"hi"}"#), Ok(message(Some("hi"))));
         assert_eq!(
@@ -735,6 +747,7 @@ mod tests {
         let parse = |text: &str| ChatClientFrame::parse(text, Protocol::Original);
         let message = |content: Option<&str>| ChatClientFrame::Message {
             content: content.map(str::to_owned),
+            reply_to: None,
         };
         assert_eq!(parse(r#"{"content":"hi"}"#), Ok(message(Some("hi"))));
         assert_eq!(parse(r#"{"type":"typing"}"#), Ok(message(None)));

@@ -149,6 +149,9 @@ pub struct SendMessage {
     /// blank. (The chat socket stores text exactly as sent.)
     #[schema(min_length = 1, max_length = 10000, example = "Hello!")]
     pub content: String,
+    /// The id of a message of the same chat this one replies to; the saved message carries a
+    /// preview of it in `reply_to`.
+    pub reply_to: Option<i64>,
 }
 
 /// The body of `PATCH /api/chats/{id}/messages/{message_id}/`.

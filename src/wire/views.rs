@@ -173,10 +173,47 @@ pub struct MessageView {
     /// content; left out when false.
     #[serde(skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// The message this one replies to, as a preview; left out for a message that replies to
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyPreview>,
     /// Reactions, one entry per emoji in the order first used; left out when there are none
     /// (and in socket frames, whose changes come as `reaction_added` / `reaction_removed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionView>,
+}
+
+/// A preview of the message replied to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplyPreview {
+    /// Its id (in the same chat).
+    pub id: i64,
+    /// Its sender.
+    pub sender: crate::wire::frames::Member,
+    /// Its first 100 characters; empty once deleted.
+    pub excerpt: String,
+    /// Whether it was deleted since.
+    #[serde(skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+impl ReplyPreview {
+    /// The preview of `m`, for a message replying to it.
+    pub fn of(m: &Message) -> Self {
+        Self {
+            id: m.id,
+            sender: crate::wire::frames::Member {
+                id: m.sender_id,
+                username: m.sender_username.clone(),
+            },
+            excerpt: if m.deleted_at.is_some() {
+                String::new()
+            } else {
+                m.content.chars().take(100).collect()
+            },
+            deleted: m.deleted_at.is_some(),
+        }
+    }
 }
 
 /// One emoji's reactions on a message.
@@ -213,6 +250,19 @@ impl MessageView {
             timestamp: m.created_at,
             edited_at: m.edited_at,
             deleted: m.deleted_at.is_some(),
+            reply_to: m.reply_to_id.map(|id| ReplyPreview {
+                id,
+                sender: crate::wire::frames::Member {
+                    id: m.reply_sender_id.unwrap_or_default(),
+                    username: m.reply_sender_username.clone().unwrap_or_default(),
+                },
+                excerpt: if m.reply_deleted {
+                    String::new()
+                } else {
+                    m.reply_excerpt.clone().unwrap_or_default()
+                },
+                deleted: m.reply_deleted,
+            }),
             reactions: Vec::new(),
         }
     }

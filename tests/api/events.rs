@@ -758,3 +758,82 @@ async fn a_v2_socket_edits_deletes_reacts_and_marks_read_and_an_original_one_can
         "a message after all"
     );
 }
+
+#[tokio::test]
+async fn a_reply_carries_a_preview_of_its_parent_over_rest_and_the_socket() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let other = alice.create_chat("other", &[]).await;
+    let long = "a".repeat(150);
+    let parent = alice.send_message(chat, &long).await;
+    let mut socket = bob.ws_v2(chat).await;
+
+    let reply = bob
+        .post(
+            &format!("/api/chats/{chat}/send_message/"),
+            &json!({"content": "replying", "reply_to": id(&parent)}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let alice_id = id(&alice.me().await);
+    let preview = json!({"id": id(&parent), "sender": {"id": alice_id, "username": "alice"},
+                         "excerpt": "a".repeat(100)});
+    assert_eq!(reply.body["reply_to"], preview);
+    assert_eq!(
+        socket.next_message().await["reply_to"],
+        preview,
+        "live frames carry it"
+    );
+    socket
+        .send_json(json!({"content": "from the socket", "reply_to": id(&parent)}))
+        .await;
+    assert_eq!(socket.next_message().await["reply_to"], preview);
+    // The original protocol reads content only: its reply_to is ignored, as the original would.
+    let mut original = bob.ws(chat).await;
+    original
+        .send_json(json!({"content": "plain", "reply_to": "not an id"}))
+        .await;
+    let plain = original.next_message().await;
+    assert_eq!(plain.get("reply_to"), None);
+
+    // Only a message of the same chat can be replied to.
+    let elsewhere = alice.send_message(other, "elsewhere").await;
+    for bad in [json!(id(&elsewhere)), json!(999_999)] {
+        let refused = bob
+            .post(
+                &format!("/api/chats/{chat}/send_message/"),
+                &json!({"content": "x", "reply_to": bad}),
+            )
+            .await;
+        assert_eq!(
+            refused.body,
+            json!({"reply_to": ["Not a message of this chat."]})
+        );
+    }
+    socket
+        .send_json(json!({"content": "x", "reply_to": "abc"}))
+        .await;
+    assert_eq!(
+        socket.next_of("error").await["message"],
+        "reply_to must be a message id"
+    );
+
+    // A deleted parent shows as deleted in every read.
+    alice.delete(&message_path(chat, id(&parent))).await;
+    let history = bob.chat_messages(chat).await;
+    let reply_now = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == reply.body["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        reply_now["reply_to"],
+        json!({"id": id(&parent), "sender": {"id": alice_id, "username": "alice"},
+               "excerpt": "", "deleted": true})
+    );
+}

@@ -153,6 +153,7 @@ async fn a_batch_saves_participants_messages_in_order_and_skips_the_rest() {
         chat_id,
         sender_id,
         content,
+        reply_to: None,
     };
     let rows = [
         row(with_bob, a, "one"),
