@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod ai;
 pub mod assets;
 pub mod chats;
+pub mod direct;
 pub mod health;
 pub mod history;
 pub mod input;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(messages::router())
         .merge(history::router())
+        .merge(direct::router())
         .merge(health::router())
         .merge(assets::router())
         .merge(openapi::router())
@@ -146,6 +148,17 @@ pub fn trim_trailing_slash(mut request: Request) -> Request {
         }
     }
     request
+}
+
+/// 201 with `body` when `created`, 200 otherwise: how a request that finds or makes one thing
+/// answers (a direct chat, a pin).
+fn created_or_found(created: bool, body: impl serde::Serialize) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -21,7 +21,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, health, history, messages, tokens};
+use super::{accounts, ai, chats, direct, health, history, messages, tokens};
 use crate::{
     state::AppState,
     wire::{
@@ -47,7 +47,7 @@ use crate::{
         tokens::create, tokens::revoke_current,
         chats::list, chats::create, chats::retrieve, chats::update, chats::destroy,
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
-        chats::leave,
+        chats::leave, direct::open,
         history::edit, history::delete, history::versions, history::events,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,

@@ -241,6 +241,9 @@ pub struct ChatView {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub created_at: DateTime<Utc>,
+    /// True for a direct chat (`POST /api/direct/`): the one chat between two users (or a
+    /// user's own), with no owner and members that cannot change; false for a group chat.
+    pub direct: bool,
 }
 
 impl ChatView {
@@ -253,6 +256,7 @@ impl ChatView {
             participants,
             messages,
             created_at: chat.created_at,
+            direct: chat.direct,
         }
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod csrf;
+mod direct;
 mod errors;
 mod events;
 mod fake_openai;
