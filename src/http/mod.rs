@@ -13,6 +13,7 @@ pub mod messages;
 pub mod openapi;
 pub mod pagination;
 pub mod path;
+pub mod pins;
 pub mod query;
 pub mod sockets;
 pub mod tokens;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(history::router())
         .merge(direct::router())
+        .merge(pins::router())
         .merge(health::router())
         .merge(assets::router())
         .merge(openapi::router())

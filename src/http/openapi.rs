@@ -21,7 +21,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, direct, health, history, messages, tokens};
+use super::{accounts, ai, chats, direct, health, history, messages, pins, tokens};
 use crate::{
     state::AppState,
     wire::{
@@ -49,6 +49,7 @@ use crate::{
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
         chats::leave, direct::open,
         history::edit, history::delete, history::versions, history::events,
+        pins::pin, pins::unpin, pins::list,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
         ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
@@ -60,6 +61,7 @@ use crate::{
         schemas::ChatSendFrame, schemas::TypingRequestFrame, frames::MessageFrame,
         frames::PresenceFrame, frames::PresenceDeltaFrame, frames::TypingFrame,
         frames::MessageDeletedFrame, frames::MessageEditedFrame,
+        frames::MessagePinnedFrame, frames::MessageUnpinnedFrame,
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
@@ -217,7 +219,8 @@ impl Modify for WebSockets {
                  sockets is answered 429. In the original protocol every client frame is a message \
                  (`type` is not read); in `mrm.v2` presence comes as one full list shortly after \
                  connecting, then as coalesced `joined`/`left` deltas; and every other change \
-                 of the chat's log (`message_edited`, `message_deleted`, …) comes in log order \
+                 of the chat's log (`message_edited`, `message_deleted`, `message_pinned`, \
+                 `message_unpinned`, …) comes in log order \
                  with its position in `seq`, positions shared with `message.seq`: resume with \
                  `after_seq` set to the last position seen, whatever its frame.",
                 "chat_socket",
@@ -232,6 +235,8 @@ impl Modify for WebSockets {
                         "TypingFrame",
                         "MessageEditedFrame",
                         "MessageDeletedFrame",
+                        "MessagePinnedFrame",
+                        "MessageUnpinnedFrame",
                         "ErrorFrame",
                     ],
                 },

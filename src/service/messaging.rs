@@ -225,7 +225,7 @@ pub async fn versions(
 }
 
 /// `user` as the store's rules for changing messages see them.
-fn actor(user: &User) -> Actor {
+pub(super) fn actor(user: &User) -> Actor {
     Actor {
         user_id: user.id,
         staff: user.is_staff || user.is_superuser,
@@ -241,7 +241,7 @@ fn refused(refusal: Refusal) -> ServiceError {
 }
 
 /// Publishes a committed log event to the chat's `mrm.v2` sockets on every node.
-fn publish_logged(state: &AppState, event: &store::events::EventRow) {
+pub(super) fn publish_logged(state: &AppState, event: &store::events::EventRow) {
     if let Some(frame) = frames::logged(event) {
         state.realtime.publish(
             event.chat_id,

@@ -14,14 +14,22 @@ pub enum EventKind {
     MessageEdited,
     /// A message was deleted; it stays as a tombstone.
     MessageDeleted,
+    /// A message was pinned (`actor_id` who pinned it).
+    MessagePinned,
+    /// A message was unpinned (`actor_id` who unpinned it). A deletion unpins its message too,
+    /// logged as the deletion alone.
+    MessageUnpinned,
 }
 
 impl EventKind {
-    /// The stored (and wire) name: `message_edited`, `message_deleted`.
+    /// The stored (and wire) name: `message_edited`, `message_deleted`, `message_pinned`,
+    /// `message_unpinned`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::MessageEdited => "message_edited",
             EventKind::MessageDeleted => "message_deleted",
+            EventKind::MessagePinned => "message_pinned",
+            EventKind::MessageUnpinned => "message_unpinned",
         }
     }
 
@@ -29,6 +37,8 @@ impl EventKind {
         Some(match name {
             "message_edited" => EventKind::MessageEdited,
             "message_deleted" => EventKind::MessageDeleted,
+            "message_pinned" => EventKind::MessagePinned,
+            "message_unpinned" => EventKind::MessageUnpinned,
             _ => return None,
         })
     }
@@ -79,6 +89,11 @@ impl LogEntry {
 pub const INSERT: &str = "INSERT INTO chat_events \
      (chat_id, seq, kind, message_id, actor_id, content, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Takes chat `chat_id`'s next log position, locking its row until commit (so changes of one
+/// chat take turns, sends included). `$1` chat.
+pub const NEXT_POSITION: &str =
+    "UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq";
 
 /// Up to `limit` entries of a chat's log with `after < seq < before`, in order: messages, and
 /// with `with_events` every other kind of event too (without, the log as the original protocol

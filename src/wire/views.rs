@@ -9,8 +9,10 @@ use crate::store::{
     ai::{AiChat, AiMessage},
     chats::Chat,
     messages::Message,
+    pins::Pin,
     users::User,
 };
+use crate::wire::frames::Member;
 
 /// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`,
 /// as Django REST Framework renders a UTC datetime.
@@ -257,6 +259,34 @@ impl ChatView {
             messages,
             created_at: chat.created_at,
             direct: chat.direct,
+        }
+    }
+}
+
+/// A pinned message of a group chat, as `GET /api/chats/{id}/pins/` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PinView {
+    /// The message as it is now (edited content included).
+    pub message: MessageView,
+    /// When it was pinned.
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
+    pub pinned_at: DateTime<Utc>,
+    /// Who pinned it; null once their account is deleted.
+    pub pinned_by: Option<Member>,
+}
+
+impl PinView {
+    /// Pin `p` as `viewer` may see it (the rule of [`MessageView::for_viewer`]).
+    pub fn for_viewer(p: Pin, viewer: Viewer) -> Self {
+        let pinned_by = p
+            .pinned_by_id
+            .zip(p.pinned_by_username)
+            .map(|(id, username)| Member { id, username });
+        Self {
+            message: MessageView::for_viewer(p.message, viewer),
+            pinned_at: p.pinned_at,
+            pinned_by,
         }
     }
 }

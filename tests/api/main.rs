@@ -19,6 +19,7 @@ mod openapi;
 mod page_bytes;
 mod pagination;
 mod passwords;
+mod pins;
 mod privacy;
 mod realtime;
 mod schema;
