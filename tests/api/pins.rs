@@ -329,3 +329,39 @@ async fn a_chat_holds_at_most_a_hundred_pins() {
     let room = alice.post(&pin_path(chat, ids[100]), &json!({})).await;
     assert_eq!(room.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn the_pin_frames_are_documented_for_mrm_v2_only() {
+    let app = TestApp::spawn().await;
+    let doc = app.client().get("/api/schema/?format=json").await.body;
+    let socket = &doc["paths"]["/ws/chat/{id}/"]["get"];
+    let names = |direction: &str| -> Vec<String> {
+        socket[direction]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                f["$ref"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    for frame in ["MessagePinnedFrame", "MessageUnpinnedFrame"] {
+        assert!(names("x-mrm-v2-server-frames").contains(&frame.to_owned()));
+        assert!(!names("x-server-frames").contains(&frame.to_owned()));
+        assert!(doc["components"]["schemas"][frame].is_object(), "{frame}");
+    }
+    for (path, method) in [
+        ("/api/chats/{id}/messages/{message_id}/pin/", "post"),
+        ("/api/chats/{id}/messages/{message_id}/pin/", "delete"),
+        ("/api/chats/{id}/pins/", "get"),
+        ("/api/direct/", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+}
