@@ -144,6 +144,9 @@ pub async fn add_participants(
 ) -> AdminResult<Response> {
     let StaffForm { staff, form } = posted;
     let chat = chat(&state, id).await?;
+    if chat.chat.direct {
+        return members_fixed(&state, &staff, chat).await;
+    }
     let raw = form.text("usernames");
     // Usernames have no spaces or commas, so either separates them.
     // Stored usernames are in NFKC form: a look-alike spelling names the account it imitates.
@@ -200,6 +203,9 @@ pub async fn remove_participant(
 ) -> AdminResult<Response> {
     let staff = posted.staff;
     let chat = chat(&state, id).await?;
+    if chat.chat.direct {
+        return members_fixed(&state, &staff, chat).await;
+    }
     if chat.chat.owner_id == Some(user_id) {
         let mut page = edit_page_for(&state, &staff, chat, None).await?;
         page.errors.add(
@@ -213,6 +219,18 @@ pub async fn remove_participant(
         other => other?,
     }
     Ok(see_other(&format!("/admin/chats/{id}/?done=removed")))
+}
+
+/// The chat's page with a 400 saying that a direct chat's members cannot change.
+async fn members_fixed(
+    state: &AppState,
+    staff: &StaffUser,
+    chat: ChatSummary,
+) -> AdminResult<Response> {
+    let mut page = edit_page_for(state, staff, chat, None).await?;
+    page.errors
+        .add("participants", crate::service::chats::DIRECT_MEMBERS_FIXED);
+    render_with(StatusCode::BAD_REQUEST, &page)
 }
 
 #[derive(Template)]

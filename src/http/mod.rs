@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod ai;
 pub mod assets;
 pub mod chats;
+pub mod direct;
 pub mod health;
 pub mod history;
 pub mod input;
@@ -12,6 +13,7 @@ pub mod messages;
 pub mod openapi;
 pub mod pagination;
 pub mod path;
+pub mod pins;
 pub mod query;
 pub mod sockets;
 pub mod tokens;
@@ -50,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(chats::router())
         .merge(messages::router())
         .merge(history::router())
+        .merge(direct::router())
+        .merge(pins::router())
         .merge(health::router())
         .merge(assets::router())
         .merge(openapi::router())
@@ -143,6 +147,17 @@ pub fn trim_trailing_slash(mut request: Request) -> Request {
         }
     }
     request
+}
+
+/// 201 with `body` when `created`, 200 otherwise: how a request that finds or makes one thing
+/// answers (a direct chat, a pin).
+fn created_or_found(created: bool, body: impl serde::Serialize) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -21,7 +21,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, health, history, messages, tokens};
+use super::{accounts, ai, chats, direct, health, history, messages, pins, tokens};
 use crate::{
     state::AppState,
     wire::{
@@ -47,9 +47,10 @@ use crate::{
         tokens::create, tokens::revoke_current,
         chats::list, chats::create, chats::retrieve, chats::update, chats::destroy,
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
-        chats::leave,
+        chats::leave, direct::open,
         history::edit, history::delete, history::versions, history::events,
         history::react, history::unreact, history::read,
+        pins::pin, pins::unpin, pins::list,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
         ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
@@ -63,6 +64,8 @@ use crate::{
         frames::PresenceFrame, frames::PresenceDeltaFrame, frames::TypingFrame,
         frames::MessageDeletedFrame, frames::MessageEditedFrame, frames::MemberFrame,
         frames::ChatRenamedFrame, frames::ReactionFrame,
+        frames::MessageDeletedFrame, frames::MessageEditedFrame,
+        frames::MessagePinnedFrame, frames::MessageUnpinnedFrame,
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
         schemas::AiStreamEvent,
@@ -220,7 +223,8 @@ impl Modify for WebSockets {
                  sockets is answered 429. In the original protocol every client frame is a message \
                  (`type` is not read); in `mrm.v2` presence comes as one full list shortly after \
                  connecting, then as coalesced `joined`/`left` deltas; and every other change \
-                 of the chat's log (`message_edited`, `message_deleted`, …) comes in log order \
+                 of the chat's log (`message_edited`, `message_deleted`, `message_pinned`, \
+                 `message_unpinned`, …) comes in log order \
                  with its position in `seq`, positions shared with `message.seq`: resume with \
                  `after_seq` set to the last position seen, whatever its frame.",
                 "chat_socket",
@@ -238,6 +242,8 @@ impl Modify for WebSockets {
                         "MemberFrame",
                         "ChatRenamedFrame",
                         "ReactionFrame",
+                        "MessagePinnedFrame",
+                        "MessageUnpinnedFrame",
                         "ErrorFrame",
                     ],
                 },

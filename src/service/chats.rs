@@ -97,6 +97,26 @@ pub async fn visible(state: &AppState, chat_id: i64, user: &User) -> ServiceResu
 /// `PermissionDenied` when they can but are neither its owner nor staff.
 pub async fn managed(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<Chat> {
     let chat = visible(state, chat_id, user).await?;
+    manages(chat, user)
+}
+
+/// Why a direct chat's membership cannot change (add, remove, leave).
+pub const DIRECT_MEMBERS_FIXED: &str =
+    "A direct chat's members cannot change: it is the one chat between its two users.";
+
+/// The group chat whose members `user` may change. Errors: `NotFound` when they cannot see
+/// it, `BadRequest` for a direct chat (whose members are fixed, whoever asks), then
+/// `PermissionDenied` as for [`managed`].
+async fn members_managed(state: &AppState, chat_id: i64, user: &User) -> ServiceResult<Chat> {
+    let chat = visible(state, chat_id, user).await?;
+    if chat.direct {
+        return Err(ServiceError::BadRequest(DIRECT_MEMBERS_FIXED.into()));
+    }
+    manages(chat, user)
+}
+
+/// `chat` if `user` is its owner or staff; `PermissionDenied` otherwise.
+fn manages(chat: Chat, user: &User) -> ServiceResult<Chat> {
     if chat.owner_id == Some(user.id) || user.is_staff || user.is_superuser {
         Ok(chat)
     } else {
@@ -301,8 +321,8 @@ pub async fn delete(state: &AppState, user: &User, chat_id: i64) -> ServiceResul
     Ok(())
 }
 
-/// Adds members; every id and username must exist. Errors: `NotFound`, `PermissionDenied`,
-/// then `Validation` (with any errors the caller recorded).
+/// Adds members; every id and username must exist. Errors: `NotFound`, `BadRequest` for a
+/// direct chat, `PermissionDenied`, then `Validation` (with any errors the caller recorded).
 pub async fn add_members(
     state: &AppState,
     user: &User,
@@ -310,7 +330,7 @@ pub async fn add_members(
     members: MemberRequest,
     mut errors: FieldErrors,
 ) -> ServiceResult<ChatView> {
-    let chat = managed(state, chat_id, user).await?;
+    let chat = members_managed(state, chat_id, user).await?;
     let members = resolve_members(state, &members, &mut errors, true).await?;
     errors.check()?;
     let members: Vec<i64> = members.into_iter().collect();
@@ -320,14 +340,14 @@ pub async fn add_members(
 
 /// Removes a member other than the owner; their sockets close with 4003.
 /// Errors: `NotFound` (also when `member_id` is not a member), `PermissionDenied`, and
-/// `BadRequest` for the owner, who may leave instead.
+/// `BadRequest` for the owner, who may leave instead, and in a direct chat.
 pub async fn remove_member(
     state: &AppState,
     user: &User,
     chat_id: i64,
     member_id: i64,
 ) -> ServiceResult<()> {
-    let chat = managed(state, chat_id, user).await?;
+    let chat = members_managed(state, chat_id, user).await?;
     if chat.owner_id == Some(member_id) {
         return Err(ServiceError::BadRequest(
             "The owner cannot be removed from the chat; the owner may leave it instead.".into(),
@@ -337,9 +357,13 @@ pub async fn remove_member(
 }
 
 /// `user` leaves the chat: an owner's chat passes to the longest-standing member, and the last
-/// one out deletes it. Errors: `NotFound`.
+/// one out deletes it. Errors: `NotFound`, `BadRequest` for a direct chat (its members are
+/// fixed).
 pub async fn leave(state: &AppState, user: &User, chat_id: i64) -> ServiceResult<Departure> {
     let chat = visible(state, chat_id, user).await?;
+    if chat.direct {
+        return Err(ServiceError::BadRequest(DIRECT_MEMBERS_FIXED.into()));
+    }
     let (outcome, logged) = store::chats::leave(&state.db, chat.id, user.id).await?;
     for event in &logged {
         super::messaging::publish_logged(state, event);

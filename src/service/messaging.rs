@@ -253,7 +253,7 @@ pub async fn versions(
 }
 
 /// `user` as the store's rules for changing messages see them.
-fn actor(user: &User) -> Actor {
+pub(super) fn actor(user: &User) -> Actor {
     Actor {
         user_id: user.id,
         staff: user.is_staff || user.is_superuser,

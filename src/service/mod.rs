@@ -7,7 +7,9 @@
 //! - [`accounts`]: registration, credentials, password changes.
 //! - [`sessions`]: browser sessions started and ended by a login and a logout.
 //! - [`chats`]: group chats, their members and who may manage them.
+//! - [`direct`]: direct chats, one per pair of users, opened by either of them.
 //! - [`messaging`]: sending a message: committed, then published, in `seq` order.
+//! - [`pins`]: pinning messages of a chat, and the chat's pins.
 //! - [`conversations`]: AI conversations: asking the model, the related chat's context.
 //! - [`batches`]: lists built a batch at a time, for pages bounded in bytes.
 
@@ -15,8 +17,10 @@ pub mod accounts;
 pub mod batches;
 pub mod chats;
 pub mod conversations;
+pub mod direct;
 mod error;
 pub mod messaging;
+pub mod pins;
 pub mod sessions;
 
 pub use error::{FieldErrors, ServiceError, ServiceResult};

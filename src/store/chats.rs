@@ -19,12 +19,15 @@ pub struct Chat {
     /// The user who manages the chat; `None` once their account is deleted.
     pub owner_id: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// A direct chat: the one chat between two users (or a user's own), with no owner and
+    /// fixed members ([`direct`]).
+    pub direct: bool,
 }
 
 /// `Chat`'s columns, read from `chats c`.
 macro_rules! chat_columns {
     () => {
-        "c.id, c.name, c.owner_id, c.created_at"
+        "c.id, c.name, c.owner_id, c.created_at, (c.direct_key IS NOT NULL) AS direct"
     };
 }
 
@@ -48,7 +51,7 @@ pub async fn create(
         let mut tx = pool.begin().await?;
         let chat = sqlx::query_as::<_, Chat>(
             "INSERT INTO chats (name, owner_id, created_at) VALUES ($1, $2, $3) \
-             RETURNING id, name, owner_id, created_at",
+             RETURNING id, name, owner_id, created_at, FALSE AS direct",
         )
         .bind(name)
         .bind(owner_id)
@@ -62,6 +65,58 @@ pub async fn create(
         q.build().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(chat)
+    })
+}
+
+/// The direct chat of users `low` and `high` (`low <= high`; equal for a user's chat with
+/// themself), created named `name`, without an owner, with the two as its members when it does
+/// not exist yet. `Some((chat, true))` when this call created it, `Some((chat, false))` when it
+/// existed; `None` only when it existed but was deleted before it could be read (try again).
+///
+/// Concurrent calls for one pair, from either side and any process, end with one chat: the
+/// pair's key (`low:high`) is unique, so every insert but one does nothing and reads the chat
+/// the winner committed (on PostgreSQL an insert meeting an uncommitted one waits for it).
+pub async fn direct(
+    db: &Db,
+    low: i64,
+    high: i64,
+    name: &str,
+) -> sqlx::Result<Option<(Chat, bool)>> {
+    let key = format!("{low}:{high}");
+    on_writer!(db, pool => {
+        let now = super::now();
+        let mut tx = pool.begin().await?;
+        let created: Option<Chat> = sqlx::query_as(
+            "INSERT INTO chats (name, owner_id, created_at, direct_key) VALUES ($1, NULL, $2, $3) \
+             ON CONFLICT (direct_key) DO NOTHING \
+             RETURNING id, name, owner_id, created_at, TRUE AS direct",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(chat) = created else {
+            // Read in a statement of its own, so on PostgreSQL it sees the winner's commit.
+            let existing: Option<Chat> = sqlx::query_as(concat!(
+                "SELECT ",
+                chat_columns!(),
+                " FROM chats c WHERE c.direct_key = $1"
+            ))
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(existing.map(|chat| (chat, false)));
+        };
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_participants (chat_id, user_id, joined_at) ");
+        let members: &[i64] = if low == high { &[low] } else { &[low, high] };
+        q.push_values(members, |mut row, user_id| {
+            row.push_bind(chat.id).push_bind(*user_id).push_bind(now);
+        });
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some((chat, true)))
     })
 }
 

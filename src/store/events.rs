@@ -28,10 +28,15 @@ pub enum EventKind {
     ReactionAdded,
     /// A reaction was taken back (`content` the emoji, `actor_id` whose it was).
     ReactionRemoved,
+    /// A message was pinned (`actor_id` who pinned it).
+    MessagePinned,
+    /// A message was unpinned (`actor_id` who unpinned it). A deletion unpins its message too,
+    /// logged as the deletion alone.
+    MessageUnpinned,
 }
 
 /// Every kind, for parsing.
-const KINDS: [EventKind; 9] = [
+const KINDS: [EventKind; 11] = [
     EventKind::MessageEdited,
     EventKind::MessageDeleted,
     EventKind::MemberAdded,
@@ -41,6 +46,8 @@ const KINDS: [EventKind; 9] = [
     EventKind::ChatRenamed,
     EventKind::ReactionAdded,
     EventKind::ReactionRemoved,
+    EventKind::MessagePinned,
+    EventKind::MessageUnpinned,
 ];
 
 impl EventKind {
@@ -56,6 +63,8 @@ impl EventKind {
             EventKind::ChatRenamed => "chat_renamed",
             EventKind::ReactionAdded => "reaction_added",
             EventKind::ReactionRemoved => "reaction_removed",
+            EventKind::MessagePinned => "message_pinned",
+            EventKind::MessageUnpinned => "message_unpinned",
         }
     }
 

@@ -58,6 +58,8 @@ macro_rules! reply_join {
         " LEFT JOIN messages r ON r.id = m.reply_to_id LEFT JOIN users ru ON ru.id = r.sender_id "
     };
 }
+pub(crate) use message_columns;
+pub(crate) use reply_join;
 
 /// `Message`'s columns with their `FROM`; a `WHERE` (or another `JOIN`) may follow.
 macro_rules! message_select {
@@ -561,7 +563,7 @@ pub enum Change<'a> {
 /// the change and its event at that position:
 /// - an edit keeps the previous version in `message_versions` and sets `edited_at`;
 /// - a deletion empties the content, erases the earlier versions and the content of the
-///   message's edit events, and sets `deleted_at`.
+///   message's edit events, unpins it, and sets `deleted_at`.
 ///
 /// Refused, with nothing written: `NotFound` (no such message in the chat, or the actor may not
 /// see it), `NotAllowed`, `Deleted`.
@@ -643,6 +645,11 @@ pub async fn change(
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query("UPDATE chat_events SET content = NULL WHERE message_id = $1")
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                // A deleted message is no longer pinned; its deletion event says so.
+                sqlx::query("DELETE FROM message_pins WHERE message_id = $1")
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;

@@ -13,6 +13,7 @@ pub mod chats;
 pub mod columns;
 pub mod events;
 pub mod messages;
+pub mod pins;
 pub mod sessions;
 pub mod sqlite;
 pub mod tokens;

@@ -144,6 +144,46 @@ pub struct MessageEditedFrame {
     pub edited_at: DateTime<Utc>,
 }
 
+/// Server → client (`mrm.v2`): a message was pinned (by the chat's owner, staff, or a member of
+/// a direct chat). `GET /api/chats/{id}/pins/` lists the chat's pins.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePinnedFrame {
+    /// Always `message_pinned`.
+    #[serde(rename = "type")]
+    #[schema(example = "message_pinned")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    /// The pinned message's id.
+    pub id: i64,
+    /// Its chat's id.
+    pub chat: i64,
+    /// The id of the user who pinned it (null once their account is deleted).
+    pub by: Option<i64>,
+    /// When it was pinned.
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
+    pub pinned_at: DateTime<Utc>,
+}
+
+/// Server → client (`mrm.v2`): a message was unpinned. (A deleted message is unpinned too, with
+/// no frame of its own: its `message_deleted` frame says so.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageUnpinnedFrame {
+    /// Always `message_unpinned`.
+    #[serde(rename = "type")]
+    #[schema(example = "message_unpinned")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    /// The unpinned message's id.
+    pub id: i64,
+    /// Its chat's id.
+    pub chat: i64,
+    /// The id of the user who unpinned it (null once their account is deleted).
+    pub by: Option<i64>,
+}
+
 /// Server → client: a frame could not be acted on; the socket stays open.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorFrame {
@@ -315,6 +355,8 @@ pub enum LoggedFrame {
     Member(MemberFrame),
     ChatRenamed(ChatRenamedFrame),
     Reaction(ReactionFrame),
+    MessagePinned(MessagePinnedFrame),
+    MessageUnpinned(MessageUnpinnedFrame),
 }
 
 impl LoggedFrame {
@@ -362,6 +404,21 @@ impl LoggedFrame {
                     user: event_user(event),
                 })
             }
+            EventKind::MessagePinned => LoggedFrame::MessagePinned(MessagePinnedFrame {
+                kind: "message_pinned",
+                seq: event.seq,
+                id: event.message_id.unwrap_or_default(),
+                chat: event.chat_id,
+                by: event.actor_id,
+                pinned_at: event.created_at,
+            }),
+            EventKind::MessageUnpinned => LoggedFrame::MessageUnpinned(MessageUnpinnedFrame {
+                kind: "message_unpinned",
+                seq: event.seq,
+                id: event.message_id.unwrap_or_default(),
+                chat: event.chat_id,
+                by: event.actor_id,
+            }),
         })
     }
 }

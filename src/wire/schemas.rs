@@ -142,6 +142,18 @@ pub struct ParticipantsAdd {
     pub participant_usernames: Option<Vec<String>>,
 }
 
+/// The body of `POST /api/direct/`: exactly one of the two.
+#[derive(ToSchema)]
+pub struct DirectRequest {
+    /// The other user's id.
+    #[schema(minimum = 1, example = 7)]
+    pub user_id: Option<i64>,
+    /// The other user's username (surrounding whitespace removed, look-alike spellings folded
+    /// by NFKC).
+    #[schema(example = "bob")]
+    pub username: Option<String>,
+}
+
 /// The body of `POST /api/chats/{id}/send_message/`.
 #[derive(ToSchema)]
 pub struct SendMessage {

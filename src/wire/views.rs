@@ -9,8 +9,10 @@ use crate::store::{
     ai::{AiChat, AiMessage},
     chats::Chat,
     messages::Message,
+    pins::Pin,
     users::User,
 };
+use crate::wire::frames::Member;
 
 /// ISO 8601 in UTC with a `Z`, microseconds only when non-zero: `2026-01-05T10:20:30.123456Z`,
 /// as Django REST Framework renders a UTC datetime.
@@ -327,6 +329,9 @@ pub struct ChatView {
     pub last_read_seq: i64,
     /// Messages after `last_read_seq` from others, not deleted.
     pub unread_count: i64,
+    /// True for a direct chat (`POST /api/direct/`): the one chat between two users (or a
+    /// user's own), with no owner and members that cannot change; false for a group chat.
+    pub direct: bool,
 }
 
 /// A member's read state in a chat.
@@ -362,6 +367,35 @@ impl ChatView {
             created_at: chat.created_at,
             last_read_seq: 0,
             unread_count: 0,
+            direct: chat.direct,
+        }
+    }
+}
+
+/// A pinned message of a group chat, as `GET /api/chats/{id}/pins/` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PinView {
+    /// The message as it is now (edited content included).
+    pub message: MessageView,
+    /// When it was pinned.
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
+    pub pinned_at: DateTime<Utc>,
+    /// Who pinned it; null once their account is deleted.
+    pub pinned_by: Option<Member>,
+}
+
+impl PinView {
+    /// Pin `p` as `viewer` may see it (the rule of [`MessageView::for_viewer`]).
+    pub fn for_viewer(p: Pin, viewer: Viewer) -> Self {
+        let pinned_by = p
+            .pinned_by_id
+            .zip(p.pinned_by_username)
+            .map(|(id, username)| Member { id, username });
+        Self {
+            message: MessageView::for_viewer(p.message, viewer),
+            pinned_at: p.pinned_at,
+            pinned_by,
         }
     }
 }

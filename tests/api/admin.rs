@@ -1648,3 +1648,37 @@ async fn admin_forms_and_filters_fold_look_alike_usernames() {
     let page = admin.get("/admin/users/?q=%EF%BD%82%EF%BD%8F").await;
     assert!(page.has(">bob</a></td>"), "{}", page.html);
 }
+
+#[tokio::test]
+async fn staff_cannot_change_a_direct_chats_members_from_the_admin_area() {
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    app.register("carol").await;
+    let bob_id = id(&bob.me().await);
+    let chat = id(&alice
+        .post("/api/direct/", &serde_json::json!({"user_id": bob_id}))
+        .await
+        .body);
+
+    let path = format!("/admin/chats/{chat}/");
+    let added = admin
+        .post(&format!("{path}participants/"), &[("usernames", "carol")])
+        .await;
+    assert_eq!(added.status, StatusCode::BAD_REQUEST, "{}", added.html);
+    assert!(
+        added.has("A direct chat&#39;s members cannot change"),
+        "{}",
+        added.html
+    );
+    let removed = admin
+        .post(&format!("{path}participants/{bob_id}/remove/"), &[])
+        .await;
+    assert_eq!(removed.status, StatusCode::BAD_REQUEST, "{}", removed.html);
+    let read = alice.get(&format!("/api/chats/{chat}/")).await.body;
+    assert_eq!(
+        crate::helpers::usernames(&read["participants"]),
+        ["alice", "bob"]
+    );
+}

@@ -14,7 +14,7 @@ fn message_path(chat: i64, message: i64) -> String {
 }
 
 /// A frame's position in the log: `message.seq` for a message, `seq` for every other kind.
-fn position(frame: &Value) -> i64 {
+pub fn position(frame: &Value) -> i64 {
     frame["seq"]
         .as_i64()
         .or_else(|| frame["message"]["seq"].as_i64())
@@ -22,7 +22,7 @@ fn position(frame: &Value) -> i64 {
 }
 
 /// Opens `/ws/chat/{chat}/` speaking `mrm.v2`, resuming after `after` when given.
-async fn v2_after(client: &Client, chat: i64, after: i64) -> WsClient {
+pub async fn v2_after(client: &Client, chat: i64, after: i64) -> WsClient {
     let query = format!("?after_seq={after}");
     client
         .ws_with(
