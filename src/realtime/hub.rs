@@ -557,7 +557,7 @@ impl Room {
         let mut gone = Vec::new();
         for s in &self.subscribers {
             let frame = match &entry {
-                Entry::Message(frames) => frames.for_viewer(s.viewer).clone(),
+                Entry::Message(frames) => frames.for_viewer(s.viewer, s.protocol).clone(),
                 Entry::Event(frame) if s.protocol.extended() => frame.clone(),
                 Entry::Event(_) => continue,
             };

@@ -201,6 +201,7 @@ impl Fixture {
                     self.sender_id,
                     format!("live {seq}").into(),
                     format!("live {seq}").into(),
+                    None,
                 ),
             },
         );

@@ -61,6 +61,10 @@ enum WireEvent {
         frame: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         with_email: Option<String>,
+        /// For the original protocol, when its frames differ (a reply): without the sender's
+        /// email, then with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        original: Option<(String, String)>,
     },
     Typing {
         frame: String,
@@ -85,13 +89,19 @@ impl WireEvent {
     fn from_room(event: &RoomEvent) -> Option<WireEvent> {
         Some(match event {
             RoomEvent::Message { seq, frames } => {
-                let (sender, with_email, without_email) = frames.parts();
+                let (sender, with_email, without_email, original) = frames.parts();
                 WireEvent::Message {
                     seq: *seq,
                     sender,
                     frame: without_email.as_str().to_owned(),
                     with_email: (with_email != without_email)
                         .then(|| with_email.as_str().to_owned()),
+                    original: original.map(|(with_email, without_email)| {
+                        (
+                            without_email.as_str().to_owned(),
+                            with_email.as_str().to_owned(),
+                        )
+                    }),
                 }
             }
             RoomEvent::Typing { frame, .. } => WireEvent::Typing {
@@ -115,12 +125,16 @@ impl WireEvent {
                 sender,
                 frame,
                 with_email,
+                original,
             } => {
                 let without_email = Utf8Bytes::from(frame);
                 let with_email = with_email.map_or_else(|| without_email.clone(), Utf8Bytes::from);
+                let original = original.map(|(without_email, with_email)| {
+                    (Utf8Bytes::from(with_email), Utf8Bytes::from(without_email))
+                });
                 RoomEvent::Message {
                     seq,
-                    frames: MessageFrames::from_parts(sender, with_email, without_email),
+                    frames: MessageFrames::from_parts(sender, with_email, without_email, original),
                 }
             }
             // No local socket sent it, so none is left out (connection ids start at 1).
@@ -453,6 +467,7 @@ impl SharedPresence for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{frames::Protocol, views::Viewer};
 
     #[test]
     fn ended_credentials_travel_intact() {
@@ -490,5 +505,50 @@ mod tests {
             back.event.into_room(),
             Some(RoomEvent::Logged { seq: 9, frame: got }) if got == frame
         ));
+    }
+
+    #[test]
+    fn a_replys_original_protocol_frames_travel_beside_the_extended_ones() {
+        let frames = MessageFrames::from_parts(
+            3,
+            Utf8Bytes::from_static("v2 with email"),
+            Utf8Bytes::from_static("v2"),
+            Some((
+                Utf8Bytes::from_static("original with email"),
+                Utf8Bytes::from_static("original"),
+            )),
+        );
+        let event = RoomEvent::Message { seq: 4, frames };
+        let text = serde_json::to_string(&Envelope {
+            node: "n".into(),
+            chat: 2,
+            event: WireEvent::from_room(&event).unwrap(),
+        })
+        .unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        let Some(RoomEvent::Message { frames, .. }) = back.event.into_room() else {
+            panic!("a message comes back as a message");
+        };
+        let sender = Viewer {
+            id: 3,
+            staff: false,
+        };
+        let other = Viewer {
+            id: 9,
+            staff: false,
+        };
+        assert_eq!(
+            frames.for_viewer(sender, Protocol::V2).as_str(),
+            "v2 with email"
+        );
+        assert_eq!(frames.for_viewer(other, Protocol::V2).as_str(), "v2");
+        assert_eq!(
+            frames.for_viewer(sender, Protocol::Original).as_str(),
+            "original with email"
+        );
+        assert_eq!(
+            frames.for_viewer(other, Protocol::Original).as_str(),
+            "original"
+        );
     }
 }

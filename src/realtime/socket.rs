@@ -342,7 +342,12 @@ impl Writer {
                 let seq = row.seq();
                 let frame = match row {
                     LogEntry::Message(m) => {
-                        Some(frames::message(MessageView::for_viewer(m, self.viewer)))
+                        let view = MessageView::for_viewer(m, self.viewer);
+                        Some(frames::message(if self.protocol.extended() {
+                            view
+                        } else {
+                            view.without_extensions()
+                        }))
                     }
                     LogEntry::Event(e) => frames::logged(&e),
                 };

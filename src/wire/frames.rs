@@ -217,42 +217,78 @@ pub struct MessageFrames {
     sender: i64,
     with_email: Utf8Bytes,
     without_email: Utf8Bytes,
+    /// For a message with fields only `mrm.v2` shows (a reply's `reply_to`, a replayed edit's
+    /// `edited_at`, a tombstone's `deleted`): its frames without them, for original-protocol
+    /// sockets, which get exactly the original's frames. `None` when the two are the same.
+    original: Option<(Utf8Bytes, Utf8Bytes)>,
 }
 
 impl MessageFrames {
     /// The frames of `message`, whose sender is shown with their email.
-    pub fn new(mut message: MessageView) -> Self {
+    pub fn new(message: MessageView) -> Self {
         let sender = message.sender.id;
-        if message.sender.email.is_empty() {
-            let frame = self::message(message);
-            return Self::from_parts(sender, frame.clone(), frame);
-        }
-        let with_email = self::message(message.clone());
-        message.sender.email.clear();
-        Self::from_parts(sender, with_email, self::message(message))
-    }
-
-    /// Frames serialised elsewhere (by another node): `with_email` for `sender` and staff,
-    /// `without_email` for everyone else.
-    pub fn from_parts(sender: i64, with_email: Utf8Bytes, without_email: Utf8Bytes) -> Self {
+        let original = message
+            .has_extensions()
+            .then(|| Self::pair(message.clone().without_extensions()));
+        let (with_email, without_email) = Self::pair(message);
         Self {
             sender,
             with_email,
             without_email,
+            original,
         }
     }
 
-    /// The sender's id and the two frames, as [`MessageFrames::from_parts`] takes them.
-    pub fn parts(&self) -> (i64, &Utf8Bytes, &Utf8Bytes) {
-        (self.sender, &self.with_email, &self.without_email)
+    /// The frame with the sender's email and the frame without it.
+    fn pair(mut message: MessageView) -> (Utf8Bytes, Utf8Bytes) {
+        if message.sender.email.is_empty() {
+            let frame = self::message(message);
+            return (frame.clone(), frame);
+        }
+        let with_email = self::message(message.clone());
+        message.sender.email.clear();
+        (with_email, self::message(message))
     }
 
-    /// The frame `viewer` may get.
-    pub fn for_viewer(&self, viewer: Viewer) -> &Utf8Bytes {
+    /// Frames serialised elsewhere (by another node): `with_email` for `sender` and staff,
+    /// `without_email` for everyone else, and the original protocol's pair when it differs.
+    pub fn from_parts(
+        sender: i64,
+        with_email: Utf8Bytes,
+        without_email: Utf8Bytes,
+        original: Option<(Utf8Bytes, Utf8Bytes)>,
+    ) -> Self {
+        Self {
+            sender,
+            with_email,
+            without_email,
+            original,
+        }
+    }
+
+    /// The sender's id, the two frames, and the original protocol's pair when it differs, as
+    /// [`MessageFrames::from_parts`] takes them.
+    pub fn parts(&self) -> (i64, &Utf8Bytes, &Utf8Bytes, Option<&(Utf8Bytes, Utf8Bytes)>) {
+        (
+            self.sender,
+            &self.with_email,
+            &self.without_email,
+            self.original.as_ref(),
+        )
+    }
+
+    /// The frame `viewer` may get on a socket speaking `protocol`.
+    pub fn for_viewer(&self, viewer: Viewer, protocol: Protocol) -> &Utf8Bytes {
+        let (with_email, without_email) = match &self.original {
+            Some((with_email, without_email)) if !protocol.extended() => {
+                (with_email, without_email)
+            }
+            _ => (&self.with_email, &self.without_email),
+        };
         if viewer.sees_email_of(self.sender) {
-            &self.with_email
+            with_email
         } else {
-            &self.without_email
+            without_email
         }
     }
 }

@@ -269,6 +269,25 @@ impl MessageView {
         }
     }
 
+    /// Whether the view has fields the original's message objects lacked (`seq` aside):
+    /// `reply_to`, `edited_at`, `deleted`, `reactions`.
+    pub fn has_extensions(&self) -> bool {
+        self.reply_to.is_some()
+            || self.edited_at.is_some()
+            || self.deleted
+            || !self.reactions.is_empty()
+    }
+
+    /// This view as the original protocol's frames show it: without the fields of
+    /// [`MessageView::has_extensions`] (a tombstone's content is empty either way).
+    pub fn without_extensions(mut self) -> Self {
+        self.reply_to = None;
+        self.edited_at = None;
+        self.deleted = false;
+        self.reactions.clear();
+        self
+    }
+
     /// This view with `reactions` (none when `None`).
     pub fn with_reactions(mut self, reactions: Option<Vec<ReactionView>>) -> Self {
         self.reactions = reactions.unwrap_or_default();
