@@ -276,7 +276,7 @@ async fn add_participants(
     params(("id" = i64, Path, description = "Chat id"), ("user_id" = i64, Path, description = "The member to remove")),
     responses(
         (status = 204, description = "Removed; their sockets close with 4003"),
-        (status = 400, description = "The owner cannot be removed", body = Detail),
+        (status = 400, description = "The owner cannot be removed, or a direct chat, whose members cannot change", body = Detail),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
@@ -295,6 +295,7 @@ async fn remove_participant(
 #[utoipa::path(post, path = "/api/chats/{id}/leave/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     responses(
         (status = 204, description = "Left; an owner's chat passes to the longest-standing member, the last one out deletes it"),
+        (status = 400, description = "A direct chat, whose members cannot change", body = Detail),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),

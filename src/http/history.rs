@@ -84,6 +84,7 @@ async fn edit(
         (status = 403, description = "Neither your message nor your chat, not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
         (status = 409, description = "Deleted already", body = Detail),
+        (status = 429, description = "Changing messages too fast", body = Detail),
     ))]
 async fn delete(
     State(state): State<AppState>,
@@ -106,7 +107,7 @@ async fn delete(
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
-        (status = 409, description = "The message is deleted", body = Detail),
+        (status = 409, description = "The message is deleted, or already has 50 different reactions and this is another", body = Detail),
         (status = 429, description = "Changing messages too fast", body = Detail),
     ))]
 async fn react(
@@ -170,6 +171,7 @@ async fn unreact(
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 429, description = "Marking read too fast", body = Detail),
     ))]
 async fn read(
     State(state): State<AppState>,

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         (status = 403, description = "Neither the chat's owner nor staff, not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
         (status = 409, description = "The message is deleted, or the chat has 100 pins already", body = Detail),
+        (status = 429, description = "Changing messages too fast", body = Detail),
     ))]
 async fn pin(
     State(state): State<AppState>,
@@ -60,6 +61,7 @@ async fn pin(
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Neither the chat's owner nor staff, not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 429, description = "Changing messages too fast", body = Detail),
     ))]
 async fn unpin(
     State(state): State<AppState>,

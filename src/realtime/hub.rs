@@ -78,7 +78,13 @@ pub enum RoomEvent {
     ChatDeleted,
     /// Any other change the chat's log recorded at position `seq` (an edit, a deletion, …),
     /// as its `mrm.v2` frame: delivered in log order to `mrm.v2` sockets only.
-    Logged { seq: i64, frame: Utf8Bytes },
+    /// `departed`: the user the event takes out of the chat, whose sockets close (4003) as it
+    /// is delivered, so nothing after it reaches them.
+    Logged {
+        seq: i64,
+        frame: Utf8Bytes,
+        departed: Option<i64>,
+    },
     /// Someone came or went on another node: recount who is online.
     PresenceChanged,
     /// Events may have been missed (the bus reconnected): catch up from the database.
@@ -113,8 +119,8 @@ pub const PRESENCE_COALESCE: Duration = Duration::from_millis(100);
 enum Entry {
     /// A new message, to every socket.
     Message(MessageFrames),
-    /// Any other event, to `mrm.v2` sockets only.
-    Event(Utf8Bytes),
+    /// Any other event, to `mrm.v2` sockets only, and the user it takes out of the chat.
+    Event(Utf8Bytes, Option<i64>),
 }
 
 /// This node's rooms, one per chat with open sockets here, each a task of its own. The hub only
@@ -378,7 +384,11 @@ impl Room {
     async fn on_event(&mut self, event: RoomEvent) -> bool {
         match event {
             RoomEvent::Message { seq, frames } => self.on_logged(seq, Entry::Message(frames)),
-            RoomEvent::Logged { seq, frame } => self.on_logged(seq, Entry::Event(frame)),
+            RoomEvent::Logged {
+                seq,
+                frame,
+                departed,
+            } => self.on_logged(seq, Entry::Event(frame, departed)),
             RoomEvent::Typing { from, frame } => {
                 let others = self.subscribers.iter().filter(|s| s.conn != from);
                 for s in others.filter(|s| s.protocol.extended()) {
@@ -539,7 +549,7 @@ impl Room {
                         Entry::Message(MessageFrames::new(MessageView::as_sent(m))),
                     ),
                     LogEntry::Event(e) => match frames::logged(&e) {
-                        Some(frame) => self.deliver(seq, Entry::Event(frame)),
+                        Some(frame) => self.deliver(seq, Entry::Event(frame, e.departed())),
                         // A kind this version cannot show: its place is passed.
                         None => self.next_seq = seq + 1,
                     },
@@ -557,9 +567,12 @@ impl Room {
         let mut gone = Vec::new();
         for s in &self.subscribers {
             let frame = match &entry {
-                Entry::Message(frames) => frames.for_viewer(s.viewer, s.protocol).clone(),
-                Entry::Event(frame) if s.protocol.extended() => frame.clone(),
-                Entry::Event(_) => continue,
+                Entry::Message(frames) => match frames.for_viewer(s.viewer, s.protocol) {
+                    Some(frame) => frame.clone(),
+                    None => continue,
+                },
+                Entry::Event(frame, _) if s.protocol.extended() => frame.clone(),
+                Entry::Event(..) => continue,
             };
             match s.outbound.try_send(Outbound::Message { seq, frame }) {
                 Ok(()) => {}
@@ -578,6 +591,15 @@ impl Room {
         }
         if !gone.is_empty() {
             self.remove(|s| gone.contains(&s.conn), None);
+        }
+        if let Entry::Event(_, Some(departed)) = entry {
+            self.remove(
+                |s| s.member.id == departed,
+                Some(Close {
+                    code: close::REMOVED,
+                    reason: "removed from the chat",
+                }),
+            );
         }
     }
 

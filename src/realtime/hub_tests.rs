@@ -557,3 +557,39 @@ async fn a_departure_whose_event_was_lost_closes_the_socket_before_later_message
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_closes_the_users_sockets_at_its_position_before_later_messages() {
+    let mut f = fixture().await;
+    let mut staying = f.join(1, 64).await;
+    let leaver = f.participant("leaver").await;
+    let mut leaving = f.join_as(2, 64, leaver, Protocol::V2).await;
+    // The removal takes position 1 and a message 2; the message's event comes first, and the
+    // removal's close (a separate event) never comes.
+    store::chats::remove_participant(&f.db, f.chat_id, leaver, None)
+        .await
+        .unwrap();
+    f.commit(1).await;
+    f.publish(2);
+    f.hub.dispatch(
+        f.chat_id,
+        RoomEvent::Logged {
+            seq: 1,
+            frame: r#"{"type":"member_removed","seq":1}"#.into(),
+            departed: Some(leaver),
+        },
+    );
+    assert_eq!(f.until_barrier(&mut staying).await, live([2]));
+    assert_eq!(
+        leaving.close.try_recv(),
+        Ok(Close {
+            code: close::REMOVED,
+            reason: "removed from the chat",
+        })
+    );
+    while let Some(frame) = leaving.outbound.recv().await {
+        if let Outbound::Message { seq, .. } = frame {
+            assert_eq!(seq, 1, "only the removal itself reaches the removed user");
+        }
+    }
+}

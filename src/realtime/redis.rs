@@ -77,6 +77,8 @@ enum WireEvent {
     Logged {
         seq: i64,
         frame: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        departed: Option<i64>,
     },
     PresenceChanged,
     /// Credentials ended: every node closes the sockets opened with them (`chat` is 0).
@@ -109,9 +111,14 @@ impl WireEvent {
             },
             RoomEvent::MemberRemoved { user_id } => WireEvent::MemberRemoved { user_id: *user_id },
             RoomEvent::ChatDeleted => WireEvent::ChatDeleted,
-            RoomEvent::Logged { seq, frame } => WireEvent::Logged {
+            RoomEvent::Logged {
+                seq,
+                frame,
+                departed,
+            } => WireEvent::Logged {
                 seq: *seq,
                 frame: frame.as_str().to_owned(),
+                departed: *departed,
             },
             RoomEvent::PresenceChanged => WireEvent::PresenceChanged,
             RoomEvent::Resync => return None,
@@ -144,9 +151,14 @@ impl WireEvent {
             },
             WireEvent::MemberRemoved { user_id } => RoomEvent::MemberRemoved { user_id },
             WireEvent::ChatDeleted => RoomEvent::ChatDeleted,
-            WireEvent::Logged { seq, frame } => RoomEvent::Logged {
+            WireEvent::Logged {
+                seq,
+                frame,
+                departed,
+            } => RoomEvent::Logged {
                 seq,
                 frame: Utf8Bytes::from(frame),
+                departed,
             },
             WireEvent::PresenceChanged => RoomEvent::PresenceChanged,
             WireEvent::CredentialsEnded { .. } => return None,
@@ -493,6 +505,7 @@ mod tests {
         let event = RoomEvent::Logged {
             seq: 9,
             frame: frame.clone(),
+            departed: Some(5),
         };
         let envelope = Envelope {
             node: "n".into(),
@@ -503,7 +516,7 @@ mod tests {
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert!(matches!(
             back.event.into_room(),
-            Some(RoomEvent::Logged { seq: 9, frame: got }) if got == frame
+            Some(RoomEvent::Logged { seq: 9, frame: got, departed: Some(5) }) if got == frame
         ));
     }
 
@@ -537,18 +550,10 @@ mod tests {
             id: 9,
             staff: false,
         };
-        assert_eq!(
-            frames.for_viewer(sender, Protocol::V2).as_str(),
-            "v2 with email"
-        );
-        assert_eq!(frames.for_viewer(other, Protocol::V2).as_str(), "v2");
-        assert_eq!(
-            frames.for_viewer(sender, Protocol::Original).as_str(),
-            "original with email"
-        );
-        assert_eq!(
-            frames.for_viewer(other, Protocol::Original).as_str(),
-            "original"
-        );
+        let frame = |viewer, protocol| frames.for_viewer(viewer, protocol).unwrap().as_str();
+        assert_eq!(frame(sender, Protocol::V2), "v2 with email");
+        assert_eq!(frame(other, Protocol::V2), "v2");
+        assert_eq!(frame(sender, Protocol::Original), "original with email");
+        assert_eq!(frame(other, Protocol::Original), "original");
     }
 }

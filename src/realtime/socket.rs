@@ -343,11 +343,14 @@ impl Writer {
                 let frame = match row {
                     LogEntry::Message(m) => {
                         let view = MessageView::for_viewer(m, self.viewer);
-                        Some(frames::message(if self.protocol.extended() {
-                            view
+                        if self.protocol.extended() {
+                            Some(frames::message(view))
+                        } else if view.deleted {
+                            // The original never sent a deleted message.
+                            None
                         } else {
-                            view.without_extensions()
-                        }))
+                            Some(frames::message(view.without_extensions()))
+                        }
                     }
                     LogEntry::Event(e) => frames::logged(&e),
                 };

@@ -324,14 +324,26 @@ pub async fn normalize_stored_usernames(db: &store::Db) -> ServiceResult<Usernam
         if normalized == stored {
             continue;
         }
-        if store::users::rename_if_free(db, id, &normalized).await? {
+        // NFKC can lengthen a name (U+FDFA is 18 characters): one over the limit stays as it is.
+        let fits = text::char_count(&normalized) <= username::MAX_CHARS;
+        // One account that cannot be rewritten (a name taken meanwhile, a failed write) is
+        // logged and kept, and start-up goes on.
+        let renamed = fits
+            && match store::users::rename_if_free(db, id, &normalized).await {
+                Ok(renamed) => renamed,
+                Err(err) => {
+                    tracing::warn!(user.id = id, error = %err, "username could not be rewritten");
+                    false
+                }
+            };
+        if renamed {
             tracing::info!(user.id = id, "username rewritten in its normalized form");
             outcome.renamed += 1;
         } else {
             tracing::warn!(
                 user.id = id,
                 username = stored,
-                "username left as stored: another account has its normalized form"
+                "username left as stored: its normalized form is taken or too long"
             );
             outcome.kept.push(stored);
         }

@@ -415,14 +415,15 @@ pub async fn log(
 }
 
 /// Moves `user`'s read position in the chat forward to `seq` (never back, never past the chat's
-/// last position), and returns the read state now held. Errors: `NotFound` when `user` does
-/// not take part.
+/// last position), and returns the read state now held; counted against the same rate limit as
+/// sends. Errors: `RateLimited`, `NotFound` when `user` does not take part.
 pub async fn mark_read(
     state: &AppState,
     user: &User,
     chat_id: i64,
     seq: i64,
 ) -> ServiceResult<store::chats::ReadState> {
+    state.limits.message(user.id, chat_id)?;
     store::chats::mark_read(&state.db, chat_id, user.id, seq)
         .await?
         .ok_or(ServiceError::NotFound)?;

@@ -217,13 +217,16 @@ pub async fn edit(
 /// chat's owner may, and staff whether or not they take part (moderation). Logged and published
 /// to `mrm.v2` sockets as a `message_deleted` frame.
 ///
-/// Errors: `NotFound`, `PermissionDenied`, `Conflict` (deleted already).
+/// Counted against the same rate limit as sends.
+///
+/// Errors: `RateLimited`, `NotFound`, `PermissionDenied`, `Conflict` (deleted already).
 pub async fn delete(
     state: &AppState,
     user: &User,
     chat_id: i64,
     message_id: i64,
 ) -> ServiceResult<MessageView> {
+    state.limits.message(user.id, chat_id)?;
     let changed =
         store::messages::change(&state.db, chat_id, message_id, actor(user), Change::Delete)
             .await?
@@ -265,6 +268,10 @@ fn refused(refusal: Refusal) -> ServiceError {
         Refusal::NotFound => ServiceError::NotFound,
         Refusal::NotAllowed => ServiceError::PermissionDenied,
         Refusal::Deleted => ServiceError::Conflict("This message was deleted.".into()),
+        Refusal::TooManyEmojis => ServiceError::Conflict(format!(
+            "This message has {} different reactions, the most it can have.",
+            store::messages::MAX_EMOJIS
+        )),
     }
 }
 
@@ -283,6 +290,7 @@ pub fn publish_logged(state: &AppState, event: &store::events::EventRow) {
             RoomEvent::Logged {
                 seq: event.seq,
                 frame,
+                departed: event.departed(),
             },
         );
     }

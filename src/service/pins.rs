@@ -27,8 +27,8 @@ pub const MAX_PINS: i64 = 100;
 /// Pins message `message_id` of chat `chat_id` as `user`: `(pin, true)` when it was pinned now
 /// (logged and published as `message_pinned`), `(pin, false)` when it was pinned already.
 ///
-/// Errors: `NotFound` (no such message in the chat, or `user` does not take part in it),
-/// `PermissionDenied` (neither the owner nor staff, in a group chat), `Conflict` (the message
+/// Counted against the same rate limit as sends. Errors: `RateLimited`, `NotFound` (no such
+/// message in the chat, or `user` does not take part in it), `PermissionDenied` (neither the owner nor staff, in a group chat), `Conflict` (the message
 /// is deleted, or the chat has [`MAX_PINS`] pins).
 pub async fn pin(
     state: &AppState,
@@ -36,6 +36,7 @@ pub async fn pin(
     chat_id: i64,
     message_id: i64,
 ) -> ServiceResult<(PinView, bool)> {
+    state.limits.message(user.id, chat_id)?;
     let done = store::pins::set(&state.db, chat_id, message_id, actor(user), true, MAX_PINS)
         .await?
         .map_err(refused)?;
@@ -52,14 +53,16 @@ pub async fn pin(
 }
 
 /// Unpins message `message_id` of chat `chat_id` as `user` (logged and published as
-/// `message_unpinned` when it was pinned; nothing happens when it was not). Errors:
-/// `NotFound`, `PermissionDenied`, as for [`pin`].
+/// `message_unpinned` when it was pinned; nothing happens when it was not). Counted against the
+/// same rate limit as sends. Errors: `RateLimited`, `NotFound`, `PermissionDenied`, as for
+/// [`pin`].
 pub async fn unpin(
     state: &AppState,
     user: &User,
     chat_id: i64,
     message_id: i64,
 ) -> ServiceResult<()> {
+    state.limits.message(user.id, chat_id)?;
     let done = store::pins::set(&state.db, chat_id, message_id, actor(user), false, MAX_PINS)
         .await?
         .map_err(refused)?;

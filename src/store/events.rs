@@ -93,6 +93,15 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// The user this event takes out of the chat (removed, or left), whose sockets must close
+    /// at its position, before anything later reaches them.
+    pub fn departed(&self) -> Option<i64> {
+        match self.kind()? {
+            EventKind::MemberRemoved | EventKind::MemberLeft => self.user_id,
+            _ => None,
+        }
+    }
+
     /// The kind, or `None` for a kind this version does not know (written by a newer one).
     pub fn kind(&self) -> Option<EventKind> {
         EventKind::parse(&self.kind)
@@ -191,6 +200,12 @@ pub(crate) use log_event;
 /// Up to `limit` entries of a chat's log with `after < seq < before`, in order: messages, and
 /// with `with_events` every other kind of event too (without, the log as the original protocol
 /// sees it: messages only). Two indexed range reads, merged.
+///
+/// The two reads are separate statements, so a change committed between them could show in the
+/// second and not the first (an event at 12 without the message at 11), and a reader that moved
+/// past 12 would never learn of 11. So the range is first cut at the chat's last position: every
+/// position up to it is committed already (one commits only after the position below it does,
+/// under the chat's lock), so both reads see all of them.
 pub async fn range(
     db: &Db,
     chat_id: i64,
@@ -199,10 +214,18 @@ pub async fn range(
     limit: i64,
     with_events: bool,
 ) -> sqlx::Result<Vec<LogEntry>> {
-    let messages = super::messages::seq_range(db, chat_id, after, before, limit).await?;
     if !with_events {
+        let messages = super::messages::seq_range(db, chat_id, after, before, limit).await?;
         return Ok(messages.into_iter().map(LogEntry::Message).collect());
     }
+    let Some(last) = super::chats::last_seq(db, chat_id).await? else {
+        return Ok(Vec::new());
+    };
+    let before = before.min(last.saturating_add(1));
+    if before <= after + 1 {
+        return Ok(Vec::new());
+    }
+    let messages = super::messages::seq_range(db, chat_id, after, before, limit).await?;
     let sql = "SELECT e.chat_id, e.seq, e.kind, e.message_id, e.actor_id, e.user_id, \
                u.username, e.content, e.created_at \
                FROM chat_events e LEFT JOIN users u ON u.id = e.user_id \

@@ -512,7 +512,16 @@ pub enum Refusal {
     NotAllowed,
     /// The message is deleted already.
     Deleted,
+    /// The message has [`MAX_EMOJIS`] different reactions already, and this is another.
+    TooManyEmojis,
 }
+
+/// Most different emojis one message can carry as reactions, so that a message's view stays
+/// small whoever reacts with what.
+pub const MAX_EMOJIS: i64 = 50;
+
+/// Most earlier versions of a message listed: the newest ones.
+pub const MAX_VERSIONS: i64 = 100;
 
 /// Who changes a message: their id, and whether they are staff (who may delete any message).
 #[derive(Debug, Clone, Copy)]
@@ -657,6 +666,20 @@ pub async fn change(
             }
             Change::React { emoji } | Change::Unreact { emoji } => {
                 let adding = matches!(change, Change::React { .. });
+                if adding {
+                    let (emojis, has_this): (i64, bool) = sqlx::query_as(
+                        "SELECT COUNT(DISTINCT emoji), \
+                         COALESCE(MAX(CASE WHEN emoji = $2 THEN 1 ELSE 0 END), 0) = 1 \
+                         FROM message_reactions WHERE message_id = $1",
+                    )
+                    .bind(message_id)
+                    .bind(emoji)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if emojis >= MAX_EMOJIS && !has_this {
+                        return Ok(Err(Refusal::TooManyEmojis));
+                    }
+                }
                 let done = if adding {
                     sqlx::query(
                         "INSERT INTO message_reactions (message_id, user_id, emoji, created_at) \
@@ -739,11 +762,18 @@ pub struct Version {
     pub replaced_at: DateTime<Utc>,
 }
 
-/// The earlier versions of a message, oldest first (none once it is deleted).
+/// The newest [`MAX_VERSIONS`] earlier versions of a message, oldest first (none once it is
+/// deleted).
 pub async fn versions(db: &Db, message_id: i64) -> sqlx::Result<Vec<Version>> {
     let sql = "SELECT content, written_at, replaced_at FROM message_versions \
-               WHERE message_id = $1 ORDER BY id";
-    on_pool!(db, pool => sqlx::query_as::<_, Version>(sql).bind(message_id).fetch_all(pool).await)
+               WHERE message_id = $1 ORDER BY id DESC LIMIT $2";
+    let mut versions = on_pool!(db, pool => sqlx::query_as::<_, Version>(sql)
+        .bind(message_id)
+        .bind(MAX_VERSIONS)
+        .fetch_all(pool)
+        .await)?;
+    versions.reverse();
+    Ok(versions)
 }
 
 /// One emoji's reactions on a message, as the viewer sees them.

@@ -221,12 +221,16 @@ pub struct MessageFrames {
     /// `edited_at`, a tombstone's `deleted`): its frames without them, for original-protocol
     /// sockets, which get exactly the original's frames. `None` when the two are the same.
     original: Option<(Utf8Bytes, Utf8Bytes)>,
+    /// A deleted message, read back from the database: the original never sent one, so its
+    /// sockets are not sent it either.
+    tombstone: bool,
 }
 
 impl MessageFrames {
     /// The frames of `message`, whose sender is shown with their email.
     pub fn new(message: MessageView) -> Self {
         let sender = message.sender.id;
+        let tombstone = message.deleted;
         let original = message
             .has_extensions()
             .then(|| Self::pair(message.clone().without_extensions()));
@@ -236,6 +240,7 @@ impl MessageFrames {
             with_email,
             without_email,
             original,
+            tombstone,
         }
     }
 
@@ -263,6 +268,7 @@ impl MessageFrames {
             with_email,
             without_email,
             original,
+            tombstone: false,
         }
     }
 
@@ -277,19 +283,23 @@ impl MessageFrames {
         )
     }
 
-    /// The frame `viewer` may get on a socket speaking `protocol`.
-    pub fn for_viewer(&self, viewer: Viewer, protocol: Protocol) -> &Utf8Bytes {
+    /// The frame `viewer` may get on a socket speaking `protocol`; `None` for a deleted
+    /// message on an original-protocol socket, which gets nothing for it.
+    pub fn for_viewer(&self, viewer: Viewer, protocol: Protocol) -> Option<&Utf8Bytes> {
+        if self.tombstone && !protocol.extended() {
+            return None;
+        }
         let (with_email, without_email) = match &self.original {
             Some((with_email, without_email)) if !protocol.extended() => {
                 (with_email, without_email)
             }
             _ => (&self.with_email, &self.without_email),
         };
-        if viewer.sees_email_of(self.sender) {
+        Some(if viewer.sees_email_of(self.sender) {
             with_email
         } else {
             without_email
-        }
+        })
     }
 }
 
