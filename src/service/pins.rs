@@ -28,8 +28,9 @@ pub const MAX_PINS: i64 = 100;
 /// (logged and published as `message_pinned`), `(pin, false)` when it was pinned already.
 ///
 /// Counted against the same rate limit as sends. Errors: `RateLimited`, `NotFound` (no such
-/// message in the chat, or `user` does not take part in it), `PermissionDenied` (neither the owner nor staff, in a group chat), `Conflict` (the message
-/// is deleted, or the chat has [`MAX_PINS`] pins).
+/// message in the chat, or `user` does not take part in it), `PermissionDenied` (neither the
+/// owner nor staff, in a group chat), `Conflict` (the message is deleted, or the chat has
+/// [`MAX_PINS`] pins).
 pub async fn pin(
     state: &AppState,
     user: &User,
