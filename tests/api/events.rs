@@ -390,6 +390,19 @@ async fn the_events_endpoint_pages_through_the_log_and_an_original_client_resume
         .map(position)
         .collect();
     assert_eq!(after, [4, 5]);
+    // The fuzzer's example: the largest position there is, and an empty window.
+    let edge = alice
+        .get(&format!(
+            "/api/chats/{chat}/events/?after={}&before=0&limit=1",
+            i64::MAX
+        ))
+        .await;
+    assert_eq!(edge.status, StatusCode::OK, "{}", edge.body);
+    assert_eq!(edge.body, json!([]));
+    let edge = alice
+        .get(&format!("/api/chats/{chat}/events/?after={}", i64::MAX))
+        .await;
+    assert_eq!(edge.body, json!([]));
     let bad = alice
         .get(&format!("/api/chats/{chat}/events/?after=x"))
         .await;
