@@ -460,20 +460,55 @@ async fn departures_on_one_node_close_sockets_on_the_other_and_frames_hide_email
 }
 
 #[tokio::test]
-async fn edits_and_deletions_on_one_node_reach_v2_sockets_on_the_other_in_log_order() {
+async fn every_kind_of_log_event_on_one_node_reaches_v2_sockets_on_the_other_in_order() {
     let cluster = cluster().await;
     let alice = user_on(&cluster.a, "alice").await;
     let bob = user_on(&cluster.b, "bob").await;
+    let carol = user_on(&cluster.b, "carol").await;
+    let carol_id = id(&carol.me().await);
     let chat = alice.create_chat("talk", &[id(&bob.me().await)]).await;
     let mut alice_ws = alice.ws_v2(chat).await;
 
+    // Bob (node b) and alice, the owner, through node b as well: every change is made on b.
+    let owner = cluster.b.client();
+    owner.login("alice", PASSWORD).await;
     let sent = bob.send_message(chat, "hello").await;
-    let path = format!("/api/chats/{chat}/messages/{}/", id(&sent));
-    bob.patch(&path, &json!({"content": "hello, edited"})).await;
-    bob.delete(&path).await;
-    let kinds = ["message", "message_edited", "message_deleted"];
+    let message = format!("/api/chats/{chat}/messages/{}/", id(&sent));
+    bob.patch(&message, &json!({"content": "hello, edited"}))
+        .await;
+    bob.post(&format!("{message}reactions/"), &json!({"emoji": "👍"}))
+        .await;
+    bob.delete(&format!("{message}reactions/?emoji=%F0%9F%91%8D"))
+        .await;
+    owner.post(&format!("{message}pin/"), &json!({})).await;
+    owner.delete(&format!("{message}pin/")).await;
+    owner
+        .put(&format!("/api/chats/{chat}/"), &json!({"name": "renamed"}))
+        .await;
+    owner
+        .post(
+            &format!("/api/chats/{chat}/participants/"),
+            &json!({"participant_ids": [carol_id]}),
+        )
+        .await;
+    owner
+        .delete(&format!("/api/chats/{chat}/participants/{carol_id}/"))
+        .await;
+    bob.delete(&message).await;
+    let kinds = [
+        "message",
+        "message_edited",
+        "reaction_added",
+        "reaction_removed",
+        "message_pinned",
+        "message_unpinned",
+        "chat_renamed",
+        "member_added",
+        "member_removed",
+        "message_deleted",
+    ];
     let mut seen = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..kinds.len() {
         let frame = alice_ws.next_of_any(&kinds).await;
         let position = frame["seq"]
             .as_i64()
@@ -481,12 +516,10 @@ async fn edits_and_deletions_on_one_node_reach_v2_sockets_on_the_other_in_log_or
             .unwrap();
         seen.push((frame["type"].as_str().unwrap().to_owned(), position));
     }
-    assert_eq!(
-        seen,
-        [
-            ("message".to_owned(), 1),
-            ("message_edited".to_owned(), 2),
-            ("message_deleted".to_owned(), 3)
-        ]
-    );
+    let expected: Vec<(String, i64)> = kinds
+        .iter()
+        .zip(1..)
+        .map(|(kind, position)| (kind.to_string(), position))
+        .collect();
+    assert_eq!(seen, expected);
 }
