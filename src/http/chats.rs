@@ -229,16 +229,13 @@ async fn messages(
     let rows = chats::history(&state, &auth.user, id, cursor.probe()).await?;
     let path = format!("/api/chats/{id}/messages/");
     let viewer = Viewer::of(&auth.user);
-    let mut reactions = messaging::reactions_of(&state.db, &rows, viewer).await?;
+    let mut views = messaging::MessageViews::of(&state.db, &rows, viewer).await?;
     cursor.respond(
         rows,
         |m| m.id,
         &path,
         state.config.page_bytes,
-        |m| {
-            let id = m.id;
-            MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id))
-        },
+        |m| views.view(m),
     )
 }
 

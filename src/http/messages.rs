@@ -45,16 +45,13 @@ async fn list(
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
     let viewer = Viewer::of(&auth.user);
-    let mut reactions = messaging::reactions_of(&state.db, &rows, viewer).await?;
+    let mut views = messaging::MessageViews::of(&state.db, &rows, viewer).await?;
     cursor.respond(
         rows,
         |m| m.id,
         "/api/messages/",
         state.config.page_bytes,
-        |m| {
-            let id = m.id;
-            MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id))
-        },
+        |m| views.view(m),
     )
 }
 

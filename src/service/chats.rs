@@ -49,14 +49,10 @@ pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<V
             .push(UserView::for_viewer(&p.user, viewer));
     }
     let latest = store::messages::latest_per_chat(db, &ids, NESTED_MESSAGES).await?;
-    let mut reactions = super::messaging::reactions_of(db, &latest, viewer).await?;
+    let mut views = super::messaging::MessageViews::of(db, &latest, viewer).await?;
     let mut messages: HashMap<i64, Vec<MessageView>> = HashMap::new();
     for m in latest {
-        let id = m.id;
-        messages
-            .entry(m.chat_id)
-            .or_default()
-            .push(MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id)));
+        messages.entry(m.chat_id).or_default().push(views.view(m));
     }
     let reads: HashMap<i64, store::chats::ReadState> =
         store::chats::read_states(db, viewer.id, &ids)

@@ -340,35 +340,42 @@ pub async fn with_reactions(
     messages: Vec<store::messages::Message>,
     user: &User,
 ) -> ServiceResult<Vec<MessageView>> {
-    let viewer = Viewer::of(user);
-    let mut reactions = reactions_of(&state.db, &messages, viewer).await?;
-    Ok(messages
-        .into_iter()
-        .map(|m| {
-            let id = m.id;
-            MessageView::for_viewer(m, viewer).with_reactions(reactions.remove(&id))
-        })
-        .collect())
+    let mut views = MessageViews::of(&state.db, &messages, Viewer::of(user)).await?;
+    Ok(messages.into_iter().map(|m| views.view(m)).collect())
 }
 
-/// The reactions on `messages` as `viewer` sees them (whether they reacted), by message id, in
-/// one query: for views built one by one.
-pub async fn reactions_of(
-    db: &Db,
-    messages: &[store::messages::Message],
+/// Renders messages for one viewer with their reactions, read for all of them up front in one
+/// query: for views built one by one (a page filled until its byte budget runs out).
+pub struct MessageViews {
     viewer: Viewer,
-) -> ServiceResult<HashMap<i64, Vec<ReactionView>>> {
-    let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
-    let mut by_message: HashMap<i64, Vec<ReactionView>> = HashMap::new();
-    for r in store::messages::reactions(db, &ids, viewer.id).await? {
-        by_message
-            .entry(r.message_id)
-            .or_default()
-            .push(ReactionView {
-                emoji: r.emoji,
-                count: r.count,
-                me: r.me,
-            });
+    reactions: HashMap<i64, Vec<ReactionView>>,
+}
+
+impl MessageViews {
+    /// Reads the reactions on `messages` as `viewer` sees them (whether they reacted).
+    pub async fn of(
+        db: &Db,
+        messages: &[store::messages::Message],
+        viewer: Viewer,
+    ) -> ServiceResult<MessageViews> {
+        let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+        let mut reactions: HashMap<i64, Vec<ReactionView>> = HashMap::new();
+        for r in store::messages::reactions(db, &ids, viewer.id).await? {
+            reactions
+                .entry(r.message_id)
+                .or_default()
+                .push(ReactionView {
+                    emoji: r.emoji,
+                    count: r.count,
+                    me: r.me,
+                });
+        }
+        Ok(MessageViews { viewer, reactions })
     }
-    Ok(by_message)
+
+    /// Message `m` as the viewer sees it, with its reactions.
+    pub fn view(&mut self, m: store::messages::Message) -> MessageView {
+        let reactions = self.reactions.remove(&m.id);
+        MessageView::for_viewer(m, self.viewer).with_reactions(reactions)
+    }
 }
