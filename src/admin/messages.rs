@@ -1,5 +1,6 @@
 //! `/admin/messages/`: every chat message, newest first, filtered by chat, sender and content;
-//! deleting one leaves a tombstone and tells the chat's `mrm.v2` sockets (`message_deleted`).
+//! each message's page with its earlier versions; deleting one leaves a tombstone and tells the
+//! chat's `mrm.v2` sockets (`message_deleted`).
 
 use askama::Template;
 use axum::{extract::State, response::Response};
@@ -14,7 +15,7 @@ use crate::{
     state::AppState,
     store::{
         self,
-        messages::{MessageFilter, MessageWithChat},
+        messages::{MessageFilter, MessageWithChat, Version},
     },
 };
 
@@ -78,6 +79,33 @@ pub async fn list(
         sender,
         q,
         filter_error,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "admin/message.html")]
+struct DetailPage {
+    chrome: Chrome,
+    message: MessageWithChat,
+    /// Its earlier versions, oldest first (none once deleted: a deletion erases them).
+    versions: Vec<Version>,
+}
+
+/// `GET /admin/messages/{id}/`: the message as it is now, with its earlier versions (the
+/// newest 100); 404 when unknown.
+pub async fn detail(
+    State(state): State<AppState>,
+    staff: StaffUser,
+    AdminId(id): AdminId,
+) -> AdminResult<Response> {
+    let message = store::messages::with_chat_by_id(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    let versions = store::messages::versions(&state.db, id).await?;
+    render(&DetailPage {
+        chrome: staff.chrome("messages", None),
+        message,
+        versions,
     })
 }
 

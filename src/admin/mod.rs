@@ -66,6 +66,7 @@ pub fn router() -> Router<AppState> {
             get(chats::delete_page).post(chats::delete),
         )
         .route("/admin/messages", get(messages::list))
+        .route("/admin/messages/{id}", get(messages::detail))
         .route(
             "/admin/messages/{id}/delete",
             get(messages::delete_page).post(messages::delete),

@@ -2,6 +2,7 @@
 
 pub mod ai_message;
 pub mod email;
+pub mod mention;
 pub mod message;
 pub mod password;
 pub mod text;

@@ -124,11 +124,12 @@ async fn retrieve(
     Ok(Json(chats::get(&state, id, &auth.user).await?))
 }
 
-/// Renames a chat (owner or staff); PUT requires `name`, PATCH may leave it out.
+/// Renames a chat, or switches its read receipts (owner or staff); PUT requires `name`, PATCH
+/// may leave it out.
 #[utoipa::path(method(put, patch), path = "/api/chats/{id}/", tag = "Chats", security(("session" = [], "csrf" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Chat id")),
     request_body(content = ChatUpdate, content_type = "application/json", description = "`name` is required with PUT, optional with PATCH"),
     responses(
-        (status = 200, description = "Renamed (owner or staff)", body = ChatView),
+        (status = 200, description = "Changed (owner or staff)", body = ChatView),
         (status = 400, description = "Invalid input", body = BadRequest),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, not the owner, or a CSRF check failed", body = Detail),
@@ -147,8 +148,13 @@ async fn update(
     } else {
         None
     };
+    let read_receipts = input.optional_bool("read_receipts", &mut errors);
+    let changes = chats::ChatChanges {
+        name,
+        read_receipts,
+    };
     Ok(Json(
-        chats::rename(&state, &auth.user, id, name, errors).await?,
+        chats::update(&state, &auth.user, id, changes, errors).await?,
     ))
 }
 

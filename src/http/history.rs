@@ -23,9 +23,9 @@ use crate::{
     state::AppState,
     store::events::LogEntry,
     wire::{
-        frames::{LogItem, LoggedFrame, MessageFrame},
+        frames::{LogItem, LoggedFrame, Member, MessageFrame},
         schemas::{BadRequest, Detail, EditMessage, ReactionRequest, ReadRequest},
-        views::{MessageVersionView, MessageView, ReadStateView, Viewer},
+        views::{MessageVersionView, MessageView, ReadStateView, ReceiptView, Viewer},
     },
 };
 
@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/chats/{id}/events", get(events))
         .route("/api/chats/{id}/read", post(read))
+        .route("/api/chats/{id}/receipts", get(receipts))
 }
 
 /// Replaces the content of one of the caller's own messages.
@@ -188,6 +189,33 @@ async fn read(
     let seq = seq.ok_or_else(|| ApiError::BadRequest("seq is required".into()))?;
     let read = chats::mark_read(&state, &auth.user, chat_id, seq).await?;
     Ok(Json(ReadStateView::from(read)))
+}
+
+/// Lists every member's read position, in a chat with read receipts on.
+#[utoipa::path(get, path = "/api/chats/{id}/receipts/", tag = "Messages", security(("session" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Chat id")),
+    responses(
+        (status = 200, description = "Who has read up to where, by username; `mrm.v2` sockets learn of each later move as a `read_receipt` frame", body = Vec<ReceiptView>),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 404, description = "Not found, or not yours to see", body = Detail),
+        (status = 409, description = "Read receipts are off in this chat", body = Detail),
+    ))]
+async fn receipts(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Id(chat_id): Id,
+) -> ApiResult<Json<Vec<ReceiptView>>> {
+    let positions = chats::read_positions(&state, &auth.user, chat_id).await?;
+    Ok(Json(
+        positions
+            .into_iter()
+            .map(|(id, username, last_read_seq)| ReceiptView {
+                user: Member { id, username },
+                last_read_seq,
+            })
+            .collect(),
+    ))
 }
 
 /// The `emoji` field of a reaction request.

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/messages", get(list))
         .route("/api/messages/{id}", get(retrieve))
+        .route("/api/mentions", get(mentions))
 }
 
 /// Lists the messages of every chat the caller takes part in, oldest first, one page at a time.
@@ -50,6 +51,37 @@ async fn list(
         rows,
         |m| m.id,
         "/api/messages/",
+        state.config.page_bytes,
+        |m| views.view(m),
+    )
+}
+
+/// Lists the messages that mention the caller (`@username`) in the chats they take part in,
+/// oldest first, one page at a time; without a cursor, the newest page.
+#[utoipa::path(get, path = "/api/mentions/", tag = "Messages", security(("session" = []), ("bearer" = [])), params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 500 (default 100)", minimum = 1, maximum = 500),
+        ("before" = Option<i64>, Query, description = "Only ids below this; the page holds the newest of them", minimum = 0),
+        ("after" = Option<i64>, Query, description = "Only ids above this; the page holds the oldest of them", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "Messages mentioning the caller, oldest first", body = Vec<MessageView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more items lie beyond this page"))),
+        (status = 400, description = "Invalid input", body = BadRequest),
+        (status = 401, description = "Invalid bearer token", body = Detail),
+        (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+    ))]
+async fn mentions(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let cursor = Cursor::from_query(query.as_deref())?;
+    let rows = messaging::mentions(&state, &auth.user, cursor.probe()).await?;
+    let viewer = Viewer::of(&auth.user);
+    let mut views = messaging::MessageViews::of(&state.db, &rows, viewer).await?;
+    cursor.respond(
+        rows,
+        |m| m.id,
+        "/api/mentions/",
         state.config.page_bytes,
         |m| views.view(m),
     )

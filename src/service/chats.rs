@@ -72,6 +72,7 @@ pub async fn views(db: &Db, chats: Vec<Chat>, viewer: Viewer) -> ServiceResult<V
             if let Some(read) = reads.get(&id) {
                 view.last_read_seq = read.last_read_seq;
                 view.unread_count = read.unread_count;
+                view.unread_mentions = read.unread_mentions;
             }
             view
         })
@@ -226,21 +227,36 @@ pub async fn create(
     view(&state.db, chat, owner).await
 }
 
-/// Renames the chat to `name` (unchanged when `None`), after checking that `user` manages it:
-/// the permission is judged before the input, so an outsider learns nothing from a 400.
-/// Errors: `NotFound`, `PermissionDenied`, then `Validation` from `errors`.
-pub async fn rename(
+/// What an update of a chat changes; `None` leaves a setting as it is.
+#[derive(Debug, Default)]
+pub struct ChatChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// Read receipts on or off.
+    pub read_receipts: Option<bool>,
+}
+
+/// Makes `changes` to the chat, after checking that `user` manages it: the permission is judged
+/// before the input, so an outsider learns nothing from a 400. A new name is logged
+/// ([`rename_as`]). Errors: `NotFound`, `PermissionDenied`, then `Validation` from `errors`.
+pub async fn update(
     state: &AppState,
     user: &User,
     chat_id: i64,
-    name: Option<String>,
+    changes: ChatChanges,
     errors: FieldErrors,
 ) -> ServiceResult<ChatView> {
     let mut chat = managed(state, chat_id, user).await?;
     errors.check()?;
-    if let Some(name) = name {
+    if let Some(name) = changes.name {
         rename_as(state, chat.id, &name, user.id).await?;
         chat.name = name;
+    }
+    if let Some(on) = changes.read_receipts {
+        if !store::chats::set_read_receipts(&state.db, chat.id, on).await? {
+            return Err(ServiceError::NotFound);
+        }
+        chat.read_receipts = on;
     }
     view(&state.db, chat, user).await
 }
@@ -412,7 +428,9 @@ pub async fn log(
 
 /// Moves `user`'s read position in the chat forward to `seq` (never back, never past the chat's
 /// last position), and returns the read state now held; counted against the same rate limit as
-/// sends. Errors: `RateLimited`, `NotFound` when `user` does not take part.
+/// sends. In a chat with read receipts on, a move is logged and published to the chat's
+/// `mrm.v2` sockets as a `read_receipt` event. Errors: `RateLimited`, `NotFound` when `user`
+/// does not take part.
 pub async fn mark_read(
     state: &AppState,
     user: &User,
@@ -420,13 +438,34 @@ pub async fn mark_read(
     seq: i64,
 ) -> ServiceResult<store::chats::ReadState> {
     state.limits.message(user.id, chat_id)?;
-    store::chats::mark_read(&state.db, chat_id, user.id, seq)
+    let moved = store::chats::mark_read(&state.db, chat_id, user.id, seq)
         .await?
         .ok_or(ServiceError::NotFound)?;
+    if let Some(event) = &moved.event {
+        super::messaging::publish_logged(state, event);
+    }
     store::chats::read_states(&state.db, user.id, &[chat_id])
         .await?
         .pop()
         .ok_or(ServiceError::NotFound)
+}
+
+/// Why the chat's read positions cannot be listed.
+pub const RECEIPTS_OFF: &str = "Read receipts are off in this chat.";
+
+/// Every member's read position in the chat (who has read up to where), for a member, in a
+/// chat with read receipts on. Errors: `NotFound` (not `user`'s to see), `Conflict`
+/// ([`RECEIPTS_OFF`]).
+pub async fn read_positions(
+    state: &AppState,
+    user: &User,
+    chat_id: i64,
+) -> ServiceResult<Vec<(i64, String, i64)>> {
+    let chat = visible(state, chat_id, user).await?;
+    if !chat.read_receipts {
+        return Err(ServiceError::Conflict(RECEIPTS_OFF.into()));
+    }
+    Ok(store::chats::read_positions(&state.db, chat.id).await?)
 }
 
 /// The chat's last `seq` if `user` takes part in it: where a new live-only socket starts.

@@ -98,7 +98,7 @@ async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pend
                 drop(rows);
                 // Published chat by chat in seq order, as committed.
                 let mut done: Vec<_> = batch.drain(..).zip(saved).collect();
-                done.sort_by_key(|(p, s)| (p.chat_id, s.map(|s| s.seq)));
+                done.sort_by_key(|(p, s)| (p.chat_id, s.as_ref().map(|s| s.seq)));
                 for (p, saved) in done {
                     finish(&realtime, p, Ok(saved));
                 }
@@ -137,6 +137,7 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 deleted: false,
                 reply_to: p.reply_to,
                 reactions: Vec::new(),
+                mentions: saved.mentions,
             };
             realtime.publish(
                 p.chat_id,
@@ -253,6 +254,16 @@ pub async fn versions(
         return Err(ServiceError::NotFound);
     }
     Ok(store::messages::versions(&state.db, message_id).await?)
+}
+
+/// A window (by message id) over the messages that mention `user` in the chats they take part
+/// in now.
+pub async fn mentions(
+    state: &AppState,
+    user: &User,
+    window: store::Window,
+) -> ServiceResult<Vec<store::messages::Message>> {
+    Ok(store::messages::page_mentioning(&state.db, user.id, window).await?)
 }
 
 /// `user` as the store's rules for changing messages see them.

@@ -22,12 +22,16 @@ pub struct Chat {
     /// A direct chat: the one chat between two users (or a user's own), with no owner and
     /// fixed members ([`direct`]).
     pub direct: bool,
+    /// Whether moves of members' read positions are logged as `read_receipt` events, for
+    /// every member to see (off by default; the owner or staff switch it).
+    pub read_receipts: bool,
 }
 
 /// `Chat`'s columns, read from `chats c`.
 macro_rules! chat_columns {
     () => {
-        "c.id, c.name, c.owner_id, c.created_at, (c.direct_key IS NOT NULL) AS direct"
+        "c.id, c.name, c.owner_id, c.created_at, (c.direct_key IS NOT NULL) AS direct, \
+         c.read_receipts"
     };
 }
 
@@ -51,7 +55,7 @@ pub async fn create(
         let mut tx = pool.begin().await?;
         let chat = sqlx::query_as::<_, Chat>(
             "INSERT INTO chats (name, owner_id, created_at) VALUES ($1, $2, $3) \
-             RETURNING id, name, owner_id, created_at, FALSE AS direct",
+             RETURNING id, name, owner_id, created_at, FALSE AS direct, read_receipts",
         )
         .bind(name)
         .bind(owner_id)
@@ -89,7 +93,7 @@ pub async fn direct(
         let created: Option<Chat> = sqlx::query_as(
             "INSERT INTO chats (name, owner_id, created_at, direct_key) VALUES ($1, NULL, $2, $3) \
              ON CONFLICT (direct_key) DO NOTHING \
-             RETURNING id, name, owner_id, created_at, TRUE AS direct",
+             RETURNING id, name, owner_id, created_at, TRUE AS direct, read_receipts",
         )
         .bind(name)
         .bind(now)
@@ -468,10 +472,13 @@ pub struct ReadState {
     pub last_read_seq: i64,
     /// Messages after it, from others, not deleted.
     pub unread_count: i64,
+    /// Those of them that mention the member.
+    pub unread_mentions: i64,
 }
 
 /// `user_id`'s read state in each of the given chats they take part in: one statement for any
-/// number of chats (each count is a range read of the chat's `(chat_id, seq)` index).
+/// number of chats (each count is a range read of an index: the chat's `(chat_id, seq)` for
+/// messages, the user's `(user_id, chat_id, seq)` for mentions).
 pub async fn read_states(db: &Db, user_id: i64, chat_ids: &[i64]) -> sqlx::Result<Vec<ReadState>> {
     if chat_ids.is_empty() {
         return Ok(Vec::new());
@@ -481,7 +488,9 @@ pub async fn read_states(db: &Db, user_id: i64, chat_ids: &[i64]) -> sqlx::Resul
             "SELECT p.chat_id, p.last_read_seq, \
              (SELECT COUNT(*) FROM messages m WHERE m.chat_id = p.chat_id \
               AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id \
-              AND m.deleted_at IS NULL) AS unread_count \
+              AND m.deleted_at IS NULL) AS unread_count, \
+             (SELECT COUNT(*) FROM message_mentions mm WHERE mm.user_id = p.user_id \
+              AND mm.chat_id = p.chat_id AND mm.seq > p.last_read_seq) AS unread_mentions \
              FROM chat_participants p WHERE p.user_id = ",
         );
         q.push_bind(user_id);
@@ -495,18 +504,116 @@ pub async fn read_states(db: &Db, user_id: i64, chat_ids: &[i64]) -> sqlx::Resul
     })
 }
 
+/// Where a member's read position is after [`mark_read`].
+#[derive(Debug, Clone)]
+pub struct ReadMoved {
+    /// The position now held.
+    pub last_read_seq: i64,
+    /// The read receipt logged, when the position moved in a chat with read receipts on.
+    pub event: Option<EventRow>,
+}
+
 /// Moves `user_id`'s read position in the chat forward to `seq` (never back, never past the
-/// chat's last position); `None` when they do not take part. Returns the position now held.
-pub async fn mark_read(db: &Db, chat_id: i64, user_id: i64, seq: i64) -> sqlx::Result<Option<i64>> {
+/// chat's last position); `None` when they do not take part. In a chat with read receipts on,
+/// a move is logged as a `read_receipt` event, under the chat's lock like every other change
+/// (so it is taken first, before the member's row); elsewhere no lock is taken, since the
+/// position concerns the member alone.
+pub async fn mark_read(
+    db: &Db,
+    chat_id: i64,
+    user_id: i64,
+    seq: i64,
+) -> sqlx::Result<Option<ReadMoved>> {
     let sql = "UPDATE chat_participants SET last_read_seq = CASE \
                WHEN $3 <= last_read_seq THEN last_read_seq \
                WHEN $3 <= (SELECT last_seq FROM chats WHERE id = $1) THEN $3 \
                ELSE (SELECT last_seq FROM chats WHERE id = $1) END \
                WHERE chat_id = $1 AND user_id = $2 RETURNING last_read_seq";
-    on_writer!(db, pool => sqlx::query_scalar(sql)
+    on_writer!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let receipts: Option<bool> =
+            sqlx::query_scalar("SELECT read_receipts FROM chats WHERE id = $1")
+                .bind(chat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(mut receipts) = receipts else {
+            return Ok(None);
+        };
+        if receipts {
+            // Takes the chat's row lock without taking a position (the position is taken only
+            // if the read moves), and reads the switch again under it.
+            receipts = sqlx::query_scalar(
+                "UPDATE chats SET last_seq = last_seq WHERE id = $1 RETURNING read_receipts",
+            )
+            .bind(chat_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        }
+        let before: Option<i64> = sqlx::query_scalar(
+            "SELECT last_read_seq FROM chat_participants WHERE chat_id = $1 AND user_id = $2",
+        )
         .bind(chat_id)
         .bind(user_id)
-        .bind(seq)
-        .fetch_optional(pool)
-        .await)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        let now_read: i64 = sqlx::query_scalar(sql)
+            .bind(chat_id)
+            .bind(user_id)
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await?;
+        let event = if receipts && now_read > before {
+            let seq: i64 = sqlx::query_scalar(super::events::NEXT_POSITION)
+                .bind(chat_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let username: Option<String> =
+                sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let event = EventRow {
+                chat_id,
+                seq,
+                kind: EventKind::ReadReceipt.as_str().to_owned(),
+                message_id: None,
+                actor_id: Some(user_id),
+                user_id: Some(user_id),
+                username,
+                content: None,
+                read_seq: Some(now_read),
+                created_at: super::now(),
+            };
+            super::events::insert_event!(tx, &event);
+            Some(event)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(Some(ReadMoved { last_read_seq: now_read, event }))
+    })
+}
+
+/// Switches read receipts on or off in the chat; `false` when there is no such chat.
+pub async fn set_read_receipts(db: &Db, chat_id: i64, on: bool) -> sqlx::Result<bool> {
+    on_writer!(db, pool => sqlx::query("UPDATE chats SET read_receipts = $1 WHERE id = $2")
+        .bind(on)
+        .bind(chat_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected() > 0))
+}
+
+/// Every member's read position in the chat, by username: who has read up to where.
+pub async fn read_positions(db: &Db, chat_id: i64) -> sqlx::Result<Vec<(i64, String, i64)>> {
+    on_pool!(db, pool => sqlx::query_as::<_, (i64, String, i64)>(
+        "SELECT u.id, u.username, p.last_read_seq FROM chat_participants p \
+         JOIN users u ON u.id = p.user_id WHERE p.chat_id = $1 ORDER BY u.username, u.id",
+    )
+    .bind(chat_id)
+    .fetch_all(pool)
+    .await)
 }

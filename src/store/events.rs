@@ -33,10 +33,13 @@ pub enum EventKind {
     /// A message was unpinned (`actor_id` who unpinned it). A deletion unpins its message too,
     /// logged as the deletion alone.
     MessageUnpinned,
+    /// A member's read position moved forward (`user_id`, `read_seq` the position now read);
+    /// logged only in chats with read receipts on.
+    ReadReceipt,
 }
 
 /// Every kind, for parsing.
-const KINDS: [EventKind; 11] = [
+const KINDS: [EventKind; 12] = [
     EventKind::MessageEdited,
     EventKind::MessageDeleted,
     EventKind::MemberAdded,
@@ -48,6 +51,7 @@ const KINDS: [EventKind; 11] = [
     EventKind::ReactionRemoved,
     EventKind::MessagePinned,
     EventKind::MessageUnpinned,
+    EventKind::ReadReceipt,
 ];
 
 impl EventKind {
@@ -65,6 +69,7 @@ impl EventKind {
             EventKind::ReactionRemoved => "reaction_removed",
             EventKind::MessagePinned => "message_pinned",
             EventKind::MessageUnpinned => "message_unpinned",
+            EventKind::ReadReceipt => "read_receipt",
         }
     }
 
@@ -89,6 +94,8 @@ pub struct EventRow {
     /// The text the event carries (see [`EventKind`]); `None` once its message is deleted
     /// (events keep no deleted content).
     pub content: Option<String>,
+    /// For a read receipt, the position the member has now read.
+    pub read_seq: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -128,11 +135,11 @@ impl LogEntry {
 }
 
 /// Appends an event: `$1` chat, `$2` seq, `$3` kind, `$4` message, `$5` actor, `$6` user, `$7`
-/// content, `$8` time. Run in the transaction of the change, which holds the chat's row lock and
+/// content, `$8` time, `$9` read position. Run in the transaction of the change, which holds the chat's row lock and
 /// took `seq` from its counter.
 pub const INSERT: &str = "INSERT INTO chat_events \
-     (chat_id, seq, kind, message_id, actor_id, user_id, content, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (chat_id, seq, kind, message_id, actor_id, user_id, content, created_at, read_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// Takes chat `chat_id`'s next log position, locking its row until commit (so changes of one
 /// chat take turns, sends included). `$1` chat.
@@ -153,6 +160,7 @@ macro_rules! insert_event {
             .bind(row.user_id)
             .bind(row.content.as_deref())
             .bind(row.created_at)
+            .bind(row.read_seq)
             .execute(&mut *$tx)
             .await?;
     }};
@@ -189,6 +197,7 @@ macro_rules! log_event {
             user_id,
             username,
             content: $content,
+            read_seq: None,
             created_at: $at,
         };
         $crate::store::events::insert_event!($tx, &row);
@@ -228,7 +237,7 @@ pub async fn range(
     }
     let messages = super::messages::seq_range(db, chat_id, after, before, limit).await?;
     let sql = "SELECT e.chat_id, e.seq, e.kind, e.message_id, e.actor_id, e.user_id, \
-               u.username, e.content, e.created_at \
+               u.username, e.content, e.read_seq, e.created_at \
                FROM chat_events e LEFT JOIN users u ON u.id = e.user_id \
                WHERE e.chat_id = $1 AND e.seq > $2 AND e.seq < $3 ORDER BY e.seq LIMIT $4";
     let events: Vec<EventRow> = on_pool!(db, pool => sqlx::query_as::<_, EventRow>(sql)

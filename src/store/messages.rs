@@ -38,6 +38,8 @@ pub struct Message {
     pub reply_excerpt: Option<String>,
     /// Whether it is deleted.
     pub reply_deleted: bool,
+    /// The members it mentions, as [`crate::domain::mention::encode_ids`] keeps them.
+    pub mentions: Option<String>,
 }
 
 /// `Message`'s columns, read from `messages m` joined with its sender as `users u`.
@@ -47,7 +49,7 @@ macro_rules! message_columns {
          u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type, \
          m.edited_at, m.deleted_at, m.reply_to_id, r.sender_id AS reply_sender_id, \
          ru.username AS reply_sender_username, SUBSTR(r.content, 1, 100) AS reply_excerpt, \
-         (r.deleted_at IS NOT NULL) AS reply_deleted"
+         (r.deleted_at IS NOT NULL) AS reply_deleted, m.mentions"
     };
 }
 
@@ -75,11 +77,74 @@ macro_rules! message_select {
 
 /// What the database assigned to a saved message: its id, its position in the chat, and the
 /// time it was saved (microsecond precision).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Saved {
     pub id: i64,
     pub seq: i64,
     pub created_at: DateTime<Utc>,
+    /// The members it mentions, ascending.
+    pub mentions: Vec<i64>,
+}
+
+/// Inside an `on_writer!` body, in transaction `$tx` that holds chat `$chat`'s lock: records
+/// which members message `$message` (at position `$seq`, sent by `$sender`) mentions, from the
+/// `@username` candidates of `$content` ([`crate::domain::mention::candidates`]): replaces its
+/// `message_mentions` rows and its `mentions` column. The sender is never among them. Evaluates
+/// to the mentioned ids, ascending. Costs nothing for content without an `@`.
+macro_rules! write_mentions {
+    ($tx:ident, chat: $chat:expr, message: $message:expr, seq: $seq:expr,
+     sender: $sender:expr, content: $content:expr, replace: $replace:expr) => {{
+        let chat_id: i64 = $chat;
+        let message_id: i64 = $message;
+        let names = $crate::domain::mention::candidates($content);
+        if $replace {
+            sqlx::query("DELETE FROM message_mentions WHERE message_id = $1")
+                .bind(message_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let mut ids: Vec<i64> = Vec::new();
+        if !names.is_empty() {
+            let mut q = QueryBuilder::new(
+                "SELECT p.user_id FROM chat_participants p JOIN users u ON u.id = p.user_id \
+                 WHERE p.chat_id = ",
+            );
+            q.push_bind(chat_id)
+                .push(" AND p.user_id <> ")
+                .push_bind($sender);
+            q.push(" AND u.username IN (");
+            let mut list = q.separated(", ");
+            for name in &names {
+                list.push_bind(name.as_str());
+            }
+            q.push(") ORDER BY p.user_id");
+            ids = q
+                .build_query_scalar::<i64>()
+                .persistent(false)
+                .fetch_all(&mut *$tx)
+                .await?;
+        }
+        if !ids.is_empty() {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO message_mentions (message_id, user_id, chat_id, seq) ",
+            );
+            q.push_values(&ids, |mut row, user_id| {
+                row.push_bind(message_id)
+                    .push_bind(*user_id)
+                    .push_bind(chat_id)
+                    .push_bind($seq);
+            });
+            q.build().persistent(false).execute(&mut *$tx).await?;
+        }
+        if !ids.is_empty() || $replace {
+            sqlx::query("UPDATE messages SET mentions = $1 WHERE id = $2")
+                .bind($crate::domain::mention::encode_ids(&ids))
+                .bind(message_id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        ids
+    }};
 }
 
 /// Saves a message from a participant, giving it the chat's next sequence number in the same
@@ -122,8 +187,10 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>
         .bind(reply_to)
         .fetch_one(&mut *tx)
         .await?;
+        let mentions = write_mentions!(tx, chat: chat_id, message: id, seq: seq,
+            sender: sender_id, content: content, replace: false);
         tx.commit().await?;
-        Ok(Some(Saved { id, seq, created_at: now }))
+        Ok(Some(Saved { id, seq, created_at: now, mentions }))
     })
 }
 
@@ -256,8 +323,17 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                     let id = ids.get(&(rows[i].chat_id, seq)).copied().ok_or_else(|| {
                         sqlx::Error::Protocol("an inserted message came back without its id".into())
                     })?;
-                    saved[i] = Some(Saved { id, seq, created_at: now });
+                    saved[i] = Some(Saved { id, seq, created_at: now, mentions: Vec::new() });
                 }
+            }
+            for &(i, seq) in &accepted {
+                let row = &rows[i];
+                if !row.content.contains('@') {
+                    continue;
+                }
+                let Some(saved) = saved[i].as_mut() else { continue };
+                saved.mentions = write_mentions!(tx, chat: row.chat_id, message: saved.id,
+                    seq: seq, sender: row.sender_id, content: row.content, replace: false);
             }
         }
         tx.commit().await?;
@@ -361,19 +437,48 @@ pub async fn page_in_chat(
 
 /// A window over every chat `user_id` takes part in, oldest first.
 pub async fn page_for_user(db: &Db, user_id: i64, window: Window) -> sqlx::Result<Vec<Message>> {
-    let sql = if window.from_newest() {
-        concat!(
-            message_select!(),
-            "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
-             WHERE m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
-        )
-    } else {
-        concat!(
-            message_select!(),
-            "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
-             WHERE m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
-        )
-    };
+    let newest = concat!(
+        message_select!(),
+        "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
+         WHERE m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
+    );
+    let oldest = concat!(
+        message_select!(),
+        "JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
+         WHERE m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
+    );
+    page_by_id(db, user_id, window, newest, oldest).await
+}
+
+/// A window over the messages that mention `user_id` in the chats they take part in now, by
+/// message id (deleted messages mention no one).
+pub async fn page_mentioning(db: &Db, user_id: i64, window: Window) -> sqlx::Result<Vec<Message>> {
+    let newest = concat!(
+        message_select!(),
+        "JOIN message_mentions mm ON mm.message_id = m.id AND mm.user_id = $1 \
+         JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
+         WHERE m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
+    );
+    let oldest = concat!(
+        message_select!(),
+        "JOIN message_mentions mm ON mm.message_id = m.id AND mm.user_id = $1 \
+         JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = $1 \
+         WHERE m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
+    );
+    page_by_id(db, user_id, window, newest, oldest).await
+}
+
+/// Runs one of two statements over a window by message id for `user_id` (`$1`), with the
+/// window's bounds (`$2`, `$3`) and limit (`$4`): `newest` reads downwards from the upper bound,
+/// `oldest` upwards from the lower one. Returns the rows oldest first.
+async fn page_by_id(
+    db: &Db,
+    user_id: i64,
+    window: Window,
+    newest: &'static str,
+    oldest: &'static str,
+) -> sqlx::Result<Vec<Message>> {
+    let sql = if window.from_newest() { newest } else { oldest };
     let rows = on_pool!(db, pool => sqlx::query_as::<_, Message>(sql)
         .bind(user_id)
         .bind(window.lower())
@@ -545,6 +650,7 @@ pub struct Changed {
 #[derive(sqlx::FromRow)]
 struct Target {
     sender_id: i64,
+    seq: i64,
     deleted: bool,
     content: String,
     written_at: DateTime<Utc>,
@@ -571,8 +677,9 @@ pub enum Change<'a> {
 /// membership and the message's state are read under the lock that orders the log), then writes
 /// the change and its event at that position:
 /// - an edit keeps the previous version in `message_versions` and sets `edited_at`;
-/// - a deletion empties the content, erases the earlier versions and the content of the
-///   message's edit events, unpins it, and sets `deleted_at`.
+/// - an edit also replaces the message's mentions with those of the new content;
+/// - a deletion empties the content, erases the earlier versions, the content of the message's
+///   edit events, its mentions and its reactions, unpins it, and sets `deleted_at`.
 ///
 /// Refused, with nothing written: `NotFound` (no such message in the chat, or the actor may not
 /// see it), `NotAllowed`, `Deleted`.
@@ -594,7 +701,7 @@ pub async fn change(
             return Ok(Err(Refusal::NotFound));
         };
         let target: Option<Target> = sqlx::query_as(
-            "SELECT m.sender_id, (m.deleted_at IS NOT NULL) AS deleted, m.content, \
+            "SELECT m.sender_id, m.seq, (m.deleted_at IS NOT NULL) AS deleted, m.content, \
              COALESCE(m.edited_at, m.created_at) AS written_at, c.owner_id, \
              EXISTS (SELECT 1 FROM chat_participants p \
                      WHERE p.chat_id = $1 AND p.user_id = $3) AS member \
@@ -641,14 +748,27 @@ pub async fn change(
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
+                // Mentions follow the content: a name added by the edit mentions its member.
+                write_mentions!(tx, chat: chat_id, message: message_id, seq: target.seq,
+                    sender: target.sender_id, content: content, replace: true);
                 (EventKind::MessageEdited, Some(content))
             }
             Change::Delete => {
-                sqlx::query("UPDATE messages SET content = '', deleted_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE messages SET content = '', deleted_at = $1, mentions = NULL \
+                     WHERE id = $2",
+                )
+                .bind(now)
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await?;
+                // A tombstone carries nothing of what it was: no mentions, no reactions.
+                for sql in [
+                    "DELETE FROM message_mentions WHERE message_id = $1",
+                    "DELETE FROM message_reactions WHERE message_id = $1",
+                ] {
+                    sqlx::query(sql).bind(message_id).execute(&mut *tx).await?;
+                }
                 sqlx::query("DELETE FROM message_versions WHERE message_id = $1")
                     .bind(message_id)
                     .execute(&mut *tx)
@@ -729,6 +849,7 @@ pub async fn change(
             user_id: None,
             username: None,
             content: content.map(str::to_owned),
+            read_seq: None,
             created_at: now,
         };
         if matches!(change, Change::React { .. } | Change::Unreact { .. }) {

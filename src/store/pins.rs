@@ -158,6 +158,7 @@ pub async fn set(
                     user_id: None,
                     username: None,
                     content: None,
+                    read_seq: None,
                     created_at: now,
                 };
                 super::events::insert_event!(tx, &event);

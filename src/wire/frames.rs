@@ -392,6 +392,23 @@ pub struct ReactionFrame {
     pub user: Member,
 }
 
+/// Server → client (`mrm.v2`), in chats with read receipts on: a member has read the chat up
+/// to `read_seq`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadReceiptFrame {
+    /// Always `read_receipt`.
+    #[serde(rename = "type")]
+    #[schema(example = "read_receipt")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    pub chat: i64,
+    /// Who read (username empty for an account deleted since).
+    pub user: Member,
+    /// The position they have now read up to.
+    pub read_seq: i64,
+}
+
 /// The `mrm.v2` frame of a logged event other than a new message (those are `message` frames).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -403,6 +420,7 @@ pub enum LoggedFrame {
     Reaction(ReactionFrame),
     MessagePinned(MessagePinnedFrame),
     MessageUnpinned(MessageUnpinnedFrame),
+    ReadReceipt(ReadReceiptFrame),
 }
 
 impl LoggedFrame {
@@ -464,6 +482,13 @@ impl LoggedFrame {
                 id: event.message_id.unwrap_or_default(),
                 chat: event.chat_id,
                 by: event.actor_id,
+            }),
+            EventKind::ReadReceipt => LoggedFrame::ReadReceipt(ReadReceiptFrame {
+                kind: "read_receipt",
+                seq: event.seq,
+                chat: event.chat_id,
+                user: event_user(event),
+                read_seq: event.read_seq.unwrap_or_default(),
             }),
         })
     }

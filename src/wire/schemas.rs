@@ -129,6 +129,9 @@ pub struct ChatUpdate {
     /// Surrounding spaces are removed; must not be blank. Required with PUT.
     #[schema(max_length = 255)]
     pub name: Option<String>,
+    /// Share members' read positions (`read_receipt` events, `GET
+    /// /api/chats/{id}/receipts/`); left as it is when absent.
+    pub read_receipts: Option<bool>,
 }
 
 /// The body of `POST /api/chats/{id}/participants/`: at least one of the two lists, each of at

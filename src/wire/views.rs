@@ -183,6 +183,10 @@ pub struct MessageView {
     /// (and in socket frames, whose changes come as `reaction_added` / `reaction_removed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionView>,
+    /// Ids of the members the content mentions as `@username` (resolved when it was sent or
+    /// last edited; its sender never among them), ascending; left out when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<i64>,
 }
 
 /// A preview of the message replied to.
@@ -266,16 +270,18 @@ impl MessageView {
                 deleted: m.reply_deleted,
             }),
             reactions: Vec::new(),
+            mentions: crate::domain::mention::decode_ids(m.mentions.as_deref()),
         }
     }
 
     /// Whether the view has fields the original's message objects lacked (`seq` aside):
-    /// `reply_to`, `edited_at`, `deleted`, `reactions`.
+    /// `reply_to`, `edited_at`, `deleted`, `reactions`, `mentions`.
     pub fn has_extensions(&self) -> bool {
         self.reply_to.is_some()
             || self.edited_at.is_some()
             || self.deleted
             || !self.reactions.is_empty()
+            || !self.mentions.is_empty()
     }
 
     /// This view as the original protocol's frames show it: without the fields of
@@ -285,6 +291,7 @@ impl MessageView {
         self.edited_at = None;
         self.deleted = false;
         self.reactions.clear();
+        self.mentions.clear();
         self
     }
 
@@ -348,6 +355,11 @@ pub struct ChatView {
     pub last_read_seq: i64,
     /// Messages after `last_read_seq` from others, not deleted.
     pub unread_count: i64,
+    /// Those of them that mention the caller (`@username`).
+    pub unread_mentions: i64,
+    /// Whether members' read positions are shared as `read_receipt` events and listed by `GET
+    /// /api/chats/{id}/receipts/` (the owner or staff switch it with `PATCH`).
+    pub read_receipts: bool,
     /// True for a direct chat (`POST /api/direct/`): the one chat between two users (or a
     /// user's own), with no owner and members that cannot change; false for a group chat.
     pub direct: bool,
@@ -362,6 +374,8 @@ pub struct ReadStateView {
     pub last_read_seq: i64,
     /// Messages after it from others, not deleted.
     pub unread_count: i64,
+    /// Those of them that mention the caller.
+    pub unread_mentions: i64,
 }
 
 impl From<crate::store::chats::ReadState> for ReadStateView {
@@ -370,6 +384,7 @@ impl From<crate::store::chats::ReadState> for ReadStateView {
             chat: r.chat_id,
             last_read_seq: r.last_read_seq,
             unread_count: r.unread_count,
+            unread_mentions: r.unread_mentions,
         }
     }
 }
@@ -386,9 +401,19 @@ impl ChatView {
             created_at: chat.created_at,
             last_read_seq: 0,
             unread_count: 0,
+            unread_mentions: 0,
+            read_receipts: chat.read_receipts,
             direct: chat.direct,
         }
     }
+}
+
+/// A member's read position, as `GET /api/chats/{id}/receipts/` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    pub user: Member,
+    /// The highest position of the chat's log they marked read; 0 before any.
+    pub last_read_seq: i64,
 }
 
 /// A pinned message of a group chat, as `GET /api/chats/{id}/pins/` lists it.

@@ -1070,6 +1070,46 @@ async fn messages_are_filtered_and_deleted_live() {
     assert_eq!(socket.next_message().await["content"], "still here");
 }
 
+#[tokio::test]
+async fn a_message_page_shows_its_earlier_versions_until_it_is_deleted() {
+    let app = TestApp::spawn().await;
+    let admin = superuser(&app, "root").await;
+    let alice = app.user("alice").await;
+    let chat = alice.create_chat("c", &[]).await;
+    let sent = alice.send_message(chat, "first words").await;
+    let api_path = format!("/api/chats/{chat}/messages/{}/", id(&sent));
+    alice
+        .patch(&api_path, &json!({"content": "second words"}))
+        .await;
+    alice
+        .patch(&api_path, &json!({"content": "third <words>"}))
+        .await;
+
+    let list = admin.get(&format!("/admin/messages/?chat={chat}")).await;
+    let page_path = format!("/admin/messages/{}/", id(&sent));
+    assert!(list.has(&format!(r#"href="{page_path}">(edited)"#)));
+    let page = admin.get(&page_path).await;
+    page.assert_ok();
+    assert!(page.has("third &#60;words&#62;"), "escaped: {}", page.html);
+    let first = page.html.find("first words").expect("the first version");
+    let second = page.html.find("second words").expect("the second version");
+    assert!(first < second, "oldest first");
+    assert!(page.has("Last edited"));
+
+    alice.delete(&api_path).await;
+    let page = admin.get(&page_path).await;
+    page.assert_ok();
+    assert!(page.has("This message was deleted"));
+    assert!(!page.has("first words") && !page.has("second words") && !page.has("third"));
+    let list = admin.get(&format!("/admin/messages/?chat={chat}")).await;
+    assert!(list.has("(deleted)"));
+    assert!(!list.has(&format!("/admin/messages/{}/delete/", id(&sent))));
+    assert_eq!(
+        admin.get("/admin/messages/999999/").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
 /// Askama escapes with numeric character references: `<` is `&#60;`, `>` `&#62;`, `"` `&#34;`,
 /// `'` `&#39;` and `&` `&#38;`.
 #[tokio::test]

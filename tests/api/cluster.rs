@@ -495,6 +495,14 @@ async fn every_kind_of_log_event_on_one_node_reaches_v2_sockets_on_the_other_in_
         .delete(&format!("/api/chats/{chat}/participants/{carol_id}/"))
         .await;
     bob.delete(&message).await;
+    owner
+        .patch(
+            &format!("/api/chats/{chat}/"),
+            &json!({"read_receipts": true}),
+        )
+        .await;
+    bob.post(&format!("/api/chats/{chat}/read/"), &json!({"seq": 1}))
+        .await;
     let kinds = [
         "message",
         "message_edited",
@@ -506,6 +514,7 @@ async fn every_kind_of_log_event_on_one_node_reaches_v2_sockets_on_the_other_in_
         "member_added",
         "member_removed",
         "message_deleted",
+        "read_receipt",
     ];
     let mut seen = Vec::new();
     for _ in 0..kinds.len() {

@@ -666,7 +666,7 @@ async fn read_positions_give_unread_counts_in_the_chat_list_and_move_only_forwar
     assert_eq!(read.status, StatusCode::OK, "{}", read.body);
     assert_eq!(
         read.body,
-        json!({"chat": chat, "last_read_seq": 2, "unread_count": 1})
+        json!({"chat": chat, "last_read_seq": 2, "unread_count": 1, "unread_mentions": 0})
     );
     let back = bob
         .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": 1}))

@@ -165,7 +165,7 @@ async fn a_batch_saves_participants_messages_in_order_and_skips_the_rest() {
         row(with_bob, a, "three"),
     ];
     let saved = insert_batch(&app.db, &rows).await.unwrap();
-    let seqs: Vec<Option<i64>> = saved.iter().map(|s| s.map(|s| s.seq)).collect();
+    let seqs: Vec<Option<i64>> = saved.iter().map(|s| s.as_ref().map(|s| s.seq)).collect();
     assert_eq!(
         seqs,
         [Some(2), Some(1), None, Some(3), None, Some(2), Some(4)]
@@ -184,7 +184,10 @@ async fn a_batch_saves_participants_messages_in_order_and_skips_the_rest() {
     for (message, seq) in history.as_array().unwrap().iter().zip(1..) {
         assert_eq!(message["seq"], seq);
     }
-    let saved_ids: Vec<i64> = [0, 3, 6].iter().map(|&i| saved[i].unwrap().id).collect();
+    let saved_ids: Vec<i64> = [0, 3, 6]
+        .iter()
+        .map(|&i| saved[i].as_ref().unwrap().id)
+        .collect();
     assert_eq!(saved_ids, ids[1..]);
 
     // The chats' counters moved with the batch: the next send continues the sequence.
