@@ -10,7 +10,12 @@ CREATE TABLE message_mentions (
     seq        BIGINT NOT NULL,
     PRIMARY KEY (message_id, user_id)
 );
+-- Unread mentions per chat: a range read by position.
 CREATE INDEX message_mentions_user ON message_mentions (user_id, chat_id, seq);
+-- GET /api/mentions/: a user's mentions by message id.
+CREATE INDEX message_mentions_user_message ON message_mentions (user_id, message_id);
+-- An edit's event keeps the mentions of its content, as the message does.
+ALTER TABLE chat_events ADD COLUMN mentions TEXT NULL;
 
 -- Read receipts: when on, each move of a member's read position is logged (kind read_receipt,
 -- read_seq the position now read), so every member sees who has read up to where.

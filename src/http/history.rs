@@ -167,7 +167,7 @@ async fn unreact(
     params(("id" = i64, Path, description = "Chat id")),
     request_body(content = ReadRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The caller's read state now (a position is never moved back, nor past the chat's last one)", body = ReadStateView),
+        (status = 200, description = "The caller's read state now: read up to the newest message at or before `seq` (a position is never moved back)", body = ReadStateView),
         (status = 400, description = "Invalid input", body = BadRequest),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),

@@ -238,7 +238,7 @@ pub struct ChatChanges {
 
 /// Makes `changes` to the chat, after checking that `user` manages it: the permission is judged
 /// before the input, so an outsider learns nothing from a 400. A new name is logged
-/// ([`rename_as`]). Errors: `NotFound`, `PermissionDenied`, then `Validation` from `errors`.
+/// ([`rename_as`]), and so is a switch of read receipts (`read_receipts_switched`). Errors: `NotFound`, `PermissionDenied`, then `Validation` from `errors`.
 pub async fn update(
     state: &AppState,
     user: &User,
@@ -253,8 +253,11 @@ pub async fn update(
         chat.name = name;
     }
     if let Some(on) = changes.read_receipts {
-        if !store::chats::set_read_receipts(&state.db, chat.id, on).await? {
-            return Err(ServiceError::NotFound);
+        let switched = store::chats::set_read_receipts(&state.db, chat.id, on, user.id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        if let Some(event) = switched {
+            super::messaging::publish_logged(state, &event);
         }
         chat.read_receipts = on;
     }
@@ -426,8 +429,8 @@ pub async fn log(
     .await?)
 }
 
-/// Moves `user`'s read position in the chat forward to `seq` (never back, never past the chat's
-/// last position), and returns the read state now held; counted against the same rate limit as
+/// Moves `user`'s read position in the chat forward to the newest message at or before position
+/// `seq` (never back: see [`store::chats::mark_read`]), and returns the read state now held; counted against the same rate limit as
 /// sends. In a chat with read receipts on, a move is logged and published to the chat's
 /// `mrm.v2` sockets as a `read_receipt` event. Errors: `RateLimited`, `NotFound` when `user`
 /// does not take part.

@@ -513,42 +513,32 @@ pub struct ReadMoved {
     pub event: Option<EventRow>,
 }
 
-/// Moves `user_id`'s read position in the chat forward to `seq` (never back, never past the
-/// chat's last position); `None` when they do not take part. In a chat with read receipts on,
-/// a move is logged as a `read_receipt` event, under the chat's lock like every other change
-/// (so it is taken first, before the member's row); elsewhere no lock is taken, since the
-/// position concerns the member alone.
+/// Moves `user_id`'s read position in the chat forward to the newest message at or before
+/// position `seq` (never back); `None` when they do not take part or there is no such chat.
+///
+/// A read position is always a message's: positions of other events (edits, reactions,
+/// receipts…) round down to the message before them. So a receipt can never be read itself, and
+/// two clients that each mark read the last frame they saw cannot log receipts of each other's
+/// receipts without end. In a chat with read receipts on, a move is logged as a `read_receipt`
+/// event. The chat's row is locked first (a write, so on SQLite the write lock is held from the
+/// start), as every change to the chat does, so the switch is read as it stands at commit.
 pub async fn mark_read(
     db: &Db,
     chat_id: i64,
     user_id: i64,
     seq: i64,
 ) -> sqlx::Result<Option<ReadMoved>> {
-    let sql = "UPDATE chat_participants SET last_read_seq = CASE \
-               WHEN $3 <= last_read_seq THEN last_read_seq \
-               WHEN $3 <= (SELECT last_seq FROM chats WHERE id = $1) THEN $3 \
-               ELSE (SELECT last_seq FROM chats WHERE id = $1) END \
-               WHERE chat_id = $1 AND user_id = $2 RETURNING last_read_seq";
     on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
-        let receipts: Option<bool> =
-            sqlx::query_scalar("SELECT read_receipts FROM chats WHERE id = $1")
-                .bind(chat_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(mut receipts) = receipts else {
+        let receipts: Option<bool> = sqlx::query_scalar(
+            "UPDATE chats SET last_seq = last_seq WHERE id = $1 RETURNING read_receipts",
+        )
+        .bind(chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(receipts) = receipts else {
             return Ok(None);
         };
-        if receipts {
-            // Takes the chat's row lock without taking a position (the position is taken only
-            // if the read moves), and reads the switch again under it.
-            receipts = sqlx::query_scalar(
-                "UPDATE chats SET last_seq = last_seq WHERE id = $1 RETURNING read_receipts",
-            )
-            .bind(chat_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        }
         let before: Option<i64> = sqlx::query_scalar(
             "SELECT last_read_seq FROM chat_participants WHERE chat_id = $1 AND user_id = $2",
         )
@@ -559,52 +549,71 @@ pub async fn mark_read(
         let Some(before) = before else {
             return Ok(None);
         };
-        let now_read: i64 = sqlx::query_scalar(sql)
-            .bind(chat_id)
-            .bind(user_id)
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await?;
-        let event = if receipts && now_read > before {
-            let seq: i64 = sqlx::query_scalar(super::events::NEXT_POSITION)
+        let target: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE chat_id = $1 AND seq <= $2")
                 .bind(chat_id)
+                .bind(seq)
                 .fetch_one(&mut *tx)
                 .await?;
-            let username: Option<String> =
-                sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
-                    .bind(user_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let event = EventRow {
-                chat_id,
-                seq,
-                kind: EventKind::ReadReceipt.as_str().to_owned(),
-                message_id: None,
-                actor_id: Some(user_id),
-                user_id: Some(user_id),
-                username,
-                content: None,
-                read_seq: Some(now_read),
-                created_at: super::now(),
-            };
-            super::events::insert_event!(tx, &event);
-            Some(event)
+        let target = target.unwrap_or(0);
+        if target <= before {
+            tx.commit().await?;
+            return Ok(Some(ReadMoved { last_read_seq: before, event: None }));
+        }
+        sqlx::query(
+            "UPDATE chat_participants SET last_read_seq = $3 WHERE chat_id = $1 AND user_id = $2",
+        )
+        .bind(chat_id)
+        .bind(user_id)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+        let event = if receipts {
+            Some(log_event!(tx, chat_id, EventKind::ReadReceipt, message: None,
+                actor: Some(user_id), user: Some(user_id), content: None, read_seq: Some(target),
+                at: super::now()))
         } else {
             None
         };
         tx.commit().await?;
-        Ok(Some(ReadMoved { last_read_seq: now_read, event }))
+        Ok(Some(ReadMoved { last_read_seq: target, event }))
     })
 }
 
-/// Switches read receipts on or off in the chat; `false` when there is no such chat.
-pub async fn set_read_receipts(db: &Db, chat_id: i64, on: bool) -> sqlx::Result<bool> {
-    on_writer!(db, pool => sqlx::query("UPDATE chats SET read_receipts = $1 WHERE id = $2")
+/// Switches read receipts on or off in the chat as `actor`, logging the switch
+/// (`read_receipts_switched`) when it changes anything. `None` when there is no such chat;
+/// `Some(None)` when it was so already.
+pub async fn set_read_receipts(
+    db: &Db,
+    chat_id: i64,
+    on: bool,
+    actor: i64,
+) -> sqlx::Result<Option<Option<EventRow>>> {
+    on_writer!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let switched = sqlx::query(
+            "UPDATE chats SET read_receipts = $1 WHERE id = $2 AND read_receipts <> $1",
+        )
         .bind(on)
         .bind(chat_id)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected() > 0))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if switched == 0 {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM chats WHERE id = $1")
+                .bind(chat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(exists.map(|_| None));
+        }
+        let content = if on { "on" } else { "off" };
+        let event = log_event!(tx, chat_id, EventKind::ReadReceiptsSwitched, message: None,
+            actor: Some(actor), user: None, content: Some(content.to_owned()), read_seq: None,
+            at: super::now());
+        tx.commit().await?;
+        Ok(Some(Some(event)))
+    })
 }
 
 /// Every member's read position in the chat, by username: who has read up to where.

@@ -36,10 +36,12 @@ pub enum EventKind {
     /// A member's read position moved forward (`user_id`, `read_seq` the position now read);
     /// logged only in chats with read receipts on.
     ReadReceipt,
+    /// Read receipts were switched on or off (`content` `on` or `off`, `actor_id` by whom).
+    ReadReceiptsSwitched,
 }
 
 /// Every kind, for parsing.
-const KINDS: [EventKind; 12] = [
+const KINDS: [EventKind; 13] = [
     EventKind::MessageEdited,
     EventKind::MessageDeleted,
     EventKind::MemberAdded,
@@ -52,6 +54,7 @@ const KINDS: [EventKind; 12] = [
     EventKind::MessagePinned,
     EventKind::MessageUnpinned,
     EventKind::ReadReceipt,
+    EventKind::ReadReceiptsSwitched,
 ];
 
 impl EventKind {
@@ -70,6 +73,7 @@ impl EventKind {
             EventKind::MessagePinned => "message_pinned",
             EventKind::MessageUnpinned => "message_unpinned",
             EventKind::ReadReceipt => "read_receipt",
+            EventKind::ReadReceiptsSwitched => "read_receipts_switched",
         }
     }
 
@@ -94,6 +98,9 @@ pub struct EventRow {
     /// The text the event carries (see [`EventKind`]); `None` once its message is deleted
     /// (events keep no deleted content).
     pub content: Option<String>,
+    /// For an edit, the members its new content mentions (as
+    /// [`crate::domain::mention::encode_ids`] keeps them).
+    pub mentions: Option<String>,
     /// For a read receipt, the position the member has now read.
     pub read_seq: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -135,11 +142,11 @@ impl LogEntry {
 }
 
 /// Appends an event: `$1` chat, `$2` seq, `$3` kind, `$4` message, `$5` actor, `$6` user, `$7`
-/// content, `$8` time, `$9` read position. Run in the transaction of the change, which holds the chat's row lock and
+/// content, `$8` time, `$9` read position, `$10` mentions. Run in the transaction of the change, which holds the chat's row lock and
 /// took `seq` from its counter.
 pub const INSERT: &str = "INSERT INTO chat_events \
-     (chat_id, seq, kind, message_id, actor_id, user_id, content, created_at, read_seq) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     (chat_id, seq, kind, message_id, actor_id, user_id, content, created_at, read_seq, mentions) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// Takes chat `chat_id`'s next log position, locking its row until commit (so changes of one
 /// chat take turns, sends included). `$1` chat.
@@ -161,6 +168,7 @@ macro_rules! insert_event {
             .bind(row.content.as_deref())
             .bind(row.created_at)
             .bind(row.read_seq)
+            .bind(row.mentions.as_deref())
             .execute(&mut *$tx)
             .await?;
     }};
@@ -169,10 +177,16 @@ pub(crate) use insert_event;
 
 /// Inside an `on_writer!` body, in transaction `$tx`: takes the chat's next position
 /// ([`NEXT_POSITION`]) and logs an event of `$kind` there; evaluates to its [`EventRow`]. The
-/// fields are those of `EventRow` but `chat_id`, `seq` and `kind`.
+/// fields are those of `EventRow` but `chat_id`, `seq`, `kind` and `mentions` (`read_seq` may be
+/// left out, for `None`).
 macro_rules! log_event {
     ($tx:ident, $chat:expr, $kind:expr, message: $message:expr, actor: $actor:expr,
-     user: $user:expr, content: $content:expr, at: $at:expr) => {{
+     user: $user:expr, content: $content:expr, at: $at:expr) => {
+        $crate::store::events::log_event!($tx, $chat, $kind, message: $message, actor: $actor,
+            user: $user, content: $content, read_seq: None, at: $at)
+    };
+    ($tx:ident, $chat:expr, $kind:expr, message: $message:expr, actor: $actor:expr,
+     user: $user:expr, content: $content:expr, read_seq: $read_seq:expr, at: $at:expr) => {{
         let chat_id: i64 = $chat;
         let seq: i64 = sqlx::query_scalar($crate::store::events::NEXT_POSITION)
             .bind(chat_id)
@@ -197,7 +211,8 @@ macro_rules! log_event {
             user_id,
             username,
             content: $content,
-            read_seq: None,
+            mentions: None,
+            read_seq: $read_seq,
             created_at: $at,
         };
         $crate::store::events::insert_event!($tx, &row);
@@ -237,7 +252,7 @@ pub async fn range(
     }
     let messages = super::messages::seq_range(db, chat_id, after, before, limit).await?;
     let sql = "SELECT e.chat_id, e.seq, e.kind, e.message_id, e.actor_id, e.user_id, \
-               u.username, e.content, e.read_seq, e.created_at \
+               u.username, e.content, e.mentions, e.read_seq, e.created_at \
                FROM chat_events e LEFT JOIN users u ON u.id = e.user_id \
                WHERE e.chat_id = $1 AND e.seq > $2 AND e.seq < $3 ORDER BY e.seq LIMIT $4";
     let events: Vec<EventRow> = on_pool!(db, pool => sqlx::query_as::<_, EventRow>(sql)

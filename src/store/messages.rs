@@ -86,65 +86,88 @@ pub struct Saved {
     pub mentions: Vec<i64>,
 }
 
-/// Inside an `on_writer!` body, in transaction `$tx` that holds chat `$chat`'s lock: records
-/// which members message `$message` (at position `$seq`, sent by `$sender`) mentions, from the
-/// `@username` candidates of `$content` ([`crate::domain::mention::candidates`]): replaces its
-/// `message_mentions` rows and its `mentions` column. The sender is never among them. Evaluates
-/// to the mentioned ids, ascending. Costs nothing for content without an `@`.
-macro_rules! write_mentions {
-    ($tx:ident, chat: $chat:expr, message: $message:expr, seq: $seq:expr,
-     sender: $sender:expr, content: $content:expr, replace: $replace:expr) => {{
-        let chat_id: i64 = $chat;
-        let message_id: i64 = $message;
-        let names = $crate::domain::mention::candidates($content);
-        if $replace {
-            sqlx::query("DELETE FROM message_mentions WHERE message_id = $1")
-                .bind(message_id)
-                .execute(&mut *$tx)
-                .await?;
+/// Inside an `on_writer!` body, in transaction `$tx`: which of the given usernames (`&[String]`,
+/// normalized as stored) are members of which of the given chats (`&[i64]`), in one statement;
+/// evaluates to a map from (chat id, username) to user id. Run under the chats' locks, so the
+/// answer holds until commit. At most 256 chats and 50 names per message of a batch of 256
+/// (12,800 names): well under both backends' limits on parameters.
+macro_rules! members_named {
+    ($tx:ident, $chats:expr, $names:expr) => {{
+        let chats: &[i64] = $chats;
+        let names: &[String] = $names;
+        let mut q = QueryBuilder::new(
+            "SELECT p.chat_id, u.username, p.user_id FROM chat_participants p \
+             JOIN users u ON u.id = p.user_id WHERE p.chat_id IN (",
+        );
+        push_list(&mut q, chats);
+        q.push(") AND u.username IN (");
+        let mut list = q.separated(", ");
+        for name in names {
+            list.push_bind(name.as_str());
         }
-        let mut ids: Vec<i64> = Vec::new();
-        if !names.is_empty() {
-            let mut q = QueryBuilder::new(
-                "SELECT p.user_id FROM chat_participants p JOIN users u ON u.id = p.user_id \
-                 WHERE p.chat_id = ",
-            );
-            q.push_bind(chat_id)
-                .push(" AND p.user_id <> ")
-                .push_bind($sender);
-            q.push(" AND u.username IN (");
-            let mut list = q.separated(", ");
-            for name in &names {
-                list.push_bind(name.as_str());
-            }
-            q.push(") ORDER BY p.user_id");
-            ids = q
-                .build_query_scalar::<i64>()
-                .persistent(false)
-                .fetch_all(&mut *$tx)
-                .await?;
-        }
-        if !ids.is_empty() {
+        q.push(")");
+        q.build_query_as::<(i64, String, i64)>()
+            .persistent(false)
+            .fetch_all(&mut *$tx)
+            .await?
+            .into_iter()
+            .map(|(chat, name, user)| ((chat, name), user))
+            .collect::<HashMap<(i64, String), i64>>()
+    }};
+}
+
+/// Inside an `on_writer!` body, in transaction `$tx`: inserts the `message_mentions` rows of
+/// `$mentioned` (`&[Mentioned]`), a chunk of rows per statement.
+macro_rules! insert_mentions {
+    ($tx:ident, $mentioned:expr) => {{
+        let rows: Vec<(i64, i64, i64, i64)> = $mentioned
+            .iter()
+            .flat_map(|m: &Mentioned| {
+                m.ids
+                    .iter()
+                    .map(move |&user| (m.message_id, user, m.chat_id, m.seq))
+            })
+            .collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO message_mentions (message_id, user_id, chat_id, seq) ",
             );
-            q.push_values(&ids, |mut row, user_id| {
-                row.push_bind(message_id)
-                    .push_bind(*user_id)
-                    .push_bind(chat_id)
-                    .push_bind($seq);
+            q.push_values(chunk, |mut row, &(message, user, chat, seq)| {
+                row.push_bind(message)
+                    .push_bind(user)
+                    .push_bind(chat)
+                    .push_bind(seq);
             });
             q.build().persistent(false).execute(&mut *$tx).await?;
         }
-        if !ids.is_empty() || $replace {
-            sqlx::query("UPDATE messages SET mentions = $1 WHERE id = $2")
-                .bind($crate::domain::mention::encode_ids(&ids))
-                .bind(message_id)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        ids
     }};
+}
+
+/// The members one message mentions, to record.
+struct Mentioned {
+    message_id: i64,
+    chat_id: i64,
+    seq: i64,
+    /// Ascending.
+    ids: Vec<i64>,
+}
+
+/// The ids, ascending, of the members of chat `chat_id` whose usernames are among `names`
+/// (`found` as [`members_named!`] gives it), the sender left out.
+fn mentioned_ids(
+    found: &HashMap<(i64, String), i64>,
+    chat_id: i64,
+    sender_id: i64,
+    names: &[String],
+) -> Vec<i64> {
+    let mut ids: Vec<i64> = names
+        .iter()
+        .filter_map(|name| found.get(&(chat_id, name.clone())).copied())
+        .filter(|&id| id != sender_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Saves a message from a participant, giving it the chat's next sequence number in the same
@@ -175,9 +198,17 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>
         let Some(seq) = seq else {
             return Ok(None);
         };
+        let names = crate::domain::mention::candidates(content);
+        let mentions = if names.is_empty() {
+            Vec::new()
+        } else {
+            let found = members_named!(tx, &[chat_id], &names);
+            mentioned_ids(&found, chat_id, sender_id, &names)
+        };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (chat_id, seq, sender_id, content, created_at, reply_to_id) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO messages \
+             (chat_id, seq, sender_id, content, created_at, reply_to_id, mentions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(chat_id)
         .bind(seq)
@@ -185,10 +216,13 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>
         .bind(content)
         .bind(now)
         .bind(reply_to)
+        .bind(crate::domain::mention::encode_ids(&mentions))
         .fetch_one(&mut *tx)
         .await?;
-        let mentions = write_mentions!(tx, chat: chat_id, message: id, seq: seq,
-            sender: sender_id, content: content, replace: false);
+        if !mentions.is_empty() {
+            let mentioned = [Mentioned { message_id: id, chat_id, seq, ids: mentions.clone() }];
+            insert_mentions!(tx, mentioned);
+        }
         tx.commit().await?;
         Ok(Some(Saved { id, seq, created_at: now, mentions }))
     })
@@ -204,7 +238,8 @@ pub struct NewMessage<'a> {
     pub reply_to: Option<i64>,
 }
 
-/// Rows per multi-row `INSERT`: six parameters each stays far below both backends' limits.
+/// Rows per multi-row `INSERT`: at most seven parameters each stays far below both backends'
+/// limits.
 const INSERT_CHUNK: usize = 1000;
 
 /// Saves several messages in one transaction, each exactly as `insert` would (sequence number,
@@ -295,12 +330,40 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
             bump.push(")");
             bump.build().persistent(false).execute(&mut *tx).await?;
 
+            // Mentions: one read for every name any of the messages may mention.
+            let names: Vec<Vec<String>> = accepted
+                .iter()
+                .map(|&(i, _)| crate::domain::mention::candidates(rows[i].content))
+                .collect();
+            let mut mentions: Vec<Vec<i64>> = vec![Vec::new(); accepted.len()];
+            if names.iter().any(|n| !n.is_empty()) {
+                let mut chats: Vec<i64> = Vec::new();
+                let mut all: Vec<String> = Vec::new();
+                for (k, &(i, _)) in accepted.iter().enumerate() {
+                    if !names[k].is_empty() {
+                        chats.push(rows[i].chat_id);
+                        all.extend(names[k].iter().cloned());
+                    }
+                }
+                chats.sort_unstable();
+                chats.dedup();
+                all.sort_unstable();
+                all.dedup();
+                let found = members_named!(tx, &chats, &all);
+                for (k, &(i, _)) in accepted.iter().enumerate() {
+                    mentions[k] = mentioned_ids(&found, rows[i].chat_id, rows[i].sender_id, &names[k]);
+                }
+            }
+
             // Rows go in in seq order, so ids grow with seq within each chat.
-            for chunk in accepted.chunks(INSERT_CHUNK) {
+            let mut mentioned: Vec<Mentioned> = Vec::new();
+            for (chunk_index, chunk) in accepted.chunks(INSERT_CHUNK).enumerate() {
+                let first = chunk_index * INSERT_CHUNK;
                 let mut insert = QueryBuilder::new(
-                    "INSERT INTO messages (chat_id, seq, sender_id, content, created_at, reply_to_id) ",
+                    "INSERT INTO messages \
+                     (chat_id, seq, sender_id, content, created_at, reply_to_id, mentions) ",
                 );
-                insert.push_values(chunk, |mut values, &(i, seq)| {
+                insert.push_values(chunk.iter().enumerate(), |mut values, (k, &(i, seq))| {
                     let row = &rows[i];
                     values
                         .push_bind(row.chat_id)
@@ -308,7 +371,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                         .push_bind(row.sender_id)
                         .push_bind(row.content)
                         .push_bind(now)
-                        .push_bind(row.reply_to);
+                        .push_bind(row.reply_to)
+                        .push_bind(crate::domain::mention::encode_ids(&mentions[first + k]));
                 });
                 insert.push(" RETURNING id, chat_id, seq");
                 let ids: HashMap<(i64, i64), i64> = insert
@@ -319,22 +383,19 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                     .into_iter()
                     .map(|(id, chat_id, seq)| ((chat_id, seq), id))
                     .collect();
-                for &(i, seq) in chunk {
-                    let id = ids.get(&(rows[i].chat_id, seq)).copied().ok_or_else(|| {
+                for (k, &(i, seq)) in chunk.iter().enumerate() {
+                    let chat_id = rows[i].chat_id;
+                    let id = ids.get(&(chat_id, seq)).copied().ok_or_else(|| {
                         sqlx::Error::Protocol("an inserted message came back without its id".into())
                     })?;
-                    saved[i] = Some(Saved { id, seq, created_at: now, mentions: Vec::new() });
+                    let ids = std::mem::take(&mut mentions[first + k]);
+                    if !ids.is_empty() {
+                        mentioned.push(Mentioned { message_id: id, chat_id, seq, ids: ids.clone() });
+                    }
+                    saved[i] = Some(Saved { id, seq, created_at: now, mentions: ids });
                 }
             }
-            for &(i, seq) in &accepted {
-                let row = &rows[i];
-                if !row.content.contains('@') {
-                    continue;
-                }
-                let Some(saved) = saved[i].as_mut() else { continue };
-                saved.mentions = write_mentions!(tx, chat: row.chat_id, message: saved.id,
-                    seq: seq, sender: row.sender_id, content: row.content, replace: false);
-            }
+            insert_mentions!(tx, mentioned);
         }
         tx.commit().await?;
         Ok(saved)
@@ -730,6 +791,8 @@ pub async fn change(
         if target.deleted {
             return Ok(Err(Refusal::Deleted));
         }
+        // An edit's event carries the mentions of its content.
+        let mut edit_mentions: Option<String> = None;
         let (kind, content) = match change {
             Change::Edit { content } => {
                 sqlx::query(
@@ -742,15 +805,30 @@ pub async fn change(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3")
-                    .bind(content)
-                    .bind(now)
+                // Mentions follow the content: a name added by the edit mentions its member.
+                let names = crate::domain::mention::candidates(content);
+                let ids = if names.is_empty() {
+                    Vec::new()
+                } else {
+                    let found = members_named!(tx, &[chat_id], &names);
+                    mentioned_ids(&found, chat_id, target.sender_id, &names)
+                };
+                edit_mentions = crate::domain::mention::encode_ids(&ids);
+                sqlx::query(
+                    "UPDATE messages SET content = $1, edited_at = $2, mentions = $3 WHERE id = $4",
+                )
+                .bind(content)
+                .bind(now)
+                .bind(&edit_mentions)
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM message_mentions WHERE message_id = $1")
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
-                // Mentions follow the content: a name added by the edit mentions its member.
-                write_mentions!(tx, chat: chat_id, message: message_id, seq: target.seq,
-                    sender: target.sender_id, content: content, replace: true);
+                let mentioned = [Mentioned { message_id, chat_id, seq: target.seq, ids }];
+                insert_mentions!(tx, mentioned);
                 (EventKind::MessageEdited, Some(content))
             }
             Change::Delete => {
@@ -773,7 +851,7 @@ pub async fn change(
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE chat_events SET content = NULL WHERE message_id = $1")
+                sqlx::query("UPDATE chat_events SET content = NULL, mentions = NULL WHERE message_id = $1")
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
@@ -849,6 +927,7 @@ pub async fn change(
             user_id: None,
             username: None,
             content: content.map(str::to_owned),
+            mentions: edit_mentions,
             read_seq: None,
             created_at: now,
         };

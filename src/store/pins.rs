@@ -158,6 +158,7 @@ pub async fn set(
                     user_id: None,
                     username: None,
                     content: None,
+                    mentions: None,
                     read_seq: None,
                     created_at: now,
                 };

@@ -300,8 +300,25 @@ pub async fn update(db: &Db, id: i64, changes: &UserChanges<'_>) -> sqlx::Result
 /// chats); chats they owned keep going without an owner. Returns the ids of the chats they took
 /// part in, ascending, so their open sockets can be closed; `None` when there was no such user.
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<Option<Vec<i64>>> {
+    // Every change to a chat locks the chat's row first and then, through its foreign keys,
+    // the rows of the users it names (a sender, a mentioned member…). Deleting the user locks
+    // their row and then, through `chats.owner_id`, their chats' rows: the other order, which on
+    // PostgreSQL could deadlock with a send. So the chats they take part in or own are locked
+    // first, in id order as batches of sends lock them.
+    let lock = match db {
+        Db::Sqlite(_) => {
+            "UPDATE chats SET last_seq = last_seq WHERE owner_id = $1 \
+             OR id IN (SELECT chat_id FROM chat_participants WHERE user_id = $1)"
+        }
+        Db::Postgres(_) => {
+            "SELECT id FROM chats WHERE owner_id = $1 \
+             OR id IN (SELECT chat_id FROM chat_participants WHERE user_id = $1) \
+             ORDER BY id FOR NO KEY UPDATE"
+        }
+    };
     on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
+        sqlx::query(lock).bind(id).execute(&mut *tx).await?;
         let chats: Vec<i64> = sqlx::query_scalar(
             "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id",
         )

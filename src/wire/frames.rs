@@ -138,6 +138,9 @@ pub struct MessageEditedFrame {
     /// The new content (empty when replayed after the message was deleted: the log keeps no
     /// deleted content).
     pub content: String,
+    /// The ids of the members the new content mentions, ascending (replacing the message's
+    /// earlier `mentions`; empty when it mentions no one).
+    pub mentions: Vec<i64>,
     /// When the edit was made.
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
@@ -409,6 +412,24 @@ pub struct ReadReceiptFrame {
     pub read_seq: i64,
 }
 
+/// Server → client (`mrm.v2`): read receipts were switched on or off in the chat (by its owner
+/// or staff). While on, `GET /api/chats/{id}/receipts/` lists every member's read position and
+/// each move comes as a `read_receipt` frame.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadReceiptsSwitchedFrame {
+    /// Always `read_receipts_switched`.
+    #[serde(rename = "type")]
+    #[schema(example = "read_receipts_switched")]
+    pub kind: &'static str,
+    /// The event's position in the chat's log.
+    pub seq: i64,
+    pub chat: i64,
+    /// Whether they are on now.
+    pub on: bool,
+    /// Who switched them (null for an account deleted since).
+    pub by: Option<i64>,
+}
+
 /// The `mrm.v2` frame of a logged event other than a new message (those are `message` frames).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -421,6 +442,7 @@ pub enum LoggedFrame {
     MessagePinned(MessagePinnedFrame),
     MessageUnpinned(MessageUnpinnedFrame),
     ReadReceipt(ReadReceiptFrame),
+    ReadReceiptsSwitched(ReadReceiptsSwitchedFrame),
 }
 
 impl LoggedFrame {
@@ -433,6 +455,7 @@ impl LoggedFrame {
                 id: event.message_id.unwrap_or_default(),
                 chat: event.chat_id,
                 content: event.content.clone().unwrap_or_default(),
+                mentions: crate::domain::mention::decode_ids(event.mentions.as_deref()),
                 edited_at: event.created_at,
             }),
             EventKind::MessageDeleted => LoggedFrame::MessageDeleted(MessageDeletedFrame {
@@ -490,6 +513,15 @@ impl LoggedFrame {
                 user: event_user(event),
                 read_seq: event.read_seq.unwrap_or_default(),
             }),
+            EventKind::ReadReceiptsSwitched => {
+                LoggedFrame::ReadReceiptsSwitched(ReadReceiptsSwitchedFrame {
+                    kind: "read_receipts_switched",
+                    seq: event.seq,
+                    chat: event.chat_id,
+                    on: event.content.as_deref() == Some("on"),
+                    by: event.actor_id,
+                })
+            }
         })
     }
 }

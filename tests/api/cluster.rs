@@ -514,6 +514,7 @@ async fn every_kind_of_log_event_on_one_node_reaches_v2_sockets_on_the_other_in_
         "member_added",
         "member_removed",
         "message_deleted",
+        "read_receipts_switched",
         "read_receipt",
     ];
     let mut seen = Vec::new();

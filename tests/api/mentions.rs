@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{id, TestApp};
+use crate::helpers::{id, Client, TestApp};
 
 /// The chat's entry in the caller's chat list.
 fn listed(chats: &Value, chat: i64) -> &Value {
@@ -117,10 +117,27 @@ async fn an_edit_changes_the_mentions_and_a_deletion_or_leaving_ends_them() {
     let chat = alice.create_chat("c", &[bob_id, carol_id]).await;
     let sent = alice.send_message(chat, "hi @bob").await;
     let path = format!("/api/chats/{chat}/messages/{}/", id(&sent));
+    let mut watcher = carol.ws_v2(chat).await;
 
     let edited = alice.patch(&path, &json!({"content": "hi @carol"})).await;
     assert_eq!(edited.status, StatusCode::OK, "{}", edited.body);
     assert_eq!(mention_ids(&edited.body), [carol_id]);
+    // Live and replayed, the edit's frame carries the new mentions.
+    let frame = watcher.next_of("message_edited").await;
+    assert_eq!(frame["mentions"], json!([carol_id]));
+    let mut resumed = crate::events::v2_after(&carol, chat, sent["seq"].as_i64().unwrap()).await;
+    assert_eq!(resumed.next_of("message_edited").await, frame);
+    let unmentioned = alice.patch(&path, &json!({"content": "hi all"})).await;
+    assert_eq!(unmentioned.body.get("mentions"), None);
+    assert_eq!(
+        watcher.next_of("message_edited").await["mentions"],
+        json!([])
+    );
+    alice.patch(&path, &json!({"content": "hi @carol"})).await;
+    assert_eq!(
+        watcher.next_of("message_edited").await["mentions"],
+        json!([carol_id])
+    );
     assert_eq!(bob.get("/api/mentions/").await.body, json!([]));
     assert_eq!(
         listed(&bob.get("/api/chats/").await.body, chat)["unread_mentions"],
@@ -225,14 +242,22 @@ async fn read_receipts_are_off_by_default_and_when_on_each_move_is_an_event() {
         bad.body,
         json!({"read_receipts": ["Must be a valid boolean."]})
     );
+    let mut watcher = alice.ws_v2(chat).await;
     let on = alice
         .patch(&chat_path, &json!({"read_receipts": true}))
         .await;
     assert_eq!(on.status, StatusCode::OK, "{}", on.body);
     assert_eq!(on.body["read_receipts"], true);
     assert_eq!(on.body["name"], "c", "the name is left as it was");
-
-    let mut watcher = alice.ws_v2(chat).await;
+    let alice_id = id(&alice.me().await);
+    assert_eq!(
+        watcher.next_of("read_receipts_switched").await,
+        json!({"type": "read_receipts_switched", "seq": 2, "chat": chat, "on": true, "by": alice_id})
+    );
+    // Switching them on again changes nothing and logs nothing.
+    alice
+        .patch(&chat_path, &json!({"read_receipts": true}))
+        .await;
     let mut original = alice.ws(chat).await;
     let second = alice.send_message(chat, "two").await;
     watcher.next_of("message").await;
@@ -261,7 +286,7 @@ async fn read_receipts_are_off_by_default_and_when_on_each_move_is_an_event() {
     assert_eq!(
         listed.body,
         json!([
-            {"user": {"id": id(&alice.me().await), "username": "alice"}, "last_read_seq": 0},
+            {"user": {"id": alice_id, "username": "alice"}, "last_read_seq": 0},
             {"user": {"id": bob_id, "username": "bob"}, "last_read_seq": second["seq"]},
         ])
     );
@@ -283,4 +308,56 @@ async fn read_receipts_are_off_by_default_and_when_on_each_move_is_an_event() {
         .await
         .body;
     assert_eq!(events, json!([frame]));
+}
+
+#[tokio::test]
+async fn reading_up_to_a_receipt_reads_the_message_before_it_so_receipts_never_feed_each_other() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_id = id(&bob.me().await);
+    let chat = alice.create_chat("c", &[bob_id]).await;
+    let chat_path = format!("/api/chats/{chat}/");
+    alice
+        .patch(&chat_path, &json!({"read_receipts": true}))
+        .await;
+    let message = alice.send_message(chat, "hello").await;
+    let message_seq = message["seq"].as_i64().unwrap();
+    let log_end = |client: &Client| {
+        let client = client.clone();
+        let path = format!("{chat_path}events/?after=0");
+        async move {
+            let events = client.get(&path).await.body;
+            crate::events::position(events.as_array().unwrap().last().unwrap())
+        }
+    };
+    // Each client marks read the last position it has seen, as a client following the log does.
+    let read = |client: &Client, seq: i64| {
+        let client = client.clone();
+        async move {
+            client
+                .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": seq}))
+                .await
+                .body
+        }
+    };
+
+    let bob_read = read(&bob, log_end(&bob).await).await;
+    assert_eq!(bob_read["last_read_seq"], message_seq);
+    let after_bob = log_end(&alice).await;
+    assert_eq!(after_bob, message_seq + 1, "bob's receipt");
+    let alice_read = read(&alice, after_bob).await;
+    assert_eq!(
+        alice_read["last_read_seq"], message_seq,
+        "a receipt's position reads the message before it"
+    );
+    let after_alice = log_end(&alice).await;
+    assert_eq!(after_alice, after_bob + 1, "alice's receipt");
+    // Neither has anything more to read: further reads move nothing and log nothing.
+    for _ in 0..3 {
+        read(&bob, log_end(&bob).await).await;
+        read(&alice, log_end(&alice).await).await;
+        read(&alice, i64::MAX).await;
+    }
+    assert_eq!(log_end(&alice).await, after_alice);
 }

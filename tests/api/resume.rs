@@ -20,6 +20,7 @@ const LOGGED: &[&str] = &[
     "message_unpinned",
     "chat_renamed",
     "read_receipt",
+    "read_receipts_switched",
     "member_added",
     "member_removed",
     "member_left",
@@ -43,6 +44,7 @@ struct View {
     name: String,
     /// user id → position read.
     receipts: BTreeMap<i64, i64>,
+    receipts_on: bool,
 }
 
 impl View {
@@ -94,6 +96,7 @@ impl View {
                 self.pins.remove(&id(frame));
             }
             "chat_renamed" => self.name = frame["name"].as_str().unwrap().to_owned(),
+            "read_receipts_switched" => self.receipts_on = frame["on"].as_bool().unwrap(),
             "read_receipt" => {
                 self.receipts
                     .insert(id(&frame["user"]), frame["read_seq"].as_i64().unwrap());
@@ -158,11 +161,15 @@ async fn fresh(client: &Client, chat: i64) -> View {
         .filter(|r| r["last_read_seq"].as_i64().unwrap() > 0)
         .map(|r| (id(&r["user"]), r["last_read_seq"].as_i64().unwrap()))
         .collect();
+    let receipts_on = client.get(&format!("/api/chats/{chat}/")).await.body["read_receipts"]
+        .as_bool()
+        .unwrap();
     View {
         messages,
         pins,
         name,
         receipts,
+        receipts_on,
     }
 }
 
@@ -182,8 +189,8 @@ fn counted(view: &View) -> BTreeMap<i64, (String, bool, BTreeMap<String, usize>)
 }
 
 /// One member's share of the changes: `rounds` rounds of a send, then in turn an edit,
-/// reactions added and taken back, a deletion, pins, an unpin and a rename (the owner only),
-/// and a read up to what they just sent.
+/// reactions added and taken back, a deletion (of a reacted or an edited message), pins, an
+/// unpin and a rename (the owner only), and a read up to what they just sent.
 async fn keep_changing(client: Client, chat: i64, who: &'static str, rounds: usize, owner: bool) {
     let mut mine: Vec<Value> = Vec::new();
     for round in 0..rounds {
@@ -212,9 +219,11 @@ async fn keep_changing(client: Client, chat: i64, who: &'static str, rounds: usi
                     .delete(&format!("{}reactions/?emoji=%F0%9F%91%8D", path(&sent)))
                     .await;
             }
-            2 if mine.len() >= 3 => {
-                // Three rounds back: for the owner, a pinned message (its deletion unpins it).
-                let gone = client.delete(&path(&mine[mine.len() - 3])).await;
+            2 => {
+                // In turn the reacted message of the round before and the edited one of two
+                // rounds before: a deletion erases reactions and edits alike.
+                let back = if round % 8 == 2 { 1 } else { 2 };
+                let gone = client.delete(&path(&mine[mine.len() - back])).await;
                 assert!(gone.status.is_success(), "{}", gone.body);
             }
             3 if owner => {
@@ -332,6 +341,13 @@ async fn a_client_reconnecting_while_others_change_the_chat_ends_with_the_chat_a
             taken += 1;
         }
         frames_per_connection = frames_per_connection % 5 + 1;
+        // The client marks read what it has seen, as a client following the log does; in a
+        // chat with read receipts this logs a receipt, which it then reads in turn.
+        if connections % 3 == 0 {
+            alice
+                .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": last}))
+                .await;
+        }
     }
     for writer in writers {
         writer.await.expect("the writer finished its changes");
@@ -352,5 +368,14 @@ async fn a_client_reconnecting_while_others_change_the_chat_ends_with_the_chat_a
     assert!(!view.pins.is_empty());
     assert_eq!(view.name, rest.name);
     assert_eq!(view.receipts, rest.receipts);
-    assert_eq!(view.receipts.len(), 2, "both writers' reads were seen");
+    assert!(view.receipts_on && rest.receipts_on);
+    assert_eq!(view.receipts.len(), 3, "every member's reads were seen");
+    // Reading what it has seen, again and again, logs nothing more: the log has come to rest.
+    for _ in 0..3 {
+        alice
+            .post(&format!("/api/chats/{chat}/read/"), &json!({"seq": last}))
+            .await;
+        last = log_end(&alice, chat, last).await;
+    }
+    assert_eq!(log_end(&alice, chat, 0).await, last);
 }
