@@ -218,6 +218,19 @@ impl Session {
     }
 }
 
+impl Session {
+    /// `GET /api/search/?{query}` (`query` already encoded): the hits' count.
+    pub async fn search(&self, query: &str) -> Result<usize, RequestError> {
+        let response = self
+            .http
+            .get(self.target.url(&format!("/api/search/?{query}")))
+            .send()
+            .await?;
+        let hits: Vec<serde_json::Value> = decode(response).await?;
+        Ok(hits.len())
+    }
+}
+
 fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;

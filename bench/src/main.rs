@@ -53,6 +53,8 @@ enum Scenario {
     Rest(scenarios::rest::RestArgs),
     /// Message list latency as a chat's history grows.
     History(scenarios::history::HistoryArgs),
+    /// Full-text search latency as the searched messages grow.
+    Search(scenarios::search::SearchArgs),
     /// AI chats streaming replies from a fake provider run by this process.
     Ai(scenarios::ai::AiArgs),
     /// Runs one share of `connections --processes P`, driven by its parent over stdin/stdout.
@@ -99,6 +101,10 @@ async fn main() {
         Scenario::History(args) => {
             args.common.apply();
             scenarios::history::run(args).await
+        }
+        Scenario::Search(args) => {
+            args.common.apply();
+            scenarios::search::run(args).await
         }
         Scenario::Ai(args) => {
             args.common.apply();

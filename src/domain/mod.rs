@@ -5,6 +5,7 @@ pub mod email;
 pub mod mention;
 pub mod message;
 pub mod password;
+pub mod search;
 pub mod text;
 pub mod user_type;
 pub mod username;

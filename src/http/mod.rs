@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod path;
 pub mod pins;
 pub mod query;
+pub mod search;
 pub mod sockets;
 pub mod tokens;
 
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(history::router())
         .merge(direct::router())
         .merge(pins::router())
+        .merge(search::router())
         .merge(health::router())
         .merge(assets::router())
         .merge(openapi::router())

@@ -21,7 +21,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, direct, health, history, messages, pins, tokens};
+use super::{accounts, ai, chats, direct, health, history, messages, pins, search, tokens};
 use crate::{
     state::AppState,
     wire::{
@@ -49,7 +49,7 @@ use crate::{
         chats::send_message, chats::messages, chats::add_participants, chats::remove_participant,
         chats::leave, direct::open,
         history::edit, history::delete, history::versions, history::events,
-        history::react, history::unreact, history::read, history::receipts, messages::mentions,
+        history::react, history::unreact, history::read, history::receipts, messages::mentions, search::search_messages,
         pins::pin, pins::unpin, pins::list,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,

@@ -3,7 +3,7 @@
 //! wording) instead of failing on the first bad value. Unknown parameters are ignored. When a
 //! parameter is repeated, every value is checked and the last valid one is used.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use crate::service::FieldErrors;
 
@@ -74,6 +74,46 @@ impl Query {
             match parse_non_negative(value) {
                 Some(n) => found = Some(n),
                 None => errors.add(name, "A valid non-negative integer is required."),
+            }
+        }
+        found
+    }
+
+    /// The last value of `name`, if given. One holding NUL records
+    /// [`crate::domain::text::NUL_REFUSED`] and reads as `None`, as body fields do: no backend
+    /// could compare it with stored text.
+    pub fn text<'a>(&'a self, name: &'a str, errors: &mut FieldErrors) -> Option<&'a str> {
+        let value = self.values(name).last()?;
+        if crate::domain::text::has_nul(value) {
+            errors.add(name, crate::domain::text::NUL_REFUSED);
+            return None;
+        }
+        Some(value)
+    }
+
+    /// A moment: a date `YYYY-MM-DD` (its start, in UTC) or an RFC 3339 date and time
+    /// (`2026-01-05T10:20:30Z`, any offset), in the years 1 to 9999: `Enter a date as YYYY-MM-DD, or a date and time
+    /// as in 2026-01-05T10:20:30Z.`
+    pub fn moment(&self, name: &str, errors: &mut FieldErrors) -> Option<DateTime<Utc>> {
+        let mut found = None;
+        for value in self.values(name) {
+            let value = value.trim();
+            let moment = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                .ok()
+                .and_then(|date| date.and_hms_opt(0, 0, 0))
+                .map(|start| start.and_utc())
+                .or_else(|| {
+                    DateTime::parse_from_rfc3339(value)
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc))
+                });
+            // Years 1 to 9999 only: both backends store and compare those alike.
+            match moment.filter(|m| (1..=9999).contains(&m.year())) {
+                Some(moment) => found = Some(moment),
+                None => errors.add(
+                    name,
+                    "Enter a date as YYYY-MM-DD, or a date and time as in 2026-01-05T10:20:30Z.",
+                ),
             }
         }
         found

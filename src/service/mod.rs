@@ -10,6 +10,7 @@
 //! - [`direct`]: direct chats, one per pair of users, opened by either of them.
 //! - [`messaging`]: sending a message: committed, then published, in `seq` order.
 //! - [`pins`]: pinning messages of a chat, and the chat's pins.
+//! - [`search`]: full-text search over the messages of a user's chats.
 //! - [`conversations`]: AI conversations: asking the model, the related chat's context.
 //! - [`batches`]: lists built a batch at a time, for pages bounded in bytes.
 
@@ -21,6 +22,7 @@ pub mod direct;
 mod error;
 pub mod messaging;
 pub mod pins;
+pub mod search;
 pub mod sessions;
 
 pub use error::{FieldErrors, ServiceError, ServiceResult};

@@ -14,6 +14,7 @@ pub mod columns;
 pub mod events;
 pub mod messages;
 pub mod pins;
+pub mod search;
 pub mod sessions;
 pub mod sqlite;
 pub mod tokens;

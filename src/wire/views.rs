@@ -408,6 +408,18 @@ impl ChatView {
     }
 }
 
+/// A message found by `GET /api/search/`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHitView {
+    /// The message as it is now.
+    pub message: MessageView,
+    /// Its words around the first match, as HTML: the text escaped (`&amp;`, `&lt;`, …), each
+    /// word the query asked for in `<mark>…</mark>`, `…` where the text was cut (at most 32
+    /// words).
+    #[schema(example = "… see you at the <mark>station</mark> tomorrow")]
+    pub snippet: String,
+}
+
 /// A member's read position, as `GET /api/chats/{id}/receipts/` lists it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReceiptView {

@@ -25,4 +25,5 @@ mod privacy;
 mod realtime;
 mod resume;
 mod schema;
+mod search;
 mod tokens;

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod fanout;
 pub mod history;
 pub mod rest;
+pub mod search;
 
 /// A scenario's result: one JSON object for machines, one line for people.
 pub struct Report {
