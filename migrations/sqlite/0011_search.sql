@@ -1,7 +1,7 @@
 -- Full-text search over message content: an FTS5 index whose content is the messages table
 -- itself (external content, so the text is stored once), kept in step by triggers on every
 -- write of a message's content (a send, an edit, a deletion's emptying, a chat's deletion).
--- unicode61 with remove_diacritics 2 folds case and diacritics in any script; the prefix
+-- unicode61 folds case in any script and, with remove_diacritics 2, Latin diacritics; the prefix
 -- indexes make `wo*` a lookup rather than a scan.
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     content,

@@ -21,7 +21,7 @@ pub const MIN_PREFIX_CHARS: usize = 2;
 /// One thing a query asks for: a word, or a phrase of several, the last possibly a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
-    /// The words, in order, folded ([`fold`]).
+    /// The words, in order, in lower case and NFC.
     pub words: Vec<String>,
     /// Whether the last word is a prefix (`word*`).
     pub prefix: bool,
@@ -34,14 +34,15 @@ pub struct SearchQuery {
     pub excluded: Vec<Part>,
 }
 
-/// Whether `c` belongs to a word (as both indexes' tokenizers see it: letters, digits, and the
-/// marks that combine with them).
+/// Whether `c` belongs to a word: letters, ASCII digits, and the marks that combine with
+/// letters. Other numerals (`½`, `²`) and every symbol separate words, as the PostgreSQL index
+/// (which turns punctuation and symbols into spaces) and SQLite's tokenizer both treat them.
 pub fn in_word(c: char) -> bool {
-    c.is_alphanumeric() || is_combining_mark(c)
+    c.is_alphabetic() || c.is_ascii_digit() || is_combining_mark(c)
 }
 
 /// A word as compared for highlighting: lower case, without diacritics (canonical
-/// decomposition with its combining marks left out), as the indexes fold words.
+/// decomposition with its combining marks left out), close to how the indexes fold words.
 pub fn fold(word: &str) -> String {
     word.nfd()
         .filter(|c| !is_combining_mark(*c))
@@ -49,11 +50,14 @@ pub fn fold(word: &str) -> String {
         .collect()
 }
 
-/// The words of `text`, folded.
+/// The words of `text` as the engines are given them: lower case, in NFC, otherwise as typed.
+/// Each engine folds diacritics its own way, the same way for its index and its queries; folding
+/// here would change letters that are not accented ones (`й`, Devanagari vowel signs). A run
+/// of marks alone is no word.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !in_word(c))
-        .filter(|w| !w.is_empty())
-        .map(fold)
+        .filter(|w| w.chars().any(|c| c.is_alphabetic() || c.is_ascii_digit()))
+        .map(|w| w.nfc().flat_map(char::to_lowercase).collect())
         .collect()
 }
 
@@ -159,12 +163,13 @@ impl SearchQuery {
         terms.join(" & ")
     }
 
-    /// Whether `word` (folded) is one the query asks for: a word of a required part, or
-    /// starting with a required prefix. For highlighting.
+    /// Whether `word` (folded, [`fold`]) is one the query asks for: a word of a required part,
+    /// or starting with a required prefix, compared folded. For highlighting.
     pub fn matches(&self, word: &str) -> bool {
         self.required.iter().any(|p| {
             let last = p.words.len() - 1;
             p.words.iter().enumerate().any(|(i, w)| {
+                let w = fold(w);
                 if p.prefix && i == last {
                     word.starts_with(w.as_str())
                 } else {
@@ -283,21 +288,26 @@ mod tests {
     }
 
     #[test]
-    fn punctuation_splits_words_into_phrases_and_diacritics_fold() {
-        let q = SearchQuery::parse("bob@example.com Ñandú foo-ba*").unwrap();
+    fn punctuation_and_symbols_split_words_and_letters_are_kept_as_typed() {
+        let q = SearchQuery::parse("bob@example.com Ñandú foo-ba* какой ½ x²").unwrap();
         assert_eq!(
             q.required,
             [
                 part(&["bob", "example", "com"], false),
-                part(&["nandu"], false),
-                part(&["foo", "ba"], true)
+                part(&["ñandú"], false),
+                part(&["foo", "ba"], true),
+                part(&["какой"], false),
+                part(&["x"], false),
             ]
         );
+        // A decomposed letter is given to the engines composed.
+        let q = SearchQuery::parse("e\u{301}cole").unwrap();
+        assert_eq!(q.required, [part(&["école"], false)]);
     }
 
     #[test]
     fn refuses_what_cannot_be_searched() {
-        for bad in ["", "   ", "-spam", "!!!", "a*", "\"\""] {
+        for bad in ["", "   ", "-spam", "!!!", "a*", "\"\"", "\u{301}", "½ -foo"] {
             assert!(SearchQuery::parse(bad).is_err(), "{bad:?}");
         }
         assert!(

@@ -3,7 +3,7 @@
 //! wording) instead of failing on the first bad value. Unknown parameters are ignored. When a
 //! parameter is repeated, every value is checked and the last valid one is used.
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Utc};
 
 use crate::service::FieldErrors;
 
@@ -108,6 +108,8 @@ impl Query {
                         .map(|t| t.with_timezone(&Utc))
                 });
             // Years 1 to 9999 only: both backends store and compare those alike.
+            // Microseconds, as both backends store times.
+            let moment = moment.map(|m| m.trunc_subsecs(6));
             match moment.filter(|m| (1..=9999).contains(&m.year())) {
                 Some(moment) => found = Some(moment),
                 None => errors.add(

@@ -31,23 +31,25 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/search", get(search_messages))
 }
 
-/// A page's end as the `cursor` parameter carries it: the score's bits in hex, a dot, the id.
+/// Where the next page starts, as the `cursor` parameter carries it: the window's newest id, a
+/// dot, how many ranked hits came before.
 fn encode_cursor(position: Position) -> String {
-    format!("{:016x}.{}", position.score.to_bits(), position.id)
+    format!("{}.{}", position.upto, position.offset)
 }
 
 fn decode_cursor(text: &str) -> Option<Position> {
-    let (bits, id) = text.trim().split_once('.')?;
-    let score = f64::from_bits(u64::from_str_radix(bits, 16).ok()?);
-    let id = id.parse::<i64>().ok()?;
-    (score.is_finite() && id > 0).then_some(Position { score, id })
+    let (upto, offset) = text.trim().split_once('.')?;
+    let upto = upto.parse::<i64>().ok().filter(|n| *n >= 0)?;
+    let offset = offset.parse::<i64>().ok().filter(|n| *n >= 0)?;
+    Some(Position { upto, offset })
 }
 
 /// Searches the messages of every chat the caller takes part in.
 ///
 /// `q` takes words (all must appear), `"quoted phrases"`, prefixes (`net*`, at least two
 /// characters) and exclusions (`-word`, `-"a phrase"`); case and diacritics never matter, and
-/// punctuation separates words (`bob@example.com` is the phrase `bob example com`).
+/// punctuation separates words (`bob@example.com` is the phrase `bob example com`). A query
+/// matching more than 2,000 of the caller's messages ranks the newest 2,000.
 #[utoipa::path(get, path = "/api/search/", tag = "Messages", security(("session" = []), ("bearer" = [])), params(
         ("q" = String, Query, description = "What to search for: words, \"quoted phrases\", prefix*, -excluded (at most 500 characters, 20 parts)"),
         ("chat" = Option<i64>, Query, description = "Only this chat's messages", minimum = 0),
@@ -58,7 +60,7 @@ fn decode_cursor(text: &str) -> Option<Position> {
         ("cursor" = Option<String>, Query, description = "Where the previous page ended, from its `Link` header"),
     ),
     responses(
-        (status = 200, description = "Hits, most relevant first and the newest first among equals, each with a snippet", body = Vec<SearchHitView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more hits lie beyond this page"))),
+        (status = 200, description = "Hits, most relevant first and the newest first among equals, each with a snippet (only the newest 2,000 matches are ranked)", body = Vec<SearchHitView>, headers(("Link" = String, description = "`<url>; rel=\"next\"` when more hits lie beyond this page"))),
         (status = 400, description = "Invalid input (`q` missing, empty, only exclusions, too long; a bad filter or cursor)", body = BadRequest),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
@@ -126,11 +128,11 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips_exactly() {
-        for score in [0.0, -1.5, 1e-300, 12.345_678_9] {
-            let position = Position { score, id: 42 };
+        for (upto, offset) in [(0, 0), (42, 20), (i64::MAX, 1_980)] {
+            let position = Position { upto, offset };
             assert_eq!(decode_cursor(&encode_cursor(position)), Some(position));
         }
-        for bad in ["", "x", "7ff8000000000000.1", "3ff0000000000000.-1", "zz.1"] {
+        for bad in ["", "x", "1", "1.-1", "-1.0", "zz.1", "1.2.3"] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
         }
     }

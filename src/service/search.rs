@@ -23,7 +23,7 @@ pub struct SearchRequest {
     pub q: String,
     /// The chat, sender (a username, looked up as stored ones are normalized) and dates.
     pub filter: SearchFilter,
-    /// Where the previous page ended.
+    /// Where this page starts (from the previous page's answer); the first page when `None`.
     pub from: Option<Position>,
     /// Hits per page, 1 to [`MAX_LIMIT`].
     pub limit: i64,
@@ -59,10 +59,11 @@ pub async fn messages(
     .await?;
     let next = if hits.len() as i64 > limit {
         hits.truncate(limit as usize);
-        hits.last().map(|h| Position {
-            score: h.score,
-            id: h.message.id,
-        })
+        let upto = request
+            .from
+            .map_or_else(|| hits.first().map_or(0, |h| h.newest), |f| f.upto);
+        let offset = request.from.map_or(0, |f| f.offset) + limit;
+        Some(Position { upto, offset })
     } else {
         None
     };

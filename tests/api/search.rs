@@ -65,6 +65,15 @@ async fn words_phrases_prefixes_and_exclusions_rank_and_highlight_alike_on_every
     assert_eq!(found(&alice, &q("example")).await, [mail]);
     assert_eq!(found(&alice, &q("bob@example.com")).await, [mail]);
     assert!(found(&alice, &q("missingword")).await.is_empty());
+    // Letters that are not accented Latin ones are searched as typed, in any script; a letter
+    // typed as a base and a combining accent is the same letter.
+    let russian = id(&alice.send_message(chat, "какой сегодня день").await);
+    assert_eq!(found(&alice, &q("КАКОЙ")).await, [russian]);
+    let hindi = id(&alice.send_message(chat, "हिंदी में लिखो").await);
+    assert_eq!(found(&alice, &q("हिंदी")).await, [hindi]);
+    let decomposed = id(&alice.send_message(chat, "e\u{301}cole du soir").await);
+    assert_eq!(found(&alice, &q("école")).await, [decomposed]);
+    assert_eq!(found(&alice, &q("ecole")).await, [decomposed]);
 
     // The snippet marks what was asked for and escapes the rest.
     let response = alice.get(&format!("/api/search/?{}", q("quick"))).await;
@@ -123,6 +132,33 @@ async fn among_equally_relevant_hits_the_newest_comes_first_and_pages_follow_the
         next = page.next_link();
     }
     assert_eq!(seen, sent, "every hit once, in order, across pages");
+
+    // Messages sent between pages do not shift them: the pages keep the first page's window.
+    let first = alice
+        .get(&format!("/api/search/?{}&limit=2", q("words")))
+        .await;
+    let newer = id(&alice.send_message(chat, "same words here again").await);
+    let mut seen: Vec<i64> = first
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| id(&hit["message"]))
+        .collect();
+    let mut next = first.next_link();
+    while let Some(path) = next {
+        let page = alice.get(&path).await;
+        seen.extend(
+            page.body
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|hit| id(&hit["message"])),
+        );
+        next = page.next_link();
+    }
+    assert_eq!(seen, sent, "the newer message waits for a new search");
+    assert!(found(&alice, &q("words")).await.contains(&newer));
 }
 
 #[tokio::test]
@@ -249,6 +285,14 @@ async fn bad_searches_get_their_reason() {
         (
             "q=a%00b",
             json!({"q": ["Null characters are not allowed."]}),
+        ),
+        (
+            "q=%CC%81",
+            json!({"q": ["Enter at least one word to search for."]}),
+        ),
+        (
+            "q=%C2%BD+-foo",
+            json!({"q": ["Enter at least one word to search for."]}),
         ),
         (
             "q=x&sender=a%00",

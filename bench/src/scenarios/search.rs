@@ -1,8 +1,9 @@
 //! `search`: full-text search latency as the searched messages grow. Messages of pseudo-words
 //! drawn from a Zipf-distributed vocabulary (as natural language is) are sent through
-//! `send_message` into `--chats` chats the searching user is in, up to each of `--sizes` in
-//! turn; at each size, queries of several kinds (a frequent, a medium and a rare word, two words,
-//! a phrase, a prefix) are timed, interleaved, one request at a time, each the default page.
+//! `send_message` into `--chats` chats, up to each of `--sizes` in turn; at each size, queries
+//! of several kinds (a frequent, a medium and a rare word, two words, a phrase, a prefix) are
+//! timed, interleaved, one request at a time, each the default page, for two users: one in
+//! every chat, and one in a separate chat of 1,000 messages only (most matches are not theirs).
 
 use std::{
     sync::{
@@ -42,6 +43,11 @@ pub struct SearchArgs {
     /// Timed requests of each kind per size.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub repeat: u32,
+    /// A shell command run after each seeding, before timing: for example
+    /// `psql … -c 'VACUUM ANALYZE messages'`, to time a PostgreSQL whose autovacuum is off
+    /// as a default installation (autovacuum on) would be once it has caught up.
+    #[arg(long)]
+    pub settle_cmd: Option<String>,
 }
 
 /// Words in the vocabulary.
@@ -50,6 +56,10 @@ const VOCABULARY: usize = 20_000;
 const WORDS: usize = 8;
 /// Untimed requests of each kind before the timed ones.
 const WARMUP_REQUESTS: usize = 2;
+/// The narrow chat's messages, numbered from here (apart from the others').
+const NARROW_FIRST: usize = 100_000_000;
+/// Messages in the narrow chat.
+const NARROW_MESSAGES: usize = 1_000;
 /// A seeding client gives up after this many failed sends.
 const MAX_SEED_FAILURES: usize = 1000;
 
@@ -176,13 +186,16 @@ pub async fn run(args: SearchArgs) -> Result<Report> {
     let prefix = users::run_prefix();
     let seeders = args.seed_concurrency as usize;
     note!("registering {seeders} users as {prefix}_*");
-    let sessions = users::create(
+    let mut sessions = users::create(
         &target,
         &prefix,
-        seeders,
+        seeders + 1,
         args.common.setup_concurrency as usize,
     )
     .await?;
+    // One more user takes part in one small chat only: the hard case for ranking the newest
+    // matches a user may see, since most matches of a frequent word are not theirs.
+    let narrow = sessions.pop().context("no users")?;
     let others: Vec<i64> = sessions[1..].iter().map(|s| s.user.id).collect();
     let mut chats = Vec::new();
     for c in 0..args.chats {
@@ -196,54 +209,92 @@ pub async fn run(args: SearchArgs) -> Result<Report> {
     let table = zipf_table();
     let words: Vec<String> = (0..VOCABULARY).map(word).collect();
     let kinds = queries(&words);
+    let narrow_chat = sessions[0]
+        .create_chat(&format!("{prefix} search narrow"), &[narrow.user.id])
+        .await
+        .context("creating the narrow chat")?;
+    let (narrow_sent, _, _) = seed(
+        &sessions[..1],
+        &[narrow_chat],
+        NARROW_FIRST,
+        NARROW_FIRST + NARROW_MESSAGES,
+        &table,
+        &words,
+    )
+    .await;
+    let viewers = [("all_chats", &sessions[0]), ("one_small_chat", &narrow)];
 
     let mut rows = Vec::new();
     let mut human_parts = Vec::new();
+    // Messages sent, and message numbers handed out (a failed send's number is not reused).
     let mut seeded = 0;
+    let mut numbered = 0;
     for &size in &sizes {
         note!("seeding messages {seeded}..{size}");
-        let (sent, secs, errors) = seed(&sessions, &chats, seeded, size, &table, &words).await;
+        let (sent, secs, errors) = seed(&sessions, &chats, numbered, size, &table, &words).await;
+        numbered = size;
         seeded += sent;
+        if let Some(command) = &args.settle_cmd {
+            note!("settling: {command}");
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .status()
+                .await
+                .context("running --settle-cmd")?;
+            if !status.success() {
+                bail!("--settle-cmd failed: {status}");
+            }
+        }
         note!(
             "seeded {sent} in {secs:.1}s; timing {} searches of each kind",
             args.repeat
         );
-        let mut latencies: Vec<Latency> = kinds.iter().map(|_| Latency::default()).collect();
-        let mut hits = vec![0usize; kinds.len()];
-        for i in 0..WARMUP_REQUESTS + args.repeat as usize {
-            for (k, (_, query)) in kinds.iter().enumerate() {
-                let t = Instant::now();
-                hits[k] = sessions[0]
-                    .search(query)
-                    .await
-                    .with_context(|| format!("searching {query}"))?;
-                if i >= WARMUP_REQUESTS {
-                    latencies[k].record(t.elapsed());
+        let mut by_viewer = serde_json::Map::new();
+        let mut brief = Vec::new();
+        for (viewer, session) in viewers {
+            let mut latencies: Vec<Latency> = kinds.iter().map(|_| Latency::default()).collect();
+            let mut hits = vec![0usize; kinds.len()];
+            for i in 0..WARMUP_REQUESTS + args.repeat as usize {
+                for (k, (_, query)) in kinds.iter().enumerate() {
+                    let t = Instant::now();
+                    hits[k] = session
+                        .search(query)
+                        .await
+                        .with_context(|| format!("searching {query}"))?;
+                    if i >= WARMUP_REQUESTS {
+                        latencies[k].record(t.elapsed());
+                    }
                 }
             }
+            let mut by_kind = serde_json::Map::new();
+            let mut parts = Vec::new();
+            for (k, (name, query)) in kinds.iter().enumerate() {
+                let summary = latencies[k].summary();
+                parts.push(format!(
+                    "{name} {}/{}",
+                    ms(summary.p50_us),
+                    ms(summary.p99_us)
+                ));
+                by_kind.insert(
+                    (*name).into(),
+                    json!({"query": query, "page_hits": hits[k], "latency": summary}),
+                );
+            }
+            brief.push(format!("{viewer}: {}", parts.join(", ")));
+            by_viewer.insert(viewer.into(), Value::Object(by_kind));
         }
-        let mut by_kind = serde_json::Map::new();
-        let mut brief = Vec::new();
-        for (k, (name, query)) in kinds.iter().enumerate() {
-            let summary = latencies[k].summary();
-            brief.push(format!(
-                "{name} {}/{} ms",
-                ms(summary.p50_us),
-                ms(summary.p99_us)
-            ));
-            by_kind.insert(
-                (*name).into(),
-                json!({"query": query, "page_hits": hits[k], "latency": summary}),
-            );
-        }
-        human_parts.push(format!("{seeded} messages: {} (p50/p99)", brief.join(", ")));
+        human_parts.push(format!(
+            "{seeded} messages: {} (p50/p99 ms)",
+            brief.join("; ")
+        ));
         rows.push(json!({
             "messages": seeded,
             "seeded_now": sent,
             "seed_secs": round2(secs),
             "seed_per_sec": round2(sent as f64 / secs.max(1e-9)),
             "seed_errors": errors,
-            "queries": by_kind,
+            "queries": by_viewer,
         }));
     }
     let json: Value = json!({
@@ -256,6 +307,8 @@ pub async fn run(args: SearchArgs) -> Result<Report> {
             "repeat": args.repeat,
             "vocabulary": VOCABULARY,
             "words_per_message": WORDS,
+            "narrow_chat_messages": narrow_sent,
+            "settle_cmd": args.settle_cmd,
         },
         "results": rows,
     });
