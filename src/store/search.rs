@@ -49,19 +49,20 @@ pub struct Hit {
 
 /// Most matches ranked per search: the newest this many the user may see. Ranking costs a
 /// score per match, and finding the newest matches of a frequent word means reading past the
-/// messages without it: on this project's benchmark machine, at a million messages, a word in
-/// one message in fourteen took 86 ms to rank with a window of 10,000 on PostgreSQL and 19 ms
-/// with 2,000. The newest two thousand matches are what a search box is for; older ones are
-/// found by narrowing the query, the chat, the sender or the dates.
+/// messages without it, so the window bounds both (`mrm-bench search`; figures in
+/// `docs/PERFORMANCE.md`). The newest two thousand matches are what a search box is for; older
+/// ones are found by narrowing the query, the chat, the sender or the dates.
 pub const RANK_WINDOW: i64 = 2_000;
+
+/// Most chats of a user written into a PostgreSQL search as constants.
+const MAX_LISTED_CHATS: usize = 10_000;
 
 /// Up to `limit` messages matching `query` in the chats `viewer_id` takes part in now (none
 /// deleted), most relevant first, the newest first among equals, from `from` when given.
 /// Only the newest [`RANK_WINDOW`] matches are ranked.
 ///
 /// Both backends take the same two steps: the matches the user may see, newest first, up to
-/// the window, each with its score (`recent`); then those, joined with what a message view
-/// needs, by score.
+/// the window (`recent`); then those, joined with what a message view needs, by score.
 pub async fn search(
     db: &Db,
     viewer_id: i64,
@@ -70,6 +71,24 @@ pub async fn search(
     from: Option<Position>,
     limit: i64,
 ) -> sqlx::Result<Vec<Hit>> {
+    let tsquery = query.to_tsquery();
+    // PostgreSQL is given the user's chats as constants (see below), up to a bound on the
+    // statement's size; past it, the same set as a subquery.
+    let chats: Option<Vec<i64>> = match db {
+        Db::Sqlite(_) => None,
+        Db::Postgres(pool) => {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id",
+            )
+            .bind(viewer_id)
+            .fetch_all(pool)
+            .await?;
+            (ids.len() <= MAX_LISTED_CHATS).then_some(ids)
+        }
+    };
+    if chats.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
     on_pool!(db, pool => {
         let mut q = QueryBuilder::new("WITH recent AS MATERIALIZED (");
         if matches!(db, Db::Sqlite(_)) {
@@ -85,19 +104,30 @@ pub async fn search(
             q.push_bind(viewer_id);
             q.push(" WHERE messages_fts MATCH ").push_bind(query.to_fts5());
         } else {
-            // The query is written out where it is used (not taken from a FROM item), so the
-            // planner sees its words and estimates how many messages hold them.
-            let tsquery = query.to_tsquery();
-            q.push("SELECT m.id, ts_rank_cd(m.search, to_tsquery('mrm_search', ")
+            // The query is written out where it is used (not taken from a FROM item), and the
+            // user's chats as constants, so the planner sees the query's words and the chats'
+            // sizes: a user of one small chat reads that chat, one of every chat the index.
+            // Scores are computed after the window is cut, for its rows only.
+            q.push("SELECT m.id FROM messages m JOIN users u ON u.id = m.sender_id WHERE ");
+            match &chats {
+                Some(ids) => {
+                    q.push("m.chat_id IN (");
+                    let mut list = q.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                None => {
+                    q.push(
+                        "m.chat_id IN (SELECT chat_id FROM chat_participants WHERE user_id = ",
+                    )
+                    .push_bind(viewer_id)
+                    .push(")");
+                }
+            }
+            q.push(" AND m.search @@ to_tsquery('mrm_search', ")
                 .push_bind(tsquery.clone())
-                .push(
-                    "))::float8 AS score \
-                     FROM messages m JOIN users u ON u.id = m.sender_id \
-                     JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = ",
-                );
-            q.push_bind(viewer_id);
-            q.push(" WHERE m.search @@ to_tsquery('mrm_search', ")
-                .push_bind(tsquery)
                 .push(")");
         }
         q.push(" AND m.deleted_at IS NULL");
@@ -129,9 +159,14 @@ pub async fn search(
         q.push(") SELECT ");
         q.push(message_columns!());
         // On SQLite, CROSS JOIN again keeps the few ranked matches as the outer loop.
-        q.push(
-            ", recent.score AS score, (SELECT MAX(id) FROM recent) AS newest FROM recent ",
-        );
+        match db {
+            Db::Sqlite(_) => q.push(", recent.score AS score"),
+            Db::Postgres(_) => q
+                .push(", ts_rank_cd(m.search, to_tsquery('mrm_search', ")
+                .push_bind(tsquery.clone())
+                .push("))::float8 AS score"),
+        };
+        q.push(", (SELECT MAX(id) FROM recent) AS newest FROM recent ");
         q.push(match db {
             Db::Sqlite(_) => "CROSS JOIN",
             Db::Postgres(_) => "JOIN",
