@@ -213,6 +213,15 @@ pub struct Config {
         value_parser = number::<NonZeroU32>
     )]
     pub messages_per_second: NonZeroU32,
+    /// `MRM_SEARCHES_PER_MINUTE`: full-text searches a user may run per minute (a search costs
+    /// more than a read of a page). Default 120. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "searches-per-minute",
+        env = "MRM_SEARCHES_PER_MINUTE",
+        default_value = "120",
+        value_parser = number::<NonZeroU32>
+    )]
+    pub searches_per_minute: NonZeroU32,
     /// `MRM_PAGE_BYTES`: the most bytes of JSON a page of a list holds; a page reaching it ends
     /// early, with fewer items than its `limit` and a `Link` to the rest. A page always holds one
     /// item, however large. Default 1048576 (1 MiB): a full page of 100 ordinary messages, while
@@ -450,6 +459,7 @@ impl fmt::Debug for Config {
             )
             .field("password_queue", &self.password_queue)
             .field("messages_per_second", &self.messages_per_second)
+            .field("searches_per_minute", &self.searches_per_minute)
             .field("page_bytes", &self.page_bytes)
             .field("ws_queue_capacity", &self.ws_queue_capacity)
             .field("ws_ping_interval", &self.ws_ping_interval)
@@ -682,6 +692,7 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.login_attempts_per_minute.get(), 10);
         assert_eq!(c.messages_per_second.get(), 20);
+        assert_eq!(c.searches_per_minute.get(), 120);
         assert_eq!(c.ws_queue_capacity, 256);
         assert_eq!(c.ws_ping_interval, Duration::from_secs(30));
         assert_eq!(c.max_sockets, None);

@@ -1,5 +1,5 @@
 //! Rate limits, kept in memory per node: login attempts per client address and username,
-//! password checks per client address, and messages per user and chat. A client address is
+//! password checks per client address, messages per user and chat, and searches per user. A client address is
 //! counted by its [`budget_key`]: an IPv6 client by its /64.
 
 use std::{net::IpAddr, num::NonZeroU32, time::Duration};
@@ -19,21 +19,25 @@ pub struct RateLimits {
     logins: DefaultKeyedRateLimiter<(IpAddr, [u8; 32])>,
     passwords: DefaultKeyedRateLimiter<IpAddr>,
     messages: DefaultKeyedRateLimiter<(i64, i64)>,
+    searches: DefaultKeyedRateLimiter<i64>,
 }
 
 impl RateLimits {
     /// `logins_per_minute` (`MRM_LOGIN_ATTEMPTS_PER_MINUTE`) per client address and username;
     /// `passwords_per_minute` (`MRM_PASSWORD_ATTEMPTS_PER_MINUTE`) per client address;
-    /// `messages_per_second` (`MRM_MESSAGES_PER_SECOND`) per user and chat.
+    /// `messages_per_second` (`MRM_MESSAGES_PER_SECOND`) per user and chat;
+    /// `searches_per_minute` (`MRM_SEARCHES_PER_MINUTE`) per user.
     pub fn new(
         logins_per_minute: NonZeroU32,
         passwords_per_minute: NonZeroU32,
         messages_per_second: NonZeroU32,
+        searches_per_minute: NonZeroU32,
     ) -> Self {
         Self {
             logins: RateLimiter::keyed(Quota::per_minute(logins_per_minute)),
             passwords: RateLimiter::keyed(Quota::per_minute(passwords_per_minute)),
             messages: RateLimiter::keyed(Quota::per_second(messages_per_second)),
+            searches: RateLimiter::keyed(Quota::per_minute(searches_per_minute)),
         }
     }
 
@@ -61,11 +65,17 @@ impl RateLimits {
         check(self.messages.check_key(&(user_id, chat_id)))
     }
 
+    /// One full-text search by `user_id`. Errors: `RateLimited`, as for [`Self::login`].
+    pub fn search(&self, user_id: i64) -> Result<(), ServiceError> {
+        check(self.searches.check_key(&user_id))
+    }
+
     /// Forgets keys whose budget is full again, so memory tracks active clients only.
     pub fn prune(&self) {
         self.logins.retain_recent();
         self.passwords.retain_recent();
         self.messages.retain_recent();
+        self.searches.retain_recent();
     }
 }
 

@@ -105,6 +105,7 @@ impl AppState {
             config.login_attempts_per_minute,
             config.password_attempts_per_minute,
             config.messages_per_second,
+            config.searches_per_minute,
         );
         let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
         let replies = generations.clone();

@@ -64,6 +64,7 @@ fn decode_cursor(text: &str) -> Option<Position> {
         (status = 400, description = "Invalid input (`q` missing, empty, only exclusions, too long; a bad filter or cursor)", body = BadRequest),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
+        (status = 429, description = "Searching too fast (`MRM_SEARCHES_PER_MINUTE`); `Retry-After` says when to try again", body = Detail),
     ))]
 async fn search_messages(
     State(state): State<AppState>,

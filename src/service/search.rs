@@ -38,7 +38,9 @@ pub struct SearchPage {
 
 /// Searches the messages of the chats `user` takes part in now: most relevant first, the
 /// newest first among equals, each with a highlighted snippet. Deleted messages are never
-/// found; an edit is found by its new words at once. Errors: `Validation` (`q`).
+/// found; an edit is found by its new words at once. Counted against the user's search rate
+/// limit (`MRM_SEARCHES_PER_MINUTE`) once the query is valid. Errors: `Validation` (`q`),
+/// `RateLimited`.
 pub async fn messages(
     state: &AppState,
     user: &User,
@@ -46,6 +48,7 @@ pub async fn messages(
 ) -> ServiceResult<SearchPage> {
     let query = SearchQuery::parse(&request.q)
         .map_err(|message| ServiceError::Validation(FieldErrors::single("q", message)))?;
+    state.limits.search(user.id)?;
     request.filter.sender = request.filter.sender.map(|s| username::normalize(s.trim()));
     let limit = request.limit.clamp(1, MAX_LIMIT);
     let mut hits = store::search::search(

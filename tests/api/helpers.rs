@@ -126,6 +126,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.login_attempts_per_minute = 1000.try_into().unwrap();
     config.password_attempts_per_minute = 10_000.try_into().unwrap();
     config.messages_per_second = 10_000.try_into().unwrap();
+    config.searches_per_minute = 100_000.try_into().unwrap();
     config
 }
 

@@ -320,3 +320,30 @@ async fn bad_searches_get_their_reason() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn searches_are_rate_limited_per_user() {
+    let app = TestApp::spawn_with(|config| {
+        config.searches_per_minute = 2.try_into().unwrap();
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    for _ in 0..2 {
+        assert_eq!(alice.get("/api/search/?q=x").await.status, StatusCode::OK);
+    }
+    let limited = alice.get("/api/search/?q=x").await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+    // An invalid query costs nothing and says why; another user has a budget of their own.
+    assert_eq!(
+        alice.get("/api/search/?q=-x").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(bob.get("/api/search/?q=x").await.status, StatusCode::OK);
+}
