@@ -163,20 +163,19 @@ impl SearchQuery {
         terms.join(" & ")
     }
 
-    /// Whether `word` (folded, [`fold`]) is one the query asks for: a word of a required part,
-    /// or starting with a required prefix, compared folded. For highlighting.
-    pub fn matches(&self, word: &str) -> bool {
-        self.required.iter().any(|p| {
-            let last = p.words.len() - 1;
-            p.words.iter().enumerate().any(|(i, w)| {
-                let w = fold(w);
-                if p.prefix && i == last {
-                    word.starts_with(w.as_str())
-                } else {
-                    word == w
-                }
+    /// The words the query asks for, folded ([`fold`]), for highlighting: each with whether it
+    /// is a prefix (the last word of a `word*` part).
+    fn wanted(&self) -> Vec<(String, bool)> {
+        self.required
+            .iter()
+            .flat_map(|p| {
+                let last = p.words.len() - 1;
+                p.words
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, w)| (fold(w), p.prefix && i == last))
             })
-        })
+            .collect()
     }
 }
 
@@ -204,9 +203,19 @@ pub fn snippet(content: &str, query: &SearchQuery) -> String {
     if let Some(s) = start {
         spans.push((s, content.len()));
     }
+    let wanted = query.wanted();
     let hits: Vec<bool> = spans
         .iter()
-        .map(|&(s, e)| query.matches(&fold(&content[s..e])))
+        .map(|&(s, e)| {
+            let word = fold(&content[s..e]);
+            wanted.iter().any(|(w, prefix)| {
+                if *prefix {
+                    word.starts_with(w.as_str())
+                } else {
+                    word == *w
+                }
+            })
+        })
         .collect();
     let (first_word, last_word) = if spans.len() <= SNIPPET_WORDS {
         (0, spans.len())

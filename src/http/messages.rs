@@ -45,12 +45,23 @@ async fn list(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::messages::page_for_user(&state.db, auth.user.id, cursor.probe()).await?;
+    respond(&state, &auth, cursor, rows, "/api/messages/").await
+}
+
+/// A page of `rows` (read with `cursor`'s probe) as the caller sees them, with their reactions.
+async fn respond(
+    state: &AppState,
+    auth: &AuthUser,
+    cursor: Cursor,
+    rows: Vec<store::messages::Message>,
+    path: &str,
+) -> ApiResult<Response> {
     let viewer = Viewer::of(&auth.user);
     let mut views = messaging::MessageViews::of(&state.db, &rows, viewer).await?;
     cursor.respond(
         rows,
         |m| m.id,
-        "/api/messages/",
+        path,
         state.config.page_bytes,
         |m| views.view(m),
     )
@@ -76,15 +87,7 @@ async fn mentions(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = messaging::mentions(&state, &auth.user, cursor.probe()).await?;
-    let viewer = Viewer::of(&auth.user);
-    let mut views = messaging::MessageViews::of(&state.db, &rows, viewer).await?;
-    cursor.respond(
-        rows,
-        |m| m.id,
-        "/api/mentions/",
-        state.config.page_bytes,
-        |m| views.view(m),
-    )
+    respond(&state, &auth, cursor, rows, "/api/mentions/").await
 }
 
 /// Returns one message of a chat the caller takes part in.

@@ -441,10 +441,10 @@ pub async fn mark_read(
     seq: i64,
 ) -> ServiceResult<store::chats::ReadState> {
     state.limits.message(user.id, chat_id)?;
-    let moved = store::chats::mark_read(&state.db, chat_id, user.id, seq)
+    let receipt = store::chats::mark_read(&state.db, chat_id, user.id, seq)
         .await?
         .ok_or(ServiceError::NotFound)?;
-    if let Some(event) = &moved.event {
+    if let Some(event) = &receipt {
         super::messaging::publish_logged(state, event);
     }
     store::chats::read_states(&state.db, user.id, &[chat_id])

@@ -70,16 +70,18 @@ pub async fn messages(
     } else {
         None
     };
-    let messages: Vec<_> = hits.iter().map(|h| h.message.clone()).collect();
+    let snippets: Vec<String> = hits
+        .iter()
+        .map(|hit| crate::domain::search::snippet(&hit.message.content, &query))
+        .collect();
+    let messages: Vec<_> = hits.into_iter().map(|hit| hit.message).collect();
     let mut views = MessageViews::of(&state.db, &messages, Viewer::of(user)).await?;
-    let hits = hits
+    let hits = messages
         .into_iter()
-        .map(|hit| {
-            let snippet = crate::domain::search::snippet(&hit.message.content, &query);
-            SearchHitView {
-                message: views.view(hit.message),
-                snippet,
-            }
+        .zip(snippets)
+        .map(|(message, snippet)| SearchHitView {
+            message: views.view(message),
+            snippet,
         })
         .collect();
     Ok(SearchPage { hits, next })

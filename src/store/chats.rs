@@ -504,17 +504,10 @@ pub async fn read_states(db: &Db, user_id: i64, chat_ids: &[i64]) -> sqlx::Resul
     })
 }
 
-/// Where a member's read position is after [`mark_read`].
-#[derive(Debug, Clone)]
-pub struct ReadMoved {
-    /// The position now held.
-    pub last_read_seq: i64,
-    /// The read receipt logged, when the position moved in a chat with read receipts on.
-    pub event: Option<EventRow>,
-}
-
 /// Moves `user_id`'s read position in the chat forward to the newest message at or before
-/// position `seq` (never back); `None` when they do not take part or there is no such chat.
+/// position `seq` (never back); `None` when they do not take part or there is no such chat,
+/// otherwise the read receipt logged (`Some(None)` when none was: the position did not move,
+/// or read receipts are off).
 ///
 /// A read position is always a message's: positions of other events (edits, reactions,
 /// receipts…) round down to the message before them. So a receipt can never be read itself, and
@@ -527,7 +520,7 @@ pub async fn mark_read(
     chat_id: i64,
     user_id: i64,
     seq: i64,
-) -> sqlx::Result<Option<ReadMoved>> {
+) -> sqlx::Result<Option<Option<EventRow>>> {
     on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         let receipts: Option<bool> = sqlx::query_scalar(
@@ -558,7 +551,7 @@ pub async fn mark_read(
         let target = target.unwrap_or(0);
         if target <= before {
             tx.commit().await?;
-            return Ok(Some(ReadMoved { last_read_seq: before, event: None }));
+            return Ok(Some(None));
         }
         sqlx::query(
             "UPDATE chat_participants SET last_read_seq = $3 WHERE chat_id = $1 AND user_id = $2",
@@ -576,7 +569,7 @@ pub async fn mark_read(
             None
         };
         tx.commit().await?;
-        Ok(Some(ReadMoved { last_read_seq: target, event }))
+        Ok(Some(event))
     })
 }
 
