@@ -105,6 +105,93 @@ pub struct AiConfig {
     pub retries: u32,
 }
 
+/// Attachments: their limits, and the object store that keeps them.
+#[derive(Debug, Clone, Args)]
+pub struct AttachmentConfig {
+    /// `MRM_ATTACHMENT_MAX_BYTES`: the largest file one upload may carry, in bytes. Default
+    /// 26214400 (25 MiB). Error: not a whole number ≥ 1.
+    #[arg(
+        long = "attachment-max-bytes",
+        env = "MRM_ATTACHMENT_MAX_BYTES",
+        default_value = "26214400",
+        value_parser = positive_count::<u64>
+    )]
+    pub max_bytes: u64,
+    /// `MRM_STORAGE_QUOTA_BYTES`: how many bytes of uploads each user may keep, counting every
+    /// upload (attached or not) until it is deleted; the admin area can set another quota per
+    /// user. Default 1073741824 (1 GiB). Error: not a whole number ≥ 1.
+    #[arg(
+        long = "storage-quota-bytes",
+        env = "MRM_STORAGE_QUOTA_BYTES",
+        default_value = "1073741824",
+        value_parser = positive_count::<u64>
+    )]
+    pub quota_bytes: u64,
+    /// `MRM_ATTACHMENT_GRACE_SECONDS`: how long an upload may wait to be attached to a message
+    /// before it is removed, in whole seconds. Default 86400 (a day). Error: not a whole number
+    /// of seconds ≥ 1.
+    #[arg(
+        long = "attachment-grace-seconds",
+        env = "MRM_ATTACHMENT_GRACE_SECONDS",
+        default_value = "86400",
+        value_parser = seconds
+    )]
+    pub grace: Duration,
+    /// `MRM_ATTACHMENT_SWEEP_SECONDS`: how often uploads past their grace, and objects nothing
+    /// refers to any more, are looked for and removed, in whole seconds (deleting a message or a
+    /// chat also starts a sweep at once). Default 60. Error: not a whole number of seconds ≥ 1.
+    #[arg(
+        long = "attachment-sweep-seconds",
+        env = "MRM_ATTACHMENT_SWEEP_SECONDS",
+        default_value = "60",
+        value_parser = seconds
+    )]
+    pub sweep_interval: Duration,
+    /// `MRM_UPLOAD_SECONDS`: how long an upload's body may take to arrive, in whole seconds (in
+    /// place of `MRM_HTTP_BODY_SECONDS`, which is meant for small bodies). Default 600. Error: not
+    /// a whole number of seconds ≥ 1.
+    #[arg(
+        long = "upload-seconds",
+        env = "MRM_UPLOAD_SECONDS",
+        default_value = "600",
+        value_parser = seconds
+    )]
+    pub upload_timeout: Duration,
+    /// `MRM_ATTACHMENTS_DIR`: the directory of the local object store, created if missing; used
+    /// when `MRM_S3_BUCKET` is not set. Default `attachments` (under the working directory).
+    #[arg(
+        long = "attachments-dir",
+        env = "MRM_ATTACHMENTS_DIR",
+        default_value = "attachments"
+    )]
+    pub dir: std::path::PathBuf,
+    /// `MRM_S3_BUCKET`: keep attachments in this bucket of an S3-compatible object store instead
+    /// of the local directory. Default: none.
+    #[arg(long = "s3-bucket", env = "MRM_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// `MRM_S3_ENDPOINT`: the object store's address, for stores other than Amazon S3 (MinIO,
+    /// Ceph, Garage…), `http://` or `https://`; paths are then bucket-first (path-style
+    /// requests). Default: none, Amazon S3 itself. Error: not an `http(s)://` URL.
+    #[arg(long = "s3-endpoint", env = "MRM_S3_ENDPOINT", value_parser = base_url)]
+    pub s3_endpoint: Option<String>,
+    /// `MRM_S3_REGION`: the bucket's region. Default `us-east-1`.
+    #[arg(long = "s3-region", env = "MRM_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// `MRM_S3_ACCESS_KEY_ID` and `MRM_S3_SECRET_ACCESS_KEY`: the store's credentials. Default:
+    /// none, and the standard `AWS_*` variables (or an instance role) are used.
+    #[arg(long = "s3-access-key-id", env = "MRM_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// See `s3_access_key_id`.
+    #[arg(long = "s3-secret-access-key", env = "MRM_S3_SECRET_ACCESS_KEY", value_parser = api_key)]
+    pub s3_secret_access_key: Option<Secret>,
+    /// `MRM_S3_PRESIGNED_SECONDS`: when set, a download is answered with a redirect (302) to a
+    /// URL of the object store signed for this many seconds, instead of passing the bytes
+    /// through the server. Default: none, downloads go through the server. Error: not a whole
+    /// number of seconds from 1 to 604800 (S3's longest).
+    #[arg(long = "s3-presigned-seconds", env = "MRM_S3_PRESIGNED_SECONDS", value_parser = presigned_seconds)]
+    pub s3_presigned: Option<Duration>,
+}
+
 /// The whole configuration. Read it with [`Config::from_env`]; every field names the variable it
 /// comes from, its unit and default, and what makes a value an error.
 ///
@@ -255,6 +342,9 @@ pub struct Config {
     /// The language-model provider (`OPENAI_*`, `MRM_AI_*`).
     #[command(flatten)]
     pub ai: AiConfig,
+    /// Attachments and their object store (`MRM_ATTACHMENT_*`, `MRM_S3_*`, …).
+    #[command(flatten)]
+    pub attachments: AttachmentConfig,
     /// `REDIS_URL`: Redis for fan-out between nodes, `redis://`, `rediss://` or `redis+unix://`.
     /// Default: none, and a single node delivers in process. Error: another scheme.
     #[arg(long = "redis-url", env = "REDIS_URL", value_parser = redis_url)]
@@ -464,6 +554,7 @@ impl fmt::Debug for Config {
             .field("ws_queue_capacity", &self.ws_queue_capacity)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ai", &self.ai)
+            .field("attachments", &self.attachments)
             .field("redis_url", &self.redis_url)
             .field("redis_prefix", &self.redis_prefix)
             .field("presence_ttl", &self.presence_ttl)
@@ -549,6 +640,15 @@ where
 fn seconds(raw: &str) -> Result<Duration, String> {
     let seconds: NonZeroU32 = number(raw)?;
     Ok(Duration::from_secs(seconds.get().into()))
+}
+
+/// Seconds a presigned URL may live: 1 to 604,800 (seven days, S3's limit for SigV4).
+fn presigned_seconds(raw: &str) -> Result<Duration, String> {
+    let duration = seconds(raw)?;
+    if duration > Duration::from_secs(604_800) {
+        return Err("must be at most 604800 (seven days)".into());
+    }
+    Ok(duration)
 }
 
 fn boolean(raw: &str) -> Result<bool, String> {
@@ -705,6 +805,14 @@ mod tests {
         assert_eq!(c.ai.timeout, Duration::from_secs(60));
         assert_eq!(c.ai.retries, 3);
         assert_eq!(c.ai.max_concurrent_per_user, 2);
+        assert_eq!(c.attachments.max_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.attachments.quota_bytes, 1024 * 1024 * 1024);
+        assert_eq!(c.attachments.grace, Duration::from_secs(86_400));
+        assert_eq!(c.attachments.sweep_interval, Duration::from_secs(60));
+        assert_eq!(c.attachments.upload_timeout, Duration::from_secs(600));
+        assert_eq!(c.attachments.dir, std::path::PathBuf::from("attachments"));
+        assert!(c.attachments.s3_bucket.is_none());
+        assert!(c.attachments.s3_presigned.is_none());
         assert!(c.redis_url.is_none());
         assert_eq!(c.redis_prefix, "mrm");
         assert_eq!(c.presence_ttl, Duration::from_secs(15));
@@ -983,7 +1091,10 @@ mod tests {
                 let default = default.strip_prefix('`').and_then(|d| d.strip_suffix('`'));
                 Some((var, default))
             })
-            .filter(|(var, _)| var.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .filter(|(var, _)| {
+                var.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
             .filter(|(var, _)| *var != "RUST_LOG") // read by the log filter, not here
             .collect();
         let declared: BTreeMap<&str, Option<String>> = variables()

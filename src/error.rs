@@ -47,6 +47,9 @@ pub enum ApiError {
     /// 413 for a body over the limit (bytes).
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// 413 with the reason (a file over the upload limit or the storage quota).
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// 415 for a body that is neither JSON nor a form.
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
@@ -95,6 +98,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(message) => ApiError::Conflict(message),
             ServiceError::Busy(message) => ApiError::Busy(message),
             ServiceError::Missing(message) => ApiError::Missing(message),
+            ServiceError::TooLarge(message) => ApiError::TooLarge(message),
             ServiceError::Internal(err) => ApiError::Internal(err),
         }
     }
@@ -111,7 +115,7 @@ impl ApiError {
             ApiError::InvalidToken | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -168,7 +172,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(message)
             | ApiError::Upstream(message)
             | ApiError::Missing(message) => error(message.clone()),
-            ApiError::Conflict(message) | ApiError::Busy(message) => detail(message.clone()),
+            ApiError::Conflict(message) | ApiError::Busy(message) | ApiError::TooLarge(message) => {
+                detail(message.clone())
+            }
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 detail("Internal server error.")

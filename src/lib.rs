@@ -16,6 +16,8 @@ pub mod realtime;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod thumbnails;
 pub mod wire;

@@ -64,6 +64,12 @@ impl Application {
         let Application { listener, state } = self;
         let addr = listener.local_addr()?;
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let sweeper = tokio::spawn(service::attachments::sweeper(
+            state.db.clone(),
+            state.files.clone(),
+            state.config.attachments.grace,
+            state.config.attachments.sweep_interval,
+        ));
         let credential_watch = tokio::spawn(service::sessions::watch_ended(state.clone()));
         tracing::info!(%addr, backend = state.db.backend(), "mrm-chat listening on http://{addr}");
         let stopping = CancellationToken::new();
@@ -112,6 +118,7 @@ impl Application {
         .await;
         let _ = closing_sockets.await;
         housekeeping.abort();
+        sweeper.abort();
         credential_watch.abort();
         state.db.close().await;
         tracing::info!("mrm-chat stopped");

@@ -9,7 +9,8 @@ use crate::{
     domain::PasswordPolicy,
     limits::RateLimits,
     realtime::{BusSettings, Realtime, SocketSettings},
-    service::messaging::MessageWriter,
+    service::{attachments::Files, messaging::MessageWriter},
+    storage::ObjectStorage,
     store::Db,
 };
 
@@ -63,12 +64,15 @@ pub struct AppState {
     pub generations: Arc<Generations>,
     /// The group-commit writer every message goes through.
     pub messages: MessageWriter,
+    /// Attachments' object store.
+    pub files: Files,
 }
 
 impl AppState {
-    /// The state the configuration describes: its AI provider (none without an API key), and
-    /// Redis fan-out when `REDIS_URL` is set.
+    /// The state the configuration describes: its AI provider (none without an API key), its
+    /// object store, and Redis fan-out when `REDIS_URL` is set.
     pub async fn new(db: Db, config: Config) -> anyhow::Result<Self> {
+        let files = Files::new(ObjectStorage::from_config(&config.attachments)?);
         let provider =
             OpenAiProvider::from_config(&config.ai)?.map(|p| Arc::new(p) as Arc<dyn ChatProvider>);
         let settings = SocketSettings {
@@ -91,7 +95,7 @@ impl AppState {
                 Realtime::clustered(db.clone(), settings, &bus).await?
             }
         };
-        Ok(Self::assemble(db, config, provider, realtime))
+        Ok(Self::assemble(db, config, provider, realtime, files))
     }
 
     /// The state with a given provider and delivery, for other backends and for tests.
@@ -100,6 +104,7 @@ impl AppState {
         config: Config,
         provider: Option<Arc<dyn ChatProvider>>,
         realtime: Realtime,
+        files: Files,
     ) -> Self {
         let limits = RateLimits::new(
             config.login_attempts_per_minute,
@@ -116,6 +121,7 @@ impl AppState {
         let password_queue = config.password_queue;
         Self {
             messages,
+            files,
             db,
             realtime,
             generations,

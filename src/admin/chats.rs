@@ -16,7 +16,6 @@ use super::{
 };
 use crate::{
     domain::{text, username, MAX_CHAT_NAME_CHARS},
-    realtime::hub::RoomEvent,
     service::{chats, ServiceError},
     state::AppState,
     store::{self, chats::ChatSummary, users::User},
@@ -261,8 +260,7 @@ pub async fn delete(
     posted: StaffForm,
 ) -> AdminResult<Response> {
     let chat = chat(&state, id).await?;
-    store::chats::delete(&state.db, chat.chat.id).await?;
-    state.realtime.publish(chat.chat.id, RoomEvent::ChatDeleted);
+    crate::service::chats::erase(&state, chat.chat.id).await?;
     tracing::info!(
         chat.id = chat.chat.id,
         by = posted.staff.user.id,

@@ -18,7 +18,7 @@ use crate::{
     domain::{Email, UserType},
     service::{
         accounts::{self, RegistrationForm},
-        ServiceError,
+        attachments, ServiceError,
     },
     state::AppState,
     store::{
@@ -54,6 +54,16 @@ fn may_manage(staff: &StaffUser, target: &User) -> bool {
     staff.is_superuser() || target.id == staff.user.id || !(target.is_staff || target.is_superuser)
 }
 
+/// User `id`, if `staff` may change them. Errors: 404, or 403 for another staff member's
+/// account when `staff` is not a superuser.
+async fn managed_target(state: &AppState, staff: &StaffUser, id: i64) -> AdminResult<User> {
+    let target = target(state, id).await?;
+    if !may_manage(staff, &target) {
+        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
+    }
+    Ok(target)
+}
+
 async fn target(state: &AppState, id: i64) -> AdminResult<User> {
     store::users::by_id(&state.db, id)
         .await?
@@ -65,6 +75,8 @@ async fn target(state: &AppState, id: i64) -> AdminResult<User> {
 struct UsersPage {
     chrome: Chrome,
     users: Vec<User>,
+    /// Bytes of uploads each listed user keeps (absent: none).
+    used: std::collections::HashMap<i64, i64>,
     pager: Pager,
     q: String,
     user_type: String,
@@ -105,9 +117,15 @@ pub async fn list(
     let total = store::users::count_matching(&state.db, &filter).await?;
     let pager = Pager::new(page, total, "/admin/users/", &keep)?;
     let users = store::users::matching(&state.db, &filter, pager.limit(), pager.offset()).await?;
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let used = store::attachments::used_by(&state.db, &ids)
+        .await?
+        .into_iter()
+        .collect();
     render(&UsersPage {
         chrome: staff.chrome("users", notice(&params)),
         users,
+        used,
         pager,
         q,
         user_type,
@@ -231,11 +249,22 @@ impl From<&User> for UserForm {
     }
 }
 
+impl UsersPage {
+    /// Bytes `user_id`'s uploads take.
+    fn used_by(&self, user_id: &i64) -> i64 {
+        self.used.get(user_id).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin/user_edit.html")]
 struct EditPage {
     chrome: Chrome,
     target: User,
+    /// `used of quota bytes`.
+    storage: String,
+    /// The user's own quota as the form shows it (empty: the default).
+    own_quota: String,
     form: UserForm,
     /// False when only a superuser may change this account: the page is read-only.
     can_manage: bool,
@@ -253,10 +282,20 @@ impl EditPage {
             can_manage: may_manage(staff, &target),
             can_grant: staff.is_superuser(),
             is_self: target.id == staff.user.id,
+            own_quota: String::new(),
             target,
+            storage: String::new(),
             user_types: user_types(),
             errors: Errors::default(),
         }
+    }
+
+    /// The page with the user's storage use filled in.
+    async fn with_storage(mut self, state: &AppState) -> AdminResult<Self> {
+        let storage = attachments::usage(state, self.target.id).await?;
+        self.storage = format!("{} of {} bytes", storage.used, storage.quota);
+        self.own_quota = storage.own.map(|q| q.to_string()).unwrap_or_default();
+        Ok(self)
     }
 }
 
@@ -268,7 +307,51 @@ pub async fn edit_page(
     params: Params,
 ) -> AdminResult<Response> {
     let target = target(&state, id).await?;
-    render(&EditPage::new(&staff, target, notice(&params)))
+    render(
+        &EditPage::new(&staff, target, notice(&params))
+            .with_storage(&state)
+            .await?,
+    )
+}
+
+/// `POST /admin/users/{id}/quota/`: sets the user's own storage quota in bytes
+/// (`storage_quota`; empty for the default, `MRM_STORAGE_QUOTA_BYTES`).
+pub async fn set_quota(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let target = managed_target(&state, &staff, id).await?;
+    let raw = form.text("storage_quota");
+    let quota = match raw.trim() {
+        "" => Ok(None),
+        text => text
+            .parse::<i64>()
+            .ok()
+            .filter(|q| *q >= 0)
+            .map(Some)
+            .ok_or("Enter a whole number of bytes, 0 or more, or nothing for the default."),
+    };
+    let mut errors = form.errors();
+    if let Err(message) = quota {
+        errors.add("storage_quota", message);
+    }
+    if !errors.is_empty() {
+        let mut page = EditPage::new(&staff, target, None)
+            .with_storage(&state)
+            .await?;
+        page.own_quota = raw;
+        page.errors = errors;
+        return render_with(StatusCode::BAD_REQUEST, &page);
+    }
+    attachments::set_quota(&state, id, quota.unwrap_or(None)).await?;
+    tracing::info!(
+        user.id = id,
+        by = staff.user.id,
+        "admin set a storage quota"
+    );
+    Ok(see_other(&format!("/admin/users/{id}/?done=saved")))
 }
 
 /// `POST /admin/users/{id}/`: saves a user's names, email, type and flags; only superusers see
@@ -279,10 +362,7 @@ pub async fn edit(
     posted: StaffForm,
 ) -> AdminResult<Response> {
     let StaffForm { staff, form } = posted;
-    let target = target(&state, id).await?;
-    if !may_manage(&staff, &target) {
-        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
-    }
+    let target = managed_target(&state, &staff, id).await?;
     let mut page = EditPage::new(&staff, target, None);
     let target = &page.target;
     // A flag that was not sent keeps its value: non-superusers get no privilege fields at all.
@@ -350,7 +430,7 @@ pub async fn edit(
             ..submitted
         };
         page.errors = errors;
-        return render_with(status, &page);
+        return render_with(status, &page.with_storage(&state).await?);
     }
     let changes = UserChanges {
         first_name: &submitted.first_name,
@@ -385,10 +465,7 @@ pub async fn password_page(
     staff: StaffUser,
     AdminId(id): AdminId,
 ) -> AdminResult<Response> {
-    let target = target(&state, id).await?;
-    if !may_manage(&staff, &target) {
-        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
-    }
+    let target = managed_target(&state, &staff, id).await?;
     render(&PasswordPage {
         chrome: staff.chrome("users", None),
         target,
@@ -404,10 +481,7 @@ pub async fn set_password(
     posted: StaffForm,
 ) -> AdminResult<Response> {
     let StaffForm { staff, form } = posted;
-    let target = target(&state, id).await?;
-    if !may_manage(&staff, &target) {
-        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
-    }
+    let target = managed_target(&state, &staff, id).await?;
     // Whoever knew the old password is signed out everywhere; the admin changing their own
     // password keeps this session.
     let keep = (id == staff.user.id).then_some(staff.key_hash.as_str());
@@ -448,10 +522,7 @@ pub async fn delete_page(
     staff: StaffUser,
     AdminId(id): AdminId,
 ) -> AdminResult<Response> {
-    let target = target(&state, id).await?;
-    if !may_manage(&staff, &target) {
-        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
-    }
+    let target = managed_target(&state, &staff, id).await?;
     let error = (target.id == staff.user.id).then_some(CANNOT_DELETE_SELF);
     render(&DeletePage {
         chrome: staff.chrome("users", None),
@@ -470,10 +541,7 @@ pub async fn delete(
     posted: StaffForm,
 ) -> AdminResult<Response> {
     let staff = posted.staff;
-    let target = target(&state, id).await?;
-    if !may_manage(&staff, &target) {
-        return Err(AdminError::Forbidden(ONLY_SUPERUSERS_MANAGE.into()));
-    }
+    let target = managed_target(&state, &staff, id).await?;
     if target.id == staff.user.id {
         return render_with(
             StatusCode::BAD_REQUEST,
@@ -488,6 +556,8 @@ pub async fn delete(
         .await?
         .ok_or(AdminError::NotFound)?;
     accounts::closed(&state, id).await;
+    // Their uploads went with them; the objects nothing else refers to go now.
+    state.files.nudge();
     tracing::info!(user.id = id, by = staff.user.id, "admin deleted a user");
     Ok(see_other("/admin/users/?done=deleted"))
 }

@@ -43,6 +43,25 @@ impl MessageContent {
         Ok(Self(raw))
     }
 
+    /// The text of a message that carries attachments: it may be blank (the files are the
+    /// message), and stays within [`MAX_CHARS`].
+    pub fn caption(raw: String) -> Result<Self, ContentError> {
+        if !text::within(&raw, MAX_CHARS) {
+            return Err(ContentError::TooLong);
+        }
+        Ok(Self(raw))
+    }
+
+    /// Checks `raw` as a message that carries `attachments` files (see [`MessageContent::parse`]
+    /// and [`MessageContent::caption`]).
+    pub fn with_attachments(raw: String, attachments: usize) -> Result<Self, ContentError> {
+        if attachments == 0 {
+            Self::parse(raw)
+        } else {
+            Self::caption(raw)
+        }
+    }
+
     /// The text as sent.
     pub fn as_str(&self) -> &str {
         &self.0

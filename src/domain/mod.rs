@@ -1,6 +1,7 @@
 //! Validated values: once one exists it is valid, so handlers never re-check.
 
 pub mod ai_message;
+pub mod attachment;
 pub mod email;
 pub mod mention;
 pub mod message;

@@ -194,11 +194,15 @@ async fn send_message(
 ) -> ApiResult<Response> {
     let chat = chats::visible(&state, id, &auth.user).await?;
     let mut errors = FieldErrors::new();
-    let content = input.message_content("content", &mut errors);
+    let attachments = input
+        .optional_id_list("attachments", &mut errors)
+        .unwrap_or_default();
+    let content = input.message_caption("content", attachments.len(), &mut errors);
     let reply_to = input.optional_nullable_id("reply_to", &mut errors);
     errors.check()?;
     let content = content.ok_or_else(|| ApiError::BadRequest("content is required".into()))?;
-    let message = messaging::send(&state, &auth.user, chat.id, content, reply_to).await?;
+    let message =
+        messaging::send(&state, &auth.user, chat.id, content, reply_to, attachments).await?;
     Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 

@@ -280,10 +280,10 @@ async fn events(
         .filter_map(|entry| {
             let seq = entry.seq();
             let item = match entry {
-                LogEntry::Message(m) => LogItem::Message(MessageFrame {
+                LogEntry::Message(m) => LogItem::Message(Box::new(MessageFrame {
                     kind: "message",
                     message: MessageView::for_viewer(m, viewer),
-                }),
+                })),
                 LogEntry::Event(e) => LogItem::Event(LoggedFrame::of(&e)?),
             };
             Some((seq, item))

@@ -266,6 +266,28 @@ impl Input {
             .ok()
     }
 
+    /// A message's `content` when the message carries `attachments` files: as
+    /// [`Input::message_content`] without any, else optional (absent reads as empty) and may be
+    /// blank, still stripped and held to the length limit.
+    pub fn message_caption(
+        &self,
+        name: &str,
+        attachments: usize,
+        errors: &mut FieldErrors,
+    ) -> Option<MessageContent> {
+        if attachments == 0 {
+            return self.message_content(name, errors);
+        }
+        let raw = if self.has(name) {
+            self.optional_string(name, errors)?
+        } else {
+            String::new()
+        };
+        MessageContent::caption(text::strip(&raw).to_owned())
+            .map_err(|message| errors.add(name, message.to_string()))
+            .ok()
+    }
+
     /// A boolean, absent as `None`: JSON `true`/`false`, or text (any case, spaces trimmed)
     /// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`/empty, close to Django REST Framework's
     /// `BooleanField`. Anything else records `Must be a valid boolean.`

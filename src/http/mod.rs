@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod ai;
 pub mod assets;
+pub mod attachments;
 pub mod chats;
 pub mod direct;
 pub mod health;
@@ -32,7 +33,7 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::RequestBodyTimeoutLayer,
+    timeout::RequestBodyDeadlineLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(direct::router())
         .merge(pins::router())
         .merge(search::router())
+        .merge(attachments::router())
         .merge(health::router())
         .merge(assets::router())
         .merge(openapi::router())
@@ -69,10 +71,20 @@ pub fn router(state: AppState) -> Router {
             csrf::require_trusted_origin,
         ))
         .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
-        // A body that stops arriving would hold its connection (and its place under the
-        // connection caps) for ever: reading it fails after `MRM_HTTP_BODY_SECONDS` from the
-        // end of the header, answered 400, and the connection is closed.
-        .layer(RequestBodyTimeoutLayer::new(state.config.http_body_timeout));
+        // A body that stops arriving, or trickles in a byte at a time, would hold its
+        // connection (and its place under the connection caps) for ever: reading it fails
+        // `MRM_HTTP_BODY_SECONDS` after the end of the header whatever has arrived (a deadline,
+        // not an idle timeout), answered 400, and the connection is closed.
+        .layer(RequestBodyDeadlineLayer::new(
+            state.config.http_body_timeout,
+        ))
+        // Uploads have a body deadline and limit of their own.
+        .merge(
+            attachments::upload_router(&state).layer(middleware::from_fn_with_state(
+                state.clone(),
+                csrf::require_trusted_origin,
+            )),
+        );
     if !state.config.cors_origins.is_empty() {
         router = router.layer(
             CorsLayer::new()

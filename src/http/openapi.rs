@@ -21,7 +21,9 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{accounts, ai, chats, direct, health, history, messages, pins, search, tokens};
+use super::{
+    accounts, ai, attachments, chats, direct, health, history, messages, pins, search, tokens,
+};
 use crate::{
     state::AppState,
     wire::{
@@ -51,6 +53,7 @@ use crate::{
         history::edit, history::delete, history::versions, history::events,
         history::react, history::unreact, history::read, history::receipts, messages::mentions, search::search_messages,
         pins::pin, pins::unpin, pins::list,
+        attachments::upload, attachments::details, attachments::download, attachments::thumbnail,
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
         ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
@@ -76,6 +79,7 @@ use crate::{
         (name = "Users", description = "The caller and the user directory"),
         (name = "Chats", description = "Group chats, their owners and members"),
         (name = "Messages", description = "Sending and reading group chat messages"),
+        (name = "Attachments", description = "Files shared in group chats: upload, then send in a message's `attachments`"),
         (name = "AI Chat", description = "Private conversations with a language model"),
         (name = "AI Messages", description = "Asking the model, its replies, and token usage"),
         (name = "WebSockets", description = "Live delivery: group chat and AI sockets"),

@@ -180,6 +180,7 @@ impl Fixture {
                 sender_id: self.sender_id,
                 content: &content,
                 reply_to: None,
+                attachments: &[],
             };
             let message = store::messages::insert(&self.db, &row)
                 .await

@@ -463,8 +463,13 @@ impl Reader {
     /// Handles one text frame; `Some` when the socket must close.
     async fn on_text(&mut self, text: &str) -> Option<Close> {
         match ChatClientFrame::parse(text, self.protocol) {
-            Ok(ChatClientFrame::Message { content, reply_to }) => {
-                self.on_message(content.unwrap_or_default(), reply_to).await
+            Ok(ChatClientFrame::Message {
+                content,
+                reply_to,
+                attachments,
+            }) => {
+                self.on_message(content.unwrap_or_default(), reply_to, attachments)
+                    .await
             }
             Ok(ChatClientFrame::Typing {}) => {
                 self.on_typing();
@@ -508,8 +513,13 @@ impl Reader {
     }
 
     /// Sends a message as its text arrived: the original's chat socket does not strip it.
-    async fn on_message(&mut self, raw: String, reply_to: Option<i64>) -> Option<Close> {
-        let content = match MessageContent::parse(raw) {
+    async fn on_message(
+        &mut self,
+        raw: String,
+        reply_to: Option<i64>,
+        attachments: Vec<i64>,
+    ) -> Option<Close> {
+        let content = match MessageContent::with_attachments(raw, attachments.len()) {
             Ok(content) => content,
             Err(ContentError::Blank) => {
                 self.error("Content cannot be empty");
@@ -523,10 +533,23 @@ impl Reader {
                 return None;
             }
         };
-        match messaging::send(&self.state, &self.user, self.chat_id, content, reply_to).await {
+        let sent = messaging::send(
+            &self.state,
+            &self.user,
+            self.chat_id,
+            content,
+            reply_to,
+            attachments,
+        )
+        .await;
+        match sent {
             Ok(_) => None,
             Err(ServiceError::RateLimited(_)) => {
                 self.error("Rate limit exceeded");
+                None
+            }
+            Err(ServiceError::Validation(errors)) => {
+                self.error(&errors.to_string());
                 None
             }
             Err(ServiceError::NotFound) => Some(Close {

@@ -330,9 +330,18 @@ pub async fn remove_as(
 /// Errors: `NotFound`, `PermissionDenied`.
 pub async fn delete(state: &AppState, user: &User, chat_id: i64) -> ServiceResult<()> {
     let chat = managed(state, chat_id, user).await?;
-    store::chats::delete(&state.db, chat.id).await?;
-    state.realtime.publish(chat.id, RoomEvent::ChatDeleted);
+    erase(state, chat.id).await?;
     tracing::info!(chat.id = chat.id, "chat deleted");
+    Ok(())
+}
+
+/// Deletes chat `chat_id` with everything in it, whoever asks (the caller has checked): its
+/// sockets close with 4004, and the objects only its attachments referred to go with the sweep
+/// this starts.
+pub async fn erase(state: &AppState, chat_id: i64) -> ServiceResult<()> {
+    store::chats::delete(&state.db, chat_id).await?;
+    state.realtime.publish(chat_id, RoomEvent::ChatDeleted);
+    state.files.nudge();
     Ok(())
 }
 

@@ -113,6 +113,10 @@ pub enum ServiceError {
     /// Too much work in progress for this caller; retry when it finishes [429].
     #[error("busy: {0}")]
     Busy(String),
+    /// Too much: a file over the upload limit, or over the uploader's storage quota; the message
+    /// says which [413].
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// A named thing is missing, shown as `{"error": …}` [404].
     #[error("missing: {0}")]
     Missing(String),

@@ -12,19 +12,19 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    domain::MessageContent,
+    domain::{attachment::MAX_PER_MESSAGE, MessageContent},
     realtime::{hub::RoomEvent, Realtime},
     service::{ServiceError, ServiceResult},
     state::AppState,
     store::{
         self,
-        messages::{Actor, Change, NewMessage, Refusal},
+        messages::{Actor, Change, NewMessage, Refusal, Unsaved},
         users::User,
         Db,
     },
     wire::{
         frames::{self, MessageFrames},
-        views::{MessageView, ReactionView, ReplyPreview, UserView, Viewer},
+        views::{AttachmentView, MessageView, ReactionView, ReplyPreview, UserView, Viewer},
     },
 };
 
@@ -38,7 +38,20 @@ struct Pending {
     sender: UserView,
     content: MessageContent,
     reply_to: Option<ReplyPreview>,
-    saved: oneshot::Sender<sqlx::Result<Option<MessageView>>>,
+    attachments: Vec<i64>,
+    saved: oneshot::Sender<sqlx::Result<Result<MessageView, Unsaved>>>,
+}
+
+impl Pending {
+    fn row(&self) -> NewMessage<'_> {
+        NewMessage {
+            chat_id: self.chat_id,
+            sender_id: self.sender.id,
+            content: self.content.as_str(),
+            reply_to: self.reply_to.as_ref().map(|r| r.id),
+            attachments: &self.attachments,
+        }
+    }
 }
 
 /// A handle to the process's one message-writer task, shared by every surface (cheap to
@@ -57,48 +70,49 @@ impl MessageWriter {
         MessageWriter { queue }
     }
 
-    /// Saves and publishes a message; the answer shows the sender as they see themself. `None`
-    /// when the sender is not a participant of the chat (or the chat is gone). Errors: `Internal` when the database fails or the writer task has
-    /// stopped. No rate limit here: [`send`] applies it.
+    /// Saves and publishes a message with its attachments (ids of the sender's uploads to this
+    /// chat); the answer shows the sender as they see themself. Errors: `NotFound` when the
+    /// sender is not a participant of the chat (or the chat is gone); `Validation`
+    /// (`attachments`) when an attachment is not the sender's unattached upload to this chat;
+    /// `Internal` when the database fails or the writer task has stopped. No rate limit here:
+    /// [`send`] applies it.
     pub async fn post(
         &self,
         chat_id: i64,
         sender: &User,
         content: MessageContent,
         reply_to: Option<ReplyPreview>,
-    ) -> ServiceResult<Option<MessageView>> {
+        attachments: Vec<i64>,
+    ) -> ServiceResult<MessageView> {
         let (saved, answer) = oneshot::channel();
         let pending = Pending {
             chat_id,
             sender: UserView::own(sender),
             content,
             reply_to,
+            attachments,
             saved,
         };
         let gone = || ServiceError::Internal(anyhow::anyhow!("the message writer stopped"));
         self.queue.send(pending).await.map_err(|_| gone())?;
-        Ok(answer.await.map_err(|_| gone())??)
+        match answer.await.map_err(|_| gone())?? {
+            Ok(view) => Ok(view),
+            Err(Unsaved::NotMember) => Err(ServiceError::NotFound),
+            Err(Unsaved::AttachmentUnavailable) => Err(unavailable_attachment()),
+        }
     }
 }
 
 async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let rows: Vec<NewMessage<'_>> = batch
-            .iter()
-            .map(|p| NewMessage {
-                chat_id: p.chat_id,
-                sender_id: p.sender.id,
-                content: p.content.as_str(),
-                reply_to: p.reply_to.as_ref().map(|r| r.id),
-            })
-            .collect();
+        let rows: Vec<NewMessage<'_>> = batch.iter().map(Pending::row).collect();
         match store::messages::insert_batch(&db, &rows).await {
             Ok(saved) => {
                 drop(rows);
                 // Published chat by chat in seq order, as committed.
                 let mut done: Vec<_> = batch.drain(..).zip(saved).collect();
-                done.sort_by_key(|(p, s)| (p.chat_id, s.as_ref().map(|s| s.seq)));
+                done.sort_by_key(|(p, s)| (p.chat_id, s.as_ref().map(|s| s.seq).ok()));
                 for (p, saved) in done {
                     finish(&realtime, p, Ok(saved));
                 }
@@ -108,13 +122,7 @@ async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pend
                 tracing::warn!(error = %err, size = batch.len(), "batched insert failed; retrying one by one");
                 drop(rows);
                 for p in batch.drain(..) {
-                    let row = NewMessage {
-                        chat_id: p.chat_id,
-                        sender_id: p.sender.id,
-                        content: p.content.as_str(),
-                        reply_to: p.reply_to.as_ref().map(|r| r.id),
-                    };
-                    let saved = store::messages::insert(&db, &row).await;
+                    let saved = store::messages::insert(&db, &p.row()).await;
                     finish(&realtime, p, saved);
                 }
             }
@@ -123,7 +131,11 @@ async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pend
 }
 
 /// Publishes a committed message and answers its sender.
-fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::messages::Saved>>) {
+fn finish(
+    realtime: &Realtime,
+    p: Pending,
+    saved: sqlx::Result<Result<store::messages::Saved, Unsaved>>,
+) {
     let outcome = saved.map(|saved| {
         saved.map(|saved| {
             let view = MessageView {
@@ -138,6 +150,11 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
                 reply_to: p.reply_to,
                 reactions: Vec::new(),
                 mentions: saved.mentions,
+                attachments: saved
+                    .attachments
+                    .into_iter()
+                    .map(AttachmentView::from)
+                    .collect(),
             };
             realtime.publish(
                 p.chat_id,
@@ -152,21 +169,37 @@ fn finish(realtime: &Realtime, p: Pending, saved: sqlx::Result<Option<store::mes
     let _ = p.saved.send(outcome);
 }
 
+/// The error of a message naming an attachment it cannot carry.
+fn unavailable_attachment() -> ServiceError {
+    ServiceError::Validation(super::FieldErrors::single(
+        "attachments",
+        "Each attachment must be your own upload to this chat, not yet sent, named once.",
+    ))
+}
+
 /// Sends `content` to the chat as `sender`, as a reply to message `reply_to` of the same chat
-/// if given: counted against the sender's rate limit for the chat (`MRM_MESSAGES_PER_SECOND`),
-/// committed, then published to every socket of the chat. The one way a message enters a chat,
-/// from REST and from the socket alike.
+/// if given, carrying `attachments` (at most [`MAX_PER_MESSAGE`] ids of the sender's uploads to
+/// this chat, not yet sent): counted against the sender's rate limit for the chat
+/// (`MRM_MESSAGES_PER_SECOND`), committed, then published to every socket of the chat. The one
+/// way a message enters a chat, from REST and from the socket alike.
 ///
 /// Errors: `RateLimited` (nothing saved), `Validation` (`reply_to` is not a message of this
-/// chat), `NotFound` when the sender is not (or no longer) a participant, checked under the
-/// lock that orders the chat's messages.
+/// chat; `attachments` too many, or not available), `NotFound` when the sender is not (or no
+/// longer) a participant, checked under the lock that orders the chat's messages.
 pub async fn send(
     state: &AppState,
     sender: &User,
     chat_id: i64,
     content: MessageContent,
     reply_to: Option<i64>,
+    attachments: Vec<i64>,
 ) -> ServiceResult<MessageView> {
+    if attachments.len() > MAX_PER_MESSAGE {
+        return Err(ServiceError::Validation(super::FieldErrors::single(
+            "attachments",
+            format!("A message may carry at most {MAX_PER_MESSAGE} attachments."),
+        )));
+    }
     state.limits.message(sender.id, chat_id)?;
     let reply_to = match reply_to {
         None => None,
@@ -183,9 +216,8 @@ pub async fn send(
     };
     state
         .messages
-        .post(chat_id, sender, content, reply_to)
-        .await?
-        .ok_or(ServiceError::NotFound)
+        .post(chat_id, sender, content, reply_to, attachments)
+        .await
 }
 
 /// Replaces the content of `user`'s message `message_id` in chat `chat_id` (`PATCH` on the
@@ -233,6 +265,8 @@ pub async fn delete(
             .await?
             .map_err(refused)?;
     publish_changed(state, &changed);
+    // Its attachments went with its content; their objects go now if nothing else holds them.
+    state.files.nudge();
     Ok(MessageView::for_viewer(changed.message, Viewer::of(user)))
 }
 

@@ -15,6 +15,7 @@
 //! - [`batches`]: lists built a batch at a time, for pages bounded in bytes.
 
 pub mod accounts;
+pub mod attachments;
 pub mod batches;
 pub mod chats;
 pub mod conversations;

@@ -40,6 +40,8 @@ pub struct Message {
     pub reply_deleted: bool,
     /// The members it mentions, as [`crate::domain::mention::encode_ids`] keeps them.
     pub mentions: Option<String>,
+    /// Its attachments, as [`super::attachments::encode`] keeps them.
+    pub attachments: Option<String>,
 }
 
 /// `Message`'s columns, read from `messages m` joined with its sender as `users u`.
@@ -49,7 +51,7 @@ macro_rules! message_columns {
          u.username AS sender_username, u.email AS sender_email, u.user_type AS sender_user_type, \
          m.edited_at, m.deleted_at, m.reply_to_id, r.sender_id AS reply_sender_id, \
          ru.username AS reply_sender_username, SUBSTR(r.content, 1, 100) AS reply_excerpt, \
-         (r.deleted_at IS NOT NULL) AS reply_deleted, m.mentions"
+         (r.deleted_at IS NOT NULL) AS reply_deleted, m.mentions, m.attachments"
     };
 }
 
@@ -84,6 +86,45 @@ pub struct Saved {
     pub created_at: DateTime<Utc>,
     /// The members it mentions, ascending.
     pub mentions: Vec<i64>,
+    /// What it carries, in the order given.
+    pub attachments: Vec<super::attachments::AttachmentMeta>,
+}
+
+/// Why a message was not saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsaved {
+    /// The sender is not (or no longer) a participant, or the chat is gone.
+    NotMember,
+    /// An attachment is not the sender's upload to this chat, is carried by another message
+    /// already, or was removed; or the message names one twice.
+    AttachmentUnavailable,
+}
+
+/// The attachments `row` may carry, in its order, taken from `claimable` (unattached uploads by
+/// id) and removed from it so that no other message of the batch takes them; `None` (nothing
+/// taken) when any is not there or not the sender's upload to this chat.
+fn claim(
+    claimable: &mut HashMap<i64, super::attachments::Attachment>,
+    row: &NewMessage<'_>,
+) -> Option<Vec<super::attachments::AttachmentMeta>> {
+    let fits = |id: &i64| {
+        claimable
+            .get(id)
+            .is_some_and(|a| a.chat_id == row.chat_id && a.uploader_id == row.sender_id)
+    };
+    let mut distinct = row.attachments.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != row.attachments.len() || !row.attachments.iter().all(fits) {
+        return None;
+    }
+    Some(
+        row.attachments
+            .iter()
+            .filter_map(|id| claimable.remove(id))
+            .map(|a| a.meta())
+            .collect(),
+    )
 }
 
 /// Inside an `on_writer!` body, in transaction `$tx`: which of the given usernames (`&[String]`,
@@ -171,14 +212,16 @@ fn mentioned_ids(
 }
 
 /// Saves a message from a participant, giving it the chat's next sequence number in the same
-/// transaction. `None` when the sender is not (or no longer) a participant, or the chat is gone:
-/// membership is checked under the same lock that orders the chat's messages.
-pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>> {
+/// transaction, and binds its attachments to it. Refused (nothing written) when the sender is
+/// not (or no longer) a participant or the chat is gone, or an attachment is unavailable:
+/// checked under the same lock that orders the chat's messages.
+pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Result<Saved, Unsaved>> {
     let NewMessage {
         chat_id,
         sender_id,
         content,
         reply_to,
+        attachments,
     } = *row;
     on_writer!(db, pool => {
         // Stamped once this writer has its turn, so on SQLite times follow commit order.
@@ -196,7 +239,21 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>
         .fetch_optional(&mut *tx)
         .await?;
         let Some(seq) = seq else {
-            return Ok(None);
+            return Ok(Err(Unsaved::NotMember));
+        };
+        let metas = if attachments.is_empty() {
+            Vec::new()
+        } else {
+            let mut claimable: HashMap<i64, super::attachments::Attachment> =
+                super::attachments::claimable!(tx, db, attachments)
+                    .into_iter()
+                    .map(|a| (a.id, a))
+                    .collect();
+            match claim(&mut claimable, row) {
+                Some(metas) => metas,
+                // Dropping the transaction rolls the seq back.
+                None => return Ok(Err(Unsaved::AttachmentUnavailable)),
+            }
         };
         let names = crate::domain::mention::candidates(content);
         let mentions = if names.is_empty() {
@@ -207,8 +264,8 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>
         };
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO messages \
-             (chat_id, seq, sender_id, content, created_at, reply_to_id, mentions) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+             (chat_id, seq, sender_id, content, created_at, reply_to_id, mentions, attachments) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(chat_id)
         .bind(seq)
@@ -217,14 +274,18 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Option<Saved>
         .bind(now)
         .bind(reply_to)
         .bind(crate::domain::mention::encode_ids(&mentions))
+        .bind(super::attachments::encode(&metas))
         .fetch_one(&mut *tx)
         .await?;
         if !mentions.is_empty() {
             let mentioned = [Mentioned { message_id: id, chat_id, seq, ids: mentions.clone() }];
             insert_mentions!(tx, mentioned);
         }
+        let bound: Vec<(i64, i64, i64)> =
+            metas.iter().zip(0..).map(|(m, position)| (m.id, id, position)).collect();
+        super::attachments::bind_to_messages!(tx, &bound);
         tx.commit().await?;
-        Ok(Some(Saved { id, seq, created_at: now, mentions }))
+        Ok(Ok(Saved { id, seq, created_at: now, mentions, attachments: metas }))
     })
 }
 
@@ -236,9 +297,12 @@ pub struct NewMessage<'a> {
     pub content: &'a str,
     /// The message of the same chat this one replies to (checked by the caller).
     pub reply_to: Option<i64>,
+    /// Uploads to carry, in order: the sender's own, to this chat, not yet attached (checked
+    /// here, under the chat's lock).
+    pub attachments: &'a [i64],
 }
 
-/// Rows per multi-row `INSERT`: at most seven parameters each stays far below both backends'
+/// Rows per multi-row `INSERT`: at most eight parameters each stays far below both backends'
 /// limits.
 const INSERT_CHUNK: usize = 1000;
 
@@ -247,8 +311,11 @@ const INSERT_CHUNK: usize = 1000;
 /// messages there are (on SQLite each statement is a round trip to the connection's thread).
 /// Chats are locked in id order, so batches written by several nodes at once wait for each
 /// other instead of deadlocking; messages of one chat keep their order.
-pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<Option<Saved>>> {
-    let mut saved = vec![None; rows.len()];
+pub async fn insert_batch(
+    db: &Db,
+    rows: &[NewMessage<'_>],
+) -> sqlx::Result<Vec<Result<Saved, Unsaved>>> {
+    let mut saved = vec![Err(Unsaved::NotMember); rows.len()];
     if rows.is_empty() {
         return Ok(saved);
     }
@@ -302,12 +369,33 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
             .into_iter()
             .collect();
 
+        // Attachments: one read (and lock) of every upload any message names.
+        let wanted: Vec<i64> = rows.iter().flat_map(|r| r.attachments.iter().copied()).collect();
+        let mut claimable: HashMap<i64, super::attachments::Attachment> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            super::attachments::claimable!(tx, db, &wanted)
+                .into_iter()
+                .map(|a| (a.id, a))
+                .collect()
+        };
+        let mut metas: Vec<Vec<super::attachments::AttachmentMeta>> = vec![Vec::new(); rows.len()];
+
         // (row index, seq) of every message that may be saved, chat by chat in seq order.
         let mut accepted = Vec::with_capacity(rows.len());
         for i in order {
             let row = &rows[i];
             if !members.contains(&(row.chat_id, row.sender_id)) {
                 continue;
+            }
+            if !row.attachments.is_empty() {
+                match claim(&mut claimable, row) {
+                    Some(claimed) => metas[i] = claimed,
+                    None => {
+                        saved[i] = Err(Unsaved::AttachmentUnavailable);
+                        continue;
+                    }
+                }
             }
             if let Some(seq) = last_seq.get_mut(&row.chat_id) {
                 *seq += 1;
@@ -357,11 +445,12 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
 
             // Rows go in in seq order, so ids grow with seq within each chat.
             let mut mentioned: Vec<Mentioned> = Vec::new();
+            let mut bound: Vec<(i64, i64, i64)> = Vec::new();
             for (chunk_index, chunk) in accepted.chunks(INSERT_CHUNK).enumerate() {
                 let first = chunk_index * INSERT_CHUNK;
                 let mut insert = QueryBuilder::new(
-                    "INSERT INTO messages \
-                     (chat_id, seq, sender_id, content, created_at, reply_to_id, mentions) ",
+                    "INSERT INTO messages (chat_id, seq, sender_id, content, created_at, \
+                     reply_to_id, mentions, attachments) ",
                 );
                 insert.push_values(chunk.iter().enumerate(), |mut values, (k, &(i, seq))| {
                     let row = &rows[i];
@@ -372,7 +461,8 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                         .push_bind(row.content)
                         .push_bind(now)
                         .push_bind(row.reply_to)
-                        .push_bind(crate::domain::mention::encode_ids(&mentions[first + k]));
+                        .push_bind(crate::domain::mention::encode_ids(&mentions[first + k]))
+                        .push_bind(super::attachments::encode(&metas[i]));
                 });
                 insert.push(" RETURNING id, chat_id, seq");
                 let ids: HashMap<(i64, i64), i64> = insert
@@ -392,10 +482,13 @@ pub async fn insert_batch(db: &Db, rows: &[NewMessage<'_>]) -> sqlx::Result<Vec<
                     if !ids.is_empty() {
                         mentioned.push(Mentioned { message_id: id, chat_id, seq, ids: ids.clone() });
                     }
-                    saved[i] = Some(Saved { id, seq, created_at: now, mentions: ids });
+                    let carried = std::mem::take(&mut metas[i]);
+                    bound.extend(carried.iter().zip(0..).map(|(m, position)| (m.id, id, position)));
+                    saved[i] = Ok(Saved { id, seq, created_at: now, mentions: ids, attachments: carried });
                 }
             }
             insert_mentions!(tx, mentioned);
+            super::attachments::bind_to_messages!(tx, &bound);
         }
         tx.commit().await?;
         Ok(saved)
@@ -833,17 +926,19 @@ pub async fn change(
             }
             Change::Delete => {
                 sqlx::query(
-                    "UPDATE messages SET content = '', deleted_at = $1, mentions = NULL \
-                     WHERE id = $2",
+                    "UPDATE messages SET content = '', deleted_at = $1, mentions = NULL, \
+                     attachments = NULL WHERE id = $2",
                 )
                 .bind(now)
                 .bind(message_id)
                 .execute(&mut *tx)
                 .await?;
-                // A tombstone carries nothing of what it was: no mentions, no reactions.
+                // A tombstone carries nothing of what it was: no mentions, no reactions, no
+                // attachments (their objects go with the next sweep when nothing else holds them).
                 for sql in [
                     "DELETE FROM message_mentions WHERE message_id = $1",
                     "DELETE FROM message_reactions WHERE message_id = $1",
+                    "DELETE FROM attachments WHERE message_id = $1",
                 ] {
                     sqlx::query(sql).bind(message_id).execute(&mut *tx).await?;
                 }

@@ -9,6 +9,7 @@
 //! connection frees up within the acquire timeout); other failures are documented where they occur.
 
 pub mod ai;
+pub mod attachments;
 pub mod chats;
 pub mod columns;
 pub mod events;

@@ -544,7 +544,7 @@ pub fn logged(event: &EventRow) -> Option<Utf8Bytes> {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum LogItem {
-    Message(MessageFrame),
+    Message(Box<MessageFrame>),
     Event(LoggedFrame),
 }
 
@@ -691,6 +691,10 @@ pub enum ChatClientFrame {
         /// `mrm.v2`: the id of the message of this chat it replies to.
         #[serde(default)]
         reply_to: Option<i64>,
+        /// `mrm.v2`: ids of the sender's uploads to this chat to carry (at most 10); the
+        /// content may then be empty.
+        #[serde(default)]
+        attachments: Vec<i64>,
     },
     /// `{"type": "typing"}`: the sender is typing.
     Typing {},
@@ -742,9 +746,16 @@ impl ChatClientFrame {
         let frame_has_bad_reply_to = frame
             .get("reply_to")
             .is_some_and(|r| !r.is_null() && !r.is_i64());
+        let frame_has_bad_attachments = frame.get("attachments").is_some_and(|a| {
+            !a.as_array()
+                .is_some_and(|ids| ids.iter().all(serde_json::Value::is_i64))
+        });
         let frame =
             serde_json::from_value(Value::Object(frame)).map_err(|_| match kind.as_str() {
                 "message" if frame_has_bad_reply_to => "reply_to must be a message id".to_owned(),
+                "message" if frame_has_bad_attachments => {
+                    "attachments must be a list of attachment ids".to_owned()
+                }
                 "message" | "typing" => "Content must be a string".to_owned(),
                 "read" => "A read frame needs seq, a whole number".to_owned(),
                 "delete" => "A delete frame needs id, a message id".to_owned(),
@@ -873,6 +884,7 @@ mod tests {
     fn extended_chat_frames_parse_with_their_type() {
         let parse = |text: &str| ChatClientFrame::parse(text, Protocol::V2);
         let message = |content: Option<&str>| ChatClientFrame::Message {
+            attachments: Vec::new(),
             content: content.map(str::to_owned),
             reply_to: None,
         };
@@ -906,6 +918,7 @@ mod tests {
     fn original_chat_frames_are_all_messages() {
         let parse = |text: &str| ChatClientFrame::parse(text, Protocol::Original);
         let message = |content: Option<&str>| ChatClientFrame::Message {
+            attachments: Vec::new(),
             content: content.map(str::to_owned),
             reply_to: None,
         };

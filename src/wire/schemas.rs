@@ -161,12 +161,26 @@ pub struct DirectRequest {
 #[derive(ToSchema)]
 pub struct SendMessage {
     /// Surrounding whitespace is removed, as the original's serializer removes it; must not be
-    /// blank. (The chat socket stores text exactly as sent.)
-    #[schema(min_length = 1, max_length = 10000, example = "Hello!")]
-    pub content: String,
+    /// blank, unless the message carries attachments (then it may be left out). (The chat
+    /// socket stores text exactly as sent.)
+    #[schema(max_length = 10000, example = "Hello!")]
+    pub content: Option<String>,
     /// The id of a message of the same chat this one replies to; the saved message carries a
     /// preview of it in `reply_to`.
     pub reply_to: Option<i64>,
+    /// Ids of the sender's uploads to this chat (`POST /api/chats/{id}/attachments/`), not yet
+    /// sent, in the order to show them: at most 10.
+    #[schema(max_items = 10)]
+    pub attachments: Option<Vec<i64>>,
+}
+
+/// The body of `POST /api/chats/{id}/attachments/`: one file.
+#[derive(ToSchema)]
+pub struct UploadForm {
+    /// The file; the part's `filename` is its name (sanitised), and its type is read from its
+    /// bytes.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
 }
 
 /// The body of `PATCH /api/chats/{id}/messages/{message_id}/`.

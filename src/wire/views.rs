@@ -187,6 +187,53 @@ pub struct MessageView {
     /// last edited; its sender never among them), ascending; left out when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<i64>,
+    /// The files it carries, in the order sent (at most 10); left out when none, and gone once
+    /// the message is deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// A file uploaded to a chat, as messages and the upload's answer show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+pub struct AttachmentView {
+    pub id: i64,
+    /// The file name, sanitised: no path, no control characters, at most 255 bytes.
+    #[schema(example = "holiday.jpg")]
+    pub name: String,
+    /// In bytes.
+    pub size: i64,
+    /// Decided from the file's bytes, not from what the uploader claimed.
+    #[schema(example = "image/jpeg")]
+    pub content_type: String,
+    /// In pixels, for images the server decodes (PNG, JPEG, GIF, WebP), after EXIF orientation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<i64>,
+    /// Where members download it (with their session or token).
+    #[schema(example = "/api/attachments/7/download/")]
+    pub url: String,
+    /// Its thumbnail (at most 400 × 400 pixels), for images; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/api/attachments/7/thumbnail/")]
+    pub thumbnail_url: Option<String>,
+}
+
+impl From<crate::store::attachments::AttachmentMeta> for AttachmentView {
+    fn from(m: crate::store::attachments::AttachmentMeta) -> Self {
+        Self {
+            url: format!("/api/attachments/{}/download/", m.id),
+            thumbnail_url: m
+                .thumbnail
+                .then(|| format!("/api/attachments/{}/thumbnail/", m.id)),
+            id: m.id,
+            name: m.name,
+            size: m.size,
+            content_type: m.content_type,
+            width: m.width,
+            height: m.height,
+        }
+    }
 }
 
 /// A preview of the message replied to.
@@ -271,27 +318,39 @@ impl MessageView {
             }),
             reactions: Vec::new(),
             mentions: crate::domain::mention::decode_ids(m.mentions.as_deref()),
+            attachments: crate::store::attachments::decode(m.attachments.as_deref())
+                .into_iter()
+                .map(AttachmentView::from)
+                .collect(),
         }
     }
 
     /// Whether the view has fields the original's message objects lacked (`seq` aside):
-    /// `reply_to`, `edited_at`, `deleted`, `reactions`, `mentions`.
+    /// `reply_to`, `edited_at`, `deleted`, `reactions`, `mentions`, `attachments`.
     pub fn has_extensions(&self) -> bool {
         self.reply_to.is_some()
             || self.edited_at.is_some()
             || self.deleted
             || !self.reactions.is_empty()
             || !self.mentions.is_empty()
+            || !self.attachments.is_empty()
     }
 
     /// This view as the original protocol's frames show it: without the fields of
-    /// [`MessageView::has_extensions`] (a tombstone's content is empty either way).
+    /// [`MessageView::has_extensions`] (a tombstone's content is empty either way), and with
+    /// the names of its files (`📎 a.png, b.pdf`) as the content of a message that has no text.
     pub fn without_extensions(mut self) -> Self {
         self.reply_to = None;
         self.edited_at = None;
         self.deleted = false;
         self.reactions.clear();
         self.mentions.clear();
+        // The original never sent a blank message: one that is only files names them.
+        if self.content.trim().is_empty() && !self.attachments.is_empty() {
+            let names: Vec<&str> = self.attachments.iter().map(|a| a.name.as_str()).collect();
+            self.content = format!("📎 {}", names.join(", "));
+        }
+        self.attachments.clear();
         self
     }
 

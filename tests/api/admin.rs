@@ -1722,3 +1722,59 @@ async fn staff_cannot_change_a_direct_chats_members_from_the_admin_area() {
         ["alice", "bob"]
     );
 }
+
+#[tokio::test]
+async fn the_admin_shows_each_users_storage_and_sets_their_quota() {
+    let app = TestApp::spawn_with(|c| c.attachments.quota_bytes = 3_000).await;
+    let alice = app.user("alice").await;
+    let alice_id = id(&alice.me().await);
+    let chat = alice.create_chat("files", &[]).await;
+    let upload = |bytes: Vec<u8>| {
+        let request = alice
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/chats/{chat}/attachments/"),
+            )
+            .header("X-CSRFToken", alice.csrf().unwrap())
+            .multipart(reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
+            ));
+        alice.send(request)
+    };
+    assert_eq!(upload(vec![1; 2_500]).await.status, StatusCode::CREATED);
+    assert_eq!(
+        upload(vec![2; 1_000]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    let admin = superuser(&app, "root").await;
+    let list = admin.get("/admin/users/").await;
+    list.assert_ok();
+    assert!(list.has("<td>2500</td>"), "{}", list.html);
+    let page = admin.get(&format!("/admin/users/{alice_id}/")).await;
+    assert!(page.has("2500 of 3000 bytes"), "{}", page.html);
+
+    let path = format!("/admin/users/{alice_id}/quota/");
+    let bad = admin.post(&path, &[("storage_quota", "-1")]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.has("Enter a whole number of bytes"), "{}", bad.html);
+    assert_eq!(
+        admin
+            .post(&path, &[("storage_quota", "10000")])
+            .await
+            .redirect(),
+        format!("/admin/users/{alice_id}/?done=saved")
+    );
+    assert!(admin
+        .get(&format!("/admin/users/{alice_id}/"))
+        .await
+        .has("2500 of 10000 bytes"));
+    assert_eq!(upload(vec![2; 1_000]).await.status, StatusCode::CREATED);
+    // Empty: back to the default, which the user is now over.
+    admin.post(&path, &[("storage_quota", "")]).await.redirect();
+    assert_eq!(
+        upload(vec![3; 10]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}

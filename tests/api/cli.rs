@@ -114,7 +114,7 @@ async fn migrate_createsuperuser_and_serve_until_sigterm() {
         "the password policy applies"
     );
 
-    let (mut server, addr) = start_server_process(&mut mrm_chat(&db.url));
+    let (mut server, addr, _files) = start_server_process(&mut mrm_chat(&db.url));
 
     let client = Client::new(addr);
     let refused = client

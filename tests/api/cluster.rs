@@ -51,6 +51,7 @@ impl Drop for TestPrefix {
 struct Node {
     addr: SocketAddr,
     child: Child,
+    _files: tempfile::TempDir,
 }
 
 impl Node {
@@ -71,8 +72,12 @@ impl Node {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .current_dir(std::env::temp_dir());
-        let (child, addr) = start_server_process(&mut command);
-        Node { addr, child }
+        let (child, addr, _files) = start_server_process(&mut command);
+        Node {
+            addr,
+            child,
+            _files,
+        }
     }
 
     fn client(&self) -> Client {

@@ -112,6 +112,9 @@ pub struct TestApp {
     pub state: mrm_chat::state::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The local object store's directory (unused when the test configures S3); removed when
+    /// the test ends.
+    _files: tempfile::TempDir,
     // Declared last: dropped after the server has been told to stop.
     _database: TestDatabase,
 }
@@ -158,6 +161,8 @@ impl TestApp {
         }
         let database = TestDatabase::create().await;
         let mut config = test_config(&database.url);
+        let files = tempfile::tempdir().expect("temporary directory");
+        config.attachments.dir = files.path().to_owned();
         adjust(&mut config);
         let app = Application::build(config).await.expect("server starts");
         let addr = app.local_addr();
@@ -173,6 +178,7 @@ impl TestApp {
             state,
             shutdown: Some(tx),
             server: Some(server),
+            _files: files,
             _database: database,
         }
     }
@@ -755,13 +761,16 @@ impl WsClient {
     }
 }
 
-/// Starts `mrm-chat serve --bind 127.0.0.1:0` as configured by `command` and returns the process
-/// and the address it reported. Its output is drained on a thread (and echoed with `MRM_TEST_LOG`).
+/// Starts `mrm-chat serve --bind 127.0.0.1:0` as configured by `command` and returns the process,
+/// the address it reported, and the directory it keeps attachments in (removed when dropped).
+/// Its output is drained on a thread (and echoed with `MRM_TEST_LOG`).
 pub fn start_server_process(
     command: &mut std::process::Command,
-) -> (std::process::Child, SocketAddr) {
+) -> (std::process::Child, SocketAddr, tempfile::TempDir) {
     use std::io::BufRead;
+    let files = tempfile::tempdir().expect("temporary directory");
     let mut child = command
+        .env("MRM_ATTACHMENTS_DIR", files.path())
         .args(["serve", "--bind", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -787,7 +796,7 @@ pub fn start_server_process(
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    (child, addr)
+    (child, addr, files)
 }
 
 /// Runs one statement with one text parameter straight on the database, as an operator would.

@@ -3,6 +3,7 @@
 mod accounts;
 mod admin;
 mod ai;
+mod attachments;
 mod chats;
 mod cli;
 mod cluster;
