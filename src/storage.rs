@@ -133,24 +133,29 @@ impl ObjectStorage {
     /// whole file in memory). Replacing an existing object of the same name is harmless: names
     /// are content addresses.
     pub async fn put_file(&self, key: &Path, file: &std::path::Path) -> Result<(), StorageError> {
-        let work = async {
-            let mut source = tokio::fs::File::open(file)
-                .await
-                .context("reopening the spooled upload")?;
-            let mut writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_BYTES);
-            if let Err(err) = tokio::io::copy(&mut source, &mut writer).await {
+        let mut source = tokio::fs::File::open(file)
+            .await
+            .context("reopening the spooled upload")?;
+        let mut writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_BYTES);
+        let copied = tokio::time::timeout(OPERATION_DEADLINE, async {
+            tokio::io::copy(&mut source, &mut writer).await?;
+            writer.shutdown().await
+        })
+        .await;
+        match copied {
+            Ok(Ok(())) => Ok(()),
+            failed => {
+                // A multipart upload left open keeps its parts in the bucket: abort it.
                 let _ = writer.abort().await;
-                return Err(StorageError::Failed(
-                    anyhow::Error::new(err).context("writing to the object store"),
-                ));
+                match failed {
+                    Err(_) => Err(StorageError::Timeout),
+                    Ok(Err(err)) => Err(StorageError::Failed(
+                        anyhow::Error::new(err).context("writing to the object store"),
+                    )),
+                    Ok(Ok(())) => Ok(()),
+                }
             }
-            writer
-                .shutdown()
-                .await
-                .context("finishing the object store upload")?;
-            Ok(())
-        };
-        deadline(work).await
+        }
     }
 
     /// Stores `bytes` (a thumbnail, small) as `key`.

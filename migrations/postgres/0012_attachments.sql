@@ -15,8 +15,10 @@ CREATE TABLE blobs (
     -- Set when an attachment of it goes (or an upload of it begins): the sweeper checks
     -- whether anything still holds it.
     released     BOOLEAN     NOT NULL DEFAULT FALSE,
-    -- Set while the sweeper removes its objects: uploads of the same content wait.
-    deleting     BOOLEAN     NOT NULL DEFAULT FALSE
+    -- While a sweeper removes its objects: until when it may (its lease; past it another
+    -- sweeper takes over), and which sweeper it is. Uploads of the same content wait.
+    deleting_until TIMESTAMPTZ NULL,
+    deleting_by    TEXT        NULL
 );
 CREATE INDEX blobs_released ON blobs (digest) WHERE released;
 

@@ -15,8 +15,10 @@ CREATE TABLE blobs (
     -- Set when an attachment of it goes (or an upload of it begins): the sweeper checks
     -- whether anything still holds it.
     released     INTEGER NOT NULL DEFAULT 0 CHECK (released IN (0, 1)),
-    -- Set while the sweeper removes its objects: uploads of the same content wait.
-    deleting     INTEGER NOT NULL DEFAULT 0 CHECK (deleting IN (0, 1))
+    -- While a sweeper removes its objects: until when it may (its lease; past it another
+    -- sweeper takes over), and which sweeper it is. Uploads of the same content wait.
+    deleting_until TEXT        NULL,
+    deleting_by    TEXT        NULL
 );
 CREATE INDEX blobs_released ON blobs (digest) WHERE released = TRUE;
 

@@ -123,9 +123,12 @@ impl SearchQuery {
         Ok(query)
     }
 
-    /// The query as an FTS5 `MATCH` expression: `("a" AND "b c"*) NOT ("x" OR "y")`. Every
-    /// word is a quoted string of letters and digits, so nothing in it is FTS5 syntax.
-    pub fn to_fts5(&self) -> String {
+    /// The query as an FTS5 `MATCH` expression over the index's `content` column, limited to
+    /// the messages of `chats` when any are given (through the `chat` column, where each
+    /// message has the one token `c<chat id>`; migration 0013):
+    /// `{content} : (("a" AND "b c"*) NOT ("x" OR "y")) AND {chat} : (c3 OR c17)`. Every word is
+    /// a quoted string of letters and digits, so nothing in it is FTS5 syntax.
+    pub fn to_fts5(&self, chats: &[i64]) -> String {
         let part = |p: &Part| {
             format!(
                 "\"{}\"{}",
@@ -138,6 +141,11 @@ impl SearchQuery {
         if !self.excluded.is_empty() {
             let excluded: Vec<String> = self.excluded.iter().map(part).collect();
             expression.push_str(&format!(" NOT ({})", excluded.join(" OR ")));
+        }
+        let mut expression = format!("{{content}} : ({expression})");
+        if !chats.is_empty() {
+            let tags: Vec<String> = chats.iter().map(|id| format!("c{id}")).collect();
+            expression.push_str(&format!(" AND {{chat}} : ({})", tags.join(" OR ")));
         }
         expression
     }
@@ -337,12 +345,18 @@ mod tests {
     #[test]
     fn renders_for_fts5_and_tsquery() {
         let q = SearchQuery::parse(r#"a "b cd"* -x -"y z""#).unwrap();
-        assert_eq!(q.to_fts5(), r#"("a" AND "b cd"*) NOT ("x" OR "y z")"#);
+        assert_eq!(
+            q.to_fts5(&[]),
+            r#"{content} : (("a" AND "b cd"*) NOT ("x" OR "y z"))"#
+        );
         assert_eq!(
             q.to_tsquery(),
             "('a') & ('b' <-> 'cd':*) & !('x') & !('y' <-> 'z')"
         );
-        assert_eq!(SearchQuery::parse("a").unwrap().to_fts5(), r#"("a")"#);
+        assert_eq!(
+            SearchQuery::parse("a").unwrap().to_fts5(&[3, 17]),
+            r#"{content} : (("a")) AND {chat} : (c3 OR c17)"#
+        );
     }
 
     #[test]

@@ -195,9 +195,13 @@ where
             }
             Err(err) => NotRecorded::Failed(err),
         };
-        // The hold is ours to end: what was written goes with the next sweep.
-        if let Err(err) = store::attachments::release(&state.db, hold_id).await {
-            tracing::warn!(error = %err, "could not end an upload's hold; it runs out by itself");
+        // The hold is ours to end, and what was written goes with the next sweep; but not after
+        // the store failed or timed out: a write it finishes late must not land after a sweep
+        // removed the blob, so the hold runs out by itself.
+        if !matches!(recorded, NotRecorded::Failed(_)) {
+            if let Err(err) = store::attachments::release(&state.db, hold_id).await {
+                tracing::warn!(error = %err, "could not end an upload's hold; it runs out by itself");
+            }
         }
         match recorded {
             NotRecorded::OverQuota { used, quota } => return Err(over_quota(used, quota)),
@@ -535,6 +539,8 @@ pub async fn sweep(db: &Db, storage: &ObjectStorage, grace: Duration) -> anyhow:
         }
     }
     store::attachments::expire_holds(db, store::now()).await?;
+    // This sweep's name on the blobs it removes.
+    let token = hex::encode(rand::random::<[u8; 16]>());
     // Every candidate once, in digest order: one that fails is logged and left for the next
     // sweep, and does not stop the others.
     let mut after = String::new();
@@ -546,7 +552,7 @@ pub async fn sweep(db: &Db, storage: &ObjectStorage, grace: Duration) -> anyhow:
                 storage.delete(&object_key(digest, false)).await?;
                 Ok(())
             };
-            match store::attachments::collect(db, digest, store::now(), remove).await {
+            match store::attachments::collect(db, digest, store::now(), &token, remove).await {
                 Ok(Collected::Removed) => swept.objects += 1,
                 Ok(Collected::Kept) => {}
                 Err(err) => {

@@ -3,8 +3,8 @@
 //!
 //! An upload holds its blob ([`hold`]: a row of `blob_holds`) before it writes the object, and
 //! gives the hold up when it records its attachment ([`record`]). A blob is removed only by
-//! [`collect`], which marks it `deleting` under its row's lock when no attachment refers to it
-//! and no upload holds it, then removes its objects with no lock held, then its row. Uploads of
+//! [`collect`], which marks it as being removed under its row's lock when no attachment refers
+//! to it and no upload holds it, then removes its objects with no lock held, then its row. Uploads of
 //! the same content meanwhile are told to wait ([`Held::BeingRemoved`]), and a record that finds
 //! its blob being removed (an upload that outlived its hold) is refused, so no attachment ever
 //! refers to an object that is gone.
@@ -120,7 +120,7 @@ pub async fn hold(db: &Db, blob: &NewBlob<'_>, until: DateTime<Utc>) -> sqlx::Re
                   VALUES ($1, $2, $3, $4, $5, $6, TRUE) \
                   ON CONFLICT (digest) DO UPDATE SET released = TRUE, \
                   thumbnail = COALESCE(blobs.thumbnail, excluded.thumbnail) \
-                  WHERE blobs.deleting = FALSE RETURNING digest";
+                  WHERE blobs.deleting_until IS NULL RETURNING digest";
     on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
         let upserted: Option<String> = sqlx::query_scalar(upsert)
@@ -229,19 +229,23 @@ pub async fn record(
         // The row lock again: a sweep that marked the blob deleting has removed (or is
         // removing) its objects.
         let kept: Option<String> = sqlx::query_scalar(
-            "UPDATE blobs SET released = FALSE WHERE digest = $1 AND deleting = FALSE \
+            "UPDATE blobs SET released = FALSE WHERE digest = $1 AND deleting_until IS NULL \
              RETURNING digest",
         )
         .bind(digest)
         .fetch_optional(&mut *tx)
         .await?;
-        if kept.is_none() {
+        // Our own hold must still be there: if it ran out and a sweep removed the blob, the
+        // row found above is a newer upload's, whose objects may not be written yet.
+        let ours = sqlx::query("DELETE FROM blob_holds WHERE id = $1 AND digest = $2")
+            .bind(hold_id)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if kept.is_none() || ours == 0 {
             return Ok(Err(NotRecorded::BlobGone));
         }
-        sqlx::query("DELETE FROM blob_holds WHERE id = $1")
-            .bind(hold_id)
-            .execute(&mut *tx)
-            .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO attachments (chat_id, uploader_id, digest, name, size, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -317,12 +321,14 @@ pub async fn visible_to(db: &Db, id: i64, user_id: i64) -> sqlx::Result<Option<A
         .await)
 }
 
-/// The uploads among `ids` that a message may still take: unattached, with their blob. Read
-/// inside the transaction that attaches them (`$tx`), locking them on PostgreSQL so the sweeper
-/// cannot remove them before commit (SQLite's write lock does the same there).
+/// The uploads among `ids` by `uploaders` that a message may still take: unattached, with their
+/// blob. Read inside the transaction that attaches them (`$tx`), locking them on PostgreSQL (in
+/// id order, so two batches never wait for each other in a cycle) so the sweeper cannot remove
+/// them before commit (SQLite's write lock does the same there).
 macro_rules! claimable {
-    ($tx:ident, $db:expr, $ids:expr) => {{
+    ($tx:ident, $db:expr, $ids:expr, $uploaders:expr) => {{
         let ids: &[i64] = $ids;
+        let uploaders: &[i64] = $uploaders;
         let mut q = sqlx::QueryBuilder::new(concat!(
             $crate::store::attachments::attachment_select!(),
             "WHERE a.message_id IS NULL AND a.id IN ("
@@ -331,7 +337,12 @@ macro_rules! claimable {
         for id in ids {
             list.push_bind(*id);
         }
-        q.push(")");
+        q.push(") AND a.uploader_id IN (");
+        let mut list = q.separated(", ");
+        for id in uploaders {
+            list.push_bind(*id);
+        }
+        q.push(") ORDER BY a.id");
         if matches!($db, $crate::store::Db::Postgres(_)) {
             q.push(" FOR UPDATE OF a");
         }
@@ -415,15 +426,24 @@ pub enum Collected {
     Kept,
 }
 
+/// How long a sweep may take to remove a blob's objects before another sweep may take the
+/// job over: longer than the two deletions can take ([`crate::storage::OPERATION_DEADLINE`]
+/// each), so a slow sweep never deletes what a newer upload of the same content wrote.
+pub const REMOVAL_LEASE: chrono::Duration = chrono::Duration::minutes(15);
+
 /// Removes blob `digest` if nothing holds it. Under its row's lock: if it is released, held by
-/// no upload at `now` and referred to by no attachment, it is marked `deleting` (a blob still
-/// referred to is marked not released instead). Then, with no lock held, `remove_objects`
-/// deletes its objects from the store, and last its row goes. An error from `remove_objects`
-/// leaves it marked, for the next sweep to finish; uploads of the same content wait meanwhile.
+/// no upload at `now` and referred to by no attachment, it is marked as being removed by
+/// `sweeper` (a token of this sweep) until [`REMOVAL_LEASE`] from `now` (a blob still referred
+/// to is marked not released instead; one another sweeper is removing is left to it, unless its
+/// lease ran out). Then, with no lock held, `remove_objects` deletes its objects from the
+/// store, and last its row goes, if the mark is still this sweeper's. An error from
+/// `remove_objects` leaves the mark, for a later sweep to finish once the lease runs out;
+/// uploads of the same content wait meanwhile.
 pub async fn collect<F, Fut>(
     db: &Db,
     digest: &str,
     now: DateTime<Utc>,
+    sweeper: &str,
     remove_objects: F,
 ) -> anyhow::Result<Collected>
 where
@@ -432,23 +452,28 @@ where
 {
     let lock = match db {
         Db::Sqlite(..) => {
-            "UPDATE blobs SET deleting = deleting WHERE digest = $1 AND released = TRUE \
-             RETURNING deleting"
+            "UPDATE blobs SET released = released WHERE digest = $1 AND released = TRUE \
+             RETURNING deleting_until"
         }
         Db::Postgres(_) => {
-            "SELECT deleting FROM blobs WHERE digest = $1 AND released = TRUE FOR UPDATE"
+            "SELECT deleting_until FROM blobs WHERE digest = $1 AND released = TRUE FOR UPDATE"
         }
     };
+    let lease = now + REMOVAL_LEASE;
     let marked = on_writer!(db, pool => {
         let mut tx = pool.begin().await?;
-        let deleting: Option<bool> = sqlx::query_scalar(lock)
+        let found: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(lock)
             .bind(digest)
             .fetch_optional(&mut *tx)
             .await?;
-        match deleting {
-            None => Ok::<_, sqlx::Error>(false),
-            Some(true) => Ok(true),
-            Some(false) => {
+        let take = match found {
+            // Gone, or not released.
+            None => false,
+            // Another sweep is on it.
+            Some(Some(until)) if until >= now => false,
+            // A sweep that did not finish: its lease ran out, so it is no longer running.
+            Some(Some(_)) => true,
+            Some(None) => {
                 let (held, referenced): (bool, bool) = sqlx::query_as(
                     "SELECT EXISTS (SELECT 1 FROM blob_holds WHERE digest = $1 AND until >= $2), \
                      EXISTS (SELECT 1 FROM attachments WHERE digest = $1)",
@@ -457,31 +482,33 @@ where
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-                if held {
-                    Ok(false)
-                } else if referenced {
+                if referenced {
                     sqlx::query("UPDATE blobs SET released = FALSE WHERE digest = $1")
                         .bind(digest)
                         .execute(&mut *tx)
                         .await?;
-                    tx.commit().await?;
-                    Ok(false)
-                } else {
-                    sqlx::query("UPDATE blobs SET deleting = TRUE WHERE digest = $1")
-                        .bind(digest)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(true)
                 }
+                !held && !referenced
             }
+        };
+        if !take {
+            tx.commit().await?;
+        } else {
+            sqlx::query("UPDATE blobs SET deleting_until = $2, deleting_by = $3 WHERE digest = $1")
+                .bind(digest)
+                .bind(lease)
+                .bind(sweeper)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
+        Ok::<_, sqlx::Error>(take)
     })?;
     if !marked {
         return Ok(Collected::Kept);
     }
     remove_objects().await?;
-    let sql = "DELETE FROM blobs WHERE digest = $1 AND deleting = TRUE";
-    on_writer!(db, pool => sqlx::query(sql).bind(digest).execute(pool).await.map(|_| ()))?;
+    let sql = "DELETE FROM blobs WHERE digest = $1 AND deleting_by = $2";
+    on_writer!(db, pool => sqlx::query(sql).bind(digest).bind(sweeper).execute(pool).await.map(|_| ()))?;
     Ok(Collected::Removed)
 }

@@ -245,7 +245,7 @@ pub async fn insert(db: &Db, row: &NewMessage<'_>) -> sqlx::Result<Result<Saved,
             Vec::new()
         } else {
             let mut claimable: HashMap<i64, super::attachments::Attachment> =
-                super::attachments::claimable!(tx, db, attachments)
+                super::attachments::claimable!(tx, db, attachments, &[sender_id])
                     .into_iter()
                     .map(|a| (a.id, a))
                     .collect();
@@ -374,7 +374,7 @@ pub async fn insert_batch(
         let mut claimable: HashMap<i64, super::attachments::Attachment> = if wanted.is_empty() {
             HashMap::new()
         } else {
-            super::attachments::claimable!(tx, db, &wanted)
+            super::attachments::claimable!(tx, db, &wanted, &sender_ids)
                 .into_iter()
                 .map(|a| (a.id, a))
                 .collect()

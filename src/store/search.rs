@@ -1,7 +1,7 @@
 //! Full-text search over the messages of the chats a user takes part in: SQLite's FTS5 index
 //! (`messages_fts`, ranked by BM25) or PostgreSQL's `tsvector` column with its GIN index
 //! (`messages.search`, ranked by `ts_rank_cd`), both kept in step with every write of a
-//! message's content by the database itself (migration 0011).
+//! message's content by the database itself (migrations 0011, and 0013 on SQLite).
 
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
@@ -57,6 +57,9 @@ pub const RANK_WINDOW: i64 = 2_000;
 /// Most chats of a user written into a PostgreSQL search as constants.
 const MAX_LISTED_CHATS: usize = 10_000;
 
+/// Most chats a SQLite search names in its full-text query (see [`search`]).
+const MAX_TAGGED_CHATS: usize = 32;
+
 /// Up to `limit` messages matching `query` in the chats `viewer_id` takes part in now (none
 /// deleted), most relevant first, the newest first among equals, from `from` when given.
 /// Only the newest [`RANK_WINDOW`] matches are ranked.
@@ -72,37 +75,63 @@ pub async fn search(
     limit: i64,
 ) -> sqlx::Result<Vec<Hit>> {
     let tsquery = query.to_tsquery();
-    // PostgreSQL is given the user's chats as constants (see below), up to a bound on the
-    // statement's size; past it, the same set as a subquery.
-    let chats: Option<Vec<i64>> = match db {
-        Db::Sqlite(_) => None,
-        Db::Postgres(pool) => {
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT chat_id FROM chat_participants WHERE user_id = $1 ORDER BY chat_id",
-            )
-            .bind(viewer_id)
-            .fetch_all(pool)
-            .await?;
-            (ids.len() <= MAX_LISTED_CHATS).then_some(ids)
-        }
-    };
-    if chats.as_ref().is_some_and(Vec::is_empty) {
+    // The user's chats with their last positions (about how many messages each holds).
+    let mine: Vec<(i64, i64)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT c.id, c.last_seq FROM chat_participants p JOIN chats c ON c.id = p.chat_id \
+         WHERE p.user_id = $1 ORDER BY c.id",
+    )
+    .bind(viewer_id)
+    .fetch_all(pool)
+    .await)?;
+    if mine.is_empty()
+        || filter
+            .chat_id
+            .is_some_and(|chat| !mine.iter().any(|(id, _)| *id == chat))
+    {
         return Ok(Vec::new());
     }
+    // PostgreSQL is given the user's chats as constants (see below), up to a bound on the
+    // statement's size; past it, the same set as a subquery.
+    let chats: Option<Vec<i64>> =
+        (mine.len() <= MAX_LISTED_CHATS).then(|| mine.iter().map(|(id, _)| *id).collect());
+    // SQLite's index also holds each message's chat: a search in one chat, or by a user whose
+    // few chats hold a small part of all messages, names them in the full-text query, which
+    // then skips through the query's matches to those chats' messages instead of reading the
+    // matches of every chat newest first until it has found enough of the user's.
+    let tagged: Vec<i64> = match (db, filter.chat_id) {
+        (Db::Postgres(_), _) => Vec::new(),
+        (Db::Sqlite(_), Some(chat)) => vec![chat],
+        (Db::Sqlite(_), None) if mine.len() <= MAX_TAGGED_CHATS => {
+            let theirs: i64 = mine.iter().map(|(_, last)| *last).sum();
+            let all: i64 = on_pool!(db, pool => sqlx::query_scalar(
+                "SELECT COALESCE(MAX(id), 0) FROM messages",
+            )
+            .fetch_one(pool)
+            .await)?;
+            if theirs.saturating_mul(4) < all {
+                mine.iter().map(|(id, _)| *id).collect()
+            } else {
+                Vec::new()
+            }
+        }
+        (Db::Sqlite(_), None) => Vec::new(),
+    };
     on_pool!(db, pool => {
         let mut q = QueryBuilder::new("WITH recent AS MATERIALIZED (");
         if matches!(db, Db::Sqlite(_)) {
             // CROSS JOIN keeps the index as SQLite's outer loop: run once, it yields the
             // matches newest first; as an inner loop it would run the whole full-text query
             // once per message of the user's chats.
+            // The chat column weighs nothing in the score.
             q.push(
-                "SELECT messages_fts.rowid AS id, (-bm25(messages_fts)) AS score \
+                "SELECT messages_fts.rowid AS id, (-bm25(messages_fts, 1.0, 0.0)) AS score \
                  FROM messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid \
                  JOIN users u ON u.id = m.sender_id \
                  JOIN chat_participants p ON p.chat_id = m.chat_id AND p.user_id = ",
             );
             q.push_bind(viewer_id);
-            q.push(" WHERE messages_fts MATCH ").push_bind(query.to_fts5());
+            q.push(" WHERE messages_fts MATCH ")
+                .push_bind(query.to_fts5(&tagged));
         } else {
             // The query is written out where it is used (not taken from a FROM item), and the
             // user's chats as constants, so the planner sees the query's words and the chats'

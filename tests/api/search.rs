@@ -347,3 +347,111 @@ async fn searches_are_rate_limited_per_user() {
     );
     assert_eq!(bob.get("/api/search/?q=x").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_member_of_one_small_chat_among_busy_ones_finds_just_its_messages() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let busy = bob.create_chat("busy", &[]).await;
+    let small = alice.create_chat("small", &[]).await;
+    for i in 0..40 {
+        bob.send_message(busy, &format!("apple number {i}")).await;
+    }
+    let first = id(&alice.send_message(small, "an apple a day").await);
+    let second = id(&alice.send_message(small, "apple pie").await);
+    let named = id(&alice
+        .send_message(small, &format!("see c{small} and c{busy}"))
+        .await);
+    for i in 0..10 {
+        bob.send_message(busy, &format!("apple again {i}")).await;
+    }
+
+    // Alice's chats hold a small part of all messages: her search names her chat in the
+    // index's query (on SQLite), and finds exactly her matches, the newest first among equals.
+    let hits = found(&alice, &q("apple")).await;
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(hits.contains(&first) && hits.contains(&second), "{hits:?}");
+    assert_eq!(
+        found(&alice, &format!("{}&chat={small}", q("apple")))
+            .await
+            .len(),
+        2
+    );
+    // The chat's own token in the index is never a word of its messages.
+    assert_eq!(found(&alice, &q(&format!("c{small}"))).await, [named]);
+    assert_eq!(found(&alice, &q(&format!("c{busy}"))).await, [named]);
+    assert!(found(&alice, &format!("{}&chat={busy}", q("apple")))
+        .await
+        .is_empty());
+    // Bob, in the busy chat, finds his fifty and none of hers.
+    let mut all = Vec::new();
+    let mut query = format!("{}&limit=100", q("apple"));
+    loop {
+        let response = bob.get(&format!("/api/search/?{query}")).await;
+        all.extend(
+            response
+                .body
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| id(&h["message"])),
+        );
+        match response.next_link() {
+            Some(next) => query = next.split_once('?').unwrap().1.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 50);
+    assert!(!all.contains(&first) && !all.contains(&second));
+}
+
+/// Only the newest 2,000 matches a user may see are ranked: an older match, however relevant,
+/// is beyond every page, and the pages hold the 2,000 exactly once each.
+#[tokio::test]
+async fn only_the_newest_two_thousand_matches_are_ranked() {
+    use mrm_chat::store::messages::{insert_batch, NewMessage};
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let alice_id = id(&alice.me().await);
+    let chat = alice.create_chat("many", &[]).await;
+    let oldest = id(&alice
+        .send_message(chat, "needle needle needle needle")
+        .await);
+    let contents: Vec<String> = (0..2_000).map(|i| format!("needle and hay {i}")).collect();
+    let rows: Vec<NewMessage<'_>> = contents
+        .iter()
+        .map(|content| NewMessage {
+            chat_id: chat,
+            sender_id: alice_id,
+            content,
+            reply_to: None,
+            attachments: &[],
+        })
+        .collect();
+    for saved in insert_batch(&app.db, &rows).await.unwrap() {
+        assert!(saved.is_ok());
+    }
+
+    let mut seen = std::collections::HashSet::new();
+    let mut query = format!("{}&limit=100", q("needle"));
+    loop {
+        let response = alice.get(&format!("/api/search/?{query}")).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        for hit in response.body.as_array().unwrap() {
+            assert!(seen.insert(id(&hit["message"])), "a hit came twice");
+        }
+        match response.next_link() {
+            Some(next) => query = next.split_once('?').unwrap().1.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 2_000);
+    assert!(
+        !seen.contains(&oldest),
+        "the 2,001st newest match was ranked"
+    );
+    // Narrowed so that it is among the newest 2,000 matches, it is found.
+    let until_it = found(&alice, &format!("{}&chat={chat}", q("needle -hay"))).await;
+    assert_eq!(until_it, [oldest]);
+}
