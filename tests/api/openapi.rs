@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::{test_config, TestApp, TestDatabase};
 
-/// Paths served for people rather than API clients (the admin area, the documentation UI and
-/// static files), and the catch-all of the router's fallback (`/` and its private wildcard),
+/// Paths served for people rather than API clients (the web client at `/` and `/web/`, the admin
+/// area, the documentation UI and static files), and the router fallback's private wildcard,
 /// which answers 404 to everything.
 fn is_not_api(path: &str) -> bool {
     path == "/"
@@ -16,6 +16,7 @@ fn is_not_api(path: &str) -> bool {
         || [
             "/admin",
             "/static/",
+            "/web/",
             "/api/docs",
             "/api/redoc",
             "/api/schema",
@@ -264,4 +265,65 @@ async fn static_files_have_etags_cache_headers_and_compression() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body, json!({"detail": "Not found."}));
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_at_the_root_under_a_strict_policy() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::builder().build().unwrap();
+    let page = http
+        .get(format!("http://{}/", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("https://") && !html.contains("http://"),
+        "{html}"
+    );
+    // Its script and styles, named by their content's hash, are cached for good.
+    let assets = regex::Regex::new(r#"(?:src|href)="(/web/assets/[^"]+)""#).unwrap();
+    let found: Vec<&str> = assets
+        .captures_iter(&html)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert_eq!(found.len(), 2, "{html}");
+    for path in found {
+        let asset = http
+            .get(format!("http://{}{path}", app.addr))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asset.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            asset.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(asset.headers()["content-encoding"], "gzip");
+    }
+    let missing = http
+        .get(format!("http://{}/web/assets/nope.js", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }

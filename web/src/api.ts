@@ -1,0 +1,130 @@
+// The REST API as the web client uses it: same-origin requests with the session cookie, and the
+// CSRF token (the `csrftoken` cookie) repeated in `X-CSRFToken` on every write, as the server
+// requires of cookie-authenticated clients.
+
+export interface User {
+  id: number;
+  username: string;
+  email: string;
+  user_type: string;
+}
+
+export interface Member {
+  id: number;
+  username: string;
+}
+
+export interface Attachment {
+  id: number;
+  name: string;
+  size: number;
+  content_type: string;
+  width?: number;
+  height?: number;
+  url: string;
+  thumbnail_url?: string;
+}
+
+export interface Message {
+  id: number;
+  chat: number;
+  seq: number;
+  sender: User;
+  content: string;
+  timestamp: string;
+  edited_at?: string;
+  deleted?: boolean;
+  attachments?: Attachment[];
+}
+
+export interface Chat {
+  id: number;
+  name: string;
+  owner: User | null;
+  participants: User[];
+  messages: Message[];
+  created_at: string;
+  last_read_seq: number;
+  unread_count: number;
+  unread_mentions: number;
+  direct: boolean;
+}
+
+/** An answer other than 2xx, with the server's reason. */
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public body: unknown,
+  ) {
+    super(reason(body) ?? `HTTP ${status}`);
+  }
+}
+
+/** The first message of an error body: `{"detail"}`, `{"error"}` or field errors. */
+function reason(body: unknown): string | undefined {
+  if (!body || typeof body !== "object") return undefined;
+  const b = body as Record<string, unknown>;
+  if (typeof b.detail === "string") return b.detail;
+  if (typeof b.error === "string") return b.error;
+  for (const [field, messages] of Object.entries(b)) {
+    if (Array.isArray(messages) && typeof messages[0] === "string") {
+      return field === "non_field_errors" ? messages[0] : `${field}: ${messages[0]}`;
+    }
+  }
+  return undefined;
+}
+
+function csrfToken(): string | undefined {
+  return document.cookie
+    .split("; ")
+    .find((c) => c.startsWith("csrftoken="))
+    ?.slice("csrftoken=".length);
+}
+
+/** One request; JSON in and out. Throws `ApiError` for an answer other than 2xx. */
+export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (method !== "GET") {
+    const token = csrfToken();
+    if (token) headers["X-CSRFToken"] = token;
+  }
+  let payload: BodyInit | undefined;
+  if (body instanceof FormData) {
+    payload = body;
+  } else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+  const text = await response.text();
+  const parsed: unknown = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, parsed);
+  return parsed as T;
+}
+
+export const api = {
+  me: () => request<User>("GET", "/api/me/"),
+  login: (username: string, password: string) =>
+    request<User>("POST", "/api/login/", { username, password }),
+  register: (username: string, password: string) =>
+    request<User>("POST", "/api/register/", { username, password, password_confirm: password }),
+  logout: () => request<unknown>("POST", "/api/logout/"),
+  chats: () => request<Chat[]>("GET", "/api/chats/"),
+  chat: (id: number) => request<Chat>("GET", `/api/chats/${id}/`),
+  createChat: (name: string, usernames: string[]) =>
+    request<Chat>("POST", "/api/chats/", { name, participant_usernames: usernames }),
+  /** A page of history: the newest `limit` before message id `before` (or the newest). */
+  history: (chat: number, before?: number, limit = 50) =>
+    request<Message[]>(
+      "GET",
+      `/api/chats/${chat}/messages/?limit=${limit}${before ? `&before=${before}` : ""}`,
+    ),
+  send: (chat: number, content: string, attachments: number[] = []) =>
+    request<Message>("POST", `/api/chats/${chat}/send_message/`, { content, attachments }),
+  read: (chat: number, seq: number) => request<unknown>("POST", `/api/chats/${chat}/read/`, { seq }),
+  upload: (chat: number, file: File) => {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    return request<Attachment>("POST", `/api/chats/${chat}/attachments/`, form);
+  },
+};
