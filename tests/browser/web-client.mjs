@@ -11,7 +11,35 @@ import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
+import { crc32, deflateSync } from "node:zlib";
+
+/** A `width` × `height` PNG of a colour gradient. */
+function png(width, height) {
+  const chunk = (type, data) => {
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    out.write(type, 4, "latin1");
+    data.copy(out, 8);
+    out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8);
+  const rows = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) rows.set([x * 16, y * 16, 128], y * (width * 3 + 1) + 1 + x * 3);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header),
+    chunk("IDAT", deflateSync(rows)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
 
 const bin = process.env.BIN;
 const work = process.env.WORK;
@@ -28,6 +56,32 @@ const port = await new Promise((resolve) => {
 const base = `http://127.0.0.1:${port}`;
 let server;
 
+// A fake OpenAI-compatible provider: a short streamed reply, or, for a question holding "slow",
+// a reply that goes on a word every 100 ms until the server stops reading it.
+const provider = createHttpServer((req, res) => {
+  let body = "";
+  req.on("data", (chunk) => (body += chunk));
+  req.on("end", () => {
+    res.writeHead(200, { "Content-Type": "text/event-stream" });
+    const chunk = (content, finish = null) =>
+      `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
+    const usage = `data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } })}\n\n`;
+    if (!body.includes("slow")) {
+      res.end(chunk("Hello") + chunk(" there", "stop") + usage + "data: [DONE]\n\n");
+      return;
+    }
+    let n = 0;
+    const timer = setInterval(() => {
+      if (n++ > 300) {
+        clearInterval(timer);
+        res.end(chunk(" end", "stop") + usage + "data: [DONE]\n\n");
+      } else res.write(chunk(` word${n}`));
+    }, 100);
+    res.on("close", () => clearInterval(timer));
+  });
+});
+const providerPort = await new Promise((resolve) => provider.listen(0, "127.0.0.1", () => resolve(provider.address().port)));
+
 /** Starts the server on `port` and waits until it listens. */
 async function startServer() {
   server = spawn(bin, ["serve", "--bind", `127.0.0.1:${port}`], {
@@ -36,6 +90,9 @@ async function startServer() {
       DATABASE_URL: `sqlite://${work}/web.sqlite3`,
       MRM_ATTACHMENTS_DIR: `${work}/attachments`,
       MRM_MESSAGES_PER_SECOND: "1000",
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: `http://127.0.0.1:${providerPort}/v1`,
+      OPENAI_MODEL: "fake-model",
       RUST_LOG: "warn",
       NO_COLOR: "1",
     },
@@ -102,7 +159,7 @@ try {
   const snap = async (page, name) => shots && page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
 
   // Alice creates a chat with Bob; Bob finds it in his list.
-  await alice.getByPlaceholder("Name").fill("team");
+  await alice.getByPlaceholder("Name", { exact: true }).fill("team");
   await alice.getByPlaceholder("alice, bob").fill("bob");
   await alice.getByRole("button", { name: "Create" }).click();
   await alice.getByRole("heading", { name: "team" }).waitFor();
@@ -112,10 +169,10 @@ try {
   await bob.getByRole("heading", { name: "team" }).waitFor();
 
   // Live, both ways.
-  await alice.getByRole("textbox", { name: "Message" }).fill("hello bob");
-  await alice.getByRole("textbox", { name: "Message" }).press("Enter");
+  await alice.getByRole("textbox", { name: "Message", exact: true }).fill("hello bob");
+  await alice.getByRole("textbox", { name: "Message", exact: true }).press("Enter");
   await bob.locator("[role=log]").getByText("hello bob").waitFor();
-  await bob.getByRole("textbox", { name: "Message" }).fill("hi alice");
+  await bob.getByRole("textbox", { name: "Message", exact: true }).fill("hi alice");
   await bob.getByRole("button", { name: "Send" }).click();
   await alice.locator("[role=log]").getByText("hi alice").waitFor();
   await snap(alice, "web-chat");
@@ -150,6 +207,56 @@ try {
   assert.deepEqual(await shownTexts(alice), expected, "every message once, in order, after the restart");
   await snap(alice, "web-after-restart");
 
+  // Bob edits, reacts and deletes; Alice sees each change as it happens.
+  const bobsLine = bob.locator("li.message").filter({ hasText: "hi alice" });
+  await bobsLine.getByRole("button", { name: "Edit" }).click();
+  await bob.getByRole("textbox", { name: "Edit message" }).fill("hi alice, edited");
+  await bob.getByRole("button", { name: "Save" }).click();
+  await alice.locator("[role=log]").getByText("hi alice, edited").waitFor();
+  await alice.locator("li.message").filter({ hasText: "hi alice, edited" }).getByText("(edited)").waitFor();
+  await bob.locator("li.message").filter({ hasText: "rest 3" }).getByRole("button", { name: "React 👍" }).click();
+  await alice.locator("li.message").filter({ hasText: "rest 3" }).getByRole("button", { name: "👍 1" }).waitFor();
+  await bob.locator("li.message").filter({ hasText: "rest 4" }).getByRole("button", { name: "Delete" }).click();
+  await alice.locator("li.message").filter({ hasText: "This message was deleted." }).waitFor();
+  assert.equal(await alice.locator("[role=log]").getByText("rest 4", { exact: true }).count(), 0);
+
+  // Search finds a message and opens its chat.
+  await alice.getByRole("searchbox", { name: "Search messages" }).fill("edited");
+  await alice.getByRole("searchbox", { name: "Search messages" }).press("Enter");
+  const hit = alice.getByRole("region", { name: "Search results" }).getByRole("link");
+  await hit.first().waitFor();
+  assert.match(await hit.first().textContent(), /bob: hi alice, edited/);
+
+  // An image attached by Alice shows its thumbnail to Bob.
+  const dot = png(16, 16);
+  await alice.locator("input[type=file]").setInputFiles({ name: "dot.png", mimeType: "image/png", buffer: dot });
+  const preview = bob.locator("[role=log] img[alt='dot.png']");
+  await preview.waitFor();
+  await bob.waitForFunction(() => {
+    const img = document.querySelector("[role=log] img[alt='dot.png']");
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  await snap(bob, "web-image");
+
+  // An AI reply streams in, and Stop ends one that goes on.
+  await alice.getByPlaceholder("Title").fill("helper");
+  await alice.getByRole("button", { name: "Start" }).click();
+  await alice.getByRole("heading", { name: "helper" }).waitFor();
+  await alice.getByRole("button", { name: "Ask" }).and(alice.locator(":not([disabled])")).waitFor();
+  await alice.getByRole("textbox", { name: "Question" }).fill("hi");
+  await alice.getByRole("textbox", { name: "Question" }).press("Enter");
+  await alice.locator("li.message.assistant").filter({ hasText: "Hello there" }).waitFor();
+  await alice.getByText("7 tokens").waitFor();
+  await alice.getByRole("textbox", { name: "Question" }).fill("a slow one please");
+  await alice.getByRole("textbox", { name: "Question" }).press("Enter");
+  await alice.locator("li.message.streaming").filter({ hasText: "word3" }).waitFor();
+  await alice.getByRole("button", { name: "Stop" }).click();
+  await alice.locator("li.message.assistant").filter({ hasText: "stopped" }).waitFor();
+  assert.equal(await alice.locator("li.message.streaming").count(), 0, "the stream ended");
+  await snap(alice, "web-ai");
+  await alice.goto(`${base}/#/chats/${chatId}`);
+  await alice.getByRole("heading", { name: "team" }).waitFor();
+
   // A phone-sized screen shows one pane at a time.
   await alice.setViewportSize({ width: 375, height: 740 });
   assert.equal(await alice.locator("nav.sidebar").isVisible(), false, "the list hides behind the chat");
@@ -158,8 +265,9 @@ try {
 
   assert.deepEqual(outside, [], "no request left the machine");
   assert.deepEqual(errors, [], "no script error on the pages");
-  console.log("web client: live chat both ways, restart survived, phone layout: ok");
+  console.log("web client: live chat both ways, restart survived, edits/reactions/deletions, search, image preview, AI stream and Stop, phone layout: ok");
 } finally {
   await browser.close();
   if (server && server.exitCode === null) await stopServer();
+  provider.close();
 }

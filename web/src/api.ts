@@ -25,6 +25,19 @@ export interface Attachment {
   thumbnail_url?: string;
 }
 
+export interface Reaction {
+  emoji: string;
+  count: number;
+  me: boolean;
+}
+
+export interface ReplyPreview {
+  id: number;
+  sender: Member;
+  excerpt: string;
+  deleted?: boolean;
+}
+
 export interface Message {
   id: number;
   chat: number;
@@ -34,7 +47,45 @@ export interface Message {
   timestamp: string;
   edited_at?: string;
   deleted?: boolean;
+  reply_to?: ReplyPreview;
+  reactions?: Reaction[];
+  mentions?: number[];
   attachments?: Attachment[];
+}
+
+export interface Pin {
+  message: Message;
+  pinned_at: string;
+  pinned_by: Member | null;
+}
+
+export interface SearchHit {
+  message: Message;
+  /** HTML-escaped text with the matches in `<mark>`. */
+  snippet: string;
+}
+
+export interface AiChat {
+  id: number;
+  title: string;
+  system_prompt: string;
+  related_chat: number | null;
+  related_chat_name: string | null;
+  created_at: string;
+  updated_at: string;
+  messages: AiMessage[];
+}
+
+export interface AiMessage {
+  id: number;
+  role: "user" | "assistant" | "system";
+  content: string;
+  timestamp: string;
+  prompt_tokens?: number | null;
+  completion_tokens?: number | null;
+  total_tokens?: number | null;
+  usage_estimated?: boolean;
+  finish_reason?: string | null;
 }
 
 export interface Chat {
@@ -122,6 +173,32 @@ export const api = {
   send: (chat: number, content: string, attachments: number[] = []) =>
     request<Message>("POST", `/api/chats/${chat}/send_message/`, { content, attachments }),
   read: (chat: number, seq: number) => request<unknown>("POST", `/api/chats/${chat}/read/`, { seq }),
+  send_reply: (chat: number, content: string, reply_to: number, attachments: number[] = []) =>
+    request<Message>("POST", `/api/chats/${chat}/send_message/`, { content, reply_to, attachments }),
+  edit: (chat: number, id: number, content: string) =>
+    request<Message>("PATCH", `/api/chats/${chat}/messages/${id}/`, { content }),
+  remove: (chat: number, id: number) => request<Message>("DELETE", `/api/chats/${chat}/messages/${id}/`),
+  react: (chat: number, id: number, emoji: string, on: boolean) =>
+    request<unknown>(on ? "POST" : "DELETE", `/api/chats/${chat}/messages/${id}/reactions/`, { emoji }),
+  pins: (chat: number) => request<Pin[]>("GET", `/api/chats/${chat}/pins/`),
+  pin: (chat: number, id: number, on: boolean) =>
+    request<unknown>(on ? "POST" : "DELETE", `/api/chats/${chat}/messages/${id}/pin/`),
+  addMembers: (chat: number, usernames: string[]) =>
+    request<Chat>("POST", `/api/chats/${chat}/participants/`, { participant_usernames: usernames }),
+  removeMember: (chat: number, user: number) =>
+    request<unknown>("DELETE", `/api/chats/${chat}/participants/${user}/`),
+  leave: (chat: number) => request<unknown>("POST", `/api/chats/${chat}/leave/`),
+  direct: (username: string) => request<Chat>("POST", "/api/direct/", { username }),
+  search: (q: string) => request<SearchHit[]>("GET", `/api/search/?q=${encodeURIComponent(q)}`),
+  aiChats: () => request<AiChat[]>("GET", "/api/ai/chats/"),
+  aiChat: (id: number) => request<AiChat>("GET", `/api/ai/chats/${id}/`),
+  /** A new AI conversation; a blank system prompt is left out (the server's default applies). */
+  createAiChat: (title: string, system_prompt: string, related_chat: number | null) =>
+    request<AiChat>("POST", "/api/ai/chats/", {
+      title,
+      related_chat,
+      ...(system_prompt.trim() ? { system_prompt } : {}),
+    }),
   upload: (chat: number, file: File) => {
     const form = new FormData();
     form.append("file", file, file.name);

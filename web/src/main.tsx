@@ -1,31 +1,35 @@
-// mrm-chat's web client: sign in, the chat list, and a chat with live history. It speaks only
-// the public REST API and the `mrm.v2` chat socket, so it is also a reference for other clients.
+// mrm-chat's web client: sign in, the chat list, a chat with live history, search, and AI
+// conversations. It speaks only the public REST API and the `mrm.v2` sockets, so it is also a
+// reference for other clients.
 
 import { render } from "preact";
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, ApiError, type Attachment, type Chat, type Message, type User } from "./api";
-import { ChatSocket, type Frame, type SocketState } from "./socket";
+import { useEffect, useState } from "preact/hooks";
+import { AiList, AiView } from "./ai";
+import { api, ApiError, type AiChat, type Chat, type SearchHit, type User } from "./api";
+import { ChatView } from "./chat";
+import { errorText, Snippet } from "./text";
 
-/** A message as the page shows it: saved, or sent and not yet confirmed, or failed. */
-interface Shown {
-  key: string;
-  message: Message;
-  state: "saved" | "sending" | "failed";
+/** What the page shows beside the lists: a chat, an AI conversation, or nothing. */
+type Route = { kind: "none" } | { kind: "chat"; id: number } | { kind: "ai"; id: number };
+
+function routeFromHash(): Route {
+  const match = /^#\/(chats|ai)\/(\d+)$/.exec(location.hash);
+  if (!match) return { kind: "none" };
+  return { kind: match[1] === "chats" ? "chat" : "ai", id: Number(match[2]) };
 }
 
-function chatIdFromHash(): number | null {
-  const match = /^#\/chats\/(\d+)$/.exec(location.hash);
-  return match ? Number(match[1]) : null;
-}
-
-function useHashChat(): [number | null, (id: number | null) => void] {
-  const [id, setId] = useState(chatIdFromHash());
+function useRoute(): Route {
+  const [route, setRoute] = useState(routeFromHash());
   useEffect(() => {
-    const changed = () => setId(chatIdFromHash());
+    const changed = () => setRoute(routeFromHash());
     window.addEventListener("hashchange", changed);
     return () => window.removeEventListener("hashchange", changed);
   }, []);
-  return [id, (next) => (location.hash = next === null ? "" : `#/chats/${next}`)];
+  return route;
+}
+
+function go(path: string) {
+  location.hash = path;
 }
 
 function App() {
@@ -52,7 +56,7 @@ function SignIn({ onSignedIn }: { onSignedIn: (user: User) => void }) {
       if (mode === "register") await api.register(username, password);
       onSignedIn(await api.login(username, password));
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      setError(errorText(err));
     } finally {
       setBusy(false);
     }
@@ -110,15 +114,19 @@ function lastActivity(chat: Chat): string {
 
 function Home({ user, onSignedOut }: { user: User; onSignedOut: () => void }) {
   const [chats, setChats] = useState<Chat[]>([]);
-  const [chatId, openChat] = useHashChat();
+  const [aiChats, setAiChats] = useState<AiChat[]>([]);
+  const route = useRoute();
   const [error, setError] = useState<string | null>(null);
   const refresh = () =>
-    api.chats().then(
-      (list) => setChats([...list].sort((a, b) => lastActivity(b).localeCompare(lastActivity(a)))),
-      (err) => (err instanceof ApiError && err.status === 403 ? onSignedOut() : setError(String(err))),
+    Promise.all([api.chats(), api.aiChats()]).then(
+      ([list, ai]) => {
+        setChats([...list].sort((a, b) => lastActivity(b).localeCompare(lastActivity(a))));
+        setAiChats(ai);
+      },
+      (err) => (err instanceof ApiError && err.status === 403 ? onSignedOut() : setError(errorText(err))),
     );
   useEffect(() => {
-    refresh();
+    void refresh();
     const timer = window.setInterval(refresh, 15_000);
     return () => window.clearInterval(timer);
   }, []);
@@ -126,9 +134,9 @@ function Home({ user, onSignedOut }: { user: User; onSignedOut: () => void }) {
     await api.logout().catch(() => undefined);
     onSignedOut();
   }
-  const current = chats.find((c) => c.id === chatId) ?? null;
+  const current = route.kind === "chat" ? (chats.find((c) => c.id === route.id) ?? null) : null;
   return (
-    <div class={`home ${chatId === null ? "list-open" : "chat-open"}`}>
+    <div class={`home ${route.kind === "none" ? "list-open" : "chat-open"}`}>
       <nav class="sidebar" aria-label="Chats">
         <header>
           <span class="me">{user.username}</span>
@@ -136,14 +144,17 @@ function Home({ user, onSignedOut }: { user: User; onSignedOut: () => void }) {
             Log out
           </button>
         </header>
-        <NewChat onCreated={(chat) => refresh().then(() => openChat(chat.id))} />
+        <Search />
+        <NewChat onCreated={(chat) => refresh().then(() => go(`/chats/${chat.id}`))} />
+        <Direct onOpened={(chat) => refresh().then(() => go(`/chats/${chat.id}`))} />
         {error && <p class="error">{error}</p>}
+        <h2 class="list-title">Chats</h2>
         <ul class="chats">
           {chats.map((chat) => (
             <li key={chat.id}>
               <a
                 href={`#/chats/${chat.id}`}
-                aria-current={chat.id === chatId ? "page" : undefined}
+                aria-current={route.kind === "chat" && chat.id === route.id ? "page" : undefined}
               >
                 <span class="name">{chat.name}</span>
                 {chat.unread_mentions > 0 && (
@@ -160,18 +171,94 @@ function Home({ user, onSignedOut }: { user: User; onSignedOut: () => void }) {
             </li>
           ))}
         </ul>
+        <AiList
+          chats={aiChats}
+          groups={chats}
+          current={route.kind === "ai" ? route.id : null}
+          onCreated={(chat) => refresh().then(() => go(`/ai/${chat.id}`))}
+        />
       </nav>
-      {chatId !== null && (
+      {route.kind === "chat" && (
         <ChatView
-          key={chatId}
-          chatId={chatId}
+          key={`chat${route.id}`}
+          chatId={route.id}
           chat={current}
           user={user}
-          onBack={() => openChat(null)}
-          onRead={refresh}
+          onBack={() => go("")}
+          onChanged={() => void refresh()}
         />
       )}
+      {route.kind === "ai" && (
+        <AiView key={`ai${route.id}`} chatId={route.id} onBack={() => go("")} onChanged={() => void refresh()} />
+      )}
     </div>
+  );
+}
+
+function Search() {
+  const [q, setQ] = useState("");
+  const [hits, setHits] = useState<SearchHit[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  async function submit(event: Event) {
+    event.preventDefault();
+    setError(null);
+    if (!q.trim()) return setHits(null);
+    try {
+      setHits(await api.search(q));
+    } catch (err) {
+      setError(errorText(err));
+    }
+  }
+  return (
+    <div class="search">
+      <form role="search" onSubmit={submit}>
+        <label class="visually-hidden" for="search-q">
+          Search messages
+        </label>
+        <input id="search-q" type="search" placeholder="Search messages" value={q} onInput={(e) => setQ(e.currentTarget.value)} />
+      </form>
+      {error && <p class="error">{error}</p>}
+      {hits && (
+        <section aria-label="Search results">
+          {hits.length === 0 && <p class="muted">No messages match.</p>}
+          <ul class="hits">
+            {hits.map((hit) => (
+              <li key={hit.message.id}>
+                <a href={`#/chats/${hit.message.chat}`} onClick={() => setHits(null)}>
+                  <span class="sender">{hit.message.sender.username}</span>: <Snippet html={hit.snippet} />
+                </a>
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+    </div>
+  );
+}
+
+function Direct({ onOpened }: { onOpened: (chat: Chat) => void }) {
+  const [name, setName] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  async function submit(event: Event) {
+    event.preventDefault();
+    setError(null);
+    try {
+      const chat = await api.direct(name.trim());
+      setName("");
+      onOpened(chat);
+    } catch (err) {
+      setError(errorText(err));
+    }
+  }
+  return (
+    <form class="direct" onSubmit={submit}>
+      <label>
+        Message a user
+        <input name="direct-user" placeholder="username" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      </label>
+      <button type="submit">Open</button>
+      {error && <p class="error">{error}</p>}
+    </form>
   );
 }
 
@@ -192,7 +279,7 @@ function NewChat({ onCreated }: { onCreated: (chat: Chat) => void }) {
       setMembers("");
       onCreated(chat);
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      setError(errorText(err));
     }
   }
   return (
@@ -219,310 +306,6 @@ function NewChat({ onCreated }: { onCreated: (chat: Chat) => void }) {
       {error && <p class="error">{error}</p>}
       <button type="submit">Create</button>
     </form>
-  );
-}
-
-function mergeSaved(list: Shown[], message: Message, replacing?: string): Shown[] {
-  const without = list.filter((s) => s.key !== replacing && s.message.id !== message.id);
-  const shown: Shown = { key: `m${message.id}`, message, state: "saved" };
-  // Saved messages in id order (ids grow with seq within a chat), unconfirmed ones last.
-  const saved = without.filter((s) => s.state === "saved");
-  const pending = without.filter((s) => s.state !== "saved");
-  const at = saved.findIndex((s) => s.message.id > message.id);
-  if (at === -1) saved.push(shown);
-  else saved.splice(at, 0, shown);
-  return [...saved, ...pending];
-}
-
-function ChatView(props: {
-  chatId: number;
-  chat: Chat | null;
-  user: User;
-  onBack: () => void;
-  onRead: () => void;
-}) {
-  const { chatId, user } = props;
-  const [shown, setShown] = useState<Shown[]>([]);
-  const [older, setOlder] = useState(true);
-  const [state, setState] = useState<SocketState>({ kind: "connecting" });
-  const [online, setOnline] = useState<Map<number, string>>(new Map());
-  const [typing, setTyping] = useState<Map<number, { name: string; until: number }>>(new Map());
-  const [draft, setDraft] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  const socket = useRef<ChatSocket | null>(null);
-  const list = useRef<HTMLOListElement>(null);
-  const lastTyping = useRef(0);
-
-  useEffect(() => {
-    let cancelled = false;
-    api.history(chatId).then(
-      (page) => {
-        if (cancelled) return;
-        setShown(page.map((message) => ({ key: `m${message.id}`, message, state: "saved" })));
-        setOlder(page.length === 50);
-        const lastSeq = page.length ? page[page.length - 1].seq : 0;
-        const live = new ChatSocket(chatId, lastSeq, onFrame, setState);
-        socket.current = live;
-        live.start();
-      },
-      (err) => setError(err instanceof Error ? err.message : String(err)),
-    );
-    return () => {
-      cancelled = true;
-      socket.current?.stop();
-      socket.current = null;
-    };
-  }, [chatId]);
-
-  function onFrame(frame: Frame) {
-    switch (frame.type) {
-      case "message":
-        setShown((list) => mergeSaved(list, frame.message as Message));
-        break;
-      case "message_edited":
-        setShown((list) =>
-          list.map((s) =>
-            s.message.id === frame.id
-              ? {
-                  ...s,
-                  message: {
-                    ...s.message,
-                    content: String(frame.content),
-                    edited_at: String(frame.edited_at),
-                  },
-                }
-              : s,
-          ),
-        );
-        break;
-      case "message_deleted":
-        setShown((list) =>
-          list.map((s) =>
-            s.message.id === frame.id
-              ? { ...s, message: { ...s.message, content: "", deleted: true, attachments: [] } }
-              : s,
-          ),
-        );
-        break;
-      case "presence": {
-        const change = frame as unknown as {
-          online?: { id: number; username: string }[];
-          joined?: { id: number; username: string }[];
-          left?: { id: number }[];
-        };
-        setOnline((current) => {
-          const next = change.online ? new Map<number, string>() : new Map(current);
-          for (const u of change.online ?? []) next.set(u.id, u.username);
-          for (const u of change.joined ?? []) next.set(u.id, u.username);
-          for (const u of change.left ?? []) next.delete(u.id);
-          return next;
-        });
-        break;
-      }
-      case "typing": {
-        const who = frame.user as { id: number; username: string };
-        setTyping((current) => new Map(current).set(who.id, { name: who.username, until: Date.now() + 4000 }));
-        break;
-      }
-    }
-  }
-
-  // Typing notices fade after four seconds.
-  useEffect(() => {
-    const timer = window.setInterval(() => {
-      setTyping((current) => {
-        const now = Date.now();
-        const next = new Map([...current].filter(([, t]) => t.until > now));
-        return next.size === current.size ? current : next;
-      });
-    }, 1000);
-    return () => window.clearInterval(timer);
-  }, []);
-
-  // The newest message stays in view; the chat is marked read up to it while the page is seen.
-  const newest = useMemo(() => {
-    for (let i = shown.length - 1; i >= 0; i--) if (shown[i].state === "saved") return shown[i].message;
-    return null;
-  }, [shown]);
-  useEffect(() => {
-    list.current?.lastElementChild?.scrollIntoView({ block: "end" });
-    if (newest && document.visibilityState === "visible" && newest.seq > (props.chat?.last_read_seq ?? 0)) {
-      api.read(chatId, newest.seq).then(props.onRead, () => undefined);
-    }
-  }, [newest?.id]);
-
-  async function loadOlder() {
-    const first = shown.find((s) => s.state === "saved");
-    if (!first) return;
-    const page = await api.history(chatId, first.message.id);
-    setOlder(page.length === 50);
-    setShown((list) => page.reduce((acc, m) => mergeSaved(acc, m), list));
-  }
-
-  async function deliver(key: string, content: string, attachments: number[]) {
-    try {
-      const saved = await api.send(chatId, content, attachments);
-      setShown((list) => mergeSaved(list, saved, key));
-    } catch (err) {
-      setShown((list) => list.map((s) => (s.key === key ? { ...s, state: "failed" } : s)));
-      setError(err instanceof Error ? err.message : String(err));
-    }
-  }
-
-  function send(content: string, attachments: Attachment[] = []) {
-    const key = `local${Date.now()}${Math.random()}`;
-    const message: Message = {
-      id: Number.MAX_SAFE_INTEGER,
-      chat: chatId,
-      seq: 0,
-      sender: user,
-      content,
-      timestamp: new Date().toISOString(),
-      attachments,
-    };
-    setShown((list) => [...list, { key, message, state: "sending" }]);
-    void deliver(key, content, attachments.map((a) => a.id));
-  }
-
-  function retry(item: Shown) {
-    setShown((list) => list.map((s) => (s.key === item.key ? { ...s, state: "sending" } : s)));
-    void deliver(item.key, item.message.content, (item.message.attachments ?? []).map((a) => a.id));
-  }
-
-  function submit(event: Event) {
-    event.preventDefault();
-    const content = draft.trim();
-    if (!content) return;
-    setDraft("");
-    send(content);
-  }
-
-  async function attach(files: FileList | null) {
-    if (!files || files.length === 0) return;
-    setError(null);
-    try {
-      const uploaded: Attachment[] = [];
-      for (const file of Array.from(files).slice(0, 10)) uploaded.push(await api.upload(chatId, file));
-      send(draft.trim(), uploaded);
-      setDraft("");
-    } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
-    }
-  }
-
-  function onDraft(value: string) {
-    setDraft(value);
-    const now = Date.now();
-    if (value && now - lastTyping.current > 2000) {
-      lastTyping.current = now;
-      socket.current?.send({ type: "typing" });
-    }
-  }
-
-  const typingNames = [...typing.entries()].filter(([id]) => id !== user.id).map(([, t]) => t.name);
-  const others = [...online.entries()].filter(([id]) => id !== user.id).map(([, name]) => name);
-  return (
-    <section class="chat" aria-label={props.chat?.name ?? "Chat"}>
-      <header>
-        <button type="button" class="back" onClick={props.onBack} aria-label="Back to chats">
-          ←
-        </button>
-        <h2>{props.chat?.name ?? `Chat ${chatId}`}</h2>
-        <span class={`state ${state.kind}`} role="status">
-          {state.kind === "live"
-            ? others.length
-              ? `Online: ${others.join(", ")}`
-              : "Connected"
-            : state.kind === "connecting"
-              ? "Connecting…"
-              : state.kind === "waiting"
-                ? `Offline: reconnecting in ${Math.ceil(state.retryInMs / 1000)} s`
-                : state.reason}
-        </span>
-      </header>
-      {older && shown.length > 0 && (
-        <button type="button" class="older" onClick={loadOlder}>
-          Load older messages
-        </button>
-      )}
-      <div class="messages" role="log" aria-live="polite" aria-label="Messages">
-        <ol ref={list}>
-          {shown.map((item) => (
-            <MessageItem key={item.key} item={item} mine={item.message.sender.id === user.id} onRetry={retry} />
-          ))}
-        </ol>
-      </div>
-      <p class="typing" aria-live="polite">
-        {typingNames.length ? `${typingNames.join(", ")} typing…` : ""}
-      </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
-      <form class="composer" onSubmit={submit}>
-        <label class="visually-hidden" for="composer-text">
-          Message
-        </label>
-        <textarea
-          id="composer-text"
-          name="message"
-          rows={2}
-          value={draft}
-          disabled={state.kind === "ended"}
-          onInput={(e) => onDraft(e.currentTarget.value)}
-          onKeyDown={(e) => {
-            if (e.key === "Enter" && !e.shiftKey) submit(e);
-          }}
-        />
-        <label class="file">
-          <span class="visually-hidden">Attach files</span>📎
-          <input type="file" multiple onChange={(e) => attach(e.currentTarget.files)} />
-        </label>
-        <button type="submit" disabled={state.kind === "ended"}>
-          Send
-        </button>
-      </form>
-    </section>
-  );
-}
-
-function MessageItem({ item, mine, onRetry }: { item: Shown; mine: boolean; onRetry: (item: Shown) => void }) {
-  const m = item.message;
-  const time = new Date(m.timestamp);
-  return (
-    <li class={`message ${mine ? "mine" : ""} ${item.state}`} data-id={item.state === "saved" ? m.id : undefined}>
-      <div class="meta">
-        <span class="sender">{m.sender.username}</span>{" "}
-        <time dateTime={m.timestamp}>{time.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</time>
-        {m.edited_at && <span class="edited"> (edited)</span>}
-      </div>
-      {m.deleted ? <p class="deleted">This message was deleted.</p> : m.content && <p class="content">{m.content}</p>}
-      {(m.attachments ?? []).length > 0 && (
-        <ul class="attachments">
-          {(m.attachments ?? []).map((a) => (
-            <li key={a.id}>
-              <a href={a.url} target="_blank" rel="noopener">
-                {a.thumbnail_url ? (
-                  <img src={a.thumbnail_url} alt={a.name} width={a.width && a.width < 400 ? a.width : undefined} />
-                ) : (
-                  a.name
-                )}
-              </a>
-            </li>
-          ))}
-        </ul>
-      )}
-      {item.state === "sending" && <span class="note">Sending…</span>}
-      {item.state === "failed" && (
-        <span class="note">
-          Not sent.{" "}
-          <button type="button" class="link" onClick={() => onRetry(item)}>
-            Retry
-          </button>
-        </span>
-      )}
-    </li>
   );
 }
 

@@ -1,0 +1,249 @@
+// AI conversations: the list, a new one (title, system prompt, optional linked chat), and one
+// conversation whose replies stream in as they are written over the `mrm.v2` AI socket, with
+// Stop and each reply's token usage. A reply still being written when the page loads is picked
+// up where it is: the socket first sends the text so far.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import { api, type AiChat, type AiMessage, type Chat } from "./api";
+import { errorText } from "./text";
+
+export function AiList(props: {
+  chats: AiChat[];
+  groups: Chat[];
+  current: number | null;
+  onCreated: (chat: AiChat) => void;
+}) {
+  const [title, setTitle] = useState("");
+  const [prompt, setPrompt] = useState("");
+  const [related, setRelated] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  async function submit(event: Event) {
+    event.preventDefault();
+    setError(null);
+    try {
+      const chat = await api.createAiChat(title.trim() || "New conversation", prompt, related ? Number(related) : null);
+      setTitle("");
+      setPrompt("");
+      setRelated("");
+      props.onCreated(chat);
+    } catch (err) {
+      setError(errorText(err));
+    }
+  }
+  return (
+    <section class="ai-list" aria-label="AI conversations">
+      <h2 class="list-title">AI conversations</h2>
+      <ul class="chats">
+        {props.chats.map((chat) => (
+          <li key={chat.id}>
+            <a href={`#/ai/${chat.id}`} aria-current={chat.id === props.current ? "page" : undefined}>
+              <span class="name">{chat.title}</span>
+            </a>
+          </li>
+        ))}
+      </ul>
+      <form class="new-ai" onSubmit={submit}>
+        <label>
+          New AI conversation
+          <input name="ai-title" placeholder="Title" value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
+        </label>
+        <label>
+          System prompt
+          <textarea name="ai-prompt" rows={2} value={prompt} onInput={(e) => setPrompt(e.currentTarget.value)} />
+        </label>
+        <label>
+          Linked chat
+          <select name="ai-related" value={related} onChange={(e) => setRelated(e.currentTarget.value)}>
+            <option value="">None</option>
+            {props.groups.map((g) => (
+              <option key={g.id} value={String(g.id)}>
+                {g.name}
+              </option>
+            ))}
+          </select>
+        </label>
+        {error && <p class="error">{error}</p>}
+        <button type="submit">Start</button>
+      </form>
+    </section>
+  );
+}
+
+interface Streaming {
+  id: number;
+  content: string;
+}
+
+export function AiView(props: { chatId: number; onBack: () => void; onChanged: () => void }) {
+  const { chatId } = props;
+  const [chat, setChat] = useState<AiChat | null>(null);
+  const [messages, setMessages] = useState<AiMessage[]>([]);
+  const [streaming, setStreaming] = useState<Streaming | null>(null);
+  const [draft, setDraft] = useState("");
+  const [withContext, setWithContext] = useState(false);
+  const [live, setLive] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const socket = useRef<WebSocket | null>(null);
+
+  useEffect(() => {
+    let stopped = false;
+    let attempt = 0;
+    let timer: number | undefined;
+    api.aiChat(chatId).then(
+      (loaded) => {
+        if (stopped) return;
+        setChat(loaded);
+        setMessages(loaded.messages);
+        connect();
+      },
+      (err) => setError(errorText(err)),
+    );
+    function connect() {
+      const scheme = location.protocol === "https:" ? "wss" : "ws";
+      const ws = new WebSocket(`${scheme}://${location.host}/ws/ai-chat/${chatId}/`, ["mrm.v2"]);
+      socket.current = ws;
+      ws.onopen = () => {
+        attempt = 0;
+        setLive(true);
+      };
+      ws.onmessage = (event) => {
+        const frame = JSON.parse(String(event.data)) as { type: string; message?: Record<string, unknown> };
+        const m = frame.message ?? {};
+        if (frame.type === "user_message") {
+          setMessages((list) => upsert(list, m as unknown as AiMessage));
+        } else if (frame.type === "assistant_delta") {
+          const id = Number(m.id);
+          setStreaming((s) => ({ id, content: (s && s.id === id ? s.content : "") + String(m.delta ?? "") }));
+        } else if (frame.type === "assistant_message") {
+          const usage = (m.usage ?? {}) as { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number };
+          const reply: AiMessage = {
+            ...(m as unknown as AiMessage),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens,
+          };
+          setStreaming(null);
+          setMessages((list) => upsert(list, reply));
+          props.onChanged();
+        } else if (frame.type === "error") {
+          setError(String((frame as unknown as { message: string }).message));
+          setStreaming(null);
+        }
+      };
+      ws.onclose = (event) => {
+        if (stopped || socket.current !== ws) return;
+        setLive(false);
+        if (event.code === 4001 || event.code === 4004) {
+          setError(event.code === 4001 ? "Your session ended. Log in again." : "This conversation was deleted.");
+          return;
+        }
+        const wait = Math.round(Math.min(15_000, 500 * 2 ** attempt) * (0.5 + Math.random()));
+        attempt += 1;
+        timer = window.setTimeout(connect, wait);
+      };
+    }
+    return () => {
+      stopped = true;
+      if (timer !== undefined) window.clearTimeout(timer);
+      socket.current?.close(1000);
+      socket.current = null;
+    };
+  }, [chatId]);
+
+  function submit(event: Event) {
+    event.preventDefault();
+    const content = draft.trim();
+    if (!content || !socket.current || socket.current.readyState !== WebSocket.OPEN) return;
+    setError(null);
+    socket.current.send(JSON.stringify({ type: "message", content, include_related_chat_context: withContext }));
+    setDraft("");
+  }
+
+  function stop() {
+    socket.current?.send(JSON.stringify({ type: "cancel" }));
+  }
+
+  return (
+    <section class="chat ai" aria-label={chat?.title ?? "AI conversation"}>
+      <header>
+        <button type="button" class="back" onClick={props.onBack} aria-label="Back to chats">
+          ←
+        </button>
+        <h2>{chat?.title ?? "AI conversation"}</h2>
+        <span class="state" role="status">
+          {live ? (chat?.related_chat_name ? `Linked to ${chat.related_chat_name}` : "Connected") : "Connecting…"}
+        </span>
+      </header>
+      <div class="messages" role="log" aria-live="polite" aria-label="Conversation">
+        <ol>
+          {messages.map((m) => (
+            <li key={m.id} class={`message ${m.role === "user" ? "mine" : "assistant"}`}>
+              <div class="meta">
+                <span class="sender">{m.role === "user" ? "You" : "Assistant"}</span>
+                {m.role === "assistant" && m.total_tokens != null && (
+                  <span class="usage">
+                    {" "}
+                    · {m.total_tokens} tokens{m.usage_estimated ? " (estimated)" : ""}
+                  </span>
+                )}
+                {m.finish_reason === "cancelled" && <span class="usage"> · stopped</span>}
+              </div>
+              <p class="content">{m.content}</p>
+            </li>
+          ))}
+          {streaming && (
+            <li class="message assistant streaming" aria-busy="true">
+              <div class="meta">
+                <span class="sender">Assistant</span> · writing…
+              </div>
+              <p class="content">{streaming.content}</p>
+            </li>
+          )}
+        </ol>
+      </div>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <form class="composer" onSubmit={submit}>
+        <label class="visually-hidden" for="ai-text">
+          Question
+        </label>
+        <textarea
+          id="ai-text"
+          name="question"
+          rows={2}
+          value={draft}
+          onInput={(e) => setDraft(e.currentTarget.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey) submit(e);
+          }}
+        />
+        {chat?.related_chat != null && (
+          <label class="check">
+            <input type="checkbox" checked={withContext} onChange={(e) => setWithContext(e.currentTarget.checked)} /> Use the
+            linked chat
+          </label>
+        )}
+        {streaming ? (
+          <button type="button" class="danger" onClick={stop}>
+            Stop
+          </button>
+        ) : (
+          <button type="submit" disabled={!live}>
+            Ask
+          </button>
+        )}
+      </form>
+    </section>
+  );
+}
+
+function upsert(list: AiMessage[], message: AiMessage): AiMessage[] {
+  const at = list.findIndex((m) => m.id === message.id);
+  if (at === -1) return [...list, message];
+  const next = [...list];
+  next[at] = { ...next[at], ...message };
+  return next;
+}
