@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
+import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { crc32, deflateSync } from "node:zlib";
 
@@ -126,8 +127,8 @@ const outside = [];
 const errors = [];
 
 /** A browser context signed up as `username`, on the chat list. */
-async function person(username) {
-  const context = await browser.newContext();
+async function person(username, options = {}) {
+  const context = await browser.newContext(options);
   await context.route("**/*", (route) => {
     const url = new URL(route.request().url());
     if (url.host === `127.0.0.1:${port}` || url.protocol === "data:" || url.protocol === "blob:") {
@@ -138,13 +139,34 @@ async function person(username) {
   });
   const page = await context.newPage();
   page.on("pageerror", (err) => errors.push(`${username}: ${err}`));
+  // The policy is enforced (except where an audit must inject its script): nothing it refuses.
+  page.on("console", (msg) => {
+    if (/Content Security Policy|Refused to/.test(msg.text())) errors.push(`${username}: ${msg.text()}`);
+  });
   await page.goto(`${base}/`);
+  if (options.audit) {
+    await page.getByRole("button", { name: "Log in" }).waitFor();
+    await options.audit(page);
+  }
   await page.getByRole("button", { name: "No account? Create one" }).click();
   await page.getByLabel("Username").fill(username);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
   await page.getByRole("button", { name: "Log out" }).waitFor();
   return page;
+}
+
+const axeScript = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+
+/** Runs axe-core on `page` and fails on any serious or critical violation. The page's context
+ * must bypass the Content-Security-Policy (which rightly refuses the injected script). */
+async function audit(page, screen) {
+  await page.addScriptTag({ path: axeScript });
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  const serious = result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  assert.deepEqual(serious, [], `accessibility of ${screen}`);
 }
 
 /** The texts of the messages in `page`'s message log, in order. */
@@ -250,6 +272,15 @@ try {
   await alice.getByRole("textbox", { name: "Question" }).fill("a slow one please");
   await alice.getByRole("textbox", { name: "Question" }).press("Enter");
   await alice.locator("li.message.streaming").filter({ hasText: "word3" }).waitFor();
+  // Reloaded mid-reply, the page picks the reply up where it is, and it goes on.
+  await alice.reload();
+  const resumed = alice.locator("li.message.streaming");
+  await resumed.filter({ hasText: "word3" }).waitFor();
+  const before = (await resumed.textContent()).length;
+  await alice.waitForFunction(
+    (n) => (document.querySelector("li.message.streaming")?.textContent ?? "").length > n,
+    before,
+  );
   await alice.getByRole("button", { name: "Stop" }).click();
   await alice.locator("li.message.assistant").filter({ hasText: "stopped" }).waitFor();
   assert.equal(await alice.locator("li.message.streaming").count(), 0, "the stream ended");
@@ -257,11 +288,56 @@ try {
   await alice.goto(`${base}/#/chats/${chatId}`);
   await alice.getByRole("heading", { name: "team" }).waitFor();
 
+  // Removed from the chat, Bob's page says so and stops reconnecting.
+  await alice.getByRole("button", { name: "Members" }).click();
+  await alice.getByRole("complementary", { name: "Members" }).getByRole("button", { name: "Remove" }).click();
+  await bob.getByText("You are no longer a member of this chat.").waitFor();
+  await snap(bob, "web-removed");
+
+  // The main screens pass an accessibility check (axe-core), in the light and the dark theme.
+  for (const colorScheme of ["light", "dark"]) {
+    const carol = await person(`carol-${colorScheme}`, {
+      bypassCSP: true,
+      colorScheme,
+      audit: async (page) => {
+        await audit(page, `sign-in (${colorScheme})`);
+        await snap(page, `web-sign-in-${colorScheme}`);
+      },
+    });
+    await audit(carol, `chat list (${colorScheme})`);
+    await carol.getByPlaceholder("Name", { exact: true }).fill("notes");
+    await carol.getByRole("button", { name: "Create" }).click();
+    await carol.getByRole("heading", { name: "notes" }).waitFor();
+    await carol.getByRole("textbox", { name: "Message", exact: true }).fill("an accessible note");
+    await carol.getByRole("textbox", { name: "Message", exact: true }).press("Enter");
+    await carol.locator("li.message.saved").filter({ hasText: "an accessible note" }).waitFor();
+    await carol.locator("input[type=file]").setInputFiles({ name: "dot.png", mimeType: "image/png", buffer: dot });
+    await carol.locator("[role=log] img[alt='dot.png']").waitFor();
+    await audit(carol, `chat (${colorScheme})`);
+    await snap(carol, `web-chat-${colorScheme}`);
+    await carol.getByRole("searchbox", { name: "Search messages" }).fill("accessible");
+    await carol.getByRole("searchbox", { name: "Search messages" }).press("Enter");
+    await carol.getByRole("region", { name: "Search results" }).getByRole("link").first().waitFor();
+    await audit(carol, `search results (${colorScheme})`);
+    await snap(carol, `web-search-${colorScheme}`);
+    await carol.getByPlaceholder("Title").fill("assistant");
+    await carol.getByRole("button", { name: "Start" }).click();
+    await carol.getByRole("heading", { name: "assistant" }).waitFor();
+    await carol.getByRole("textbox", { name: "Question" }).fill("hi");
+    await carol.getByRole("textbox", { name: "Question" }).press("Enter");
+    await carol.locator("li.message.assistant").filter({ hasText: "Hello there" }).waitFor();
+    await audit(carol, `AI conversation (${colorScheme})`);
+    await snap(carol, `web-ai-${colorScheme}`);
+    await carol.context().close();
+  }
+
   // A phone-sized screen shows one pane at a time.
   await alice.setViewportSize({ width: 375, height: 740 });
   assert.equal(await alice.locator("nav.sidebar").isVisible(), false, "the list hides behind the chat");
+  await snap(alice, "web-phone-chat");
   await alice.getByRole("button", { name: "Back to chats" }).click();
   await alice.getByRole("link", { name: /team/ }).waitFor();
+  await snap(alice, "web-phone-list");
 
   assert.deepEqual(outside, [], "no request left the machine");
   assert.deepEqual(errors, [], "no script error on the pages");

@@ -174,7 +174,7 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           {live ? (chat?.related_chat_name ? `Linked to ${chat.related_chat_name}` : "Connected") : "Connecting…"}
         </span>
       </header>
-      <div class="messages" role="log" aria-live="polite" aria-label="Conversation">
+      <div class="messages" role="log" aria-live="polite" tabIndex={0} aria-label="Conversation">
         <ol>
           {messages.map((m) => (
             <li key={m.id} class={`message ${m.role === "user" ? "mine" : "assistant"}`}>

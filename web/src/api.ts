@@ -91,7 +91,8 @@ export interface AiMessage {
 export interface Chat {
   id: number;
   name: string;
-  owner: User | null;
+  /** The owner's user id (none for a direct chat). */
+  owner: number | null;
   participants: User[];
   messages: Message[];
   created_at: string;

@@ -302,7 +302,7 @@ export function ChatView(props: {
           Load older messages
         </button>
       )}
-      <div class="messages" role="log" aria-live="polite" aria-label="Messages">
+      <div class="messages" role="log" aria-live="polite" tabIndex={0} aria-label="Messages">
         <ol ref={list}>
           {shown.map((item) => (
             <MessageItem
@@ -542,7 +542,7 @@ function Members(props: { chat: Chat; user: User; onChanged: () => void; onLeft:
   const { chat, user } = props;
   const [name, setName] = useState("");
   const [error, setError] = useState<string | null>(null);
-  const owner = chat.owner?.id === user.id;
+  const owner = chat.owner === user.id;
   async function act(work: () => Promise<unknown>) {
     setError(null);
     try {
@@ -559,7 +559,7 @@ function Members(props: { chat: Chat; user: User; onChanged: () => void; onLeft:
         {chat.participants.map((p) => (
           <li key={p.id}>
             {p.username}
-            {chat.owner?.id === p.id && " (owner)"}
+            {chat.owner === p.id && " (owner)"}
             {owner && p.id !== user.id && !chat.direct && (
               <>
                 {" "}
