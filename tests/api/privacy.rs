@@ -178,16 +178,22 @@ async fn socket_frames_show_the_sender_email_only_to_the_sender_and_staff() {
     let mut bob_socket = bob.ws(chat).await;
     let mut admin_socket = admin.ws(chat).await;
 
-    // Sent over the socket and over REST: the live frames follow the same rule.
-    bob_socket.send_json(json!({"content": "by socket"})).await;
-    bob.send_message(chat, "by rest").await;
+    // Sent over the socket and over REST: the live frames follow the same rule. (The REST send
+    // waits until the socket's message is out: sent at once, the two race, and either may be
+    // saved first.)
     for content in ["by socket", "by rest"] {
+        if content == "by socket" {
+            bob_socket.send_json(json!({"content": content})).await;
+        } else {
+            bob.send_message(chat, content).await;
+        }
+        let seen_by_bob = bob_socket.next_message().await;
+        assert_eq!(seen_by_bob["content"], content);
+        assert_eq!(seen_by_bob["sender"]["email"], "bob@example.com");
         let seen_by_alice = alice_socket.next_message().await;
         assert_eq!(seen_by_alice["content"], content);
         assert_eq!(seen_by_alice["sender"]["username"], "bob");
         assert_eq!(seen_by_alice["sender"]["email"], "");
-        let seen_by_bob = bob_socket.next_message().await;
-        assert_eq!(seen_by_bob["sender"]["email"], "bob@example.com");
         let seen_by_admin = admin_socket.next_message().await;
         assert_eq!(seen_by_admin["sender"]["email"], "bob@example.com");
     }
