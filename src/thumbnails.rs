@@ -75,8 +75,9 @@ pub fn thumbnail(path: &std::path::Path, format: ImageFormat) -> Result<Thumbnai
     decoded.apply_orientation(orientation);
     let small = decoded.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE);
     let mut bytes = Vec::new();
-    // PNG only where transparency shows: many opaque images carry an alpha channel anyway.
-    let transparent = small.color().has_alpha() && small.to_rgba8().pixels().any(|p| p.0[3] < 255);
+    // PNG only where transparency shows: many opaque images carry an alpha channel anyway (and
+    // resampling can leave an opaque edge a unit short of 255).
+    let transparent = small.color().has_alpha() && small.to_rgba8().pixels().any(|p| p.0[3] < 250);
     let thumbnail_type = if transparent {
         small
             .write_with_encoder(PngEncoder::new(Cursor::new(&mut bytes)))

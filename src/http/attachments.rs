@@ -183,8 +183,7 @@ async fn download(
 /// as its download; 404 for attachments without one.
 #[utoipa::path(get, path = "/api/attachments/{id}/thumbnail/", tag = "Attachments", security(("session" = []), ("bearer" = [])), params(("id" = i64, Path, description = "Attachment id")),
     responses(
-        (status = 200, description = "The thumbnail: JPEG, or PNG for an image with transparency", content_type = "image/*", body = Vec<u8>),
-        (status = 302, description = "Redirect to a signed URL of the object store"),
+        (status = 200, description = "The thumbnail: JPEG, or PNG for an image with transparency (always through the server)", content_type = "image/*", body = Vec<u8>),
         (status = 304, description = "The client's copy (`If-None-Match`) is current"),
         (status = 401, description = "Invalid bearer token", body = Detail),
         (status = 403, description = "Not authenticated", body = Detail),

@@ -424,9 +424,9 @@ pub enum Variant {
     Thumbnail,
 }
 
-/// Opens `variant` of `attachment` (see [`visible`]) for download: a redirect when the store
-/// signs URLs (`MRM_S3_PRESIGNED_SECONDS`; signed for `HEAD` when `head`, since a signature
-/// names its method), else its bytes, all or `range`. Errors: `NotFound`
+/// Opens `variant` of `attachment` (see [`visible`]) for download: for the original, a
+/// redirect when the store signs URLs (`MRM_S3_PRESIGNED_SECONDS`; signed for `HEAD` when
+/// `head`, since a signature names its method); else its bytes, all or `range`. Errors: `NotFound`
 /// for a thumbnail it does not have (or an object missing from the store); `Unavailable` when
 /// the store fails.
 pub async fn open(
@@ -445,12 +445,16 @@ pub async fn open(
     let key = object_key(&attachment.digest, thumbnail);
     let storage = &state.files.storage;
     let disposition = rules::content_disposition(&attachment.name, &content_type);
-    if let Some(url) = storage
-        .presigned_url(&key, head, &rules::served_type(&content_type), &disposition)
-        .await
-        .map_err(unavailable)?
-    {
-        return Ok(Download::Redirect(url));
+    // Thumbnails always come through the server: they are small, and pages that show them
+    // (the web client's, under `img-src 'self'`) may load images from their own origin only.
+    if !thumbnail {
+        if let Some(url) = storage
+            .presigned_url(&key, head, &rules::served_type(&content_type), &disposition)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(Download::Redirect(url));
+        }
     }
     match storage.get(&key, range).await {
         Ok(read) => Ok(Download::Bytes(read)),

@@ -796,6 +796,23 @@ async fn s3_downloads_redirect_to_signed_urls_when_asked() {
     assert_eq!(fetched.bytes().await.unwrap().to_vec(), svg);
 
     assert_eq!(raw(&carol, path, &[]).await.status, StatusCode::NOT_FOUND);
+
+    // Thumbnails still come through the server, for pages that load images from their own
+    // origin only.
+    let picture = uploaded(&alice, chat, "p.png", png(20, 20, false)).await;
+    send_with(&alice, chat, "", &[id(&picture)]).await;
+    let thumbnail = no_redirects
+        .get(format!(
+            "http://{}{}",
+            app.addr,
+            picture["thumbnail_url"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
 }
 
 /// An upload whose hold ran out (it took longer than the hold) may find its blob removed by a

@@ -238,6 +238,14 @@ try {
   await alice.locator("li.message").filter({ hasText: "hi alice, edited" }).getByText("(edited)").waitFor();
   await bob.locator("li.message").filter({ hasText: "rest 3" }).getByRole("button", { name: "React 👍" }).click();
   await alice.locator("li.message").filter({ hasText: "rest 3" }).getByRole("button", { name: "👍 1" }).waitFor();
+  // Reopened, the chat counts the reaction once (its log replays it after the history page).
+  await alice.reload();
+  await alice.locator("li.message").filter({ hasText: "rest 3" }).getByRole("button", { name: "👍 1" }).waitFor();
+  // Frames arrive in order: once a message sent now is shown, the replay is behind it.
+  await alice.getByRole("textbox", { name: "Message", exact: true }).fill("after reload");
+  await alice.getByRole("textbox", { name: "Message", exact: true }).press("Enter");
+  await alice.locator("li.message.saved").filter({ hasText: "after reload" }).waitFor();
+  assert.equal(await alice.getByRole("button", { name: "👍 2" }).count(), 0, "a replayed reaction counted twice");
   await bob.locator("li.message").filter({ hasText: "rest 4" }).getByRole("button", { name: "Delete" }).click();
   await alice.locator("li.message").filter({ hasText: "This message was deleted." }).waitFor();
   assert.equal(await alice.locator("[role=log]").getByText("rest 4", { exact: true }).count(), 0);

@@ -105,6 +105,13 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
       ws.onopen = () => {
         attempt = 0;
         setLive(true);
+        // A reply in progress is sent again from its start; one that ended while the socket was
+        // away is in the history: drop the partial text and read the history again.
+        setStreaming(null);
+        api.aiChat(chatId).then(
+          (loaded) => !stopped && setMessages((list) => loaded.messages.reduce(upsert, list)),
+          () => undefined,
+        );
       };
       ws.onmessage = (event) => {
         const frame = JSON.parse(String(event.data)) as { type: string; message?: Record<string, unknown> };
@@ -174,7 +181,7 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           {live ? (chat?.related_chat_name ? `Linked to ${chat.related_chat_name}` : "Connected") : "Connecting…"}
         </span>
       </header>
-      <div class="messages" role="log" aria-live="polite" tabIndex={0} aria-label="Conversation">
+      <div class="messages" role="log" aria-live="polite" aria-relevant="additions" tabIndex={0} aria-label="Conversation">
         <ol>
           {messages.map((m) => (
             <li key={m.id} class={`message ${m.role === "user" ? "mine" : "assistant"}`}>
@@ -217,7 +224,8 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           value={draft}
           onInput={(e) => setDraft(e.currentTarget.value)}
           onKeyDown={(e) => {
-            if (e.key === "Enter" && !e.shiftKey) submit(e);
+            // Enter while an input method composes confirms the composition, not the question.
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
           }}
         />
         {chat?.related_chat != null && (

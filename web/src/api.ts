@@ -135,6 +135,40 @@ function csrfToken(): string | undefined {
 
 /** One request; JSON in and out. Throws `ApiError` for an answer other than 2xx. */
 export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  return (await exchange<T>(method, path, body)).body;
+}
+
+/** A page of a list and the path of the next one (its `Link: <…>; rel="next"` header). */
+export interface Page<T> {
+  items: T[];
+  next: string | null;
+}
+
+async function page<T>(path: string): Promise<Page<T>> {
+  const { body, headers } = await exchange<T[]>("GET", path);
+  const link = headers.get("Link") ?? "";
+  const match = /<([^>]+)>;\s*rel="next"/.exec(link);
+  let next: string | null = null;
+  if (match) {
+    const url = new URL(match[1], location.origin);
+    next = url.pathname + url.search;
+  }
+  return { items: body, next };
+}
+
+/** Every item of a list, following its pages (at most `maxPages`). */
+async function all<T>(path: string, maxPages = 20): Promise<T[]> {
+  const items: T[] = [];
+  let next: string | null = path;
+  for (let i = 0; next && i < maxPages; i++) {
+    const got: Page<T> = await page<T>(next);
+    items.push(...got.items);
+    next = got.next;
+  }
+  return items;
+}
+
+async function exchange<T>(method: string, path: string, body?: unknown): Promise<{ body: T; headers: Headers }> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (method !== "GET") {
     const token = csrfToken();
@@ -151,7 +185,7 @@ export async function request<T>(method: string, path: string, body?: unknown): 
   const text = await response.text();
   const parsed: unknown = text ? JSON.parse(text) : null;
   if (!response.ok) throw new ApiError(response.status, parsed);
-  return parsed as T;
+  return { body: parsed as T, headers: response.headers };
 }
 
 export const api = {
@@ -161,16 +195,15 @@ export const api = {
   register: (username: string, password: string) =>
     request<User>("POST", "/api/register/", { username, password, password_confirm: password }),
   logout: () => request<unknown>("POST", "/api/logout/"),
-  chats: () => request<Chat[]>("GET", "/api/chats/"),
+  chats: () => all<Chat>("/api/chats/"),
   chat: (id: number) => request<Chat>("GET", `/api/chats/${id}/`),
   createChat: (name: string, usernames: string[]) =>
     request<Chat>("POST", "/api/chats/", { name, participant_usernames: usernames }),
-  /** A page of history: the newest `limit` before message id `before` (or the newest). */
+  /** A page of history: the newest `limit` before message id `before` (or the newest); `next`
+   * is set when older messages remain. */
   history: (chat: number, before?: number, limit = 50) =>
-    request<Message[]>(
-      "GET",
-      `/api/chats/${chat}/messages/?limit=${limit}${before ? `&before=${before}` : ""}`,
-    ),
+    page<Message>(`/api/chats/${chat}/messages/?limit=${limit}${before ? `&before=${before}` : ""}`),
+  message: (id: number) => request<Message>("GET", `/api/messages/${id}/`),
   send: (chat: number, content: string, attachments: number[] = []) =>
     request<Message>("POST", `/api/chats/${chat}/send_message/`, { content, attachments }),
   read: (chat: number, seq: number) => request<unknown>("POST", `/api/chats/${chat}/read/`, { seq }),
@@ -191,7 +224,7 @@ export const api = {
   leave: (chat: number) => request<unknown>("POST", `/api/chats/${chat}/leave/`),
   direct: (username: string) => request<Chat>("POST", "/api/direct/", { username }),
   search: (q: string) => request<SearchHit[]>("GET", `/api/search/?q=${encodeURIComponent(q)}`),
-  aiChats: () => request<AiChat[]>("GET", "/api/ai/chats/"),
+  aiChats: () => all<AiChat>("/api/ai/chats/"),
   aiChat: (id: number) => request<AiChat>("GET", `/api/ai/chats/${id}/`),
   /** A new AI conversation; a blank system prompt is left out (the server's default applies). */
   createAiChat: (title: string, system_prompt: string, related_chat: number | null) =>

@@ -20,9 +20,13 @@ interface Shown {
 const QUICK = ["👍", "❤️", "😂"];
 const PAGE = 50;
 
+/** `list` with `message` saved in its place (by id), replacing the unconfirmed item `replacing`
+ * if given, whose key it keeps so that the element (and what a screen reader announced) stays. */
 function mergeSaved(list: Shown[], message: Message, replacing?: string): Shown[] {
-  const without = list.filter((s) => s.key !== replacing && !(s.state === "saved" && s.message.id === message.id));
-  const shown: Shown = { key: `m${message.id}`, message, state: "saved" };
+  const previous = list.find((s) => s.state === "saved" && s.message.id === message.id);
+  const without = list.filter((s) => s.key !== replacing && s !== previous);
+  const key = replacing ?? previous?.key ?? `m${message.id}`;
+  const shown: Shown = { key, message, state: "saved" };
   // Saved messages in id order (ids grow with seq within a chat), unconfirmed ones last.
   const saved = without.filter((s) => s.state === "saved");
   const pending = without.filter((s) => s.state !== "saved");
@@ -30,6 +34,19 @@ function mergeSaved(list: Shown[], message: Message, replacing?: string): Shown[
   if (at === -1) saved.push(shown);
   else saved.splice(at, 0, shown);
   return [...saved, ...pending];
+}
+
+/** The key of the oldest unconfirmed item that `message` (one of ours, saved) is: same text,
+ * same reply target, same files. A failed send the server saved anyway is thus not shown twice. */
+function unconfirmedCopy(list: Shown[], message: Message): string | undefined {
+  const files = (m: Message) => (m.attachments ?? []).map((a) => a.id).join(",");
+  return list.find(
+    (s) =>
+      s.state !== "saved" &&
+      s.message.content === message.content &&
+      (s.replyTo ?? null) === (message.reply_to?.id ?? null) &&
+      files(s.message) === files(message),
+  )?.key;
 }
 
 function updateMessage(list: Shown[], id: unknown, change: (m: Message) => Message): Shown[] {
@@ -53,38 +70,52 @@ export function ChatView(props: {
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [editing, setEditing] = useState<number | null>(null);
   const [panel, setPanel] = useState<"none" | "pins" | "members">("none");
+  const [pinsVersion, setPinsVersion] = useState(0);
+  const [loading, setLoading] = useState(true);
+  const [loadAttempt, setLoadAttempt] = useState(0);
   const [error, setError] = useState<string | null>(null);
   const socket = useRef<ChatSocket | null>(null);
   const list = useRef<HTMLOListElement>(null);
+  const scroller = useRef<HTMLDivElement>(null);
   const lastTyping = useRef(0);
   const readUpTo = useRef(props.chat?.last_read_seq ?? 0);
 
   useEffect(() => {
     let cancelled = false;
+    setLoading(true);
     api.history(chatId, undefined, PAGE).then(
       (page) => {
         if (cancelled) return;
-        setShown(page.map((message) => ({ key: `m${message.id}`, message, state: "saved" })));
-        setOlder(page.length === PAGE);
-        const lastSeq = page.length ? page[page.length - 1].seq : 0;
+        setShown(page.items.map((message) => ({ key: `m${message.id}`, message, state: "saved" })));
+        setOlder(page.next !== null);
+        setLoading(false);
+        const lastSeq = page.items.length ? page.items[page.items.length - 1].seq : 0;
         const live = new ChatSocket(chatId, lastSeq, onFrame, setState);
         socket.current = live;
         live.start();
       },
-      (err) => setError(errorText(err)),
+      (err) => {
+        if (cancelled) return;
+        setLoading(false);
+        setError(errorText(err));
+      },
     );
     return () => {
       cancelled = true;
       socket.current?.stop();
       socket.current = null;
     };
-  }, [chatId]);
+  }, [chatId, loadAttempt]);
 
   function onFrame(frame: Frame) {
     switch (frame.type) {
-      case "message":
-        setShown((list) => mergeSaved(list, frame.message as Message));
+      case "message": {
+        const message = frame.message as Message;
+        setShown((list) =>
+          mergeSaved(list, message, message.sender.id === user.id ? unconfirmedCopy(list, message) : undefined),
+        );
         break;
+      }
       case "message_edited":
         setShown((list) =>
           updateMessage(list, frame.id, (m) => ({ ...m, content: String(frame.content), edited_at: String(frame.edited_at) })),
@@ -97,26 +128,19 @@ export function ChatView(props: {
         break;
       case "reaction_added":
       case "reaction_removed": {
-        const adding = frame.type === "reaction_added";
-        const emoji = String(frame.emoji);
-        const mine = (frame.user as { id: number }).id === user.id;
-        setShown((list) =>
-          updateMessage(list, frame.id, (m) => {
-            const reactions = [...(m.reactions ?? [])];
-            const at = reactions.findIndex((r) => r.emoji === emoji);
-            if (at === -1 && adding) reactions.push({ emoji, count: 1, me: mine });
-            else if (at !== -1) {
-              const r = reactions[at];
-              const count = r.count + (adding ? 1 : -1);
-              const me = mine ? adding : r.me;
-              if (count <= 0) reactions.splice(at, 1);
-              else reactions[at] = { emoji, count, me };
-            }
-            return { ...m, reactions };
-          }),
+        // The counts are read again rather than stepped: a resuming socket may replay a change
+        // the history page already counted.
+        const id = Number(frame.id);
+        api.message(id).then(
+          (fresh) => setShown((list) => updateMessage(list, id, () => fresh)),
+          () => undefined,
         );
         break;
       }
+      case "message_pinned":
+      case "message_unpinned":
+        setPinsVersion((v) => v + 1);
+        break;
       case "member_added":
       case "member_removed":
       case "member_left":
@@ -159,26 +183,50 @@ export function ChatView(props: {
     return () => window.clearInterval(timer);
   }, []);
 
-  // The newest message stays in view; the chat is marked read up to it while the page is seen.
+  // The newest message stays in view (unless the reader has scrolled up into history), and the
+  // chat is marked read up to it while the page is seen: at most once a second, moving the mark
+  // only once the server took it, and again when the page comes back into view.
   const newest = useMemo(() => {
     for (let i = shown.length - 1; i >= 0; i--) if (shown[i].state === "saved") return shown[i].message;
     return null;
   }, [shown]);
+  const readTimer = useRef<number | undefined>(undefined);
+  function markRead() {
+    if (readTimer.current !== undefined) return;
+    readTimer.current = window.setTimeout(() => {
+      readTimer.current = undefined;
+      const seq = newestSeq.current;
+      if (document.visibilityState !== "visible" || seq <= readUpTo.current) return;
+      api.read(chatId, seq).then(() => {
+        readUpTo.current = Math.max(readUpTo.current, seq);
+        props.onChanged();
+      }, () => undefined);
+    }, 1000);
+  }
+  const newestSeq = useRef(0);
   useEffect(() => {
-    list.current?.lastElementChild?.scrollIntoView({ block: "end" });
-    if (newest && document.visibilityState === "visible" && newest.seq > readUpTo.current) {
-      readUpTo.current = newest.seq;
-      api.read(chatId, newest.seq).then(props.onChanged, () => undefined);
-    }
+    const box = scroller.current;
+    const nearBottom = !box || box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+    if (nearBottom) list.current?.lastElementChild?.scrollIntoView({ block: "end" });
+    newestSeq.current = newest?.seq ?? 0;
+    markRead();
   }, [newest?.id]);
+  useEffect(() => {
+    const visible = () => document.visibilityState === "visible" && markRead();
+    document.addEventListener("visibilitychange", visible);
+    return () => {
+      document.removeEventListener("visibilitychange", visible);
+      if (readTimer.current !== undefined) window.clearTimeout(readTimer.current);
+    };
+  }, []);
 
   async function loadOlder() {
     const first = shown.find((s) => s.state === "saved");
     if (!first) return;
     try {
       const page = await api.history(chatId, first.message.id, PAGE);
-      setOlder(page.length === PAGE);
-      setShown((list) => page.reduce((acc, m) => mergeSaved(acc, m), list));
+      setOlder(page.next !== null);
+      setShown((list) => page.items.reduce((acc, m) => mergeSaved(acc, m), list));
     } catch (err) {
       setError(errorText(err));
     }
@@ -234,8 +282,8 @@ export function ChatView(props: {
     try {
       const uploaded: Attachment[] = [];
       for (const file of Array.from(files).slice(0, 10)) uploaded.push(await api.upload(chatId, file));
-      send(draft.trim(), uploaded);
-      setDraft("");
+      // The files go as a message of their own: what was typed meanwhile stays in the box.
+      send("", uploaded);
     } catch (err) {
       setError(errorText(err));
     }
@@ -295,14 +343,23 @@ export function ChatView(props: {
           Members
         </button>
       </header>
-      {panel === "pins" && <Pins chatId={chatId} />}
+      {panel === "pins" && <Pins chatId={chatId} version={pinsVersion} />}
       {panel === "members" && props.chat && <Members chat={props.chat} user={user} onChanged={props.onChanged} onLeft={props.onBack} />}
       {older && (
         <button type="button" class="older" onClick={loadOlder}>
           Load older messages
         </button>
       )}
-      <div class="messages" role="log" aria-live="polite" tabIndex={0} aria-label="Messages">
+      <div
+        class="messages"
+        ref={scroller}
+        role="log"
+        aria-live="polite"
+        aria-relevant="additions"
+        aria-busy={loading}
+        tabIndex={0}
+        aria-label="Messages"
+      >
         <ol ref={list}>
           {shown.map((item) => (
             <MessageItem
@@ -322,7 +379,12 @@ export function ChatView(props: {
               onCancelEdit={() => setEditing(null)}
               onDelete={() => act(() => api.remove(chatId, item.message.id))}
               onReact={(emoji, on) => act(() => api.react(chatId, item.message.id, emoji, on))}
-              onPin={() => act(() => api.pin(chatId, item.message.id, true))}
+              onPin={() =>
+                act(async () => {
+                  await api.pin(chatId, item.message.id, true);
+                  setPinsVersion((v) => v + 1);
+                })
+              }
             />
           ))}
         </ol>
@@ -332,7 +394,19 @@ export function ChatView(props: {
       </p>
       {error && (
         <p class="error" role="alert">
-          {error}
+          {error}{" "}
+          {shown.length === 0 && !loading && (
+            <button
+              type="button"
+              class="link"
+              onClick={() => {
+                setError(null);
+                setLoadAttempt((n) => n + 1);
+              }}
+            >
+              Try again
+            </button>
+          )}
         </p>
       )}
       {replyTo && (
@@ -362,7 +436,8 @@ export function ChatView(props: {
             }
           }}
           onKeyDown={(e) => {
-            if (e.key === "Enter" && !e.shiftKey) submit(e);
+            // Enter while an input method composes confirms the composition, not the message.
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
           }}
         />
         <label class="file">
@@ -396,7 +471,11 @@ function MessageItem(props: {
   const time = new Date(m.timestamp);
   const saved = item.state === "saved" && !m.deleted;
   return (
-    <li class={`message ${mine ? "mine" : ""} ${item.state}`} data-id={item.state === "saved" ? m.id : undefined}>
+    <li
+      id={`message-${item.key}`}
+      class={`message ${mine ? "mine" : ""} ${item.state}`}
+      data-id={item.state === "saved" ? m.id : undefined}
+    >
       <div class="meta">
         <span class="sender">{m.sender.username}</span>{" "}
         <time dateTime={m.timestamp}>{time.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</time>
@@ -458,7 +537,7 @@ function MessageItem(props: {
         </ul>
       )}
       {saved && !props.editing && (
-        <div class="actions">
+        <div class="actions" role="group" aria-label={`Actions on ${m.sender.username}'s message: ${m.content.slice(0, 40)}`}>
           <button type="button" class="link" onClick={props.onReply}>
             Reply
           </button>
@@ -508,13 +587,13 @@ function MessageItem(props: {
   );
 }
 
-function Pins({ chatId }: { chatId: number }) {
+function Pins({ chatId, version }: { chatId: number; version: number }) {
   const [pins, setPins] = useState<Pin[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const load = () => api.pins(chatId).then(setPins, (err) => setError(errorText(err)));
   useEffect(() => {
     void load();
-  }, [chatId]);
+  }, [chatId, version]);
   return (
     <aside class="panel" aria-label="Pinned messages">
       <h3>Pinned</h3>

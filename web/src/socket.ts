@@ -85,10 +85,14 @@ export class ChatSocket {
       }
       this.onFrame(frame);
     };
-    socket.onclose = (event) => {
+    socket.onclose = async (event) => {
       if (this.socket !== socket || this.stopped) return;
       this.socket = undefined;
-      const final = FINAL[event.code];
+      let final = FINAL[event.code];
+      // A handshake refused before the upgrade (an ended session answers 403 there) closes as
+      // 1006 like a network loss: after a few, ask whether the session still holds.
+      if (!final && this.attempt >= 2 && (await sessionEnded())) final = FINAL[4001];
+      if (this.stopped) return;
       if (final) {
         this.onState({ kind: "ended", reason: final });
         return;
@@ -100,5 +104,16 @@ export class ChatSocket {
       this.onState({ kind: "waiting", retryInMs: wait });
       this.timer = window.setTimeout(() => this.connect(), wait);
     };
+  }
+}
+
+/** Whether the server no longer knows this page's session (403 on `/api/me/`); a network
+ * failure is not an answer. */
+async function sessionEnded(): Promise<boolean> {
+  try {
+    const answer = await fetch("/api/me/", { credentials: "same-origin" });
+    return answer.status === 401 || answer.status === 403;
+  } catch {
+    return false;
   }
 }
