@@ -94,6 +94,25 @@ pub struct AiConfig {
         value_parser = positive_count::<usize>
     )]
     pub max_concurrent_per_user: usize,
+    /// `MRM_AI_CONTEXT_WINDOW`: the model's context window, in tokens: prompts are cut to fit it
+    /// (the oldest turns left out first). Default: what the provider documents for well-known
+    /// model names (`gpt-4o`: 128,000, `gpt-4.1`: 1,047,576 …), 8,192 for any other. Error: not
+    /// a whole number ≥ 1.
+    #[arg(
+        long = "ai-context-window",
+        env = "MRM_AI_CONTEXT_WINDOW",
+        value_parser = positive_count::<u32>
+    )]
+    pub context_window: Option<u32>,
+    /// `MRM_AI_REPLY_RESERVE`: tokens of the context window kept free for the reply (at most half
+    /// the window is kept). Default 1024. Error: not a whole number ≥ 1.
+    #[arg(
+        long = "ai-reply-reserve",
+        env = "MRM_AI_REPLY_RESERVE",
+        default_value = "1024",
+        value_parser = positive_count::<u32>
+    )]
+    pub reply_reserve: u32,
     /// `OPENAI_RETRIES`: attempts after the first when the provider answers 429 or 5xx, with
     /// backoff. Default 3. Error: not a whole number ≥ 0.
     #[arg(
@@ -805,6 +824,8 @@ mod tests {
         assert_eq!(c.ai.timeout, Duration::from_secs(60));
         assert_eq!(c.ai.retries, 3);
         assert_eq!(c.ai.max_concurrent_per_user, 2);
+        assert_eq!(c.ai.context_window, None);
+        assert_eq!(c.ai.reply_reserve, 1024);
         assert_eq!(c.attachments.max_bytes, 25 * 1024 * 1024);
         assert_eq!(c.attachments.quota_bytes, 1024 * 1024 * 1024);
         assert_eq!(c.attachments.grace, Duration::from_secs(86_400));

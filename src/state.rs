@@ -112,7 +112,13 @@ impl AppState {
             config.messages_per_second,
             config.searches_per_minute,
         );
-        let generations = Generations::new(db.clone(), provider, config.ai.max_concurrent_per_user);
+        let generations = Generations::with_window(
+            db.clone(),
+            provider,
+            config.ai.max_concurrent_per_user,
+            config.ai.context_window,
+            config.ai.reply_reserve,
+        );
         let replies = generations.clone();
         realtime
             .sockets

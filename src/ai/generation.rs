@@ -57,6 +57,10 @@ pub enum SendError {
     /// The user already has `MRM_AI_MAX_CONCURRENT_PER_USER` replies running; nothing was stored.
     #[error("too many replies in progress for this user")]
     TooMany,
+    /// The question, with the system prompt, does not fit the model's context window; nothing
+    /// was stored.
+    #[error(transparent)]
+    TooLong(#[from] super::prompt::TooLong),
     /// The database failed, or the task starting the reply died.
     #[error(transparent)]
     Store(#[from] sqlx::Error),
@@ -144,6 +148,9 @@ struct Channel {
 pub struct Generations {
     provider: Option<Arc<dyn ChatProvider>>,
     db: Db,
+    /// `MRM_AI_CONTEXT_WINDOW` (else the model's documented window) and `MRM_AI_REPLY_RESERVE`.
+    context_window: Option<u32>,
+    reply_reserve: u32,
     channels: Mutex<HashMap<i64, Arc<Mutex<Channel>>>>,
     per_user: Mutex<HashMap<i64, Arc<Semaphore>>>,
     max_per_user: usize,
@@ -167,9 +174,24 @@ impl Generations {
     /// then fails with [`SendError::NotConfigured`]); `max_per_user` is
     /// `MRM_AI_MAX_CONCURRENT_PER_USER`.
     pub fn new(db: Db, provider: Option<Arc<dyn ChatProvider>>, max_per_user: usize) -> Arc<Self> {
+        Self::with_window(db, provider, max_per_user, None, 1024)
+    }
+
+    /// [`Generations::new`] with prompts fitted to `context_window` tokens (default: the model's
+    /// documented window, see [`super::tokens::context_window`]), keeping `reply_reserve` of
+    /// them (at most half) for the reply.
+    pub fn with_window(
+        db: Db,
+        provider: Option<Arc<dyn ChatProvider>>,
+        max_per_user: usize,
+        context_window: Option<u32>,
+        reply_reserve: u32,
+    ) -> Arc<Self> {
         Arc::new(Self {
             provider,
             db,
+            context_window,
+            reply_reserve,
             channels: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
             max_per_user,
@@ -327,6 +349,28 @@ impl Generations {
                 .map_err(|_| SendError::TooMany)?
         };
         let db = &self.db;
+        // The question must fit with the system prompt before anything is stored.
+        let fitting = self.provider.as_ref().map(|provider| {
+            let model = provider.model().to_owned();
+            let window = self
+                .context_window
+                .unwrap_or_else(|| super::tokens::context_window(&model));
+            let budget = super::prompt::Budget {
+                window,
+                reserve: self.reply_reserve.min(window / 2),
+            };
+            (model, budget)
+        });
+        if let Some((model, budget)) = fitting.clone() {
+            let system_prompt = request.system_prompt.clone();
+            let question = request.content.clone();
+            tokio::task::spawn_blocking(move || {
+                let counter = super::tokens::Counter::for_model(&model);
+                super::prompt::check_question(&counter, budget, &system_prompt, &question)
+            })
+            .await
+            .map_err(|e| SendError::Store(sqlx::Error::Protocol(e.to_string())))??;
+        }
         let user_message = store::ai::insert_message(
             db,
             request.ai_chat_id,
@@ -346,14 +390,26 @@ impl Generations {
             return Err(SendError::NotConfigured);
         };
         let history = store::ai::history(db, request.ai_chat_id).await?;
-        let prompt = super::prompt::build(&request.system_prompt, &request.context, &history);
-        let reply = store::ai::insert_message(
+        let (model, budget) = fitting.expect("a provider is configured here");
+        let system_prompt = request.system_prompt.clone();
+        let context = request.context;
+        // Counting a long conversation's tokens is CPU work: off the runtime's threads.
+        let fitted = tokio::task::spawn_blocking(move || {
+            let counter = super::tokens::Counter::for_model(&model);
+            super::prompt::fit(&counter, budget, &system_prompt, &context, &history)
+        })
+        .await
+        .map_err(|e| SendError::Store(sqlx::Error::Protocol(e.to_string())))??;
+        let prompt = fitted.messages;
+        let omitted = (fitted.omitted_messages > 0).then_some(fitted.omitted_messages);
+        let reply = store::ai::insert_reply(
             db,
             request.ai_chat_id,
             AiRole::Assistant,
             "",
             false,
             Some(provider.model()),
+            omitted,
         )
         .await?;
         if let Some(running) = lock(channel).running.as_mut() {

@@ -247,6 +247,14 @@ async fn on_text(
         Err(ServiceError::Busy(_)) => Err(Some(
             "Too many AI replies in progress; wait for one to finish".into(),
         )),
+        // A question too long for the model's context window: its reason, as REST gives it.
+        Err(ServiceError::Validation(errors)) => Err(Some(
+            errors
+                .messages()
+                .next()
+                .unwrap_or("Invalid message")
+                .to_owned(),
+        )),
         Err(err) => {
             tracing::error!(error = %err, "could not save an AI message");
             Err(Some("Message could not be saved".into()))

@@ -17,18 +17,46 @@ use crate::store::ai::Tokens;
 /// Tokens each message of a chat-completions request adds beyond its role and content.
 const PER_MESSAGE: i64 = 3;
 /// Tokens that prime every reply (`<|start|>assistant<|message|>`).
-const REPLY_PRIMING: i64 = 3;
+pub const REPLY_PRIMING: i64 = 3;
+
+/// The context window of `model` in tokens, as its provider documents it, for well-known names;
+/// 8,192 for any other (a conservative size that current local models all exceed; set
+/// `MRM_AI_CONTEXT_WINDOW` for yours). Matched by prefix, most specific first.
+pub fn context_window(model: &str) -> u32 {
+    const KNOWN: [(&str, u32); 13] = [
+        ("gpt-4.1", 1_047_576),
+        ("gpt-4o", 128_000),
+        ("gpt-4-turbo", 128_000),
+        ("gpt-4-32k", 32_768),
+        ("gpt-4", 8_192),
+        ("gpt-3.5-turbo", 16_385),
+        ("gpt-5", 400_000),
+        ("o1-mini", 128_000),
+        ("o1", 200_000),
+        ("o3", 200_000),
+        ("o4-mini", 200_000),
+        ("chatgpt-4o", 128_000),
+        ("gpt-oss", 131_072),
+    ];
+    let model = model.to_ascii_lowercase();
+    KNOWN
+        .iter()
+        .find(|(prefix, _)| model.starts_with(prefix))
+        .map_or(8_192, |(_, window)| *window)
+}
 /// Characters per token assumed for a model whose encoding is not known.
 const CHARS_PER_TOKEN: u64 = 4;
 
-/// How one model's text is counted.
-enum Counter {
+/// How one model's text is counted: with the model's own encoding when tiktoken knows the
+/// model, else at one token per 4 characters.
+pub enum Counter {
     Encoding(&'static CoreBPE),
     Approximate,
 }
 
 impl Counter {
-    fn for_model(model: &str) -> Self {
+    /// The counter of `model` (the first use of an encoding loads it: call off the runtime).
+    pub fn for_model(model: &str) -> Self {
         match tokenizer::get_tokenizer(model) {
             Some(tokenizer) => match tiktoken_rs::bpe_for_tokenizer(tokenizer) {
                 Ok(bpe) => Counter::Encoding(bpe),
@@ -38,7 +66,14 @@ impl Counter {
         }
     }
 
-    fn count(&self, text: &str) -> i64 {
+    /// Tokens of one message of a chat-completions request: its role and content, plus the
+    /// format's overhead per message.
+    pub fn message(&self, message: &ChatMessage) -> i64 {
+        PER_MESSAGE + self.count(&message.role) + self.count(&message.content)
+    }
+
+    /// Tokens of `text`.
+    pub fn count(&self, text: &str) -> i64 {
         match self {
             Counter::Encoding(bpe) => bpe.encode_ordinary(text).len() as i64,
             Counter::Approximate => (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN) as i64,
@@ -51,11 +86,7 @@ impl Counter {
 /// loads it, a few megabytes): call it off the async runtime's threads.
 pub fn estimate(model: &str, prompt: &[ChatMessage], completion: &str) -> Tokens {
     let counter = Counter::for_model(model);
-    let prompt_tokens = prompt
-        .iter()
-        .map(|m| PER_MESSAGE + counter.count(&m.role) + counter.count(&m.content))
-        .sum::<i64>()
-        + REPLY_PRIMING;
+    let prompt_tokens = prompt.iter().map(|m| counter.message(m)).sum::<i64>() + REPLY_PRIMING;
     let completion_tokens = counter.count(completion);
     Tokens {
         prompt: prompt_tokens,
@@ -93,6 +124,16 @@ mod tests {
         let o200k = estimate("gpt-4o", &[], text).completion;
         let cl100k = estimate("gpt-4", &[], text).completion;
         assert!(o200k < cl100k, "o200k {o200k}, cl100k {cl100k}");
+    }
+
+    #[test]
+    fn windows_of_known_models_and_a_safe_default() {
+        assert_eq!(context_window("gpt-4o-mini"), 128_000);
+        assert_eq!(context_window("gpt-4.1-nano"), 1_047_576);
+        assert_eq!(context_window("gpt-4"), 8_192);
+        assert_eq!(context_window("gpt-4-turbo-2024-04-09"), 128_000);
+        assert_eq!(context_window("o1-mini"), 128_000);
+        assert_eq!(context_window("llama3.2"), 8_192);
     }
 
     #[test]

@@ -252,6 +252,14 @@ pub async fn ask(
             SendError::TooMany => ServiceError::Busy(
                 "Too many AI replies in progress; wait for one to finish.".into(),
             ),
+            SendError::TooLong(too_long) => ServiceError::Validation(super::FieldErrors::single(
+                "content",
+                format!(
+                    "This message is too long for the model: with the system prompt it takes \
+                     {} tokens, and the model's context window leaves {}.",
+                    too_long.needed, too_long.limit
+                ),
+            )),
             SendError::Store(err) => err.into(),
         })
 }

@@ -76,12 +76,15 @@ pub struct AiMessage {
     pub model: Option<String>,
     /// Why a reply ended; `None` for the user's messages and for a reply still being generated.
     pub finish_reason: Option<FinishReason>,
+    /// For a reply: how many earlier messages were left out of its prompt to fit the model's
+    /// context window (`None`: none).
+    pub omitted_messages: Option<i64>,
 }
 
 macro_rules! ai_message_columns {
     () => {
         "m.id, m.ai_chat_id, m.role, m.content, m.created_at, m.prompt_tokens, m.completion_tokens, \
-         m.total_tokens, m.usage_estimated, m.model, m.finish_reason"
+         m.total_tokens, m.usage_estimated, m.model, m.finish_reason, m.omitted_messages"
     };
 }
 
@@ -89,7 +92,7 @@ macro_rules! ai_message_columns {
 macro_rules! ai_message_returning {
     () => {
         "id, ai_chat_id, role, content, created_at, prompt_tokens, completion_tokens, total_tokens, \
-         usage_estimated, model, finish_reason"
+         usage_estimated, model, finish_reason, omitted_messages"
     };
 }
 
@@ -199,9 +202,23 @@ pub async fn insert_message(
     complete: bool,
     model: Option<&str>,
 ) -> sqlx::Result<AiMessage> {
+    insert_reply(db, ai_chat_id, role, content, complete, model, None).await
+}
+
+/// [`insert_message`] for a reply whose prompt left out `omitted` earlier messages.
+pub async fn insert_reply(
+    db: &Db,
+    ai_chat_id: i64,
+    role: AiRole,
+    content: &str,
+    complete: bool,
+    model: Option<&str>,
+    omitted: Option<i64>,
+) -> sqlx::Result<AiMessage> {
     let sql = concat!(
-        "INSERT INTO ai_messages (ai_chat_id, role, content, created_at, complete, model) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        "INSERT INTO ai_messages \
+         (ai_chat_id, role, content, created_at, complete, model, omitted_messages) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
         ai_message_returning!()
     );
     on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
@@ -211,6 +228,7 @@ pub async fn insert_message(
         .bind(super::now())
         .bind(complete)
         .bind(model)
+        .bind(omitted)
         .fetch_one(pool)
         .await)
 }

@@ -545,6 +545,10 @@ pub struct AiMessageView {
     pub finish_reason: Option<String>,
     /// The model that wrote a reply; null for users.
     pub model: Option<String>,
+    /// For a reply: how many earlier messages of the conversation were left out of its prompt
+    /// to fit the model's context window (`MRM_AI_CONTEXT_WINDOW`); left out when none were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omitted_messages: Option<i64>,
 }
 
 impl From<AiMessage> for AiMessageView {
@@ -561,6 +565,7 @@ impl From<AiMessage> for AiMessageView {
             usage_estimated: m.usage_estimated,
             finish_reason: m.finish_reason.map(|reason| reason.as_str().to_owned()),
             model: m.model,
+            omitted_messages: m.omitted_messages,
         }
     }
 }

@@ -1191,3 +1191,113 @@ async fn token_use_is_recorded_however_a_reply_ends() {
         total
     );
 }
+
+/// A 200-turn conversation against a model that declares a 600-token window: every prompt fits
+/// (the provider refuses any that does not), the newest turns are the ones sent, and each reply
+/// says how many earlier messages were left out. A question too long for the window is refused
+/// before anything is stored.
+#[tokio::test]
+async fn a_long_conversation_is_cut_to_the_models_context_window() {
+    let fake = FakeOpenAi::start().await;
+    fake.with_context_window(600);
+    let app = TestApp::spawn_with_ai(&fake, |config| {
+        config.ai.context_window = Some(600);
+        config.ai.reply_reserve = 100;
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(
+        &alice,
+        json!({"title": "long", "system_prompt": "Be brief."}),
+    )
+    .await;
+    let mut last = Value::Null;
+    for turn in 0..200 {
+        let question = format!("question number {turn:03} with some words in it");
+        let answer = ask(&alice, chat, json!({"content": question})).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "turn {turn}: {}",
+            answer.body
+        );
+        last = answer.body;
+    }
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 200);
+    for (turn, request) in requests.iter().enumerate() {
+        let counted = crate::fake_openai::prompt_tokens(request);
+        assert!(
+            counted <= 500,
+            "turn {turn}: {counted} tokens, over the window less the reserve"
+        );
+        let messages = request["messages"].as_array().unwrap();
+        assert_eq!(
+            messages.last().unwrap()["content"],
+            format!("question number {turn:03} with some words in it"),
+            "the newest question is always sent"
+        );
+    }
+    // Late in the conversation most of it is left out, and the reply says how much.
+    let sent = requests.last().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .len() as i64
+        - 1;
+    let omitted = last["omitted_messages"]
+        .as_i64()
+        .expect("the reply says what was left out");
+    assert_eq!(
+        sent + omitted,
+        399,
+        "every earlier message is sent or counted as left out"
+    );
+    assert!(omitted > 300, "{omitted}");
+    let messages = alice
+        .get(&format!("/api/ai/chats/{chat}/messages/?limit=5"))
+        .await
+        .body;
+    assert!(messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["omitted_messages"] == omitted));
+    // Early replies left nothing out, and say nothing about it.
+    let first = alice
+        .get(&format!("/api/ai/chats/{chat}/messages/?limit=2&after=0"))
+        .await
+        .body;
+    assert!(first[1].get("omitted_messages").is_none(), "{first}");
+
+    let too_long = ask(&alice, chat, json!({"content": "word ".repeat(500)})).await;
+    assert_eq!(
+        too_long.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        too_long.body
+    );
+    assert!(too_long.body["content"][0]
+        .as_str()
+        .unwrap()
+        .contains("context window"));
+    assert_eq!(fake.requests().len(), 200, "nothing was sent for it");
+    // The socket refuses it the same way.
+    let mut socket = alice.ai_ws(chat).await.unwrap();
+    socket
+        .send_json(json!({"content": "word ".repeat(500)}))
+        .await;
+    let error = socket.next_of("error").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("context window"),
+        "{error}"
+    );
+    let stored = alice.get(&format!("/api/ai/chats/{chat}/")).await.body;
+    assert_eq!(
+        stored["message_count"], 400,
+        "neither refusal stored anything"
+    );
+    assert_eq!(fake.requests().len(), 200);
+}

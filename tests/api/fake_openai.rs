@@ -53,6 +53,9 @@ pub enum Behaviour {
 
 #[derive(Default)]
 struct Shared {
+    /// A context window this model declares: a prompt over it (counted as [`prompt_tokens`]
+    /// counts) is refused with 400 `context_length_exceeded`, as OpenAI refuses one.
+    window: Mutex<Option<i64>>,
     requests: Mutex<Vec<Value>>,
     authorizations: Mutex<Vec<String>>,
     script: Mutex<VecDeque<Behaviour>>,
@@ -84,6 +87,12 @@ impl FakeOpenAi {
     /// Queues how the next requests are answered (after the queue, an echo of the last message).
     pub fn then(&self, behaviour: Behaviour) -> &Self {
         self.shared.script.lock().unwrap().push_back(behaviour);
+        self
+    }
+
+    /// Declares a context window: prompts over `tokens` are refused from now on.
+    pub fn with_context_window(&self, tokens: i64) -> &Self {
+        *self.shared.window.lock().unwrap() = Some(tokens);
         self
     }
 
@@ -217,6 +226,21 @@ async fn completions(
     if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         shared.authorizations.lock().unwrap().push(auth.to_owned());
     }
+    let window = *shared.window.lock().unwrap();
+    if let Some(window) = window {
+        let counted = prompt_tokens(&body);
+        if counted > window {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {
+                    "message": format!("This model's maximum context length is {window} tokens; your messages resulted in {counted} tokens."),
+                    "type": "invalid_request_error",
+                    "code": "context_length_exceeded",
+                }})),
+            )
+                .into_response();
+        }
+    }
     let next = shared.script.lock().unwrap().pop_front();
     let behaviour = next.unwrap_or_else(|| {
         let last = body["messages"]
@@ -270,4 +294,24 @@ async fn completions(
             .body(Body::from("data: this is not json\n\n"))
             .unwrap(),
     }
+}
+
+/// A request's prompt tokens as this fake counts them: one token per 4 characters of each role
+/// and content (rounded up), 3 per message, 3 priming the reply (the chat format's overhead, as
+/// OpenAI's cookbook counts it).
+pub fn prompt_tokens(request: &Value) -> i64 {
+    let quarter = |text: &str| (text.chars().count() as i64 + 3) / 4;
+    request["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| {
+                    3 + quarter(m["role"].as_str().unwrap_or(""))
+                        + quarter(m["content"].as_str().unwrap_or(""))
+                })
+                .sum::<i64>()
+        })
+        .unwrap_or(0)
+        + 3
 }
