@@ -390,7 +390,9 @@ impl Generations {
             return Err(SendError::NotConfigured);
         };
         let history = store::ai::history(db, request.ai_chat_id).await?;
-        let (model, budget) = fitting.expect("a provider is configured here");
+        let Some((model, budget)) = fitting else {
+            return Err(SendError::NotConfigured);
+        };
         let system_prompt = request.system_prompt.clone();
         let context = request.context;
         // Counting a long conversation's tokens is CPU work: off the runtime's threads.

@@ -92,6 +92,9 @@ pub fn check_question(
 ///   out entirely, never cut, and everything older than it too, so the model reads an unbroken
 ///   end of the conversation.
 ///
+/// The related chat's lines give way to the newest message: it always fits when
+/// [`check_question`] passed.
+///
 /// Errors: [`TooLong`] when the system prompt and the newest message alone do not fit.
 pub fn fit(
     counter: &Counter,
@@ -102,8 +105,25 @@ pub fn fit(
 ) -> Result<Fitted, TooLong> {
     let limit = budget.prompt_tokens();
     let bare = counter.message(&system_message(system_prompt, &[]));
-    // Context lines, newest first, while they fit their share.
-    let share = limit / CONTEXT_SHARE;
+    let turns: Vec<&AiMessage> = history
+        .iter()
+        .filter(|m| matches!(m.role, AiRole::User | AiRole::Assistant))
+        .collect();
+    // The newest message must fit with the bare system prompt, whatever else is left out.
+    let newest = turns
+        .last()
+        .map(|m| counter.message(&ChatMessage::new(m.role.as_str(), m.content.clone())))
+        .unwrap_or(0);
+    if bare + newest > limit {
+        return Err(TooLong {
+            needed: bare + newest,
+            limit,
+        });
+    }
+    // Context lines, newest first, while they fit their share (and leave room for the newest
+    // message; the header they come under counts too).
+    let header = counter.count("\n\nContext from related chat:\n");
+    let share = (limit / CONTEXT_SHARE).min(limit - bare - newest - header);
     let mut kept_context = 0;
     let mut context_tokens = 0;
     for message in context.iter().rev() {
@@ -117,30 +137,22 @@ pub fn fit(
         context_tokens += line;
         kept_context += 1;
     }
-    let omitted_context = (context.len() - kept_context) as i64;
-    let context = &context[context.len() - kept_context..];
-    let system = system_message(system_prompt, context);
-    let mut used = if context.is_empty() {
-        bare
-    } else {
-        counter.message(&system)
-    };
+    let mut omitted_context = (context.len() - kept_context) as i64;
+    let mut system = system_message(system_prompt, &context[context.len() - kept_context..]);
+    let mut used = counter.message(&system);
+    // Counted whole, the lines may come to a token or two more than one by one: the newest
+    // message wins, and the context goes.
+    if used + newest > limit {
+        omitted_context = context.len() as i64;
+        system = system_message(system_prompt, &[]);
+        used = bare;
+    }
 
-    let turns: Vec<&AiMessage> = history
-        .iter()
-        .filter(|m| matches!(m.role, AiRole::User | AiRole::Assistant))
-        .collect();
     let mut kept: Vec<ChatMessage> = Vec::new();
     for message in turns.iter().rev() {
         let chat = ChatMessage::new(message.role.as_str(), message.content.clone());
         let tokens = counter.message(&chat);
-        if used + tokens > limit {
-            if kept.is_empty() {
-                return Err(TooLong {
-                    needed: bare + tokens,
-                    limit,
-                });
-            }
+        if used + tokens > limit && !kept.is_empty() {
             break;
         }
         used += tokens;
@@ -276,6 +288,31 @@ mod tests {
             "{context_tokens}"
         );
         assert_eq!(fitted.omitted_messages, 0);
+    }
+
+    #[test]
+    fn the_context_gives_way_to_a_question_near_the_limit() {
+        let counter = Counter::Approximate;
+        let budget = Budget {
+            window: 400,
+            reserve: 100,
+        };
+        let context: Vec<Message> = (0..20)
+            .map(|i| context_line(i, &format!("context line {i:03} padded out")))
+            .collect();
+        // A question of about 270 tokens: it fits alone (with 297 to spend), not beside the
+        // context's full quarter.
+        let question = "y".repeat(1_070);
+        assert!(check_question(&counter, budget, "Be brief.", &question).is_ok());
+        let history = [turn(1, AiRole::User, &question)];
+        let fitted = fit(&counter, budget, "Be brief.", &context, &history).unwrap();
+        assert!(
+            fitted.tokens <= budget.prompt_tokens() + REPLY_PRIMING,
+            "{}",
+            fitted.tokens
+        );
+        assert_eq!(fitted.messages.last().unwrap().content, question);
+        assert!(fitted.omitted_context > 0);
     }
 
     #[test]
