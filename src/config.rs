@@ -113,6 +113,15 @@ pub struct AiConfig {
         value_parser = positive_count::<u32>
     )]
     pub reply_reserve: u32,
+    /// `MRM_AI_DAILY_TOKENS`: tokens (prompt and completion, as `/api/ai/usage/` counts them) each
+    /// user may spend per UTC day; a question asked once the day's budget is spent is refused
+    /// with 429 until the next day. Default: none, no daily limit. Error: not a whole number ≥ 1.
+    #[arg(long = "ai-daily-tokens", env = "MRM_AI_DAILY_TOKENS", value_parser = positive_count::<i64>)]
+    pub daily_tokens: Option<i64>,
+    /// `MRM_AI_MONTHLY_TOKENS`: the same per calendar month (UTC). Default: none. Error: not a
+    /// whole number ≥ 1.
+    #[arg(long = "ai-monthly-tokens", env = "MRM_AI_MONTHLY_TOKENS", value_parser = positive_count::<i64>)]
+    pub monthly_tokens: Option<i64>,
     /// `OPENAI_RETRIES`: attempts after the first when the provider answers 429 or 5xx, with
     /// backoff. Default 3. Error: not a whole number ≥ 0.
     #[arg(
@@ -826,6 +835,7 @@ mod tests {
         assert_eq!(c.ai.max_concurrent_per_user, 2);
         assert_eq!(c.ai.context_window, None);
         assert_eq!(c.ai.reply_reserve, 1024);
+        assert_eq!((c.ai.daily_tokens, c.ai.monthly_tokens), (None, None));
         assert_eq!(c.attachments.max_bytes, 25 * 1024 * 1024);
         assert_eq!(c.attachments.quota_bytes, 1024 * 1024 * 1024);
         assert_eq!(c.attachments.grace, Duration::from_secs(86_400));

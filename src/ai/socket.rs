@@ -247,6 +247,9 @@ async fn on_text(
         Err(ServiceError::Busy(_)) => Err(Some(
             "Too many AI replies in progress; wait for one to finish".into(),
         )),
+        Err(ServiceError::RateLimited(seconds)) => Err(Some(format!(
+            "Your AI token budget is spent; it starts again in {seconds} s"
+        ))),
         // A question too long for the model's context window: its reason, as REST gives it.
         Err(ServiceError::Validation(errors)) => Err(Some(
             errors

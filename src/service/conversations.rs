@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
 use crate::{
     ai::generation::{Request, SendError},
@@ -20,8 +20,8 @@ use crate::{
     },
     wire::{
         schemas::{
-            ContextLine, DayModelUsage, DayUsage, ModelUsage, RelatedChatContext, TokenCounts,
-            Usage,
+            Budget, Budgets, ContextLine, DayModelUsage, DayUsage, ModelUsage, RelatedChatContext,
+            TokenCounts, Usage,
         },
         views::{AiChatSummary, AiChatView, AiMessageView},
     },
@@ -226,6 +226,17 @@ pub async fn ask(
     chat: &AiChat,
     question: Question,
 ) -> ServiceResult<AiMessage> {
+    // A question asked once a budget is spent is refused until it starts again.
+    let budgets = budgets(state, user.id, Utc::now()).await?;
+    if let Some(spent) = [budgets.daily, budgets.monthly]
+        .into_iter()
+        .flatten()
+        .filter(|b| b.remaining == 0)
+        .max_by_key(|b| b.resets_at)
+    {
+        let wait = (spent.resets_at - Utc::now()).num_seconds().max(1);
+        return Err(ServiceError::RateLimited(u64::try_from(wait).unwrap_or(1)));
+    }
     let context = if question.include_context {
         context_for(state, chat, user, question.context_limit).await?
     } else {
@@ -320,6 +331,38 @@ const USAGE_DAYS: u64 = 30;
 ///
 /// Errors: `Validation` when `from` is after `to`; `PermissionDenied` for another user's report
 /// without staff status; `NotFound` for an unknown user.
+/// User `user_id`'s token budgets at `now`: the day's (`MRM_AI_DAILY_TOKENS`) and the month's
+/// (`MRM_AI_MONTHLY_TOKENS`), each `None` when not set. Spending is read from the usage records,
+/// where every reply is counted however it was asked for (REST or socket) and however it ended.
+pub async fn budgets(state: &AppState, user_id: i64, now: DateTime<Utc>) -> ServiceResult<Budgets> {
+    let ai = &state.config.ai;
+    let today = now.date_naive();
+    let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+    let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let budget = |limit: i64, used: i64, resets_at: DateTime<Utc>| Budget {
+        limit,
+        used,
+        remaining: (limit - used).max(0),
+        resets_at,
+    };
+    let mut budgets = Budgets::default();
+    if let Some(limit) = ai.daily_tokens {
+        let used = store::ai::spent(&state.db, user_id, &day(today), &day(today)).await?;
+        let tomorrow = today.succ_opt().and_then(midnight).unwrap_or(now);
+        budgets.daily = Some(budget(limit, used, tomorrow));
+    }
+    if let Some(limit) = ai.monthly_tokens {
+        let first = today.with_day(1).unwrap_or(today);
+        let next = first
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(first);
+        let last = next.pred_opt().unwrap_or(today);
+        let used = store::ai::spent(&state.db, user_id, &day(first), &day(last)).await?;
+        budgets.monthly = Some(budget(limit, used, midnight(next).unwrap_or(now)));
+    }
+    Ok(budgets)
+}
+
 pub async fn usage(
     state: &AppState,
     caller: &User,
@@ -414,6 +457,7 @@ pub async fn usage(
             })
             .collect(),
         by_day_and_model,
+        budget: budgets(state, user_id, Utc::now()).await?,
     })
 }
 

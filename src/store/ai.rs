@@ -431,6 +431,18 @@ pub struct UsageRow {
 }
 
 /// A user's token use per model and day, for days `from..=to` (`YYYY-MM-DD`).
+/// Tokens user `user_id` spent from day `from` to day `to` (`YYYY-MM-DD`, both included).
+pub async fn spent(db: &Db, user_id: i64, from: &str, to: &str) -> sqlx::Result<i64> {
+    let sql = "SELECT CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) FROM ai_usage \
+               WHERE user_id = $1 AND day >= $2 AND day <= $3";
+    on_pool!(db, pool => sqlx::query_scalar(sql)
+        .bind(user_id)
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await)
+}
+
 pub async fn usage(db: &Db, user_id: i64, from: &str, to: &str) -> sqlx::Result<Vec<UsageRow>> {
     let sql = "SELECT model, day, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
                CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \

@@ -373,6 +373,40 @@ pub struct Usage {
     pub by_day: Vec<DayUsage>,
     /// By day, then model name.
     pub by_day_and_model: Vec<DayModelUsage>,
+    /// The user's budgets as they stand now (`MRM_AI_DAILY_TOKENS`, `MRM_AI_MONTHLY_TOKENS`);
+    /// each left out when none is set.
+    #[serde(skip_serializing_if = "Budgets::is_empty")]
+    pub budget: Budgets,
+}
+
+/// A user's token budgets as they stand now.
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
+pub struct Budgets {
+    /// This UTC day's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily: Option<Budget>,
+    /// This calendar month's (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<Budget>,
+}
+
+impl Budgets {
+    pub fn is_empty(&self) -> bool {
+        self.daily.is_none() && self.monthly.is_none()
+    }
+}
+
+/// One budget: its size, what was spent of it, what remains, and when it starts again.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Budget {
+    pub limit: i64,
+    pub used: i64,
+    /// `limit - used`, never below 0.
+    pub remaining: i64,
+    /// When the budget starts afresh (the next UTC midnight, or the first of next month).
+    #[serde(serialize_with = "crate::wire::views::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    pub resets_at: DateTime<Utc>,
 }
 
 /// What `/healthz` answers.

@@ -1301,3 +1301,92 @@ async fn a_long_conversation_is_cut_to_the_models_context_window() {
     );
     assert_eq!(fake.requests().len(), 200);
 }
+
+/// A daily token budget stops a user once spent, over REST and over the socket, until the next
+/// UTC midnight; the usage report shows what remains and when it starts again. Other users keep
+/// their own.
+#[tokio::test]
+async fn a_spent_budget_stops_the_user_until_it_starts_again() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |config| {
+        config.ai.daily_tokens = Some(25);
+        config.ai.monthly_tokens = Some(1_000);
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let chat = ai_chat(&alice, json!({"title": "t", "system_prompt": "s"})).await;
+    // Each reply costs 15 tokens (10 prompt, 5 completion): the second passes at 15 spent, the
+    // third starts at 30, over 25.
+    for _ in 0..2 {
+        fake.then(reply("ok", 10, 5));
+        assert_eq!(
+            ask(&alice, chat, json!({"content": "hi"})).await.status,
+            StatusCode::OK
+        );
+    }
+    let refused = ask(&alice, chat, json!({"content": "hi"})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    let now = chrono::Utc::now();
+    let midnight = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let retry: i64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = (midnight - now).num_seconds();
+    assert!(
+        (retry - expected).abs() <= 5,
+        "Retry-After {retry}, midnight in {expected}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "nothing was asked of the provider"
+    );
+
+    let mut socket = alice.ai_ws(chat).await.unwrap();
+    socket.send_json(json!({"content": "and now?"})).await;
+    let error = socket.next_of("error").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("budget"),
+        "{error}"
+    );
+    assert_eq!(fake.requests().len(), 2);
+
+    let usage = alice.get("/api/ai/usage/").await.body;
+    let daily = &usage["budget"]["daily"];
+    assert_eq!(
+        (
+            daily["limit"].as_i64(),
+            daily["used"].as_i64(),
+            daily["remaining"].as_i64()
+        ),
+        (Some(25), Some(30), Some(0))
+    );
+    assert_eq!(
+        daily["resets_at"],
+        mrm_chat::wire::views::format_timestamp(&midnight)
+    );
+    let monthly = &usage["budget"]["monthly"];
+    assert_eq!(
+        (monthly["used"].as_i64(), monthly["remaining"].as_i64()),
+        (Some(30), Some(970))
+    );
+
+    // Bob's budget is his own.
+    let his = ai_chat(&bob, json!({"title": "t", "system_prompt": "s"})).await;
+    fake.then(reply("ok", 10, 5));
+    assert_eq!(
+        ask(&bob, his, json!({"content": "hi"})).await.status,
+        StatusCode::OK
+    );
+}

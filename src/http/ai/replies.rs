@@ -65,7 +65,7 @@ fn question(input: &Input, errors: &mut FieldErrors) -> Option<Question> {
         (status = 403, description = "Not authenticated, or a CSRF check failed", body = Detail),
         (status = 404, description = "Not found, or not yours to see", body = Detail),
         (status = 409, description = "A reply is already being generated for this AI chat", body = Detail),
-        (status = 429, description = "Too many replies in progress for this user", body = Detail),
+        (status = 429, description = "Too many replies in progress for this user, or a token budget is spent (`Retry-After`: seconds until it starts again)", body = Detail),
         (status = 502, description = "The AI provider failed; the question is kept", body = ErrorMessage),
         (status = 503, description = "No AI provider is configured; the question is kept", body = ErrorMessage),
     ))]
