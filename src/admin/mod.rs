@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/add", get(users::add_page).post(users::add))
         .route("/admin/users/{id}", get(users::edit_page).post(users::edit))
         .route("/admin/users/{id}/quota", post(users::set_quota))
+        .route("/admin/users/{id}/ai-budgets", post(users::set_ai_budgets))
         .route(
             "/admin/users/{id}/password",
             get(users::password_page).post(users::set_password),

@@ -265,6 +265,11 @@ struct EditPage {
     storage: String,
     /// The user's own quota as the form shows it (empty: the default).
     own_quota: String,
+    /// The user's own AI token budgets as the form shows them (empty: the default).
+    own_daily: String,
+    own_monthly: String,
+    /// The configured defaults, for the form's help.
+    default_budgets: String,
     form: UserForm,
     /// False when only a superuser may change this account: the page is read-only.
     can_manage: bool,
@@ -283,6 +288,9 @@ impl EditPage {
             can_grant: staff.is_superuser(),
             is_self: target.id == staff.user.id,
             own_quota: String::new(),
+            own_daily: String::new(),
+            own_monthly: String::new(),
+            default_budgets: String::new(),
             target,
             storage: String::new(),
             user_types: user_types(),
@@ -295,6 +303,16 @@ impl EditPage {
         let storage = attachments::usage(state, self.target.id).await?;
         self.storage = format!("{} of {} bytes", storage.used, storage.quota);
         self.own_quota = storage.own.map(|q| q.to_string()).unwrap_or_default();
+        let (daily, monthly) = store::ai::own_budgets(&state.db, self.target.id).await?;
+        self.own_daily = daily.map(|v| v.to_string()).unwrap_or_default();
+        self.own_monthly = monthly.map(|v| v.to_string()).unwrap_or_default();
+        let shown = |v: Option<i64>| v.map_or("none".to_owned(), |v| v.to_string());
+        let ai = &state.config.ai;
+        self.default_budgets = format!(
+            "defaults: {} a day, {} a month",
+            shown(ai.daily_tokens),
+            shown(ai.monthly_tokens)
+        );
         Ok(self)
     }
 }
@@ -324,28 +342,12 @@ pub async fn set_quota(
     let StaffForm { staff, form } = posted;
     let target = managed_target(&state, &staff, id).await?;
     let raw = form.text("storage_quota");
-    let quota = match raw.trim() {
-        "" => Ok(None),
-        text => text
-            .parse::<i64>()
-            .ok()
-            .filter(|q| *q >= 0)
-            .map(Some)
-            .ok_or("Enter a whole number of bytes, 0 or more, or nothing for the default."),
-    };
     let mut errors = form.errors();
-    if let Err(message) = quota {
-        errors.add("storage_quota", message);
-    }
+    let quota = optional_count(&raw, "bytes", "storage_quota", &mut errors);
     if !errors.is_empty() {
-        let mut page = EditPage::new(&staff, target, None)
-            .with_storage(&state)
-            .await?;
-        page.own_quota = raw;
-        page.errors = errors;
-        return render_with(StatusCode::BAD_REQUEST, &page);
+        return refused(&state, &staff, target, errors, |page| page.own_quota = raw).await;
     }
-    attachments::set_quota(&state, id, quota.unwrap_or(None)).await?;
+    attachments::set_quota(&state, id, quota).await?;
     tracing::info!(
         user.id = id,
         by = staff.user.id,
@@ -560,4 +562,67 @@ pub async fn delete(
     state.files.nudge();
     tracing::info!(user.id = id, by = staff.user.id, "admin deleted a user");
     Ok(see_other("/admin/users/?done=deleted"))
+}
+
+/// A whole number of `unit` in form field `field`, 0 or more, or nothing for the default
+/// (`None`); a bad value is recorded in `errors`.
+fn optional_count(raw: &str, unit: &str, field: &str, errors: &mut Errors) -> Option<i64> {
+    match raw.trim() {
+        "" => None,
+        text => {
+            let count = text.parse::<i64>().ok().filter(|v| *v >= 0);
+            if count.is_none() {
+                errors.add(
+                    field,
+                    format!(
+                        "Enter a whole number of {unit}, 0 or more, or nothing for the default."
+                    ),
+                );
+            }
+            count
+        }
+    }
+}
+
+/// The user's page again, answered 400 with the form's `errors` and its values as submitted
+/// (`keep` puts them back).
+async fn refused(
+    state: &AppState,
+    staff: &StaffUser,
+    target: User,
+    errors: Errors,
+    keep: impl FnOnce(&mut EditPage),
+) -> AdminResult<Response> {
+    let mut page = EditPage::new(staff, target, None)
+        .with_storage(state)
+        .await?;
+    keep(&mut page);
+    page.errors = errors;
+    render_with(StatusCode::BAD_REQUEST, &page)
+}
+
+/// `POST /admin/users/{id}/ai-budgets/`: sets the user's own AI token budgets
+/// (`ai_daily_tokens`, `ai_monthly_tokens`; empty for the defaults, `MRM_AI_DAILY_TOKENS` and
+/// `MRM_AI_MONTHLY_TOKENS`; 0 allows no AI replies).
+pub async fn set_ai_budgets(
+    State(state): State<AppState>,
+    AdminId(id): AdminId,
+    posted: StaffForm,
+) -> AdminResult<Response> {
+    let StaffForm { staff, form } = posted;
+    let target = managed_target(&state, &staff, id).await?;
+    let (raw_daily, raw_monthly) = (form.text("ai_daily_tokens"), form.text("ai_monthly_tokens"));
+    let mut errors = form.errors();
+    let daily = optional_count(&raw_daily, "tokens", "ai_daily_tokens", &mut errors);
+    let monthly = optional_count(&raw_monthly, "tokens", "ai_monthly_tokens", &mut errors);
+    if !errors.is_empty() {
+        return refused(&state, &staff, target, errors, |page| {
+            page.own_daily = raw_daily;
+            page.own_monthly = raw_monthly;
+        })
+        .await;
+    }
+    crate::service::conversations::set_budgets(&state, id, daily, monthly).await?;
+    tracing::info!(user.id = id, by = staff.user.id, "admin set AI budgets");
+    Ok(see_other(&format!("/admin/users/{id}/?done=saved")))
 }

@@ -331,11 +331,17 @@ const USAGE_DAYS: u64 = 30;
 ///
 /// Errors: `Validation` when `from` is after `to`; `PermissionDenied` for another user's report
 /// without staff status; `NotFound` for an unknown user.
-/// User `user_id`'s token budgets at `now`: the day's (`MRM_AI_DAILY_TOKENS`) and the month's
-/// (`MRM_AI_MONTHLY_TOKENS`), each `None` when not set. Spending is read from the usage records,
-/// where every reply is counted however it was asked for (REST or socket) and however it ended.
+/// User `user_id`'s token budgets at `now`: the day's and the month's, the user's own where the
+/// admin area set them, else `MRM_AI_DAILY_TOKENS` and `MRM_AI_MONTHLY_TOKENS`; each `None` when
+/// not set. Spending is read from the usage records, where every reply is counted however it
+/// was asked for (REST or socket) and however it ended.
 pub async fn budgets(state: &AppState, user_id: i64, now: DateTime<Utc>) -> ServiceResult<Budgets> {
     let ai = &state.config.ai;
+    let (own_daily, own_monthly) = store::ai::own_budgets(&state.db, user_id).await?;
+    let (daily, monthly) = (
+        own_daily.or(ai.daily_tokens),
+        own_monthly.or(ai.monthly_tokens),
+    );
     let today = now.date_naive();
     let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
@@ -346,12 +352,12 @@ pub async fn budgets(state: &AppState, user_id: i64, now: DateTime<Utc>) -> Serv
         resets_at,
     };
     let mut budgets = Budgets::default();
-    if let Some(limit) = ai.daily_tokens {
+    if let Some(limit) = daily {
         let used = store::ai::spent(&state.db, user_id, &day(today), &day(today)).await?;
         let tomorrow = today.succ_opt().and_then(midnight).unwrap_or(now);
         budgets.daily = Some(budget(limit, used, tomorrow));
     }
-    if let Some(limit) = ai.monthly_tokens {
+    if let Some(limit) = monthly {
         let first = today.with_day(1).unwrap_or(today);
         let next = first
             .checked_add_months(chrono::Months::new(1))
@@ -483,4 +489,22 @@ fn add_to_group(groups: &mut Vec<(String, Sums)>, key: &str, counts: &Sums) {
         Some((_, sums)) => sums.add(counts),
         None => groups.push((key.to_owned(), counts.clone())),
     }
+}
+
+/// Sets user `user_id`'s own token budgets (`None`: the configured default; 0 allows no AI
+/// replies). Errors: `Validation` for a negative budget.
+pub async fn set_budgets(
+    state: &AppState,
+    user_id: i64,
+    daily: Option<i64>,
+    monthly: Option<i64>,
+) -> ServiceResult<()> {
+    let mut errors = FieldErrors::new();
+    for (field, value) in [("ai_daily_tokens", daily), ("ai_monthly_tokens", monthly)] {
+        if value.is_some_and(|v| v < 0) {
+            errors.add(field, "Ensure this value is greater than or equal to 0.");
+        }
+    }
+    errors.check()?;
+    Ok(store::ai::set_own_budgets(&state.db, user_id, daily, monthly).await?)
 }

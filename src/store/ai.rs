@@ -431,6 +431,33 @@ pub struct UsageRow {
 }
 
 /// A user's token use per model and day, for days `from..=to` (`YYYY-MM-DD`).
+/// User `user_id`'s own budgets (daily, monthly), where the admin area set them.
+pub async fn own_budgets(db: &Db, user_id: i64) -> sqlx::Result<(Option<i64>, Option<i64>)> {
+    let sql = "SELECT ai_daily_tokens, ai_monthly_tokens FROM users WHERE id = $1";
+    let found = on_pool!(db, pool => sqlx::query_as::<_, (Option<i64>, Option<i64>)>(sql)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await)?;
+    Ok(found.unwrap_or((None, None)))
+}
+
+/// Sets user `user_id`'s own budgets (`None`: the configured default).
+pub async fn set_own_budgets(
+    db: &Db,
+    user_id: i64,
+    daily: Option<i64>,
+    monthly: Option<i64>,
+) -> sqlx::Result<()> {
+    let sql = "UPDATE users SET ai_daily_tokens = $2, ai_monthly_tokens = $3 WHERE id = $1";
+    on_writer!(db, pool => sqlx::query(sql)
+        .bind(user_id)
+        .bind(daily)
+        .bind(monthly)
+        .execute(pool)
+        .await
+        .map(|_| ()))
+}
+
 /// Tokens user `user_id` spent from day `from` to day `to` (`YYYY-MM-DD`, both included).
 pub async fn spent(db: &Db, user_id: i64, from: &str, to: &str) -> sqlx::Result<i64> {
     let sql = "SELECT CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) FROM ai_usage \

@@ -1778,3 +1778,58 @@ async fn the_admin_shows_each_users_storage_and_sets_their_quota() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }
+
+#[tokio::test]
+async fn the_admin_sets_a_users_own_ai_budget() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |c| c.ai.daily_tokens = Some(1_000)).await;
+    let alice = app.user("alice").await;
+    let alice_id = id(&alice.me().await);
+    let chat = alice
+        .post(
+            "/api/ai/chats/",
+            &json!({"title": "t", "system_prompt": "s"}),
+        )
+        .await;
+    let path = format!("/api/ai/chats/{}/send_message/", id(&chat.body));
+    let question = json!({"content": "hi"});
+    let ask = || alice.post(&path, &question);
+    fake.then(reply("ok", 10, 5));
+    assert_eq!(ask().await.status, StatusCode::OK);
+
+    let admin = superuser(&app, "root").await;
+    let page = admin.get(&format!("/admin/users/{alice_id}/")).await;
+    assert!(
+        page.has("defaults: 1000 a day, none a month"),
+        "{}",
+        page.html
+    );
+    let form = format!("/admin/users/{alice_id}/ai-budgets/");
+    let bad = admin
+        .post(
+            &form,
+            &[("ai_daily_tokens", "-5"), ("ai_monthly_tokens", "")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.has("Enter a whole number of tokens"), "{}", bad.html);
+    // Her own budget of 10 a day is already spent (15): she is stopped; the default still
+    // holds for others.
+    admin
+        .post(
+            &form,
+            &[("ai_daily_tokens", "10"), ("ai_monthly_tokens", "")],
+        )
+        .await
+        .redirect();
+    assert_eq!(ask().await.status, StatusCode::TOO_MANY_REQUESTS);
+    let usage = alice.get("/api/ai/usage/").await.body;
+    assert_eq!(usage["budget"]["daily"]["limit"], 10);
+    // Back to the default.
+    admin
+        .post(&form, &[("ai_daily_tokens", ""), ("ai_monthly_tokens", "")])
+        .await
+        .redirect();
+    fake.then(reply("ok", 10, 5));
+    assert_eq!(ask().await.status, StatusCode::OK);
+}
