@@ -122,6 +122,10 @@ pub struct AiConfig {
     /// whole number ≥ 1.
     #[arg(long = "ai-monthly-tokens", env = "MRM_AI_MONTHLY_TOKENS", value_parser = positive_count::<i64>)]
     pub monthly_tokens: Option<i64>,
+    /// `MRM_AI_TITLES`: after the first exchange of an AI chat created without a title, ask the
+    /// model for a short one (counted in the user's usage). Default true. Error: not a boolean.
+    #[arg(long = "ai-titles", env = "MRM_AI_TITLES", default_value = "true", value_parser = boolean)]
+    pub titles: bool,
     /// `OPENAI_RETRIES`: attempts after the first when the provider answers 429 or 5xx, with
     /// backoff. Default 3. Error: not a whole number ≥ 0.
     #[arg(
@@ -836,6 +840,7 @@ mod tests {
         assert_eq!(c.ai.context_window, None);
         assert_eq!(c.ai.reply_reserve, 1024);
         assert_eq!((c.ai.daily_tokens, c.ai.monthly_tokens), (None, None));
+        assert!(c.ai.titles);
         assert_eq!(c.attachments.max_bytes, 25 * 1024 * 1024);
         assert_eq!(c.attachments.quota_bytes, 1024 * 1024 * 1024);
         assert_eq!(c.attachments.grace, Duration::from_secs(86_400));

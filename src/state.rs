@@ -118,6 +118,7 @@ impl AppState {
             config.ai.max_concurrent_per_user,
             config.ai.context_window,
             config.ai.reply_reserve,
+            config.ai.titles,
         );
         let replies = generations.clone();
         realtime

@@ -151,6 +151,8 @@ pub struct Generations {
     /// `MRM_AI_CONTEXT_WINDOW` (else the model's documented window) and `MRM_AI_REPLY_RESERVE`.
     context_window: Option<u32>,
     reply_reserve: u32,
+    /// `MRM_AI_TITLES`: write titles for chats created without one.
+    titles: bool,
     channels: Mutex<HashMap<i64, Arc<Mutex<Channel>>>>,
     per_user: Mutex<HashMap<i64, Arc<Semaphore>>>,
     max_per_user: usize,
@@ -174,24 +176,26 @@ impl Generations {
     /// then fails with [`SendError::NotConfigured`]); `max_per_user` is
     /// `MRM_AI_MAX_CONCURRENT_PER_USER`.
     pub fn new(db: Db, provider: Option<Arc<dyn ChatProvider>>, max_per_user: usize) -> Arc<Self> {
-        Self::with_window(db, provider, max_per_user, None, 1024)
+        Self::with_window(db, provider, max_per_user, None, 1024, false)
     }
 
     /// [`Generations::new`] with prompts fitted to `context_window` tokens (default: the model's
     /// documented window, see [`super::tokens::context_window`]), keeping `reply_reserve` of
-    /// them (at most half) for the reply.
+    /// them (at most half) for the reply, and titles written for untitled chats when `titles`.
     pub fn with_window(
         db: Db,
         provider: Option<Arc<dyn ChatProvider>>,
         max_per_user: usize,
         context_window: Option<u32>,
         reply_reserve: u32,
+        titles: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
             db,
             context_window,
             reply_reserve,
+            titles,
             channels: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
             max_per_user,
@@ -485,8 +489,37 @@ impl Job {
             None if outcome.accepted => Some(self.estimate(prompt).await),
             None => None,
         };
+        let finished = failure.is_none() && outcome.finish == FinishReason::Stop;
         self.save(tokens, outcome.finish, failure).await;
         self.generations.release(self.ai_chat_id);
+        if finished && self.generations.titles {
+            self.title().await;
+        }
+    }
+
+    /// After the first exchange of a chat still called by the default title, writes it one.
+    async fn title(&self) {
+        let db = &self.generations.db;
+        let Ok(Some(title)) = store::ai::title_of(db, self.ai_chat_id).await else {
+            return;
+        };
+        if title != super::titles::DEFAULT_TITLE {
+            return;
+        }
+        let Ok(history) = store::ai::history(db, self.ai_chat_id).await else {
+            return;
+        };
+        if let [question, answer] = history.as_slice() {
+            super::titles::write(
+                db,
+                self.provider.as_ref(),
+                self.user_id,
+                self.ai_chat_id,
+                &question.content,
+                &answer.content,
+            )
+            .await;
+        }
     }
 
     /// Counts the tokens of a reply the provider reported no usage for (cancelled, cut short,

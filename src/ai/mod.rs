@@ -11,4 +11,5 @@ pub mod openai;
 pub mod prompt;
 pub mod provider;
 pub mod socket;
+pub mod titles;
 pub mod tokens;

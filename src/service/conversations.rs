@@ -31,6 +31,10 @@ use super::{batches::take_in_batches, FieldErrors, ServiceError, ServiceResult};
 
 /// The system prompt of an AI chat created without one.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+
+/// The title of an AI chat created without one: after its first exchange, a title is written
+/// for it (`MRM_AI_TITLES`), see [`crate::ai::titles`].
+pub const DEFAULT_TITLE: &str = crate::ai::titles::DEFAULT_TITLE;
 /// Messages an AI chat object nests: its newest 100.
 pub const NESTED_MESSAGES: i64 = 100;
 /// Related-chat messages sent as context when the client does not say: 20 (1 to 100).

@@ -431,6 +431,25 @@ pub struct UsageRow {
 }
 
 /// A user's token use per model and day, for days `from..=to` (`YYYY-MM-DD`).
+/// AI chat `id`'s title, if it exists.
+pub async fn title_of(db: &Db, id: i64) -> sqlx::Result<Option<String>> {
+    let sql = "SELECT title FROM ai_chats WHERE id = $1";
+    on_pool!(db, pool => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await)
+}
+
+/// Renames AI chat `id` to `title` if it is still called `from` (a title written for it never
+/// overwrites one its owner chose meanwhile).
+pub async fn retitle(db: &Db, id: i64, from: &str, title: &str) -> sqlx::Result<bool> {
+    let sql = "UPDATE ai_chats SET title = $3 WHERE id = $1 AND title = $2";
+    on_writer!(db, pool => sqlx::query(sql)
+        .bind(id)
+        .bind(from)
+        .bind(title)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1))
+}
+
 /// User `user_id`'s own budgets (daily, monthly), where the admin area set them.
 pub async fn own_budgets(db: &Db, user_id: i64) -> sqlx::Result<(Option<i64>, Option<i64>)> {
     let sql = "SELECT ai_daily_tokens, ai_monthly_tokens FROM users WHERE id = $1";

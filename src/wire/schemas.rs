@@ -211,9 +211,11 @@ pub struct ReadRequest {
 /// The body of `POST /api/ai/chats/`.
 #[derive(ToSchema)]
 pub struct AiChatCreate {
-    /// Surrounding spaces are removed; must not be blank.
+    /// Surrounding spaces are removed; must not be blank. Left out, the chat is called `New
+    /// conversation` until its first exchange, after which a short title is written for it
+    /// (`MRM_AI_TITLES`).
     #[schema(max_length = 255, example = "Homework help")]
-    pub title: String,
+    pub title: Option<String>,
     /// Sent to the model first in every request; surrounding whitespace is removed; at most
     /// 20,000 characters. Default `You are a helpful assistant.`
     #[schema(example = "You are a helpful assistant.")]

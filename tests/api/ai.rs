@@ -1390,3 +1390,60 @@ async fn a_spent_budget_stops_the_user_until_it_starts_again() {
         StatusCode::OK
     );
 }
+
+/// A chat created without a title is called "New conversation" until its first exchange; then
+/// the model is asked for a short title, which replaces it (and counts in the user's usage).
+/// A chat with a title of its own, and a server with titles off, ask nothing more.
+#[tokio::test]
+async fn a_title_is_written_after_the_first_exchange_of_an_untitled_chat() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(&alice, json!({"system_prompt": "s"})).await;
+    let path = format!("/api/ai/chats/{chat}/");
+    assert_eq!(alice.get(&path).await.body["title"], "New conversation");
+    fake.then(reply("Rome in spring is lovely.", 10, 5))
+        .then(reply("\"Planning a trip to Rome.\"", 30, 6));
+    assert_eq!(
+        ask(&alice, chat, json!({"content": "plan a trip to Rome"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alice.get(&path).await.body["title"] != "Planning a trip to Rome" {
+        assert!(std::time::Instant::now() < deadline, "no title was written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = fake.requests();
+    assert_eq!(asked.len(), 2);
+    let instruction = asked[1]["messages"][0]["content"].as_str().unwrap();
+    assert!(instruction.contains("title"), "{instruction}");
+    assert!(asked[1]["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("plan a trip to Rome"));
+    let usage = alice.get("/api/ai/usage/").await.body;
+    assert_eq!(usage["total_tokens"], 15 + 36, "the title is counted too");
+    // The second exchange asks for no title.
+    ask(&alice, chat, json!({"content": "and then?"})).await;
+    // A chat named by its owner keeps its name.
+    let named = ai_chat(&alice, json!({"title": "Mine", "system_prompt": "s"})).await;
+    ask(&alice, named, json!({"content": "hi"})).await;
+    assert_eq!(fake.requests().len(), 4);
+    assert_eq!(
+        alice.get(&format!("/api/ai/chats/{named}/")).await.body["title"],
+        "Mine"
+    );
+    // Titles off: the default stays.
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |c| c.ai.titles = false).await;
+    let bob = app.user("bob").await;
+    let chat = ai_chat(&bob, json!({"system_prompt": "s"})).await;
+    ask(&bob, chat, json!({"content": "hi"})).await;
+    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(
+        bob.get(&format!("/api/ai/chats/{chat}/")).await.body["title"],
+        "New conversation"
+    );
+}

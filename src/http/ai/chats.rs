@@ -107,10 +107,15 @@ pub fn chat_settings(
     partial: bool,
 ) -> ApiResult<ChatSettings> {
     let mut errors = FieldErrors::new();
-    let title = if !partial || input.has("title") {
+    let title = if input.has("title") || (existing.is_some() && !partial) {
         limited_text(input, "title", MAX_TITLE_CHARS, &mut errors)
     } else {
-        existing.map(|c| c.title.clone())
+        // Created without one: the default, which the first exchange replaces.
+        Some(
+            existing
+                .map(|c| c.title.clone())
+                .unwrap_or_else(|| conversations::DEFAULT_TITLE.to_owned()),
+        )
     };
     let system_prompt = if input.has("system_prompt") {
         limited_text(input, "system_prompt", MAX_SYSTEM_PROMPT_CHARS, &mut errors)
