@@ -4,7 +4,7 @@
 // TARGET_USER / TARGET_PASSWORD (an ordinary user whose type the admin changes),
 // CHROMIUM (default /usr/bin/chromium), SCREENSHOTS (a directory, optional).
 // Every request to anywhere but the server fails the test.
-import { chromium } from "playwright-core";
+import { keepTo, launch } from "./chromium.mjs";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 
@@ -15,23 +15,12 @@ const shots = process.env.SCREENSHOTS;
 if (shots) mkdirSync(shots, { recursive: true });
 const own = new URL(base).host;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 const outside = [];
 const errors = [];
 try {
   const context = await browser.newContext();
-  await context.route("**/*", (route) => {
-    const url = new URL(route.request().url());
-    if (url.host === own || url.protocol === "data:" || url.protocol === "blob:") return route.continue();
-    outside.push(url.href);
-    return route.abort();
-  });
+  await keepTo(context, own, outside);
   const page = await context.newPage();
   page.on("pageerror", (err) => errors.push(String(err)));
   const snap = async (name) => shots && page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });

@@ -7,7 +7,7 @@
 // /usr/bin/chromium), SCREENSHOTS (a directory, optional). The test starts the server itself, so
 // that it can restart it on the same port. Every request to anywhere but the server fails the
 // test.
-import { chromium } from "playwright-core";
+import { keepTo, launch } from "./chromium.mjs";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -116,27 +116,14 @@ async function stopServer() {
 }
 
 const password = "Velvet-Harbor-Lantern-7";
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 const outside = [];
 const errors = [];
 
 /** A browser context signed up as `username`, on the chat list. */
 async function person(username, options = {}) {
   const context = await browser.newContext(options);
-  await context.route("**/*", (route) => {
-    const url = new URL(route.request().url());
-    if (url.host === `127.0.0.1:${port}` || url.protocol === "data:" || url.protocol === "blob:") {
-      return route.continue();
-    }
-    outside.push(url.href);
-    return route.abort();
-  });
+  await keepTo(context, `127.0.0.1:${port}`, outside);
   const page = await context.newPage();
   page.on("pageerror", (err) => errors.push(`${username}: ${err}`));
   // The policy is enforced (except where an audit must inject its script): nothing it refuses.
