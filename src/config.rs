@@ -124,8 +124,49 @@ pub struct AiConfig {
     pub monthly_tokens: Option<i64>,
     /// `MRM_AI_TITLES`: after the first exchange of an AI chat created without a title, ask the
     /// model for a short one (counted in the user's usage). Default true. Error: not a boolean.
-    #[arg(long = "ai-titles", env = "MRM_AI_TITLES", default_value = "true", value_parser = boolean)]
+    #[arg(
+        long = "ai-titles",
+        env = "MRM_AI_TITLES",
+        default_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = boolean
+    )]
     pub titles: bool,
+    /// `MRM_AI_PROVIDERS`: further OpenAI-compatible providers, as a JSON array of
+    /// `{"name", "base_url", "api_key"?, "models"?, "staff_only"?, "context_window"?}`: `name` is 1 to 32 of
+    /// `a-z 0-9 _ -` and prefixes the provider's model ids (`local/llama3`); `models` is the
+    /// allow-list (default: whatever the provider's `/models` lists); `staff_only` offers its
+    /// models to staff only. A provider named `openai` replaces the one `OPENAI_API_KEY`
+    /// describes. Default: none. Error: not such an array, a name twice, or a bad URL.
+    #[arg(long = "ai-providers", env = "MRM_AI_PROVIDERS", value_parser = providers)]
+    pub providers: Option<ProviderList>,
+    /// `MRM_AI_DEFAULT_MODEL`: the model id (`provider/model`, or a model name one provider
+    /// offers) of AI chats created without one. Default: `openai/OPENAI_MODEL` when
+    /// `OPENAI_API_KEY` is set, else the first model of the first provider.
+    #[arg(long = "ai-default-model", env = "MRM_AI_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+    /// `MRM_AI_MODELS_CACHE_SECONDS`: how long a provider's list of models (`GET /models`) is
+    /// kept before it is asked again, in whole seconds. Default 300. Error: not a whole number
+    /// of seconds ≥ 1.
+    #[arg(
+        long = "ai-models-cache-seconds",
+        env = "MRM_AI_MODELS_CACHE_SECONDS",
+        default_value = "300",
+        value_parser = seconds
+    )]
+    pub models_cache: Duration,
+    /// `MRM_AI_REPLY_LEASE_SECONDS`: with several nodes (`REDIS_URL`), how long a running reply's
+    /// claim lasts unless its node renews it (it does every third of this): a node that dies
+    /// gives its replies up this long after its last renewal, and another node marks them
+    /// interrupted within a further third. Default 30. Error: not a whole number of seconds
+    /// from 3 to 600.
+    #[arg(
+        long = "ai-reply-lease-seconds",
+        env = "MRM_AI_REPLY_LEASE_SECONDS",
+        default_value = "30",
+        value_parser = lease_seconds
+    )]
+    pub reply_lease: Duration,
     /// `OPENAI_RETRIES`: attempts after the first when the provider answers 429 or 5xx, with
     /// backoff. Default 3. Error: not a whole number ≥ 0.
     #[arg(
@@ -674,6 +715,15 @@ fn seconds(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds.get().into()))
 }
 
+/// A reply's claim among nodes: 3 s (renewed every second) to 600 s.
+fn lease_seconds(raw: &str) -> Result<Duration, String> {
+    let lease = seconds(raw)?;
+    if !(3..=600).contains(&lease.as_secs()) {
+        return Err("expected 3 to 600 seconds".into());
+    }
+    Ok(lease)
+}
+
 /// Seconds a presigned URL may live: 1 to 604,800 (seven days, S3's limit for SigV4).
 fn presigned_seconds(raw: &str) -> Result<Duration, String> {
     let duration = seconds(raw)?;
@@ -718,6 +768,98 @@ fn base_url(raw: &str) -> Result<String, String> {
         return Err(format!("expected an http(s) URL, got {url:?}"));
     }
     Ok(url.to_owned())
+}
+
+/// One entry of `MRM_AI_PROVIDERS`: an OpenAI-compatible API and the models it may serve.
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// 1 to 32 of `a-z 0-9 _ -`, starting with a letter or digit; prefixes its model ids.
+    pub name: String,
+    /// The API's address, ending before `/chat/completions`.
+    pub base_url: String,
+    /// Sent as a bearer token; none for servers that want none (a local Ollama).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The models users may choose (default: whatever the provider lists).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Offer this provider's models to staff only.
+    #[serde(default)]
+    pub staff_only: bool,
+    /// The context window of this provider's models, in tokens (default: `MRM_AI_CONTEXT_WINDOW`,
+    /// else what is documented for the model's name).
+    #[serde(default)]
+    pub context_window: Option<u32>,
+}
+
+impl fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSpec")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "…"))
+            .field("models", &self.models)
+            .field("staff_only", &self.staff_only)
+            .field("context_window", &self.context_window)
+            .finish()
+    }
+}
+
+/// `MRM_AI_PROVIDERS`, validated: names unique, URLs http(s), model names non-empty.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderList(pub Vec<ProviderSpec>);
+
+/// Most providers `MRM_AI_PROVIDERS` may name, and most models each allow-list may hold.
+const MAX_PROVIDERS: usize = 32;
+const MAX_ALLOWED_MODELS: usize = 256;
+
+fn providers(raw: &str) -> Result<ProviderList, String> {
+    let mut list: Vec<ProviderSpec> = serde_json::from_str(raw.trim())
+        .map_err(|e| format!("expected a JSON array of providers: {e}"))?;
+    if list.len() > MAX_PROVIDERS {
+        return Err(format!("at most {MAX_PROVIDERS} providers"));
+    }
+    let mut names = std::collections::HashSet::new();
+    for spec in &mut list {
+        let valid_name = (1..=32).contains(&spec.name.len())
+            && spec
+                .name
+                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid_name {
+            return Err(format!(
+                "provider name {:?}: 1 to 32 of a-z, 0-9, _ and -",
+                spec.name
+            ));
+        }
+        if !names.insert(spec.name.clone()) {
+            return Err(format!("provider {:?} is named twice", spec.name));
+        }
+        spec.base_url = base_url(&spec.base_url).map_err(|e| format!("{}: {e}", spec.name))?;
+        spec.api_key = spec
+            .api_key
+            .take()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty());
+        if spec.context_window == Some(0) {
+            return Err(format!("{}: context_window must be at least 1", spec.name));
+        }
+        if let Some(models) = &spec.models {
+            if models.len() > MAX_ALLOWED_MODELS
+                || models.iter().any(|m| m.trim().is_empty() || m.len() > 200)
+            {
+                return Err(format!(
+                    "{}: models must be 1 to {MAX_ALLOWED_MODELS} names of 1 to 200 bytes",
+                    spec.name
+                ));
+            }
+        }
+    }
+    Ok(ProviderList(list))
 }
 
 fn api_key(raw: &str) -> Result<Secret, String> {
@@ -1027,6 +1169,63 @@ mod tests {
         for ((var, value), expected) in cases {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn every_variable_takes_a_value() {
+        // A `bool` field without `ArgAction::Set` is a flag to clap, and any value given in
+        // the environment is refused ("unexpected value"): the variable could never be set.
+        for (arg, var) in variables() {
+            assert!(arg.get_action().takes_values(), "{var} takes no value");
+        }
+        let c = config(&[("MRM_AI_TITLES", "false"), ("MRM_SECURE_COOKIES", "true")]).unwrap();
+        assert!(!c.ai.titles);
+        assert!(c.secure_cookies);
+    }
+
+    #[test]
+    fn providers_are_read_checked_and_their_keys_never_print() {
+        let c = config(&[(
+            "MRM_AI_PROVIDERS",
+            r#"[{"name": "local", "base_url": "http://127.0.0.1:11434/v1/"},
+                {"name": "lab", "base_url": "https://x.example/v1", "api_key": " sk-lab ",
+                 "models": ["big"], "staff_only": true, "context_window": 32000}]"#,
+        )])
+        .unwrap();
+        let list = &c.ai.providers.as_ref().unwrap().0;
+        assert_eq!(list[0].base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(list[0].api_key, None);
+        assert_eq!(list[1].api_key.as_deref(), Some("sk-lab"));
+        assert_eq!(list[1].models.as_deref(), Some(&["big".to_owned()][..]));
+        assert!(list[1].staff_only);
+        assert!(!format!("{c:?}").contains("sk-lab"));
+        for (value, expected) in [
+            ("{}", "expected a JSON array of providers"),
+            (
+                r#"[{"name": "Local", "base_url": "http://x"}]"#,
+                "1 to 32 of a-z",
+            ),
+            (
+                r#"[{"name": "a", "base_url": "x"}]"#,
+                "expected an http(s) URL",
+            ),
+            (
+                r#"[{"name": "a", "base_url": "http://x"}, {"name": "a", "base_url": "http://y"}]"#,
+                "named twice",
+            ),
+            (
+                r#"[{"name": "a", "base_url": "http://x", "models": [""]}]"#,
+                "models must be",
+            ),
+            (
+                r#"[{"name": "a", "base_url": "http://x", "extra": 1}]"#,
+                "unknown field",
+            ),
+        ] {
+            let err = config(&[("MRM_AI_PROVIDERS", value)]).unwrap_err();
+            assert_eq!(err.var, "MRM_AI_PROVIDERS");
+            assert!(err.to_string().contains(expected), "{value}: {err}");
         }
     }
 

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use crate::{
-    ai::{generation::Generations, openai::OpenAiProvider, provider::ChatProvider},
+    ai::{
+        generation::{Generations, ReplySettings},
+        models::Catalog,
+    },
     auth::PasswordHasher,
     config::Config,
     domain::PasswordPolicy,
@@ -62,6 +65,8 @@ pub struct AppState {
     pub realtime: Realtime,
     /// Running AI replies, at most one per AI chat.
     pub generations: Arc<Generations>,
+    /// The AI providers and the models users may choose.
+    pub ai_models: Arc<Catalog>,
     /// The group-commit writer every message goes through.
     pub messages: MessageWriter,
     /// Attachments' object store.
@@ -73,8 +78,7 @@ impl AppState {
     /// object store, and Redis fan-out when `REDIS_URL` is set.
     pub async fn new(db: Db, config: Config) -> anyhow::Result<Self> {
         let files = Files::new(ObjectStorage::from_config(&config.attachments)?);
-        let provider =
-            OpenAiProvider::from_config(&config.ai)?.map(|p| Arc::new(p) as Arc<dyn ChatProvider>);
+        let models = Arc::new(Catalog::from_config(&config.ai)?);
         let settings = SocketSettings {
             queue_capacity: config.ws_queue_capacity,
             ping_interval: config.ws_ping_interval,
@@ -95,14 +99,14 @@ impl AppState {
                 Realtime::clustered(db.clone(), settings, &bus).await?
             }
         };
-        Ok(Self::assemble(db, config, provider, realtime, files))
+        Ok(Self::assemble(db, config, models, realtime, files))
     }
 
-    /// The state with a given provider and delivery, for other backends and for tests.
+    /// The state with given AI providers and delivery, for other backends and for tests.
     pub fn assemble(
         db: Db,
         config: Config,
-        provider: Option<Arc<dyn ChatProvider>>,
+        ai_models: Arc<Catalog>,
         realtime: Realtime,
         files: Files,
     ) -> Self {
@@ -112,14 +116,14 @@ impl AppState {
             config.messages_per_second,
             config.searches_per_minute,
         );
-        let generations = Generations::with_window(
-            db.clone(),
-            provider,
-            config.ai.max_concurrent_per_user,
-            config.ai.context_window,
-            config.ai.reply_reserve,
-            config.ai.titles,
-        );
+        let settings = ReplySettings {
+            max_per_user: config.ai.max_concurrent_per_user,
+            context_window: config.ai.context_window,
+            reply_reserve: config.ai.reply_reserve,
+            titles: config.ai.titles,
+            lease: config.ai.reply_lease,
+        };
+        let generations = Generations::new(db.clone(), settings, realtime.replies.clone());
         let replies = generations.clone();
         realtime
             .sockets
@@ -132,6 +136,7 @@ impl AppState {
             db,
             realtime,
             generations,
+            ai_models,
             config: Arc::new(config),
             hasher: PasswordHasher::new(password_queue),
             password_policy: Arc::new(PasswordPolicy::load()),

@@ -1,7 +1,8 @@
 //! Replies as server-side jobs. A generation belongs to its AI chat, not to the connection that
 //! asked for it: it runs to the end (or to a cancel) whoever is listening, is saved when it ends,
 //! and anyone who subscribes while it runs gets the text so far, then the live deltas, then the
-//! final message. Every socket of the owner on that AI chat sees the same stream.
+//! final message. Every socket of the owner on that AI chat sees the same stream, on this node
+//! and, through the [`ReplyBus`], on every other.
 
 use std::{
     collections::HashMap,
@@ -13,12 +14,16 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::provider::{ChatMessage, ChatProvider, ProviderError, StreamEvent};
+use super::{
+    bus::{AiWire, ReplyBus},
+    models::Route,
+    provider::{ChatMessage, ProviderError, StreamEvent},
+};
 use crate::{
     domain::{AiRole, FinishReason},
     store::{
         self,
-        ai::{AiMessage, Tokens},
+        ai::{AiMessage, NewAiMessage, Tokens, TurnRefusal},
         Db,
     },
     wire::views::AiMessageView,
@@ -35,23 +40,29 @@ const EVENT_BUFFER: usize = 1024;
 pub enum AiEvent {
     /// The user's message was saved.
     UserMessage(AiMessageView),
-    /// More text of reply `id`.
-    Delta { id: i64, delta: String },
+    /// More text of reply `id`, starting `offset` bytes into it.
+    Delta {
+        id: i64,
+        offset: usize,
+        delta: String,
+    },
     /// The reply, saved (possibly cut short: see its `finish_reason`).
     Reply(AiMessageView),
     /// The reply failed; `message` is safe to show.
     Failed { id: Option<i64>, message: String },
     /// The AI chat was deleted.
     ChatDeleted,
+    /// The chat now shows the branch ending with `message`.
+    BranchSelected { message: i64 },
 }
 
 /// Why a message could not start a reply.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// No provider is configured (no `OPENAI_API_KEY`); the user's message was stored first.
+    /// No provider is configured; the user's message (if any) was stored first.
     #[error("AI provider is not configured")]
     NotConfigured,
-    /// A reply for this AI chat is already running; nothing was stored.
+    /// A reply for this AI chat is already running, on this node or another; nothing was stored.
     #[error("a reply is already being generated for this chat")]
     AlreadyRunning,
     /// The user already has `MRM_AI_MAX_CONCURRENT_PER_USER` replies running; nothing was stored.
@@ -61,18 +72,22 @@ pub enum SendError {
     /// was stored.
     #[error(transparent)]
     TooLong(#[from] super::prompt::TooLong),
+    /// Nothing to regenerate, or an edit of something that is no question on the active branch;
+    /// nothing was stored.
+    #[error("{0:?}")]
+    Refused(TurnRefusal),
     /// The database failed, or the task starting the reply died.
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
 
 /// A listener's start on an AI chat, taken atomically: the live events from now on and the text
-/// so far of a running reply, so the catch-up and the deltas that follow join with no gap and no
-/// overlap.
+/// so far of a reply running on this node, so the catch-up and the deltas that follow join with
+/// no gap and no overlap. (A reply on another node: [`Generations::catch_up`].)
 pub struct Subscription {
     /// The AI chat's events from the moment of subscribing.
     pub events: broadcast::Receiver<AiEvent>,
-    /// The reply being generated, if any: its id and the text so far.
+    /// The reply being generated here, if any: its id and the text so far.
     pub in_progress: Option<(i64, String)>,
 }
 
@@ -116,17 +131,56 @@ impl Drop for Listener {
     }
 }
 
-/// A message to answer.
+/// What a turn of the conversation does: see [`store::ai::Turn`].
+#[derive(Debug, Clone)]
+pub enum Turn {
+    /// A new question at the end of the active branch.
+    Ask(String),
+    /// Another answer to the active branch's last question.
+    Regenerate,
+    /// `content` in place of question `message`, on a new branch.
+    Edit { message: i64, content: String },
+}
+
+impl Turn {
+    fn as_store(&self) -> store::ai::Turn<'_> {
+        match self {
+            Turn::Ask(content) => store::ai::Turn::Ask(content),
+            Turn::Regenerate => store::ai::Turn::Regenerate,
+            Turn::Edit { message, content } => store::ai::Turn::Edit {
+                message: *message,
+                content,
+            },
+        }
+    }
+
+    fn question(&self) -> Option<&str> {
+        match self {
+            Turn::Ask(content) | Turn::Edit { content, .. } => Some(content),
+            Turn::Regenerate => None,
+        }
+    }
+}
+
+/// A turn to answer.
 pub struct Request {
     /// The asker, whose concurrent replies are counted.
     pub user_id: i64,
     pub ai_chat_id: i64,
     /// The AI chat's system prompt as it was when the question was asked.
     pub system_prompt: String,
-    /// The question, stored as the user's message before the reply starts.
-    pub content: String,
+    pub turn: Turn,
     /// Related-chat messages to include, already checked and limited.
     pub context: Vec<store::messages::Message>,
+    /// The model to ask; `None` when no provider is configured.
+    pub route: Option<Route>,
+}
+
+/// A reply that started: the question stored for it (none for a regenerate) and the reply's id.
+#[derive(Debug)]
+pub struct Started {
+    pub question: Option<AiMessage>,
+    pub reply_id: i64,
 }
 
 struct Running {
@@ -142,20 +196,44 @@ struct Channel {
     running: Option<Running>,
 }
 
+/// How replies are fitted and limited: `MRM_AI_MAX_CONCURRENT_PER_USER`,
+/// `MRM_AI_CONTEXT_WINDOW`, `MRM_AI_REPLY_RESERVE`, `MRM_AI_TITLES`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplySettings {
+    pub max_per_user: usize,
+    /// Overrides every model's documented window (a provider's own setting overrides this).
+    pub context_window: Option<u32>,
+    /// Tokens kept free for the reply (at most half the window).
+    pub reply_reserve: u32,
+    /// Write titles for chats created without one.
+    pub titles: bool,
+    /// `MRM_AI_REPLY_LEASE_SECONDS`: how long a running reply's claim among nodes lasts
+    /// unless its node renews it (every third of it). A node that dies gives its replies up
+    /// this long after its last renewal; they are settled within another third.
+    pub lease: Duration,
+}
+
+impl Default for ReplySettings {
+    fn default() -> Self {
+        Self {
+            max_per_user: 2,
+            context_window: None,
+            reply_reserve: 1024,
+            titles: false,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
 /// This process's AI replies: a broadcast channel per AI chat that has listeners or a running
-/// reply, at most one running reply per AI chat, and at most `max_per_user` per user. Each reply
-/// is a task of its own, so it outlives the request or socket that asked for it.
+/// reply, at most one running reply per AI chat (on any node), and at most `max_per_user` per
+/// user here. Each reply is a task of its own, so it outlives the request or socket that asked.
 pub struct Generations {
-    provider: Option<Arc<dyn ChatProvider>>,
     db: Db,
-    /// `MRM_AI_CONTEXT_WINDOW` (else the model's documented window) and `MRM_AI_REPLY_RESERVE`.
-    context_window: Option<u32>,
-    reply_reserve: u32,
-    /// `MRM_AI_TITLES`: write titles for chats created without one.
-    titles: bool,
+    settings: ReplySettings,
+    bus: Arc<dyn ReplyBus>,
     channels: Mutex<HashMap<i64, Arc<Mutex<Channel>>>>,
     per_user: Mutex<HashMap<i64, Arc<Semaphore>>>,
-    max_per_user: usize,
     /// Every running reply job, so shutdown can wait for them to be saved.
     pub tasks: TaskTracker,
 }
@@ -171,41 +249,82 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Generations {
-    /// Replies stored in `db` and generated by `provider` (`None` without an API key: every ask
-    /// then fails with [`SendError::NotConfigured`]); `max_per_user` is
-    /// `MRM_AI_MAX_CONCURRENT_PER_USER`.
-    pub fn new(db: Db, provider: Option<Arc<dyn ChatProvider>>, max_per_user: usize) -> Arc<Self> {
-        Self::with_window(db, provider, max_per_user, None, 1024, false)
+/// The views of AI messages with their alternatives (`siblings`), in one query.
+pub async fn message_views(db: &Db, messages: Vec<AiMessage>) -> sqlx::Result<Vec<AiMessageView>> {
+    let mut groups: HashMap<(i64, Option<i64>), Vec<i64>> = HashMap::new();
+    for (id, chat, parent) in store::ai::siblings(db, &messages).await? {
+        groups.entry((chat, parent)).or_default().push(id);
     }
+    Ok(messages
+        .into_iter()
+        .map(|m| {
+            let siblings = groups
+                .get(&(m.ai_chat_id, m.parent_id))
+                .cloned()
+                .unwrap_or_default();
+            AiMessageView::from(m).with_siblings(siblings)
+        })
+        .collect())
+}
 
-    /// [`Generations::new`] with prompts fitted to `context_window` tokens (default: the model's
-    /// documented window, see [`super::tokens::context_window`]), keeping `reply_reserve` of
-    /// them (at most half) for the reply, and titles written for untitled chats when `titles`.
-    pub fn with_window(
-        db: Db,
-        provider: Option<Arc<dyn ChatProvider>>,
-        max_per_user: usize,
-        context_window: Option<u32>,
-        reply_reserve: u32,
-        titles: bool,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            provider,
+async fn message_view(db: &Db, message: AiMessage) -> AiMessageView {
+    let fallback = AiMessageView::from(message.clone());
+    match message_views(db, vec![message]).await {
+        Ok(mut views) if views.len() == 1 => views.remove(0),
+        _ => fallback,
+    }
+}
+
+impl Generations {
+    /// Replies stored in `db`, limited and fitted by `settings`, shared with other nodes over
+    /// `bus`. Events from other nodes are relayed to this node's listeners from now on.
+    pub fn new(db: Db, settings: ReplySettings, bus: Arc<dyn ReplyBus>) -> Arc<Self> {
+        let incoming = bus.incoming();
+        let this = Arc::new(Self {
             db,
-            context_window,
-            reply_reserve,
-            titles,
+            settings,
+            bus,
             channels: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
-            max_per_user,
             tasks: TaskTracker::new(),
-        })
+        });
+        if let Some(mut incoming) = incoming {
+            let weak = Arc::downgrade(&this);
+            tokio::spawn(async move {
+                while let Some((ai_chat_id, wire)) = incoming.recv().await {
+                    let Some(this) = weak.upgrade() else { break };
+                    this.relay_remote(ai_chat_id, wire);
+                }
+            });
+        }
+        if this.bus.shared() {
+            let weak = Arc::downgrade(&this);
+            let period = this.settings.lease / 3;
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period);
+                loop {
+                    every.tick().await;
+                    let Some(this) = weak.upgrade() else { break };
+                    this.settle_abandoned().await;
+                }
+            });
+        }
+        this
     }
 
-    /// Whether a model provider is configured.
-    pub fn is_configured(&self) -> bool {
-        self.provider.is_some()
+    fn relay_remote(&self, ai_chat_id: i64, wire: AiWire) {
+        match wire.into_event() {
+            None => {
+                self.cancel_here(ai_chat_id);
+            }
+            Some(AiEvent::ChatDeleted) => self.close_chat(ai_chat_id),
+            Some(event) => {
+                // Only chats someone here listens to have a channel; the rest need nothing.
+                if let Some(channel) = lock(&self.channels).get(&ai_chat_id).cloned() {
+                    let _ = lock(&channel).events.send(event);
+                }
+            }
+        }
     }
 
     fn channel(&self, ai_chat_id: i64) -> Arc<Mutex<Channel>> {
@@ -234,6 +353,21 @@ impl Generations {
         }
     }
 
+    /// The text so far of the AI chat's running reply, for a listener that has subscribed: the
+    /// subscription's own when the reply runs here, else what the bus holds of one on another
+    /// node. Deltas the listener then receives that start before the end of this text repeat it
+    /// and are to be skipped (see [`AiEvent::Delta`]'s offset).
+    pub async fn catch_up(
+        &self,
+        ai_chat_id: i64,
+        subscription: &Subscription,
+    ) -> Option<(i64, String)> {
+        match &subscription.in_progress {
+            Some(local) => Some(local.clone()),
+            None => self.bus.in_progress(ai_chat_id).await,
+        }
+    }
+
     /// Forgets an AI chat's channel once nobody listens and nothing runs.
     pub fn release(&self, ai_chat_id: i64) {
         let mut channels = lock(&self.channels);
@@ -246,13 +380,15 @@ impl Generations {
         }
     }
 
-    fn publish(&self, ai_chat_id: i64, event: AiEvent) {
+    /// Tells this node's listeners and every other node's.
+    fn emit(&self, ai_chat_id: i64, event: AiEvent) {
+        self.bus.publish(ai_chat_id, &event);
         let channel = self.channel(ai_chat_id);
         let _ = lock(&channel).events.send(event);
+        self.release(ai_chat_id);
     }
 
-    /// Stops the running reply, if any; what was generated so far is kept.
-    pub fn cancel(&self, ai_chat_id: i64) -> bool {
+    fn cancel_here(&self, ai_chat_id: i64) -> bool {
         let Some(channel) = lock(&self.channels).get(&ai_chat_id).cloned() else {
             return false;
         };
@@ -266,8 +402,23 @@ impl Generations {
         }
     }
 
-    /// Stops every running reply of the user (their account was closed or their password
+    /// Stops the running reply, on this node or another; what was generated so far is kept.
+    /// Returns whether one was running.
+    pub async fn cancel(&self, ai_chat_id: i64) -> bool {
+        self.cancel_here(ai_chat_id) || self.bus.cancel(ai_chat_id).await
+    }
+
+    /// Whether a reply of the AI chat is being generated, here or on another node.
+    pub async fn is_running(&self, ai_chat_id: i64) -> bool {
+        let here = lock(&self.channels)
+            .get(&ai_chat_id)
+            .is_some_and(|c| lock(c).running.is_some());
+        here || self.bus.claimed(ai_chat_id).await == Some(true)
+    }
+
+    /// Stops every running reply of the user here (their account was closed or their password
     /// changed: whoever asked may not be them); what was generated so far is kept, as on cancel.
+    /// Other nodes hear of ended credentials themselves.
     pub fn cancel_user(&self, user_id: i64) {
         for channel in lock(&self.channels).values() {
             if let Some(running) = lock(channel).running.as_ref() {
@@ -294,21 +445,106 @@ impl Generations {
         }
     }
 
-    /// The chat is gone: stop its reply and close its listeners.
-    pub fn chat_deleted(&self, ai_chat_id: i64) {
-        self.cancel(ai_chat_id);
+    fn close_chat(&self, ai_chat_id: i64) {
+        self.cancel_here(ai_chat_id);
         if let Some(channel) = lock(&self.channels).remove(&ai_chat_id) {
             let _ = lock(&channel).events.send(AiEvent::ChatDeleted);
         }
     }
 
-    /// Saves the user's message and starts the reply. The user's message is kept even when the
-    /// reply cannot start (no provider configured). Runs as its own task: a caller that goes
-    /// away mid-way cannot leave the chat marked as answering.
+    /// The chat is gone: stop its reply and close its listeners, on every node.
+    pub fn chat_deleted(&self, ai_chat_id: i64) {
+        self.bus.publish(ai_chat_id, &AiEvent::ChatDeleted);
+        self.close_chat(ai_chat_id);
+    }
+
+    /// The chat now shows the branch ending with `message`: its listeners on every node hear.
+    pub fn branch_selected(&self, ai_chat_id: i64, message: i64) {
+        self.emit(ai_chat_id, AiEvent::BranchSelected { message });
+    }
+
+    /// Settles replies whose node stopped before finishing them (no node holds their claim):
+    /// one with text is kept, marked `interrupted`, and can be regenerated; one without is
+    /// removed. Their listeners on every node hear the outcome.
+    pub async fn settle_abandoned(&self) {
+        // Only rows some time old: a reply's row is written after its claim is taken, but a
+        // node whose clock runs behind could otherwise look dead.
+        let age = self.settings.lease / 3;
+        let before = store::now() - chrono::Duration::from_std(age).unwrap_or_default();
+        let unfinished = match store::ai::unfinished(&self.db, before).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for abandoned AI replies");
+                return;
+            }
+        };
+        for found in unfinished {
+            let reply = found.reply;
+            let running_here = lock(&self.channels)
+                .get(&reply.ai_chat_id)
+                .is_some_and(|c| {
+                    lock(c)
+                        .running
+                        .as_ref()
+                        .is_some_and(|r| r.reply_id == Some(reply.id))
+                });
+            if running_here || self.bus.claimed(reply.ai_chat_id).await != Some(false) {
+                continue;
+            }
+            let text = match self.bus.in_progress(reply.ai_chat_id).await {
+                Some((id, text)) if id == reply.id => text,
+                _ => reply.content.clone(),
+            };
+            tracing::info!(
+                ai_chat.id = reply.ai_chat_id,
+                reply.id = reply.id,
+                "settling a reply its node left unfinished"
+            );
+            let settled = if text.is_empty() {
+                store::ai::discard_reply(&self.db, reply.ai_chat_id, reply.id, reply.parent_id)
+                    .await
+                    .map(|()| {
+                        Some(AiEvent::Failed {
+                            id: Some(reply.id),
+                            message: "the reply was interrupted".into(),
+                        })
+                    })
+            } else {
+                match store::ai::finish_reply(
+                    &self.db,
+                    reply.id,
+                    &text,
+                    None,
+                    &FinishReason::Interrupted,
+                )
+                .await
+                {
+                    Ok(Some(saved)) => {
+                        Ok(Some(AiEvent::Reply(message_view(&self.db, saved).await)))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            };
+            match settled {
+                Ok(Some(event)) => {
+                    self.bus.forget(reply.ai_chat_id, reply.id);
+                    self.emit(reply.ai_chat_id, event);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "could not settle an abandoned AI reply"),
+            }
+        }
+    }
+
+    /// Begins a turn and starts its reply: stores the question (for `Ask` and `Edit`), moves
+    /// the active branch, and starts the reply. The question is kept even when the reply cannot
+    /// start (no provider configured). Runs as its own task: a caller that goes away mid-way
+    /// cannot leave the chat marked as answering.
     ///
-    /// Errors: `AlreadyRunning` and `TooMany` before anything is stored; `NotConfigured` after
-    /// the user's message is stored; `Store` when the database fails.
-    pub async fn send(self: &Arc<Self>, request: Request) -> Result<AiMessage, SendError> {
+    /// Errors: `AlreadyRunning`, `TooMany`, `TooLong` and `Refused` before anything is stored;
+    /// `NotConfigured` after the question is stored; `Store` when the database fails.
+    pub async fn send(self: &Arc<Self>, request: Request) -> Result<Started, SendError> {
         let this = self.clone();
         tokio::spawn(async move {
             let channel = this.channel(request.ai_chat_id);
@@ -325,9 +561,24 @@ impl Generations {
                     cancel: cancel.clone(),
                 });
             }
-            let outcome = this.start(&channel, request, cancel).await;
+            let ai_chat_id = request.ai_chat_id;
+            let token = crate::auth::secret::random_token(12);
+            let outcome = if this
+                .bus
+                .claim(ai_chat_id, &token, this.settings.lease)
+                .await
+            {
+                let outcome = this.start(&channel, request, cancel, token.clone()).await;
+                if outcome.is_err() {
+                    this.bus.release(ai_chat_id, &token);
+                }
+                outcome
+            } else {
+                Err(SendError::AlreadyRunning)
+            };
             if outcome.is_err() {
                 lock(&channel).running = None;
+                this.release(ai_chat_id);
             }
             outcome
         })
@@ -337,16 +588,28 @@ impl Generations {
         })?
     }
 
+    fn budget(&self, route: &Route) -> super::prompt::Budget {
+        let window = route
+            .context_window
+            .or(self.settings.context_window)
+            .unwrap_or_else(|| super::tokens::context_window(&route.model));
+        super::prompt::Budget {
+            window,
+            reserve: self.settings.reply_reserve.min(window / 2),
+        }
+    }
+
     async fn start(
         self: &Arc<Self>,
         channel: &Arc<Mutex<Channel>>,
         request: Request,
         cancel: CancellationToken,
-    ) -> Result<AiMessage, SendError> {
+        token: String,
+    ) -> Result<Started, SendError> {
         let permit = {
             let semaphore = lock(&self.per_user)
                 .entry(request.user_id)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_user)))
+                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_per_user)))
                 .clone();
             semaphore
                 .try_acquire_owned()
@@ -354,20 +617,10 @@ impl Generations {
         };
         let db = &self.db;
         // The question must fit with the system prompt before anything is stored.
-        let fitting = self.provider.as_ref().map(|provider| {
-            let model = provider.model().to_owned();
-            let window = self
-                .context_window
-                .unwrap_or_else(|| super::tokens::context_window(&model));
-            let budget = super::prompt::Budget {
-                window,
-                reserve: self.reply_reserve.min(window / 2),
-            };
-            (model, budget)
-        });
-        if let Some((model, budget)) = fitting.clone() {
+        if let (Some(route), Some(question)) = (&request.route, request.turn.question()) {
+            let (model, budget) = (route.model.clone(), self.budget(route));
             let system_prompt = request.system_prompt.clone();
-            let question = request.content.clone();
+            let question = question.to_owned();
             tokio::task::spawn_blocking(move || {
                 let counter = super::tokens::Counter::for_model(&model);
                 super::prompt::check_question(&counter, budget, &system_prompt, &question)
@@ -375,28 +628,22 @@ impl Generations {
             .await
             .map_err(|e| SendError::Store(sqlx::Error::Protocol(e.to_string())))??;
         }
-        let user_message = store::ai::insert_message(
-            db,
-            request.ai_chat_id,
-            AiRole::User,
-            &request.content,
-            true,
-            None,
-        )
-        .await?;
-        store::ai::touch(db, request.ai_chat_id).await?;
-        self.publish(
-            request.ai_chat_id,
-            AiEvent::UserMessage(AiMessageView::from(user_message.clone())),
-        );
-
-        let Some(provider) = self.provider.clone() else {
+        if request.route.is_none() && request.turn.question().is_none() {
+            return Err(SendError::NotConfigured);
+        }
+        let (question, parent) =
+            store::ai::begin_turn(db, request.ai_chat_id, request.turn.as_store())
+                .await?
+                .map_err(SendError::Refused)?;
+        if let Some(question) = &question {
+            let view = message_view(db, question.clone()).await;
+            self.emit(request.ai_chat_id, AiEvent::UserMessage(view));
+        }
+        let Some(route) = request.route else {
             return Err(SendError::NotConfigured);
         };
         let history = store::ai::history(db, request.ai_chat_id).await?;
-        let Some((model, budget)) = fitting else {
-            return Err(SendError::NotConfigured);
-        };
+        let (model, budget) = (route.model.clone(), self.budget(&route));
         let system_prompt = request.system_prompt.clone();
         let context = request.context;
         // Counting a long conversation's tokens is CPU work: off the runtime's threads.
@@ -408,41 +655,54 @@ impl Generations {
         .map_err(|e| SendError::Store(sqlx::Error::Protocol(e.to_string())))??;
         let prompt = fitted.messages;
         let omitted = (fitted.omitted_messages > 0).then_some(fitted.omitted_messages);
-        let reply = store::ai::insert_reply(
+        let reply = store::ai::insert_message(
             db,
-            request.ai_chat_id,
-            AiRole::Assistant,
-            "",
-            false,
-            Some(provider.model()),
-            omitted,
+            NewAiMessage {
+                ai_chat_id: request.ai_chat_id,
+                role: AiRole::Assistant,
+                content: "",
+                complete: false,
+                model: Some(&route.model),
+                omitted,
+                parent_id: Some(parent),
+            },
         )
         .await?;
         if let Some(running) = lock(channel).running.as_mut() {
             running.reply_id = Some(reply.id);
         }
+        self.bus.started(request.ai_chat_id, reply.id);
         let job = Job {
             generations: self.clone(),
             channel: channel.clone(),
-            provider,
+            route,
             user_id: request.user_id,
             ai_chat_id: request.ai_chat_id,
             reply_id: reply.id,
+            parent_id: parent,
+            token,
             cancel,
             permit: Mutex::new(Some(permit)),
         };
         self.tasks.spawn(job.run(prompt));
-        Ok(user_message)
+        Ok(Started {
+            question,
+            reply_id: reply.id,
+        })
     }
 }
 
 struct Job {
     generations: Arc<Generations>,
     channel: Arc<Mutex<Channel>>,
-    provider: Arc<dyn ChatProvider>,
+    route: Route,
     user_id: i64,
     ai_chat_id: i64,
     reply_id: i64,
+    /// The question it answers.
+    parent_id: i64,
+    /// Names this run's claim on the chat among nodes.
+    token: String,
     cancel: CancellationToken,
     /// Held until the outcome is announced: counts against the user's concurrent replies. It is
     /// given back before the announcement, so a client that asks again the moment it sees the
@@ -450,13 +710,21 @@ struct Job {
     permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
-/// Clears the chat's running reply however the job ends, a panic included, so the chat never
-/// stays marked as answering.
-struct RunningGuard(Arc<Mutex<Channel>>);
+/// Clears the chat's running reply and gives up its claim however the job ends, a panic
+/// included, so the chat never stays marked as answering.
+struct RunningGuard {
+    channel: Arc<Mutex<Channel>>,
+    bus: Arc<dyn ReplyBus>,
+    ai_chat_id: i64,
+    token: String,
+}
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        lock(&self.0).running = None;
+        let was_running = lock(&self.channel).running.take().is_some();
+        if was_running {
+            self.bus.release(self.ai_chat_id, &self.token);
+        }
     }
 }
 
@@ -472,7 +740,31 @@ struct Outcome {
 
 impl Job {
     async fn run(self, prompt: Vec<ChatMessage>) {
-        let _guard = RunningGuard(self.channel.clone());
+        let _guard = RunningGuard {
+            channel: self.channel.clone(),
+            bus: self.generations.bus.clone(),
+            ai_chat_id: self.ai_chat_id,
+            token: self.token.clone(),
+        };
+        // The claim lives while this node renews it; a node that dies lets it lapse.
+        let renewing = CancellationToken::new();
+        let _stop_renewing = renewing.clone().drop_guard();
+        {
+            let (bus, chat, token) = (
+                self.generations.bus.clone(),
+                self.ai_chat_id,
+                self.token.clone(),
+            );
+            let lease = self.generations.settings.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = renewing.cancelled() => break,
+                        _ = tokio::time::sleep(lease / 3) => bus.renew(chat, &token, lease).await,
+                    }
+                }
+            });
+        }
         let mut outcome = Outcome {
             accepted: false,
             tokens: None,
@@ -492,7 +784,7 @@ impl Job {
         let finished = failure.is_none() && outcome.finish == FinishReason::Stop;
         self.save(tokens, outcome.finish, failure).await;
         self.generations.release(self.ai_chat_id);
-        if finished && self.generations.titles {
+        if finished && self.generations.settings.titles {
             self.title().await;
         }
     }
@@ -512,7 +804,7 @@ impl Job {
         if let [question, answer] = history.as_slice() {
             super::titles::write(
                 db,
-                self.provider.as_ref(),
+                &self.route,
                 self.user_id,
                 self.ai_chat_id,
                 &question.content,
@@ -525,7 +817,7 @@ impl Job {
     /// Counts the tokens of a reply the provider reported no usage for (cancelled, cut short,
     /// or a provider that does not count streams): the prompt as sent and the text received.
     async fn estimate(&self, prompt: Vec<ChatMessage>) -> Tokens {
-        let model = self.provider.model().to_owned();
+        let model = self.route.model.clone();
         let text = self.text_so_far();
         let counting =
             tokio::task::spawn_blocking(move || super::tokens::estimate(&model, &prompt, &text));
@@ -558,7 +850,7 @@ impl Job {
                 outcome.finish = FinishReason::Cancelled;
                 return Ok(());
             }
-            opened = self.provider.stream(prompt) => opened?,
+            opened = self.route.provider.stream(&self.route.model, prompt) => opened?,
         };
         outcome.accepted = true;
         loop {
@@ -579,14 +871,25 @@ impl Job {
     }
 
     fn append(&self, delta: String) {
-        let mut state = lock(&self.channel);
-        if let Some(running) = state.running.as_mut() {
-            running.text.push_str(&delta);
-        }
-        let _ = state.events.send(AiEvent::Delta {
-            id: self.reply_id,
-            delta,
-        });
+        let event = {
+            let mut state = lock(&self.channel);
+            let offset = match state.running.as_mut() {
+                Some(running) => {
+                    let offset = running.text.len();
+                    running.text.push_str(&delta);
+                    offset
+                }
+                None => 0,
+            };
+            let event = AiEvent::Delta {
+                id: self.reply_id,
+                offset,
+                delta,
+            };
+            let _ = state.events.send(event.clone());
+            event
+        };
+        self.generations.bus.publish(self.ai_chat_id, &event);
     }
 
     async fn save(
@@ -604,7 +907,7 @@ impl Job {
         // paid for what it read and wrote.
         if let Some(counted) = tokens {
             if let Err(err) =
-                store::ai::record_usage(db, self.user_id, self.provider.model(), counted).await
+                store::ai::record_usage(db, self.user_id, &self.route.model, counted).await
             {
                 tracing::error!(error = %err, "could not record token usage");
             }
@@ -614,7 +917,10 @@ impl Job {
             message: err.public_message().to_owned(),
         });
         if failure.is_some() && text.is_empty() {
-            if let Err(err) = store::ai::delete_message(db, self.reply_id).await {
+            let discarded =
+                store::ai::discard_reply(db, self.ai_chat_id, self.reply_id, Some(self.parent_id))
+                    .await;
+            if let Err(err) = discarded {
                 tracing::error!(error = %err, "could not remove an empty failed reply");
             }
             self.finish_with(None, failed);
@@ -629,7 +935,8 @@ impl Job {
         let _ = store::ai::touch(db, self.ai_chat_id).await;
         match saved {
             Ok(Some(reply)) => {
-                self.finish_with(Some(AiEvent::Reply(AiMessageView::from(reply))), failed)
+                let view = message_view(db, reply).await;
+                self.finish_with(Some(AiEvent::Reply(view)), failed)
             }
             Ok(None) => self.finish_with(None, None), // The chat was deleted meanwhile.
             Err(err) => {
@@ -645,13 +952,18 @@ impl Job {
         }
     }
 
-    /// Ends the run and announces the outcome, atomically: a subscriber either saw the run (and
-    /// gets these events) or arrives after it (and reads the saved reply).
+    /// Ends the run and announces the outcome, atomically here: a subscriber either saw the run
+    /// (and gets these events) or arrives after it (and reads the saved reply). The claim is
+    /// given up before other nodes hear the outcome, so a client that asks again the moment it
+    /// sees the reply, on any node, is not refused as if one were still running.
     fn finish_with(&self, reply: Option<AiEvent>, failed: Option<AiEvent>) {
         drop(lock(&self.permit).take());
+        let bus = &self.generations.bus;
         let mut state = lock(&self.channel);
         state.running = None;
+        bus.release(self.ai_chat_id, &self.token);
         for event in [reply, failed].into_iter().flatten() {
+            bus.publish(self.ai_chat_id, &event);
             let _ = state.events.send(event);
         }
     }

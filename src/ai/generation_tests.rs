@@ -12,7 +12,7 @@ use tokio::{
 
 use super::*;
 use crate::{
-    ai::provider::EventStream,
+    ai::provider::{ChatProvider, EventStream},
     store::{ai::AiChatFields, users::NewUser},
 };
 
@@ -41,12 +41,9 @@ struct FakeModel {
 }
 
 impl ChatProvider for FakeModel {
-    fn model(&self) -> &str {
-        "fake-model"
-    }
-
     fn stream(
         &self,
+        _model: &str,
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
         let (events, reply) = mpsc::unbounded_channel();
@@ -63,6 +60,7 @@ impl ChatProvider for FakeModel {
 
 struct Fixture {
     generations: Arc<Generations>,
+    route: Route,
     db: Db,
     requests: mpsc::UnboundedReceiver<Upstream>,
     _dir: tempfile::TempDir,
@@ -75,8 +73,14 @@ async fn fixture(max_per_user: usize) -> Fixture {
     db.migrate().await.unwrap();
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let model: Arc<dyn ChatProvider> = Arc::new(FakeModel { requests });
+    let catalog = crate::ai::models::Catalog::single(model, "fake", "fake-model");
+    let settings = ReplySettings {
+        max_per_user,
+        ..ReplySettings::default()
+    };
     Fixture {
-        generations: Generations::new(db.clone(), Some(model), max_per_user),
+        route: catalog.route("fake/fake-model", false).unwrap(),
+        generations: Generations::new(db.clone(), settings, Arc::new(crate::ai::bus::NoBus)),
         db,
         requests: requests_rx,
         _dir: dir,
@@ -106,6 +110,7 @@ impl Fixture {
             title: "questions",
             system_prompt: "Answer briefly.",
             related_chat_id: None,
+            model: None,
         };
         store::ai::create(&self.db, user_id, &fields).await.unwrap()
     }
@@ -121,10 +126,12 @@ impl Fixture {
                 user_id,
                 ai_chat_id,
                 system_prompt: "Answer briefly.".into(),
-                content: content.into(),
+                turn: Turn::Ask(content.into()),
                 context: Vec::new(),
+                route: Some(self.route.clone()),
             })
             .await
+            .map(|started| started.question.expect("a question is stored"))
     }
 
     /// The next request the model receives.
@@ -156,7 +163,7 @@ async fn next(events: &mut broadcast::Receiver<AiEvent>) -> AiEvent {
 /// Waits for delta `text` of a reply; returns the reply's id.
 async fn expect_delta(events: &mut broadcast::Receiver<AiEvent>, text: &str) -> i64 {
     match next(events).await {
-        AiEvent::Delta { id, delta } if delta == text => id,
+        AiEvent::Delta { id, delta, .. } if delta == text => id,
         other => panic!("expected delta {text:?}, got {other:?}"),
     }
 }
@@ -318,7 +325,7 @@ async fn cancelling_keeps_what_was_written() {
     expect_delta(&mut listener.events, "Once upon").await;
     expect_delta(&mut listener.events, " a time").await;
 
-    assert!(f.generations.cancel(chat));
+    assert!(f.generations.cancel(chat).await);
     let (deltas, reply) = rest_of_reply(&mut listener.events).await;
     assert_eq!(deltas, Vec::<String>::new());
     assert_eq!(reply.content, "Once upon a time");
@@ -331,7 +338,7 @@ async fn cancelling_keeps_what_was_written() {
         f.saved(chat).await.last(),
         Some(&("assistant".to_owned(), "Once upon a time".to_owned()))
     );
-    assert!(!f.generations.cancel(chat), "nothing runs any more");
+    assert!(!f.generations.cancel(chat).await, "nothing runs any more");
 }
 
 #[tokio::test]

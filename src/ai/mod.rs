@@ -6,7 +6,9 @@
 //! - `tokens`: counting a reply's tokens locally when the provider reports none;
 //! - `socket`: the `/ws/ai-chat/{id}/` endpoint.
 
+pub mod bus;
 pub mod generation;
+pub mod models;
 pub mod openai;
 pub mod prompt;
 pub mod provider;

@@ -15,22 +15,22 @@ use crate::{
 };
 
 /// A [`ChatProvider`] for an OpenAI-compatible `POST {base_url}/chat/completions` endpoint
-/// (OpenAI Chat Completions API), authenticated with a bearer API key.
+/// (OpenAI Chat Completions API), authenticated with a bearer API key when it has one.
 pub struct OpenAiProvider {
     http: reqwest::Client,
-    endpoint: String,
-    key: Secret,
-    model: String,
+    base_url: String,
+    key: Option<Secret>,
     timeout: Duration,
     retries: u32,
 }
 
+/// Most bytes of a `GET /models` answer that are read: a list of a few thousand models.
+const MODELS_BODY_LIMIT: usize = 1 << 20;
+
 impl OpenAiProvider {
-    /// `None` when no API key is configured.
-    pub fn from_config(config: &AiConfig) -> anyhow::Result<Option<Self>> {
-        let Some(key) = config.api_key.clone() else {
-            return Ok(None);
-        };
+    /// A client for the API at `base_url` (ending before `/chat/completions`), with the
+    /// timeout and retries of `config` (`OPENAI_TIMEOUT_SECONDS`, `OPENAI_RETRIES`).
+    pub fn new(base_url: &str, key: Option<Secret>, config: &AiConfig) -> anyhow::Result<Self> {
         // Trusts the Mozilla roots built into the binary, as before reqwest 0.13 (whose default
         // is the operating system's store), so the server needs no CA bundle on its host.
         let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
@@ -41,19 +41,69 @@ impl OpenAiProvider {
             .connect_timeout(Duration::from_secs(10))
             .tls_certs_only(roots)
             .build()?;
-        Ok(Some(Self {
+        Ok(Self {
             http,
-            endpoint: format!("{}/chat/completions", config.base_url),
+            base_url: base_url.to_owned(),
             key,
-            model: config.model.clone(),
             timeout: config.timeout,
             retries: config.retries,
-        }))
+        })
     }
 
-    async fn open(&self, messages: Vec<ChatMessage>) -> Result<EventStream, ProviderError> {
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => request.bearer_auth(key.expose()),
+            None => request,
+        }
+    }
+
+    async fn models(&self) -> Result<Vec<String>, ProviderError> {
+        let request = self.authorized(self.http.get(format!("{}/models", self.base_url)));
+        let read = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| ProviderError::Transport(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(ProviderError::Status(response.status().as_u16()));
+            }
+            let mut body = Vec::new();
+            let mut chunks = response.bytes_stream();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| ProviderError::Transport(e.to_string()))?;
+                if body.len() + chunk.len() > MODELS_BODY_LIMIT {
+                    return Err(ProviderError::Malformed(
+                        "the list of models is too long".into(),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            let data = value
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ProviderError::Malformed("no `data` list of models".into()))?;
+            Ok(data
+                .iter()
+                .filter_map(|m| m.get("id").and_then(Value::as_str))
+                .filter(|id| !id.is_empty() && id.len() <= 200)
+                .map(str::to_owned)
+                .collect())
+        };
+        tokio::time::timeout(self.timeout, read)
+            .await
+            .map_err(|_| ProviderError::Timeout)?
+    }
+
+    async fn open(
+        &self,
+        model: &str,
+        messages: Vec<ChatMessage>,
+    ) -> Result<EventStream, ProviderError> {
+        let endpoint = format!("{}/chat/completions", self.base_url);
         let body = json!({
-            "model": self.model,
+            "model": model,
             "messages": messages,
             "stream": true,
             "stream_options": { "include_usage": true },
@@ -61,9 +111,7 @@ impl OpenAiProvider {
         let mut attempt = 0;
         loop {
             let sent = self
-                .http
-                .post(&self.endpoint)
-                .bearer_auth(self.key.expose())
+                .authorized(self.http.post(&endpoint))
                 .json(&body)
                 .send();
             let response = match tokio::time::timeout(self.timeout, sent).await {
@@ -165,15 +213,17 @@ impl OpenAiProvider {
 }
 
 impl ChatProvider for OpenAiProvider {
-    fn model(&self) -> &str {
-        &self.model
-    }
-
     fn stream(
         &self,
+        model: &str,
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
-        Box::pin(self.open(messages))
+        let model = model.to_owned();
+        Box::pin(async move { self.open(&model, messages).await })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
+        Box::pin(self.models())
     }
 }
 

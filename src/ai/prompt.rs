@@ -188,6 +188,8 @@ mod tests {
             model: None,
             finish_reason: None,
             omitted_messages: None,
+            parent_id: (id > 1).then_some(id - 1),
+            active: true,
         }
     }
 

@@ -77,14 +77,24 @@ impl ProviderError {
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
 /// A language-model backend that streams a reply to a list of chat messages: any
-/// OpenAI-compatible API ([`super::openai::OpenAiProvider`]), or a stand-in in tests.
+/// OpenAI-compatible API ([`super::openai::OpenAiProvider`]), or a stand-in in tests. One
+/// provider serves several models; [`super::models::Catalog`] says which.
 pub trait ChatProvider: Send + Sync {
-    /// The model name replies are recorded under.
-    fn model(&self) -> &str;
-
-    /// Starts a reply. Dropping the returned stream abandons the request upstream.
+    /// Starts a reply from `model` (the provider's own name for it). Dropping the returned
+    /// stream abandons the request upstream.
     fn stream(
         &self,
+        model: &str,
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'_, Result<EventStream, ProviderError>>;
+
+    /// The models the provider serves (`GET {base_url}/models`, OpenAI's List models). A
+    /// provider that cannot list answers an error, and its configured allow-list is used.
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
+        Box::pin(async {
+            Err(ProviderError::Malformed(
+                "listing models is not supported".into(),
+            ))
+        })
+    }
 }

@@ -19,14 +19,14 @@ use crate::{
         registry::Slot,
     },
     service::{
-        conversations::{self, Question, DEFAULT_CONTEXT_MESSAGES},
+        conversations::{self, Question, TurnRequest, DEFAULT_CONTEXT_MESSAGES},
         ServiceError,
     },
     state::AppState,
     store::users::User,
     wire::frames::{
-        self, AiClientFrame, AssistantDeltaFrame, AssistantMessageFrame, ContextLimit, Protocol,
-        UserMessageFrame,
+        self, AiClientFrame, AssistantDeltaFrame, AssistantMessageFrame, BranchSelectedFrame,
+        ContextLimit, Protocol, UserMessageFrame,
     },
 };
 
@@ -42,10 +42,13 @@ fn error_frame(text: &str) -> Message {
 /// the original protocol), `None` closes the socket (the AI chat is gone).
 fn event_frame(event: AiEvent, protocol: Protocol) -> Option<Option<Message>> {
     Some(Some(match event {
-        AiEvent::UserMessage(m) => frame(&UserMessageFrame::new(m)),
-        AiEvent::Delta { .. } if !protocol.extended() => return Some(None),
-        AiEvent::Delta { id, delta } => frame(&AssistantDeltaFrame::new(id, delta)),
-        AiEvent::Reply(m) => frame(&AssistantMessageFrame::new(m)),
+        AiEvent::UserMessage(m) => frame(&UserMessageFrame::new(m, protocol)),
+        AiEvent::Delta { .. } | AiEvent::BranchSelected { .. } if !protocol.extended() => {
+            return Some(None)
+        }
+        AiEvent::Delta { id, delta, .. } => frame(&AssistantDeltaFrame::new(id, delta)),
+        AiEvent::BranchSelected { message } => frame(&BranchSelectedFrame::new(message)),
+        AiEvent::Reply(m) => frame(&AssistantMessageFrame::new(m, protocol)),
         AiEvent::Failed { message, .. } => {
             error_frame(&format!("Failed to get ChatGPT response: {message}"))
         }
@@ -73,6 +76,10 @@ pub async fn run(
     protocol: Protocol,
 ) {
     let subscription = state.generations.subscribe(ai_chat_id);
+    // The text so far of a running reply, here or on another node; deltas that start before
+    // its end repeat it and are skipped.
+    let caught_up = state.generations.catch_up(ai_chat_id, &subscription).await;
+    let covered = caught_up.as_ref().map(|(id, text)| (*id, text.len()));
     let mut events = subscription.events;
     let ended = slot.ended();
     let (mut sink, stream) = socket.split();
@@ -93,9 +100,7 @@ pub async fn run(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
 
     let mut written = Ok(());
-    if let Some((id, text)) = subscription
-        .in_progress
-        .filter(|(_, text)| protocol.extended() && !text.is_empty())
+    if let Some((id, text)) = caught_up.filter(|(_, text)| protocol.extended() && !text.is_empty())
     {
         let catch_up = AssistantDeltaFrame::new(id, text);
         written = within(limit, sink.send(frame(&catch_up))).await;
@@ -111,6 +116,8 @@ pub async fn run(
             _ = shutdown.cancelled() => break Ok(Some(Close { code: close::GOING_AWAY, reason: "server shutting down" })),
             _ = ended.cancelled() => break Ok(Some(close::CREDENTIALS_ENDED)),
             event = events.recv() => match event {
+                Ok(AiEvent::Delta { id, offset, .. })
+                    if covered.is_some_and(|(reply, end)| reply == id && offset < end) => {}
                 Ok(event) => match event_frame(event, protocol) {
                     Some(Some(message)) => written = within(limit, sink.send(message)).await,
                     Some(None) => {}
@@ -191,38 +198,8 @@ async fn on_text(
     protocol: Protocol,
     text: &str,
 ) -> Result<(), Option<String>> {
-    let frame = AiClientFrame::parse(text, protocol).map_err(Some)?;
-    let (raw, include_context, limit) = match frame {
-        None | Some(AiClientFrame::Typing {}) => return Ok(()),
-        Some(AiClientFrame::Cancel {}) => {
-            state.generations.cancel(ai_chat_id);
-            return Ok(());
-        }
-        Some(AiClientFrame::Message {
-            content,
-            include_related_chat_context,
-            context_message_limit,
-        }) => (content, include_related_chat_context, context_message_limit),
-    };
-    // The original's AI socket strips the question, as its REST serializer does.
-    let content = match MessageContent::parse(text::strip(&raw).to_owned()) {
-        Ok(content) => content,
-        Err(ContentError::Blank) => return Err(Some("Message content cannot be empty".into())),
-        Err(ContentError::TooLong) => {
-            return Err(Some(format!(
-                "Message content is too long (at most {} characters)",
-                crate::domain::message::MAX_CHARS
-            )))
-        }
-    };
-    let context_limit = match limit {
-        ContextLimit::Absent => DEFAULT_CONTEXT_MESSAGES,
-        ContextLimit::Given(n) if (1..=100).contains(&n) => n,
-        _ => {
-            return Err(Some(
-                "context_message_limit must be an integer from 1 to 100".into(),
-            ))
-        }
+    let Some(frame) = AiClientFrame::parse(text, protocol).map_err(Some)? else {
+        return Ok(());
     };
     // Read afresh: the prompt and the related chat may have changed since the socket opened.
     let chat = match conversations::owned(state, ai_chat_id, user).await {
@@ -233,34 +210,103 @@ async fn on_text(
             return Err(Some("Message could not be saved".into()));
         }
     };
-    let question = Question {
+    let request = match frame {
+        AiClientFrame::Typing {} => return Ok(()),
+        AiClientFrame::Cancel {} => {
+            state.generations.cancel(ai_chat_id).await;
+            return Ok(());
+        }
+        AiClientFrame::SelectBranch { message } => {
+            return match conversations::select_branch(state, user, &chat, message).await {
+                Ok(_) => Ok(()),
+                Err(err) => Err(Some(refusal(err))),
+            };
+        }
+        AiClientFrame::Message {
+            content,
+            include_related_chat_context,
+            context_message_limit,
+        } => TurnRequest::Ask(question(
+            content,
+            include_related_chat_context,
+            context_message_limit,
+        )?),
+        AiClientFrame::Regenerate {
+            include_related_chat_context,
+            context_message_limit,
+        } => TurnRequest::Regenerate {
+            include_context: include_related_chat_context,
+            context_limit: context_limit(context_message_limit)?,
+        },
+        AiClientFrame::Edit {
+            message,
+            content,
+            include_related_chat_context,
+            context_message_limit,
+        } => TurnRequest::Edit {
+            message,
+            question: question(content, include_related_chat_context, context_message_limit)?,
+        },
+    };
+    match conversations::turn(state, user, &chat, request).await {
+        Ok(_) => Ok(()),
+        Err(err) => Err(Some(refusal(err))),
+    }
+}
+
+/// A question from a frame's fields. The original's AI socket strips the question, as its REST
+/// serializer does.
+fn question(
+    raw: String,
+    include_context: bool,
+    limit: ContextLimit,
+) -> Result<Question, Option<String>> {
+    let content = match MessageContent::parse(text::strip(&raw).to_owned()) {
+        Ok(content) => content,
+        Err(ContentError::Blank) => return Err(Some("Message content cannot be empty".into())),
+        Err(ContentError::TooLong) => {
+            return Err(Some(format!(
+                "Message content is too long (at most {} characters)",
+                crate::domain::message::MAX_CHARS
+            )))
+        }
+    };
+    Ok(Question {
         content,
         include_context,
-        context_limit,
-    };
-    match conversations::ask(state, user, &chat, question).await {
-        Ok(_) => Ok(()),
-        Err(ServiceError::Unavailable(_)) => Err(Some("AI provider is not configured".into())),
-        Err(ServiceError::Conflict(_)) => Err(Some(
-            "A reply is already being generated for this AI chat".into(),
+        context_limit: context_limit(limit)?,
+    })
+}
+
+fn context_limit(limit: ContextLimit) -> Result<i64, Option<String>> {
+    match limit {
+        ContextLimit::Absent => Ok(DEFAULT_CONTEXT_MESSAGES),
+        ContextLimit::Given(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(Some(
+            "context_message_limit must be an integer from 1 to 100".into(),
         )),
-        Err(ServiceError::Busy(_)) => Err(Some(
-            "Too many AI replies in progress; wait for one to finish".into(),
-        )),
-        Err(ServiceError::RateLimited(seconds)) => Err(Some(format!(
-            "Your AI token budget is spent; it starts again in {seconds} s"
-        ))),
-        // A question too long for the model's context window: its reason, as REST gives it.
-        Err(ServiceError::Validation(errors)) => Err(Some(
-            errors
-                .messages()
-                .next()
-                .unwrap_or("Invalid message")
-                .to_owned(),
-        )),
-        Err(err) => {
+    }
+}
+
+/// The error frame's text for a refused turn.
+fn refusal(err: ServiceError) -> String {
+    match err {
+        ServiceError::Unavailable(_) => "AI provider is not configured".into(),
+        ServiceError::Conflict(_) => "A reply is already being generated for this AI chat".into(),
+        ServiceError::Busy(_) => "Too many AI replies in progress; wait for one to finish".into(),
+        ServiceError::RateLimited(seconds) => {
+            format!("Your AI token budget is spent; it starts again in {seconds} s")
+        }
+        // A question too long for the model, a model no longer offered, nothing to regenerate:
+        // its reason, as REST gives it.
+        ServiceError::Validation(errors) => errors
+            .messages()
+            .next()
+            .unwrap_or("Invalid message")
+            .to_owned(),
+        err => {
             tracing::error!(error = %err, "could not save an AI message");
-            Err(Some("Message could not be saved".into()))
+            "Message could not be saved".into()
         }
     }
 }

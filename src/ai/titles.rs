@@ -4,7 +4,10 @@
 
 use futures_util::StreamExt;
 
-use super::provider::{ChatMessage, ChatProvider, StreamEvent};
+use super::{
+    models::Route,
+    provider::{ChatMessage, StreamEvent},
+};
 use crate::{
     domain::AiRole,
     store::{self, ai::Tokens, Db},
@@ -45,7 +48,7 @@ pub fn clean(answer: &str) -> Option<String> {
 /// keeps its default title.
 pub async fn write(
     db: &Db,
-    provider: &dyn ChatProvider,
+    route: &Route,
     user_id: i64,
     ai_chat_id: i64,
     question: &str,
@@ -58,7 +61,7 @@ pub async fn write(
             format!("User: {question}\n\nAssistant: {answer}"),
         ),
     ];
-    let asked = tokio::time::timeout(DEADLINE, ask(provider, prompt.clone())).await;
+    let asked = tokio::time::timeout(DEADLINE, ask(route, prompt.clone())).await;
     let (text, reported) = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(err)) => {
@@ -70,7 +73,7 @@ pub async fn write(
             return;
         }
     };
-    let model = provider.model().to_owned();
+    let model = route.model.clone();
     let tokens = match reported {
         Some(tokens) => tokens,
         None => {
@@ -80,7 +83,7 @@ pub async fn write(
                 .unwrap_or_default()
         }
     };
-    if let Err(err) = store::ai::record_usage(db, user_id, provider.model(), tokens).await {
+    if let Err(err) = store::ai::record_usage(db, user_id, &route.model, tokens).await {
         tracing::error!(error = %err, "could not record token usage");
     }
     let Some(title) = clean(&text) else {
@@ -92,10 +95,10 @@ pub async fn write(
 }
 
 async fn ask(
-    provider: &dyn ChatProvider,
+    route: &Route,
     prompt: Vec<ChatMessage>,
 ) -> Result<(String, Option<Tokens>), super::provider::ProviderError> {
-    let mut stream = provider.stream(prompt).await?;
+    let mut stream = route.provider.stream(&route.model, prompt).await?;
     let mut text = String::new();
     let mut tokens = None;
     while let Some(event) = stream.next().await {

@@ -333,6 +333,25 @@ impl Input {
         None
     }
 
+    /// A required id: `None` (and an error) when absent or not a whole number.
+    pub fn required_id(&self, name: &str, errors: &mut FieldErrors) -> Option<i64> {
+        let Some(value) = self.fields.get(name) else {
+            errors.add(name, REQUIRED);
+            return None;
+        };
+        let id = as_id(value);
+        if id.is_none() {
+            errors.add(
+                name,
+                format!(
+                    "Incorrect type. Expected pk value, received {}.",
+                    type_name(value)
+                ),
+            );
+        }
+        id
+    }
+
     /// An id that may be null (to clear a link): `None` for null or an error.
     pub fn optional_nullable_id(&self, name: &str, errors: &mut FieldErrors) -> Option<i64> {
         match self.fields.get(name)? {

@@ -57,6 +57,8 @@ use crate::{
         messages::list, messages::retrieve,
         ai::chats::list, ai::chats::create, ai::chats::retrieve, ai::chats::update,
         ai::chats::destroy, ai::replies::send_message, ai::replies::cancel,
+        ai::replies::regenerate, ai::replies::edit_message, ai::replies::select_branch,
+        ai::models::models,
         ai::messages::chat_messages, ai::chats::related_chat_context, ai::messages::all_messages,
         ai::messages::one_message, ai::usage::usage,
         health::healthz, health::readyz,
@@ -69,7 +71,9 @@ use crate::{
         frames::ChatRenamedFrame, frames::ReactionFrame,
         frames::MessagePinnedFrame, frames::MessageUnpinnedFrame, frames::ReadReceiptFrame, frames::ReadReceiptsSwitchedFrame,
         frames::ErrorFrame, schemas::AiAskFrame, schemas::AiCancelFrame,
+        schemas::AiRegenerateFrame, schemas::AiEditFrame, schemas::AiSelectBranchFrame,
         frames::UserMessageFrame, frames::AssistantDeltaFrame, frames::AssistantMessageFrame,
+        frames::BranchSelectedFrame,
         schemas::AiStreamEvent,
         // Named here because `RegisterRequest` refers to it through a hand-written schema.
         schemas::UserType,
@@ -263,19 +267,33 @@ impl Modify for WebSockets {
                  a frame whose `type` is not `message` (a missing `type` means `message`) is \
                  ignored without a reply. In `mrm.v2` the reply also streams as `assistant_delta` \
                  frames before it, a socket opened while a reply runs first gets the text so far, \
-                 `{\"type\": \"cancel\"}` stops the reply, `{\"type\": \"typing\"}` is ignored, \
-                 and an unknown `type` is answered with an error. Close codes: 1001 server going \
+                 `{\"type\": \"cancel\"}` stops the reply (on whichever node runs it), \
+                 `{\"type\": \"regenerate\"}` answers the last question again, `{\"type\": \"edit\", \
+                 \"message\": id, \"content\": …}` asks a question in place of an earlier one on a \
+                 new branch, `{\"type\": \"select_branch\", \"message\": id}` shows the branch \
+                 through a message (every socket of the chat then gets `branch_selected`), \
+                 `user_message` and `assistant_message` also carry `parent` and `siblings`, \
+                 `{\"type\": \"typing\"}` is ignored, and an unknown `type` is answered with an error. \
+                 Replies stream to the owner's sockets on every node. Close codes: 1001 server going \
                  away, 1009 frame over 128 KiB, 4001 credentials ended (log in again), 4004 AI chat \
                  deleted, 4008 too slow.",
                 "ai_chat_socket",
                 SocketFrames {
                     client: &["AiAskFrame"],
                     server: &["UserMessageFrame", "AssistantMessageFrame", "ErrorFrame"],
-                    v2_client: &["AiAskFrame", "AiCancelFrame", "TypingRequestFrame"],
+                    v2_client: &[
+                        "AiAskFrame",
+                        "AiCancelFrame",
+                        "AiRegenerateFrame",
+                        "AiEditFrame",
+                        "AiSelectBranchFrame",
+                        "TypingRequestFrame",
+                    ],
                     v2_server: &[
                         "UserMessageFrame",
                         "AssistantDeltaFrame",
                         "AssistantMessageFrame",
+                        "BranchSelectedFrame",
                         "ErrorFrame",
                     ],
                 },

@@ -58,6 +58,8 @@ pub struct Realtime {
     pub settings: SocketSettings,
     /// Set when events travel between nodes through Redis.
     pub bus: Option<Arc<BusHealth>>,
+    /// How AI replies reach other nodes (nowhere, for a single node).
+    pub replies: Arc<dyn crate::ai::bus::ReplyBus>,
 }
 
 /// Where to find the other nodes.
@@ -91,7 +93,15 @@ impl Realtime {
     pub fn new(db: Db, settings: SocketSettings) -> Realtime {
         let hub = Hub::new(db);
         let broker = Arc::new(LocalBroker::new(hub.clone()));
-        Self::assemble(hub, broker, settings, Self::registry(&settings), None)
+        let replies = Arc::new(crate::ai::bus::NoBus);
+        Self::assemble(
+            hub,
+            broker,
+            settings,
+            Self::registry(&settings),
+            None,
+            replies,
+        )
     }
 
     /// One node of many: events also travel through Redis, and presence is shared.
@@ -112,7 +122,15 @@ impl Realtime {
         .await?;
         hub.share_presence(broker.clone());
         let health = broker.health.clone();
-        Ok(Self::assemble(hub, broker, settings, sockets, Some(health)))
+        let replies = broker.clone();
+        Ok(Self::assemble(
+            hub,
+            broker,
+            settings,
+            sockets,
+            Some(health),
+            replies,
+        ))
     }
 
     fn registry(settings: &SocketSettings) -> Arc<SocketRegistry> {
@@ -125,8 +143,10 @@ impl Realtime {
         settings: SocketSettings,
         sockets: Arc<SocketRegistry>,
         bus: Option<Arc<BusHealth>>,
+        replies: Arc<dyn crate::ai::bus::ReplyBus>,
     ) -> Realtime {
         Realtime {
+            replies,
             broker,
             hub,
             sockets,

@@ -21,7 +21,13 @@ use redis::{aio::ConnectionManager, AsyncCommands, PushKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::wire::frames::{Member, MessageFrames};
+use crate::{
+    ai::{
+        bus::{AiWire, Remote, ReplyBus},
+        generation::AiEvent,
+    },
+    wire::frames::{Member, MessageFrames},
+};
 
 use super::{
     broker::Broker,
@@ -36,6 +42,16 @@ const PRESENCE_TIMEOUT: Duration = Duration::from_millis(500);
 const OUTBOX: usize = 65_536;
 /// Most events sent to Redis in one pipelined round trip.
 const PUBLISH_BATCH: usize = 256;
+/// AI events from other nodes waiting for this node's replies to relay them; beyond this they
+/// are dropped (the saved reply is in the database).
+const AI_INBOX: usize = 4096;
+/// How long the text so far of a running reply is kept: longer than any reply may run.
+const REPLY_TEXT_TTL_SECONDS: u64 = 900;
+/// Deletes a key only if it still holds the given value (a claim this run made).
+const RELEASE_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// Extends a key's expiry only if it still holds the given value.
+const RENEW_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 
 /// One event on the bus. Frames travel as the text sockets will receive.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,6 +100,11 @@ enum WireEvent {
     /// Credentials ended: every node closes the sockets opened with them (`chat` is 0).
     CredentialsEnded {
         ended: Ended,
+    },
+    /// An AI chat's event (`chat` is the AI chat's id), or a cancel for the node running its
+    /// reply.
+    Ai {
+        event: AiWire,
     },
 }
 
@@ -161,7 +182,7 @@ impl WireEvent {
                 departed,
             },
             WireEvent::PresenceChanged => RoomEvent::PresenceChanged,
-            WireEvent::CredentialsEnded { .. } => return None,
+            WireEvent::CredentialsEnded { .. } | WireEvent::Ai { .. } => return None,
         })
     }
 }
@@ -188,10 +209,12 @@ pub struct RedisBroker {
     prefix: String,
     hub: Arc<Hub>,
     sockets: Arc<SocketRegistry>,
-    outbox: mpsc::Sender<String>,
+    outbox: mpsc::Sender<redis::Cmd>,
     commands: ConnectionManager,
     presence_ttl: Duration,
     pub health: Arc<BusHealth>,
+    ai_inbox: mpsc::Sender<Remote>,
+    ai_incoming: std::sync::Mutex<Option<mpsc::Receiver<Remote>>>,
 }
 
 impl RedisBroker {
@@ -220,7 +243,10 @@ impl RedisBroker {
         .map_err(|_| anyhow::anyhow!("REDIS_URL: Redis did not answer within 5 s"))??;
         let node = crate::auth::secret::random_token(12);
         let (outbox, queue) = mpsc::channel(OUTBOX);
+        let (ai_inbox, ai_incoming) = mpsc::channel(AI_INBOX);
         let broker = Arc::new(RedisBroker {
+            ai_inbox,
+            ai_incoming: std::sync::Mutex::new(Some(ai_incoming)),
             channel: format!("{prefix}:events"),
             prefix: prefix.to_owned(),
             node: node.clone(),
@@ -231,7 +257,7 @@ impl RedisBroker {
             presence_ttl,
             health: Arc::new(BusHealth::default()),
         });
-        tokio::spawn(publish_loop(commands, broker.channel.clone(), queue));
+        tokio::spawn(publish_loop(commands, queue));
         tokio::spawn(listen_loop(client, broker.clone()));
         tracing::info!(node = %node, prefix, "fan-out through Redis");
         Ok(broker)
@@ -252,10 +278,26 @@ impl RedisBroker {
 
     fn send(&self, chat_id: i64, event: WireEvent) {
         if let Some(text) = self.envelope(chat_id, event) {
-            // A full outbox means Redis is down or far behind: drop the event; other nodes
-            // catch up from the database.
-            let _ = self.outbox.try_send(text);
+            self.queue(redis::cmd("PUBLISH").arg(&self.channel).arg(text).clone());
         }
+    }
+
+    /// Queues a command behind every one queued before it. A full outbox means Redis is down or
+    /// far behind: the command is dropped; other nodes catch up from the database.
+    fn queue(&self, command: redis::Cmd) {
+        let _ = self.outbox.try_send(command);
+    }
+
+    fn lease_key(&self, ai_chat_id: i64) -> String {
+        format!("{}:ai:{ai_chat_id}:lease", self.prefix)
+    }
+
+    fn text_key(&self, ai_chat_id: i64) -> String {
+        format!("{}:ai:{ai_chat_id}:text", self.prefix)
+    }
+
+    fn lease_value(&self, token: &str) -> String {
+        format!("{}:{token}", self.node)
     }
 
     fn receive(&self, payload: &[u8]) {
@@ -266,6 +308,15 @@ impl RedisBroker {
                 ..
             }) => {
                 self.sockets.end(&ended);
+            }
+            Ok(Envelope {
+                chat,
+                event: WireEvent::Ai { event },
+                ..
+            }) => {
+                if self.ai_inbox.try_send((chat, event)).is_err() {
+                    tracing::debug!("dropping an AI event: the relay is behind");
+                }
             }
             Ok(envelope) => {
                 if let Some(event) = envelope.event.into_room() {
@@ -318,17 +369,13 @@ impl Broker for RedisBroker {
 
 /// Sends queued events in pipelined batches. While Redis is down events are dropped: other
 /// nodes catch up from the database.
-async fn publish_loop(
-    mut commands: ConnectionManager,
-    channel: String,
-    mut queue: mpsc::Receiver<String>,
-) {
+async fn publish_loop(mut commands: ConnectionManager, mut queue: mpsc::Receiver<redis::Cmd>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        for event in batch.drain(..) {
-            pipe.publish(&channel, event).ignore();
+        for command in batch.drain(..) {
+            pipe.add_command(command).ignore();
         }
         match pipe.query_async::<()>(&mut commands).await {
             Ok(()) if failing => {
@@ -403,6 +450,184 @@ async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl ReplyBus for RedisBroker {
+    fn claim(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, bool> {
+        let (key, value) = (self.lease_key(ai_chat_id), self.lease_value(token));
+        Box::pin(async move {
+            let mut commands = self.commands.clone();
+            let lease = lease.as_millis() as u64;
+            let work = async {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease)
+                    .query_async(&mut commands)
+                    .await?;
+                if set.is_some() {
+                    return Ok(true);
+                }
+                // A claim this node left behind (its release not yet carried out): the caller
+                // holds this node's own slot for the chat, so nothing runs here under it.
+                let holder: Option<String> = commands.get(&key).await?;
+                if holder.is_some_and(|h| h.starts_with(&format!("{}:", self.node))) {
+                    let _: () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("PX")
+                        .arg(lease)
+                        .query_async(&mut commands)
+                        .await?;
+                    return Ok(true);
+                }
+                Ok::<_, redis::RedisError>(false)
+            };
+            match tokio::time::timeout(PRESENCE_TIMEOUT, work).await {
+                Ok(Ok(claimed)) => claimed,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "could not claim an AI reply in Redis; going ahead");
+                    true
+                }
+                Err(_) => true,
+            }
+        })
+    }
+
+    fn renew(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, ()> {
+        let (key, value) = (self.lease_key(ai_chat_id), self.lease_value(token));
+        Box::pin(async move {
+            let mut commands = self.commands.clone();
+            let mut renew = redis::cmd("EVAL");
+            renew
+                .arg(RENEW_SCRIPT)
+                .arg(1)
+                .arg(&key)
+                .arg(&value)
+                .arg(lease.as_millis() as u64);
+            let renewed = renew.query_async::<i64>(&mut commands);
+            if let Ok(Err(err)) = tokio::time::timeout(PRESENCE_TIMEOUT, renewed).await {
+                tracing::warn!(error = %err, "could not renew an AI reply's claim");
+            }
+        })
+    }
+
+    fn release(&self, ai_chat_id: i64, token: &str) {
+        self.queue(
+            redis::cmd("EVAL")
+                .arg(RELEASE_SCRIPT)
+                .arg(1)
+                .arg(self.lease_key(ai_chat_id))
+                .arg(self.lease_value(token))
+                .clone(),
+        );
+        self.queue(redis::cmd("DEL").arg(self.text_key(ai_chat_id)).clone());
+    }
+
+    fn started(&self, ai_chat_id: i64, reply_id: i64) {
+        self.queue(
+            redis::cmd("SET")
+                .arg(self.text_key(ai_chat_id))
+                .arg(format!("{reply_id}\n"))
+                .arg("EX")
+                .arg(REPLY_TEXT_TTL_SECONDS)
+                .clone(),
+        );
+    }
+
+    fn forget(&self, ai_chat_id: i64, reply_id: i64) {
+        let key = self.text_key(ai_chat_id);
+        let prefix = format!("{reply_id}\n");
+        let script = "if string.sub(redis.call('GET', KEYS[1]) or '', 1, string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+        self.queue(
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(key)
+                .arg(prefix)
+                .clone(),
+        );
+    }
+
+    fn publish(&self, ai_chat_id: i64, event: &AiEvent) {
+        // The text so far grows in the same order as the deltas are published.
+        if let AiEvent::Delta { delta, .. } = event {
+            self.queue(
+                redis::cmd("APPEND")
+                    .arg(self.text_key(ai_chat_id))
+                    .arg(delta)
+                    .clone(),
+            );
+        }
+        self.send(
+            ai_chat_id,
+            WireEvent::Ai {
+                event: AiWire::from_event(event),
+            },
+        );
+    }
+
+    fn in_progress(&self, ai_chat_id: i64) -> BoxFuture<'_, Option<(i64, String)>> {
+        let key = self.text_key(ai_chat_id);
+        Box::pin(async move {
+            let mut commands = self.commands.clone();
+            let read = commands.get::<_, Option<String>>(&key);
+            let text = tokio::time::timeout(PRESENCE_TIMEOUT, read)
+                .await
+                .ok()?
+                .ok()??;
+            let (id, text) = text.split_once('\n')?;
+            Some((id.parse().ok()?, text.to_owned()))
+        })
+    }
+
+    fn cancel(&self, ai_chat_id: i64) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            if self.claimed(ai_chat_id).await != Some(true) {
+                return false;
+            }
+            let Some(text) = self.envelope(
+                ai_chat_id,
+                WireEvent::Ai {
+                    event: AiWire::Cancel,
+                },
+            ) else {
+                return false;
+            };
+            // Straight to Redis, not through the outbox: the caller answers once it is sent.
+            let mut commands = self.commands.clone();
+            let sent = commands.publish::<_, _, ()>(&self.channel, text);
+            matches!(
+                tokio::time::timeout(PRESENCE_TIMEOUT, sent).await,
+                Ok(Ok(()))
+            )
+        })
+    }
+
+    fn claimed(&self, ai_chat_id: i64) -> BoxFuture<'_, Option<bool>> {
+        let key = self.lease_key(ai_chat_id);
+        Box::pin(async move {
+            let mut commands = self.commands.clone();
+            let read = commands.exists::<_, bool>(&key);
+            tokio::time::timeout(PRESENCE_TIMEOUT, read)
+                .await
+                .ok()?
+                .ok()
+        })
+    }
+
+    fn incoming(&self) -> Option<mpsc::Receiver<Remote>> {
+        self.ai_incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }
 

@@ -8,20 +8,20 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
 use crate::{
-    ai::generation::{Request, SendError},
+    ai::generation::{message_views, Request, SendError, Started, Turn},
     domain::MessageContent,
     state::AppState,
     store::{
         self,
-        ai::{AiChat, AiChatFields, AiMessage},
+        ai::{AiChat, AiChatFields, AiMessage, TurnRefusal},
         messages::Message,
         users::User,
         Window,
     },
     wire::{
         schemas::{
-            Budget, Budgets, ContextLine, DayModelUsage, DayUsage, ModelUsage, RelatedChatContext,
-            TokenCounts, Usage,
+            AiModel, Budget, Budgets, ContextLine, DayModelUsage, DayUsage, ModelUsage,
+            RelatedChatContext, TokenCounts, Usage,
         },
         views::{AiChatSummary, AiChatView, AiMessageView},
     },
@@ -47,23 +47,82 @@ pub async fn owned(state: &AppState, id: i64, user: &User) -> ServiceResult<AiCh
         .ok_or(ServiceError::NotFound)
 }
 
-/// The views of AI chats, each with its newest 100 messages, in two queries.
+/// The views of AI chats, each with its newest 100 messages (of its active branch) and their
+/// alternatives, in three queries.
 pub async fn views(state: &AppState, chats: Vec<AiChat>) -> ServiceResult<Vec<AiChatView>> {
     let ids: Vec<i64> = chats.iter().map(|c| c.id).collect();
+    let latest = store::ai::latest_per_chat(&state.db, &ids, NESTED_MESSAGES).await?;
     let mut messages: HashMap<i64, Vec<AiMessageView>> = HashMap::new();
-    for m in store::ai::latest_per_chat(&state.db, &ids, NESTED_MESSAGES).await? {
-        messages
-            .entry(m.ai_chat_id)
-            .or_default()
-            .push(AiMessageView::from(m));
+    for m in message_views(&state.db, latest).await? {
+        messages.entry(m.ai_chat).or_default().push(m);
     }
+    // Chats without a model of their own show the default, looked up once for the page.
+    let default = match chats.iter().any(|c| c.model.is_none()) {
+        true => {
+            let staff = chats.first().is_some_and(|c| c.user_is_staff);
+            state.ai_models.default_model(staff).await
+        }
+        false => None,
+    };
     Ok(chats
         .into_iter()
         .map(|chat| {
             let id = chat.id;
-            AiChatView::new(chat, messages.remove(&id).unwrap_or_default())
+            let model = chat.model.clone().or_else(|| default.clone());
+            AiChatView::new(chat, messages.remove(&id).unwrap_or_default(), model)
         })
         .collect())
+}
+
+/// The views of one page of AI messages, with their alternatives.
+pub async fn message_page(
+    state: &AppState,
+    messages: Vec<AiMessage>,
+) -> ServiceResult<Vec<AiMessageView>> {
+    Ok(message_views(&state.db, messages).await?)
+}
+
+/// The models `user` may choose for their AI chats (`GET /api/ai/models/`), each with the
+/// context window prompts are fitted to: its provider's, else `MRM_AI_CONTEXT_WINDOW`, else
+/// the one documented for its name.
+pub async fn models(state: &AppState, user: &User) -> Vec<AiModel> {
+    let default = state.ai_models.default_model(user.is_staff).await;
+    state
+        .ai_models
+        .offered(user.is_staff)
+        .await
+        .into_iter()
+        .map(|offered| {
+            let id = offered.id();
+            AiModel {
+                default: default.as_deref() == Some(id.as_str()),
+                context_window: offered
+                    .context_window
+                    .or(state.config.ai.context_window)
+                    .unwrap_or_else(|| crate::ai::tokens::context_window(&offered.model)),
+                id,
+                provider: offered.provider,
+                model: offered.model,
+            }
+        })
+        .collect()
+}
+
+/// The id of the model `requested` names, if offered to `user`. Errors: `Validation` on `model`.
+async fn chosen_model(state: &AppState, user: &User, requested: &str) -> ServiceResult<String> {
+    state
+        .ai_models
+        .choose(requested.trim(), user.is_staff)
+        .await
+        .ok_or_else(|| {
+            ServiceError::Validation(FieldErrors::single(
+                "model",
+                format!(
+                    "\"{}\" is not a valid choice: see GET /api/ai/models/ for the models you may use.",
+                    requested.trim()
+                ),
+            ))
+        })
 }
 
 /// The AI chat with its newest messages, if `user` owns it.
@@ -84,6 +143,9 @@ pub struct ChatSettings {
     /// False when the request left `related_chat` out: an update then keeps the AI chat's link
     /// as it is, unchecked (`related_chat` holds it).
     pub related_chat_given: bool,
+    /// The model to ask, as the request named it (an id of `GET /api/ai/models/`, or a model
+    /// name one provider offers); `None`: unchanged, or the default on creation.
+    pub model: Option<String>,
 }
 
 /// The related chat must exist and `user` must take part in it; checked on every write.
@@ -111,40 +173,45 @@ async fn check_related(state: &AppState, user: &User, related: Option<i64>) -> S
 }
 
 impl ChatSettings {
-    fn fields(&self) -> AiChatFields<'_> {
+    fn fields<'a>(&'a self, model: Option<&'a str>) -> AiChatFields<'a> {
         AiChatFields {
             title: &self.title,
             system_prompt: &self.system_prompt,
             related_chat_id: self.related_chat,
-        }
-    }
-
-    fn summary(self, id: i64) -> AiChatSummary {
-        AiChatSummary {
-            id,
-            title: self.title,
-            system_prompt: self.system_prompt,
-            related_chat: self.related_chat,
+            model,
         }
     }
 }
 
-/// Creates an AI chat owned by `user`. Errors: `Validation` on `related_chat`.
+/// Creates an AI chat owned by `user`, asking the model the settings name (else the default,
+/// `MRM_AI_DEFAULT_MODEL`). Errors: `Validation` on `related_chat`, or on `model` when it is
+/// not one the user may choose.
 pub async fn create(
     state: &AppState,
     user: &User,
     settings: ChatSettings,
 ) -> ServiceResult<AiChatSummary> {
     check_related(state, user, settings.related_chat).await?;
-    let id = store::ai::create(&state.db, user.id, &settings.fields()).await?;
-    Ok(settings.summary(id))
+    let model = match &settings.model {
+        Some(requested) => Some(chosen_model(state, user, requested).await?),
+        None => state.ai_models.default_model(user.is_staff).await,
+    };
+    let id = store::ai::create(&state.db, user.id, &settings.fields(model.as_deref())).await?;
+    Ok(AiChatSummary {
+        id,
+        title: settings.title,
+        system_prompt: settings.system_prompt,
+        related_chat: settings.related_chat,
+        model,
+    })
 }
 
-/// Replaces an owned AI chat's settings and answers with the whole AI chat as it now is, as
+/// Replaces an owned AI chat's settings (its model only when named) and answers with the whole AI chat as it now is, as
 /// the original's `AIChatSerializer` answers an update (the same object as [`get`]). A link the
 /// request names is checked; when it names none, the chat's link is kept as it is, even while the
 /// owner is out of that chat (it stays hidden from them, and applies again if they rejoin).
-/// Errors: `Validation` on `related_chat`; `NotFound` when the chat was deleted meanwhile.
+/// Errors: `Validation` on `related_chat` or `model`; `NotFound` when the chat was deleted
+/// meanwhile.
 pub async fn update(
     state: &AppState,
     user: &User,
@@ -154,7 +221,11 @@ pub async fn update(
     if settings.related_chat_given {
         check_related(state, user, settings.related_chat).await?;
     }
-    store::ai::update(&state.db, chat.id, &settings.fields()).await?;
+    let model = match &settings.model {
+        Some(requested) => Some(chosen_model(state, user, requested).await?),
+        None => None,
+    };
+    store::ai::update(&state.db, chat.id, &settings.fields(model.as_deref())).await?;
     get(state, chat.id, user).await
 }
 
@@ -167,11 +238,36 @@ pub async fn delete(state: &AppState, user: &User, id: i64) -> ServiceResult<()>
     Ok(())
 }
 
-/// Stops the reply being generated for an owned AI chat, keeping what it wrote so far.
-/// Returns whether one was running. Errors: `NotFound`.
+/// Stops the reply being generated for an owned AI chat, on whichever node runs it, keeping
+/// what it wrote so far. Returns whether one was running. Errors: `NotFound`.
 pub async fn cancel(state: &AppState, user: &User, id: i64) -> ServiceResult<bool> {
     let chat = owned(state, id, user).await?;
-    Ok(state.generations.cancel(chat.id))
+    Ok(state.generations.cancel(chat.id).await)
+}
+
+/// Shows the branch through message `message` of an owned AI chat: from its first question
+/// to it, then on through the newest alternative at each step. Answers the chat as it now
+/// shows, and tells its sockets. Errors: `NotFound`; `Validation` on `message` when it is no
+/// message of this chat; `Conflict` while a reply is being generated.
+pub async fn select_branch(
+    state: &AppState,
+    user: &User,
+    chat: &AiChat,
+    message: i64,
+) -> ServiceResult<AiChatView> {
+    if state.generations.is_running(chat.id).await {
+        return Err(ServiceError::Conflict(
+            "A reply is being generated for this AI chat; wait for it or cancel it.".into(),
+        ));
+    }
+    let Some(leaf) = store::ai::activate(&state.db, chat.id, message).await? else {
+        return Err(ServiceError::Validation(FieldErrors::single(
+            "message",
+            format!("Invalid pk \"{message}\" - object does not exist."),
+        )));
+    };
+    state.generations.branch_selected(chat.id, leaf);
+    get(state, chat.id, user).await
 }
 
 /// The related chat's newest `limit` messages, oldest first, if a chat is linked and the owner
@@ -214,22 +310,55 @@ pub struct Question {
     pub context_limit: i64,
 }
 
+/// What a turn of the conversation asks for.
+#[derive(Debug)]
+pub enum TurnRequest {
+    /// A new question at the end of the active branch.
+    Ask(Question),
+    /// Another answer to the active branch's last question (the related chat's context as
+    /// asked).
+    Regenerate {
+        include_context: bool,
+        context_limit: i64,
+    },
+    /// `question` in place of question `message` of the active branch, on a new branch.
+    Edit { message: i64, question: Question },
+}
+
 /// Stores the question in an owned AI chat and starts the reply, which runs on the server
 /// whatever happens to the caller's connection. The model gets the chat's system prompt (with
-/// the related chat's context when asked and the owner still takes part in it), the whole
-/// conversation, and the question last. Returns the stored question; the reply reaches every
-/// subscriber of the AI chat (`Generations::subscribe`), who should subscribe before asking so
-/// as to miss none of it.
-///
-/// Errors (the question is kept in the last three cases only if it was stored):
-/// `Unavailable` when no provider is configured, `Conflict` when a reply is already running for
-/// this AI chat, `Busy` when the user has `MRM_AI_MAX_CONCURRENT_PER_USER` replies running.
+/// the related chat's context when asked and the owner still takes part in it), the active
+/// branch of the conversation, and the question last. Returns the stored question; the reply
+/// reaches every subscriber of the AI chat (`Generations::subscribe`), who should subscribe
+/// before asking so as to miss none of it. See [`turn`] for the errors.
 pub async fn ask(
     state: &AppState,
     user: &User,
     chat: &AiChat,
     question: Question,
 ) -> ServiceResult<AiMessage> {
+    let started = turn(state, user, chat, TurnRequest::Ask(question)).await?;
+    started
+        .question
+        .ok_or_else(|| ServiceError::Unavailable("the question was not stored".into()))
+}
+
+/// Takes a turn in an owned AI chat (ask, regenerate, or edit) on the chat's model, one flow for
+/// REST and sockets: the budget is checked, the question (if any) stored, the active branch
+/// moved, and the reply started.
+///
+/// Errors: `RateLimited` (seconds until a spent budget starts again) and `Validation` (a
+/// question too long for the model, a model no longer offered, nothing to regenerate, an edit
+/// of no question of the active branch) before anything is stored; `Conflict` when a reply is
+/// already running for this AI chat (on any node), `Busy` when the user has
+/// `MRM_AI_MAX_CONCURRENT_PER_USER` replies running; `Unavailable` when no provider is
+/// configured (a question is kept).
+pub async fn turn(
+    state: &AppState,
+    user: &User,
+    chat: &AiChat,
+    request: TurnRequest,
+) -> ServiceResult<Started> {
     // A question asked once a budget is spent is refused until it starts again.
     let budgets = budgets(state, user.id, Utc::now()).await?;
     if let Some(spent) = [budgets.daily, budgets.monthly]
@@ -241,8 +370,51 @@ pub async fn ask(
         let wait = (spent.resets_at - Utc::now()).num_seconds().max(1);
         return Err(ServiceError::RateLimited(u64::try_from(wait).unwrap_or(1)));
     }
-    let context = if question.include_context {
-        context_for(state, chat, user, question.context_limit).await?
+    let route = if state.ai_models.is_configured() {
+        let model = match &chat.model {
+            Some(model) => Some(model.clone()),
+            None => state.ai_models.default_model(user.is_staff).await,
+        };
+        let route = model
+            .as_deref()
+            .and_then(|id| state.ai_models.route(id, user.is_staff));
+        match route {
+            Some(route) => Some(route),
+            None => {
+                return Err(ServiceError::Validation(FieldErrors::single(
+                    "model",
+                    format!(
+                        "The model \"{}\" of this AI chat is no longer offered; choose another \
+                         (see GET /api/ai/models/).",
+                        model.unwrap_or_default()
+                    ),
+                )))
+            }
+        }
+    } else {
+        None
+    };
+    let (include_context, context_limit, turn) = match request {
+        TurnRequest::Ask(q) => (
+            q.include_context,
+            q.context_limit,
+            Turn::Ask(q.content.into_string()),
+        ),
+        TurnRequest::Regenerate {
+            include_context,
+            context_limit,
+        } => (include_context, context_limit, Turn::Regenerate),
+        TurnRequest::Edit { message, question } => (
+            question.include_context,
+            question.context_limit,
+            Turn::Edit {
+                message,
+                content: question.content.into_string(),
+            },
+        ),
+    };
+    let context = if include_context {
+        context_for(state, chat, user, context_limit).await?
     } else {
         Vec::new()
     };
@@ -250,8 +422,9 @@ pub async fn ask(
         user_id: user.id,
         ai_chat_id: chat.id,
         system_prompt: chat.system_prompt.clone(),
-        content: question.content.into_string(),
+        turn,
         context,
+        route,
     };
     state
         .generations
@@ -275,6 +448,18 @@ pub async fn ask(
                     too_long.needed, too_long.limit
                 ),
             )),
+            SendError::Refused(TurnRefusal::NothingToRegenerate) => {
+                ServiceError::Validation(FieldErrors::single(
+                    "non_field_errors",
+                    "There is no question to answer again in this AI chat.",
+                ))
+            }
+            SendError::Refused(TurnRefusal::NotAQuestion) => {
+                ServiceError::Validation(FieldErrors::single(
+                    "message",
+                    "Only a question of the conversation as it shows can be edited.",
+                ))
+            }
             SendError::Store(err) => err.into(),
         })
 }

@@ -1,5 +1,7 @@
 //! The `ai_chats`, `ai_messages` and `ai_usage` tables.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::{contains_pattern, on_pool, on_writer, Db, Window};
@@ -12,6 +14,8 @@ pub struct AiChat {
     /// The owner.
     pub user_id: i64,
     pub user_username: String,
+    /// Whether the owner is staff (who may choose staff-only models).
+    pub user_is_staff: bool,
     /// The linked group chat, as stored: kept when the owner leaves it, so it applies again if
     /// they rejoin. What the owner may see of it is [`AiChat::related_chat`].
     pub related_chat_id: Option<i64>,
@@ -22,8 +26,10 @@ pub struct AiChat {
     pub system_prompt: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Complete messages (a reply still being generated is not counted).
+    /// Complete messages of the active branch (a reply still being generated is not counted).
     pub message_count: i64,
+    /// The model it asks (`provider/model`); `None`: the server's default.
+    pub model: Option<String>,
 }
 
 impl AiChat {
@@ -38,10 +44,10 @@ impl AiChat {
 /// `AiChat`'s columns, read from `ai_chats a` joined as `ai_chat_from!` joins it.
 macro_rules! ai_chat_columns {
     () => {
-        "a.id, a.user_id, u.username AS user_username, a.related_chat_id, \
+        "a.id, a.user_id, u.username AS user_username, u.is_staff AS user_is_staff, a.related_chat_id, \
          c.name AS related_chat_name, EXISTS (SELECT 1 FROM chat_participants p \
          WHERE p.chat_id = a.related_chat_id AND p.user_id = a.user_id) AS related_chat_member, a.title, a.system_prompt, a.created_at, a.updated_at, \
-         (SELECT COUNT(*) FROM ai_messages m WHERE m.ai_chat_id = a.id AND m.complete) AS message_count"
+         (SELECT COUNT(*) FROM ai_messages m WHERE m.ai_chat_id = a.id AND m.complete AND m.active) AS message_count, a.model"
     };
 }
 
@@ -79,12 +85,17 @@ pub struct AiMessage {
     /// For a reply: how many earlier messages were left out of its prompt to fit the model's
     /// context window (`None`: none).
     pub omitted_messages: Option<i64>,
+    /// The message it follows: a reply's question, a question's previous reply; `None` for a
+    /// first question. Messages with the same parent are alternatives (branches).
+    pub parent_id: Option<i64>,
+    /// On the branch the chat shows and the model is sent.
+    pub active: bool,
 }
 
 macro_rules! ai_message_columns {
     () => {
         "m.id, m.ai_chat_id, m.role, m.content, m.created_at, m.prompt_tokens, m.completion_tokens, \
-         m.total_tokens, m.usage_estimated, m.model, m.finish_reason, m.omitted_messages"
+         m.total_tokens, m.usage_estimated, m.model, m.finish_reason, m.omitted_messages, m.parent_id, m.active"
     };
 }
 
@@ -92,7 +103,7 @@ macro_rules! ai_message_columns {
 macro_rules! ai_message_returning {
     () => {
         "id, ai_chat_id, role, content, created_at, prompt_tokens, completion_tokens, total_tokens, \
-         usage_estimated, model, finish_reason, omitted_messages"
+         usage_estimated, model, finish_reason, omitted_messages, parent_id, active"
     };
 }
 
@@ -112,18 +123,21 @@ pub struct AiChatFields<'a> {
     pub title: &'a str,
     pub system_prompt: &'a str,
     pub related_chat_id: Option<i64>,
+    /// `provider/model`; `None`: the server's default.
+    pub model: Option<&'a str>,
 }
 
 /// Inserts an AI chat owned by `user_id`; returns its id.
 pub async fn create(db: &Db, user_id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<i64> {
-    let sql = "INSERT INTO ai_chats (user_id, related_chat_id, title, system_prompt, created_at, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $5) RETURNING id";
+    let sql = "INSERT INTO ai_chats (user_id, related_chat_id, title, system_prompt, created_at, updated_at, model) \
+               VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id";
     on_writer!(db, pool => sqlx::query_scalar(sql)
         .bind(user_id)
         .bind(fields.related_chat_id)
         .bind(fields.title)
         .bind(fields.system_prompt)
         .bind(super::now())
+        .bind(fields.model)
         .fetch_one(pool)
         .await)
 }
@@ -162,16 +176,19 @@ pub async fn page_for_user(
         .await)
 }
 
-/// Overwrites the AI chat's title, system prompt and related chat, and bumps `updated_at`.
+/// Overwrites the AI chat's title, system prompt and related chat, and its model when given,
+/// and bumps `updated_at`.
 /// Succeeds without change when the id is unknown.
 pub async fn update(db: &Db, id: i64, fields: &AiChatFields<'_>) -> sqlx::Result<()> {
-    let sql = "UPDATE ai_chats SET title = $1, system_prompt = $2, related_chat_id = $3, updated_at = $4 WHERE id = $5";
+    let sql = "UPDATE ai_chats SET title = $1, system_prompt = $2, related_chat_id = $3, updated_at = $4, \
+               model = COALESCE($6, model) WHERE id = $5";
     on_writer!(db, pool => sqlx::query(sql)
         .bind(fields.title)
         .bind(fields.system_prompt)
         .bind(fields.related_chat_id)
         .bind(super::now())
         .bind(id)
+        .bind(fields.model)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
@@ -192,49 +209,296 @@ pub async fn delete(db: &Db, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Saves a message. An assistant reply starts incomplete (hidden from lists) and is filled in
-/// by `finish_reply` when the generation ends.
-pub async fn insert_message(
-    db: &Db,
-    ai_chat_id: i64,
-    role: AiRole,
-    content: &str,
-    complete: bool,
-    model: Option<&str>,
-) -> sqlx::Result<AiMessage> {
-    insert_reply(db, ai_chat_id, role, content, complete, model, None).await
+/// A new message of an AI chat, on its active branch.
+pub struct NewAiMessage<'a> {
+    pub ai_chat_id: i64,
+    pub role: AiRole,
+    pub content: &'a str,
+    /// False for a reply about to be generated: hidden from lists until `finish_reply`.
+    pub complete: bool,
+    pub model: Option<&'a str>,
+    /// For a reply whose prompt left out earlier messages, how many.
+    pub omitted: Option<i64>,
+    pub parent_id: Option<i64>,
 }
 
-/// [`insert_message`] for a reply whose prompt left out `omitted` earlier messages.
-pub async fn insert_reply(
-    db: &Db,
-    ai_chat_id: i64,
-    role: AiRole,
-    content: &str,
-    complete: bool,
-    model: Option<&str>,
-    omitted: Option<i64>,
-) -> sqlx::Result<AiMessage> {
+/// Saves a message on the active branch.
+pub async fn insert_message(db: &Db, new: NewAiMessage<'_>) -> sqlx::Result<AiMessage> {
     let sql = concat!(
         "INSERT INTO ai_messages \
-         (ai_chat_id, role, content, created_at, complete, model, omitted_messages) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+         (ai_chat_id, role, content, created_at, complete, model, omitted_messages, parent_id, active) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE) RETURNING ",
         ai_message_returning!()
     );
     on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
-        .bind(ai_chat_id)
-        .bind(role)
-        .bind(content)
+        .bind(new.ai_chat_id)
+        .bind(new.role)
+        .bind(new.content)
         .bind(super::now())
-        .bind(complete)
-        .bind(model)
-        .bind(omitted)
+        .bind(new.complete)
+        .bind(new.model)
+        .bind(new.omitted)
+        .bind(new.parent_id)
         .fetch_one(pool)
         .await)
 }
 
+/// A turn of a conversation, as [`begin_turn`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub enum Turn<'a> {
+    /// A new question at the end of the active branch.
+    Ask(&'a str),
+    /// Another answer to the active branch's last question; an answer it had becomes an
+    /// alternative, off the active branch.
+    Regenerate,
+    /// `content` in place of question `message` of the active branch: a new question beside it
+    /// (same parent), which the active branch follows from now on.
+    Edit { message: i64, content: &'a str },
+}
+
+/// Why a turn cannot begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnRefusal {
+    /// Regenerate in a chat with no question.
+    NothingToRegenerate,
+    /// Edit of a message that is not a question on the active branch of this chat.
+    NotAQuestion,
+}
+
+/// Begins a turn in one transaction (the AI chat's row locked first, so turns and branch
+/// switches of one chat take turns): stores the question of `Ask` and `Edit`, moves the
+/// active branch, and answers the question (if any) and the id the reply will follow.
+pub async fn begin_turn(
+    db: &Db,
+    ai_chat_id: i64,
+    turn: Turn<'_>,
+) -> sqlx::Result<Result<(Option<AiMessage>, i64), TurnRefusal>> {
+    let insert = concat!(
+        "INSERT INTO ai_messages (ai_chat_id, role, content, created_at, complete, parent_id, active) \
+         VALUES ($1, 'user', $2, $3, TRUE, $4, TRUE) RETURNING ",
+        ai_message_returning!()
+    );
+    on_writer!(db, pool => {
+        let now = super::now();
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE ai_chats SET updated_at = $2 WHERE id = $1")
+            .bind(ai_chat_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // The active branch's last complete message: its id, role and parent.
+        let last: Option<(i64, AiRole, Option<i64>)> = sqlx::query_as(
+            "SELECT id, role, parent_id FROM ai_messages \
+             WHERE ai_chat_id = $1 AND active AND complete ORDER BY id DESC LIMIT 1",
+        )
+        .bind(ai_chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (content, parent) = match turn {
+            Turn::Ask(content) => (content, last.map(|(id, _, _)| id)),
+            Turn::Regenerate => {
+                let outcome = match last {
+                    None => Err(TurnRefusal::NothingToRegenerate),
+                    Some((id, AiRole::User, _)) => Ok((None, id)),
+                    Some((id, _, Some(question))) => {
+                        sqlx::query("UPDATE ai_messages SET active = FALSE WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok((None, question))
+                    }
+                    Some((_, _, None)) => Err(TurnRefusal::NothingToRegenerate),
+                };
+                if outcome.is_ok() {
+                    tx.commit().await?;
+                }
+                return Ok(outcome);
+            }
+            Turn::Edit { message, content } => {
+                let target: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT parent_id FROM ai_messages WHERE id = $1 AND ai_chat_id = $2 \
+                     AND role = 'user' AND active AND complete",
+                )
+                .bind(message)
+                .bind(ai_chat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(parent) = target else {
+                    return Ok(Err(TurnRefusal::NotAQuestion));
+                };
+                // The active branch is one path in id order: the edited question and all that
+                // follows it leave it.
+                sqlx::query("UPDATE ai_messages SET active = FALSE WHERE ai_chat_id = $1 AND active AND id >= $2")
+                    .bind(ai_chat_id)
+                    .bind(message)
+                    .execute(&mut *tx)
+                    .await?;
+                (content, parent)
+            }
+        };
+        let question: AiMessage = sqlx::query_as(insert)
+            .bind(ai_chat_id)
+            .bind(content)
+            .bind(now)
+            .bind(parent)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let id = question.id;
+        Ok(Ok((Some(question), id)))
+    })
+}
+
+/// Makes the branch through message `id` of AI chat `ai_chat_id` the active one: the path from
+/// its first question to it, then on through the newest alternative at each step to the end.
+/// Answers the branch's last message, or `None` when `id` is no complete message of the chat.
+pub async fn activate(db: &Db, ai_chat_id: i64, id: i64) -> sqlx::Result<Option<i64>> {
+    on_writer!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE ai_chats SET updated_at = $2 WHERE id = $1")
+            .bind(ai_chat_id)
+            .bind(super::now())
+            .execute(&mut *tx)
+            .await?;
+        let tree: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, parent_id FROM ai_messages WHERE ai_chat_id = $1 AND complete ORDER BY id",
+        )
+        .bind(ai_chat_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(path) = branch_through(&tree, id) else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE ai_messages SET active = FALSE WHERE ai_chat_id = $1 AND active")
+            .bind(ai_chat_id)
+            .execute(&mut *tx)
+            .await?;
+        for ids in path.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new("UPDATE ai_messages SET active = TRUE WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(path.last().copied())
+    })
+}
+
+/// The branch through `id` in a tree of `(id, parent)` pairs in id order: its ancestors, it,
+/// then the newest child of each message in turn. `None` when `id` is not in the tree.
+pub fn branch_through(tree: &[(i64, Option<i64>)], id: i64) -> Option<Vec<i64>> {
+    let parents: HashMap<i64, Option<i64>> = tree.iter().copied().collect();
+    let mut newest_child: HashMap<i64, i64> = HashMap::new();
+    for (child, parent) in tree {
+        if let Some(parent) = parent {
+            newest_child.insert(*parent, *child); // In id order: the last one wins.
+        }
+    }
+    parents.get(&id)?;
+    let mut path = vec![id];
+    let mut at = id;
+    while let Some(Some(parent)) = parents.get(&at) {
+        path.push(*parent);
+        at = *parent;
+        if path.len() > tree.len() {
+            break; // A cycle cannot be stored, but never loop on one.
+        }
+    }
+    path.reverse();
+    let mut at = id;
+    while let Some(child) = newest_child.get(&at) {
+        path.push(*child);
+        at = *child;
+        if path.len() > tree.len() {
+            break;
+        }
+    }
+    Some(path)
+}
+
+/// The alternatives of the messages of a page: `(id, ai_chat_id, parent_id)` of every complete
+/// message sharing a parent with one of `messages` (first questions share the chat's "no
+/// parent"), in id order.
+pub async fn siblings(
+    db: &Db,
+    messages: &[AiMessage],
+) -> sqlx::Result<Vec<(i64, i64, Option<i64>)>> {
+    let parents: Vec<i64> = messages.iter().filter_map(|m| m.parent_id).collect();
+    let roots: Vec<i64> = messages
+        .iter()
+        .filter(|m| m.parent_id.is_none())
+        .map(|m| m.ai_chat_id)
+        .collect();
+    if parents.is_empty() && roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_pool!(db, pool => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT id, ai_chat_id, parent_id FROM ai_messages WHERE complete AND (parent_id IN (",
+        );
+        let mut list = q.separated(", ");
+        list.push_bind(0_i64); // Never an id: keeps the list non-empty.
+        for id in &parents {
+            list.push_bind(*id);
+        }
+        q.push(") OR (parent_id IS NULL AND ai_chat_id IN (");
+        let mut list = q.separated(", ");
+        list.push_bind(0_i64);
+        for id in &roots {
+            list.push_bind(*id);
+        }
+        q.push("))) ORDER BY id");
+        q.build_query_as::<(i64, i64, Option<i64>)>().fetch_all(pool).await
+    })
+}
+
+/// Removes a failed reply that has no text; if it was another answer to its question (a
+/// regenerate), the newest remaining answer becomes active again.
+pub async fn discard_reply(
+    db: &Db,
+    ai_chat_id: i64,
+    id: i64,
+    parent_id: Option<i64>,
+) -> sqlx::Result<()> {
+    delete_message(db, id).await?;
+    let Some(question) = parent_id else {
+        return Ok(());
+    };
+    let sql = "SELECT MAX(id) FROM ai_messages WHERE parent_id = $1 AND complete";
+    let other: Option<i64> =
+        on_pool!(db, pool => sqlx::query_scalar(sql).bind(question).fetch_one(pool).await)?;
+    if let Some(other) = other {
+        activate(db, ai_chat_id, other).await?;
+    }
+    Ok(())
+}
+
+/// A reply still being written, and its AI chat's owner.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unfinished {
+    #[sqlx(flatten)]
+    pub reply: AiMessage,
+    /// The AI chat's owner.
+    pub user_id: i64,
+}
+
+/// Replies still being written that were started before `before`; at most 100, oldest first.
+pub async fn unfinished(db: &Db, before: DateTime<Utc>) -> sqlx::Result<Vec<Unfinished>> {
+    let sql = concat!(
+        "SELECT ",
+        ai_message_columns!(),
+        ", a.user_id FROM ai_messages m JOIN ai_chats a ON a.id = m.ai_chat_id \
+         WHERE m.complete = FALSE AND m.created_at < $1 ORDER BY m.id LIMIT 100"
+    );
+    on_pool!(db, pool => sqlx::query_as::<_, Unfinished>(sql).bind(before).fetch_all(pool).await)
+}
+
 /// Completes a reply with its text, token counts (and whether they are estimates) and why it
-/// ended.
+/// ended. `None` when it is gone or was completed already (by a node that found its writer
+/// dead): a reply is completed once.
 pub async fn finish_reply(
     db: &Db,
     id: i64,
@@ -245,7 +509,7 @@ pub async fn finish_reply(
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
          total_tokens = $4, finish_reason = $5, usage_estimated = $7, complete = TRUE \
-         WHERE id = $6 RETURNING ",
+         WHERE id = $6 AND complete = FALSE RETURNING ",
         ai_message_returning!()
     );
     on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
@@ -293,17 +557,18 @@ pub async fn settle_interrupted(db: &Db) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// The conversation so far, as the model sees it: complete user and assistant messages in order.
+/// The conversation so far, as the model sees it: the active branch's complete user and
+/// assistant messages in order.
 pub async fn history(db: &Db, ai_chat_id: i64) -> sqlx::Result<Vec<AiMessage>> {
     let sql = concat!(
         "SELECT ",
         ai_message_columns!(),
-        " FROM ai_messages m WHERE m.ai_chat_id = $1 AND m.complete AND m.role IN ('user', 'assistant') ORDER BY m.id"
+        " FROM ai_messages m WHERE m.ai_chat_id = $1 AND m.complete AND m.active AND m.role IN ('user', 'assistant') ORDER BY m.id"
     );
     on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql).bind(ai_chat_id).fetch_all(pool).await)
 }
 
-/// A window of one AI chat's complete messages, oldest first.
+/// A window of one AI chat's active branch (complete messages), oldest first.
 pub async fn messages_in_chat(
     db: &Db,
     ai_chat_id: i64,
@@ -313,14 +578,14 @@ pub async fn messages_in_chat(
         concat!(
             "SELECT ",
             ai_message_columns!(),
-            " FROM ai_messages m WHERE m.ai_chat_id = $1 AND m.complete \
+            " FROM ai_messages m WHERE m.ai_chat_id = $1 AND m.complete AND m.active \
                  AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4"
         )
     } else {
         concat!(
             "SELECT ",
             ai_message_columns!(),
-            " FROM ai_messages m WHERE m.ai_chat_id = $1 AND m.complete \
+            " FROM ai_messages m WHERE m.ai_chat_id = $1 AND m.complete AND m.active \
                  AND m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4"
         )
     };
@@ -334,7 +599,8 @@ pub async fn messages_in_chat(
     Ok(window.ascending(rows))
 }
 
-/// A window over all of a user's complete AI messages, oldest first.
+/// A window over the active branches of all of a user's AI chats (complete messages), oldest
+/// first.
 pub async fn messages_for_user(
     db: &Db,
     user_id: i64,
@@ -342,10 +608,10 @@ pub async fn messages_for_user(
 ) -> sqlx::Result<Vec<AiMessage>> {
     let sql = if window.from_newest() {
         concat!("SELECT ", ai_message_columns!(), " FROM ai_messages m JOIN ai_chats a ON a.id = m.ai_chat_id \
-                 WHERE a.user_id = $1 AND m.complete AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4")
+                 WHERE a.user_id = $1 AND m.complete AND m.active AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4")
     } else {
         concat!("SELECT ", ai_message_columns!(), " FROM ai_messages m JOIN ai_chats a ON a.id = m.ai_chat_id \
-                 WHERE a.user_id = $1 AND m.complete AND m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4")
+                 WHERE a.user_id = $1 AND m.complete AND m.active AND m.id > $2 AND m.id < $3 ORDER BY m.id LIMIT $4")
     };
     let rows = on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql)
         .bind(user_id)
@@ -367,7 +633,8 @@ pub async fn message_visible_to(db: &Db, id: i64, user_id: i64) -> sqlx::Result<
     on_pool!(db, pool => sqlx::query_as::<_, AiMessage>(sql).bind(id).bind(user_id).fetch_optional(pool).await)
 }
 
-/// The newest `per_chat` complete messages of each AI chat, by chat then id, in one query.
+/// The newest `per_chat` complete messages of each AI chat's active branch, by chat then id, in
+/// one query.
 pub async fn latest_per_chat(
     db: &Db,
     ai_chat_ids: &[i64],
@@ -381,7 +648,7 @@ pub async fn latest_per_chat(
             "SELECT ",
             ai_message_columns!(),
             " FROM (SELECT a.id AS chat_id, COALESCE((SELECT m2.id FROM ai_messages m2 WHERE m2.ai_chat_id = a.id \
-             AND m2.complete ORDER BY m2.id DESC LIMIT 1 OFFSET "
+             AND m2.complete AND m2.active ORDER BY m2.id DESC LIMIT 1 OFFSET "
         ));
         q.push_bind(per_chat - 1);
         q.push("), 0) AS first_id FROM ai_chats a WHERE a.id IN (");
@@ -389,7 +656,7 @@ pub async fn latest_per_chat(
         for id in ai_chat_ids {
             list.push_bind(*id);
         }
-        q.push(")) b JOIN ai_messages m ON m.ai_chat_id = b.chat_id AND m.id >= b.first_id AND m.complete \
+        q.push(")) b JOIN ai_messages m ON m.ai_chat_id = b.chat_id AND m.id >= b.first_id AND m.complete AND m.active \
                 ORDER BY m.ai_chat_id, m.id");
         q.build_query_as::<AiMessage>().fetch_all(pool).await
     })

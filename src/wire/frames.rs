@@ -559,6 +559,50 @@ pub struct AiUserMessage {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String)]
     pub timestamp: DateTime<Utc>,
+    /// `mrm.v2` only: where the message sits in the conversation's tree.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<Branch>,
+}
+
+/// Where an AI message sits in the conversation's tree (`mrm.v2` frames only; the original
+/// protocol's frames do not carry it).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Branch {
+    /// The message it follows; null for a first question.
+    pub parent: Option<i64>,
+    /// The alternatives at its place, itself included, oldest first.
+    pub siblings: Vec<i64>,
+}
+
+impl Branch {
+    fn of(m: &AiMessageView, protocol: Protocol) -> Option<Branch> {
+        protocol.extended().then(|| Branch {
+            parent: m.parent,
+            siblings: m.siblings.clone(),
+        })
+    }
+}
+
+/// Server → client (`mrm.v2`): the AI chat now shows the branch ending with `message`; the
+/// client reloads the conversation (`GET /api/ai/chats/{id}/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BranchSelectedFrame {
+    /// Always `branch_selected`.
+    #[serde(rename = "type")]
+    #[schema(example = "branch_selected")]
+    pub kind: &'static str,
+    /// The last message of the branch now shown.
+    pub message: i64,
+}
+
+impl BranchSelectedFrame {
+    /// The frame for the branch ending with `message`.
+    pub fn new(message: i64) -> Self {
+        Self {
+            kind: "branch_selected",
+            message,
+        }
+    }
 }
 
 /// Server → client: the user's message was saved.
@@ -620,6 +664,9 @@ pub struct AiReply {
     /// `stop`, `length`, `cancelled` or `error`, or another reason the provider gave (such as
     /// `content_filter`).
     pub finish_reason: Option<String>,
+    /// `mrm.v2` only: where the reply sits in the conversation's tree.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<Branch>,
 }
 
 /// Server → client: the finished (saved) reply.
@@ -633,11 +680,12 @@ pub struct AssistantMessageFrame {
 }
 
 impl UserMessageFrame {
-    /// The frame announcing the user's message `m`.
-    pub fn new(m: AiMessageView) -> Self {
+    /// The frame announcing the user's message `m` on a socket of `protocol`.
+    pub fn new(m: AiMessageView, protocol: Protocol) -> Self {
         UserMessageFrame {
             kind: "user_message",
             message: AiUserMessage {
+                branch: Branch::of(&m, protocol),
                 id: m.id,
                 role: m.role,
                 content: m.content,
@@ -658,11 +706,12 @@ impl AssistantDeltaFrame {
 }
 
 impl AssistantMessageFrame {
-    /// The frame carrying the finished reply `m`.
-    pub fn new(m: AiMessageView) -> Self {
+    /// The frame carrying the finished reply `m` on a socket of `protocol`.
+    pub fn new(m: AiMessageView, protocol: Protocol) -> Self {
         AssistantMessageFrame {
             kind: "assistant_message",
             message: AiReply {
+                branch: Branch::of(&m, protocol),
                 id: m.id,
                 role: m.role,
                 content: m.content,
@@ -792,6 +841,25 @@ pub enum AiClientFrame {
     Typing {},
     /// `{"type": "cancel"}`: stop the running reply, keeping its text so far.
     Cancel {},
+    /// `mrm.v2`: `{"type": "regenerate"}`: answer the active branch's last question again.
+    Regenerate {
+        #[serde(default, deserialize_with = "true_or_false")]
+        include_related_chat_context: bool,
+        #[serde(default, deserialize_with = "context_limit")]
+        context_message_limit: ContextLimit,
+    },
+    /// `mrm.v2`: `{"type": "edit", "message": id, "content": …}`: ask `content` in place of
+    /// question `message`, on a new branch.
+    Edit {
+        message: i64,
+        content: String,
+        #[serde(default, deserialize_with = "true_or_false")]
+        include_related_chat_context: bool,
+        #[serde(default, deserialize_with = "context_limit")]
+        context_message_limit: ContextLimit,
+    },
+    /// `mrm.v2`: `{"type": "select_branch", "message": id}`: show the branch through `message`.
+    SelectBranch { message: i64 },
 }
 
 /// `context_message_limit` as sent: absent (or null), an integer, or something else.
@@ -821,15 +889,35 @@ impl AiClientFrame {
             (Some(Value::String(kind)), Protocol::Original) if kind == "message" => {}
             (Some(_), Protocol::Original) => return Ok(None),
             (Some(Value::String(kind)), Protocol::V2)
-                if ["message", "typing", "cancel"].contains(&kind.as_str()) => {}
+                if [
+                    "message",
+                    "typing",
+                    "cancel",
+                    "regenerate",
+                    "edit",
+                    "select_branch",
+                ]
+                .contains(&kind.as_str()) => {}
             (Some(Value::String(kind)), Protocol::V2) => return Err(unknown_type(kind)),
             (Some(_), Protocol::V2) => {
                 frame.insert("type".into(), Value::from("message"));
             }
         }
+        let kind = frame
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("message")
+            .to_owned();
         let frame =
-            serde_json::from_value(Value::Object(frame)).map_err(|_| "Invalid JSON".to_owned())?;
-        if let AiClientFrame::Message { content, .. } = &frame {
+            serde_json::from_value(Value::Object(frame)).map_err(|_| match kind.as_str() {
+                "edit" => {
+                    "An edit frame needs message, a message id, and content, a string".to_owned()
+                }
+                "select_branch" => "A select_branch frame needs message, a message id".to_owned(),
+                _ => "Invalid JSON".to_owned(),
+            })?;
+        if let AiClientFrame::Message { content, .. } | AiClientFrame::Edit { content, .. } = &frame
+        {
             refuse_nul(content)?;
         }
         Ok(Some(frame))

@@ -222,6 +222,10 @@ pub struct AiChatCreate {
     pub system_prompt: Option<String>,
     /// A group chat the user takes part in, whose messages may be given to the model.
     pub related_chat: Option<i64>,
+    /// The model to ask: an `id` of `GET /api/ai/models/` (`provider/model`), or a model name
+    /// one provider offers. Default `MRM_AI_DEFAULT_MODEL`.
+    #[schema(example = "openai/gpt-4o-mini")]
+    pub model: Option<String>,
 }
 
 /// The body of `PUT` and `PATCH /api/ai/chats/{id}/`; fields left out keep their values.
@@ -234,6 +238,9 @@ pub struct AiChatUpdate {
     pub system_prompt: Option<String>,
     /// A group chat the user takes part in; null unlinks it.
     pub related_chat: Option<i64>,
+    /// Another model to ask from now on (as on creation); left out, the model stays.
+    #[schema(example = "openai/gpt-4o-mini")]
+    pub model: Option<String>,
 }
 
 /// The body of `POST /api/ai/chats/{id}/send_message/`.
@@ -251,6 +258,62 @@ pub struct AiSendMessage {
     /// Answer with server-sent events instead of one JSON body.
     #[schema(default = false)]
     pub stream: Option<bool>,
+}
+
+/// The body of `POST /api/ai/chats/{id}/regenerate/`; every field may be left out.
+#[derive(ToSchema)]
+pub struct AiRegenerate {
+    /// Give the model the related group chat's newest messages.
+    #[schema(default = false)]
+    pub include_related_chat_context: Option<bool>,
+    /// How many of the related chat's messages to give.
+    #[schema(minimum = 1, maximum = 100, default = 20)]
+    pub context_message_limit: Option<i64>,
+    /// Answer with server-sent events instead of one JSON body.
+    #[schema(default = false)]
+    pub stream: Option<bool>,
+}
+
+/// The body of `POST /api/ai/chats/{id}/edit_message/`.
+#[derive(ToSchema)]
+pub struct AiEditMessage {
+    /// The question to replace: one of the user's messages on the branch shown.
+    pub message: i64,
+    /// The new question, stripped of surrounding whitespace; must not be blank.
+    #[schema(min_length = 1, max_length = 10000)]
+    pub content: String,
+    /// Give the model the related group chat's newest messages.
+    #[schema(default = false)]
+    pub include_related_chat_context: Option<bool>,
+    /// How many of the related chat's messages to give.
+    #[schema(minimum = 1, maximum = 100, default = 20)]
+    pub context_message_limit: Option<i64>,
+    /// Answer with server-sent events instead of one JSON body.
+    #[schema(default = false)]
+    pub stream: Option<bool>,
+}
+
+/// The body of `POST /api/ai/chats/{id}/select_branch/`.
+#[derive(ToSchema)]
+pub struct AiSelectBranch {
+    /// Any message of the AI chat: the branch through it is shown.
+    pub message: i64,
+}
+
+/// A model a user may choose for an AI chat.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AiModel {
+    /// What AI chats name it by: `provider/model`.
+    #[schema(example = "openai/gpt-4o-mini")]
+    pub id: String,
+    /// The provider's name (`openai`, or one of `MRM_AI_PROVIDERS`).
+    pub provider: String,
+    /// The provider's own name for the model.
+    pub model: String,
+    /// Tokens a prompt and its reply may take together, as the server fits prompts to it.
+    pub context_window: u32,
+    /// Whether new AI chats get this model when they name none.
+    pub default: bool,
 }
 
 /// What cancelling a reply answers.
@@ -498,6 +561,37 @@ pub struct AiAskFrame {
 pub struct AiCancelFrame {
     #[schema(example = "cancel")]
     pub r#type: String,
+}
+
+/// Client → server on the AI socket (`mrm.v2`): answer the last question again.
+#[derive(ToSchema)]
+pub struct AiRegenerateFrame {
+    #[schema(example = "regenerate")]
+    pub r#type: String,
+    pub include_related_chat_context: Option<bool>,
+    #[schema(minimum = 1, maximum = 100)]
+    pub context_message_limit: Option<i64>,
+}
+
+/// Client → server on the AI socket (`mrm.v2`): ask `content` in place of question `message`,
+/// on a new branch.
+#[derive(ToSchema)]
+pub struct AiEditFrame {
+    #[schema(example = "edit")]
+    pub r#type: String,
+    pub message: i64,
+    pub content: String,
+    pub include_related_chat_context: Option<bool>,
+    #[schema(minimum = 1, maximum = 100)]
+    pub context_message_limit: Option<i64>,
+}
+
+/// Client → server on the AI socket (`mrm.v2`): show the branch through `message`.
+#[derive(ToSchema)]
+pub struct AiSelectBranchFrame {
+    #[schema(example = "select_branch")]
+    pub r#type: String,
+    pub message: i64,
 }
 
 /// The `data` of one server-sent event of a streamed reply: `user_message` and

@@ -515,8 +515,9 @@ impl PinView {
     }
 }
 
-/// A message of an AI chat: the user's question or the model's reply.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+/// A message of an AI chat: the user's question or the model's reply. Deserialised only where
+/// nodes pass it to each other.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, ToSchema)]
 pub struct AiMessageView {
     pub id: i64,
     /// The AI chat's id.
@@ -549,6 +550,25 @@ pub struct AiMessageView {
     /// to fit the model's context window (`MRM_AI_CONTEXT_WINDOW`); left out when none were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub omitted_messages: Option<i64>,
+    /// The message this one follows (a reply's question, a question's previous reply); null for
+    /// a first question.
+    #[serde(default)]
+    pub parent: Option<i64>,
+    /// Every alternative at this place in the conversation, this message included, oldest
+    /// first: other answers to the same question (regenerated) and other versions of the same
+    /// question (edited). One id when there is no alternative. `select_branch` switches.
+    #[serde(default)]
+    pub siblings: Vec<i64>,
+}
+
+impl AiMessageView {
+    /// The view with its alternatives, `siblings` (in id order, this message among them).
+    pub fn with_siblings(mut self, siblings: Vec<i64>) -> Self {
+        if siblings.contains(&self.id) {
+            self.siblings = siblings;
+        }
+        self
+    }
 }
 
 impl From<AiMessage> for AiMessageView {
@@ -566,6 +586,8 @@ impl From<AiMessage> for AiMessageView {
             finish_reason: m.finish_reason.map(|reason| reason.as_str().to_owned()),
             model: m.model,
             omitted_messages: m.omitted_messages,
+            parent: m.parent_id,
+            siblings: vec![m.id],
         }
     }
 }
@@ -593,15 +615,20 @@ pub struct AiChatView {
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-05T10:20:30.123456Z")]
     pub updated_at: DateTime<Utc>,
-    /// The newest 100 messages, oldest first; a reply being generated is not among them.
+    /// The newest 100 messages of the active branch, oldest first; a reply being generated is
+    /// not among them.
     pub messages: Vec<AiMessageView>,
-    /// Every message of the conversation, a reply being generated excepted.
+    /// Every message of the active branch, a reply being generated excepted.
     pub message_count: i64,
+    /// The model it asks, as an id of `GET /api/ai/models/` (`provider/model`); null when no
+    /// provider is configured.
+    pub model: Option<String>,
 }
 
 impl AiChatView {
-    /// The view of `chat` with its messages (oldest first).
-    pub fn new(chat: AiChat, messages: Vec<AiMessageView>) -> Self {
+    /// The view of `chat` with its messages (oldest first) and `model`, the one it asks (its
+    /// own, or the server's default).
+    pub fn new(chat: AiChat, messages: Vec<AiMessageView>, model: Option<String>) -> Self {
         let related = chat
             .related_chat()
             .map(|(id, name)| (id, name.map(str::to_owned)));
@@ -617,6 +644,7 @@ impl AiChatView {
             updated_at: chat.updated_at,
             messages,
             message_count: chat.message_count,
+            model,
         }
     }
 }
@@ -628,6 +656,8 @@ pub struct AiChatSummary {
     pub title: String,
     pub system_prompt: String,
     pub related_chat: Option<i64>,
+    /// The model it asks (`provider/model`); null when no provider is configured.
+    pub model: Option<String>,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::{
     fake_openai::{reply, slow, Behaviour, FakeOpenAi, MODEL},
-    helpers::{id, Client, TestApp, WsClient, WsEvent, WsOptions},
+    helpers::{id, read_reply, Client, TestApp, WsClient, WsEvent, WsOptions},
 };
 
 async fn ai_chat(client: &Client, body: Value) -> i64 {
@@ -40,7 +40,8 @@ async fn ai_chats_are_created_listed_read_updated_and_deleted_by_their_owner_onl
     let first = id(&response.body);
     assert_eq!(
         response.body,
-        json!({"id": first, "title": "Homework", "system_prompt": "You are a helpful assistant.", "related_chat": null})
+        json!({"id": first, "title": "Homework", "system_prompt": "You are a helpful assistant.", "related_chat": null,
+               "model": format!("openai/{MODEL}")})
     );
     let second = ai_chat(
         &alice,
@@ -562,21 +563,6 @@ async fn a_stalled_provider_times_out_without_blocking_others() {
         .as_str()
         .unwrap()
         .contains("did not answer in time"));
-}
-
-/// Frames of one reply on an AI socket until its `assistant_message`: (deltas joined, final).
-async fn read_reply(socket: &mut WsClient) -> (String, Value) {
-    let mut text = String::new();
-    loop {
-        let frame = socket
-            .next_of_any(&["assistant_delta", "assistant_message"])
-            .await;
-        if frame["type"] == "assistant_delta" {
-            text.push_str(frame["message"]["delta"].as_str().unwrap());
-        } else {
-            return (text, frame["message"].clone());
-        }
-    }
 }
 
 #[tokio::test]

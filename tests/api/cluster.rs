@@ -55,7 +55,8 @@ struct Node {
 }
 
 impl Node {
-    fn start(database_url: &str, prefix: &str) -> Node {
+    /// A node with these further environment variables.
+    fn start_with(database_url: &str, prefix: &str, env: &[(&str, String)]) -> Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mrm-chat"));
         command
             .env_clear()
@@ -71,6 +72,7 @@ impl Node {
             .env("MRM_DB_MAX_CONNECTIONS", "8")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(std::env::temp_dir());
         let (child, addr, _files) = start_server_process(&mut command);
         Node {
@@ -104,11 +106,16 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(&[]).await
+}
+
+/// Two nodes with these further environment variables.
+async fn cluster_with(env: &[(&str, String)]) -> Cluster {
     let db = TestDatabase::create().await;
     let prefix = TestPrefix::new();
     // One after the other: the first applies the migrations.
-    let a = Node::start(&db.url, &prefix.0);
-    let b = Node::start(&db.url, &prefix.0);
+    let a = Node::start_with(&db.url, &prefix.0, env);
+    let b = Node::start_with(&db.url, &prefix.0, env);
     Cluster {
         a,
         b,
@@ -537,4 +544,169 @@ async fn every_kind_of_log_event_on_one_node_reaches_v2_sockets_on_the_other_in_
         .map(|(kind, position)| (kind.to_string(), position))
         .collect();
     assert_eq!(seen, expected);
+}
+
+/// Two nodes on a fake provider (with these further variables), alice logged in on both
+/// (through the same session), and an AI chat of hers.
+async fn ai_cluster(
+    extra: &[(&str, String)],
+) -> (crate::fake_openai::FakeOpenAi, Cluster, Client, Client, i64) {
+    let fake = crate::fake_openai::FakeOpenAi::start().await;
+    let mut env = vec![
+        ("OPENAI_API_KEY", "test-key".to_owned()),
+        ("OPENAI_BASE_URL", fake.base_url()),
+        ("OPENAI_MODEL", crate::fake_openai::MODEL.to_owned()),
+        ("MRM_AI_TITLES", "false".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    let cluster = cluster_with(&env).await;
+    let on_a = user_on(&cluster.a, "alice").await;
+    let on_b = cluster.b.client();
+    on_b.set_cookie("sessionid", &on_a.cookie("sessionid").unwrap());
+    on_b.set_cookie("csrftoken", &on_a.csrf().unwrap());
+    let chat = id(&on_a
+        .post("/api/ai/chats/", &json!({"title": "t"}))
+        .await
+        .body);
+    (fake, cluster, on_a, on_b, chat)
+}
+
+#[tokio::test]
+async fn an_ai_reply_on_one_node_streams_to_the_other_and_a_cancel_there_stops_it_upstream() {
+    let (fake, _cluster, on_a, on_b, chat) = ai_cluster(&[]).await;
+    let mut watching = on_b.ai_ws_v2(chat).await;
+
+    // A reply of 400 pieces, 50 ms apart, asked on node A: it runs there.
+    let pieces: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    fake.then(crate::fake_openai::slow(&pieces, 50));
+    let mut asking = on_a.ai_ws_v2(chat).await;
+    asking.send_json(json!({"content": "a long story"})).await;
+    assert_eq!(
+        watching.next_of("user_message").await["message"]["content"],
+        "a long story"
+    );
+    let mut seen_on_b = String::new();
+    while seen_on_b.matches(' ').count() < 3 {
+        let delta = watching.next_of("assistant_delta").await;
+        seen_on_b.push_str(delta["message"]["delta"].as_str().unwrap());
+    }
+    assert!(seen_on_b.starts_with("w0 w1 w2 "), "{seen_on_b}");
+
+    // A socket that joins on B mid-reply starts from the text so far.
+    let mut late = on_b.ai_ws_v2(chat).await;
+    let caught_up = late.next_of("assistant_delta").await;
+    let so_far = caught_up["message"]["delta"].as_str().unwrap().to_owned();
+    assert!(so_far.starts_with("w0 w1 w2 "), "{so_far}");
+
+    // One reply per AI chat across nodes.
+    let refused = on_b
+        .post(
+            &format!("/api/ai/chats/{chat}/send_message/"),
+            &json!({"content": "again"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+
+    // Cancelled on B: node A drops the upstream request, and every socket gets what was written.
+    let cancelled = on_b
+        .post(&format!("/api/ai/chats/{chat}/cancel/"), &json!({}))
+        .await;
+    assert_eq!(cancelled.body, json!({"cancelled": true}));
+    assert!(
+        fake.wait_for_hangup().await,
+        "the upstream request was dropped"
+    );
+    let (rest, last) = crate::helpers::read_reply(&mut watching).await;
+    assert_eq!(last["finish_reason"], "cancelled");
+    let content = last["content"].as_str().unwrap();
+    assert_eq!(
+        format!("{seen_on_b}{rest}"),
+        content,
+        "B saw every piece once, in order"
+    );
+    assert!(content.len() < pieces.join("").len());
+    let (late_rest, late_last) = crate::helpers::read_reply(&mut late).await;
+    assert_eq!(
+        format!("{so_far}{late_rest}"),
+        content,
+        "no gap and no repeat after the catch-up"
+    );
+    assert_eq!(late_last["content"], content);
+    let (_, on_a_last) = crate::helpers::read_reply(&mut asking).await;
+    assert_eq!(on_a_last["content"], content);
+
+    // The chat is free again at once, on either node; a reply run on B streams to A.
+    fake.then(crate::fake_openai::reply("from b", 3, 2));
+    watching.send_json(json!({"content": "short one"})).await;
+    assert_eq!(
+        asking.next_of("user_message").await["message"]["content"],
+        "short one"
+    );
+    let (text, last) = crate::helpers::read_reply(&mut asking).await;
+    assert_eq!(
+        (text.as_str(), &last["content"]),
+        ("from b", &json!("from b"))
+    );
+    let cancelled = on_a
+        .post(&format!("/api/ai/chats/{chat}/cancel/"), &json!({}))
+        .await;
+    assert_eq!(
+        cancelled.body,
+        json!({"cancelled": false}),
+        "nothing runs any more"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_whose_node_dies_is_marked_interrupted_and_can_be_regenerated() {
+    let fake = crate::fake_openai::FakeOpenAi::start().await;
+    let env = [
+        ("OPENAI_API_KEY", "test-key".to_owned()),
+        ("OPENAI_BASE_URL", fake.base_url()),
+        ("OPENAI_MODEL", crate::fake_openai::MODEL.to_owned()),
+        ("MRM_AI_TITLES", "false".to_owned()),
+        ("MRM_AI_REPLY_LEASE_SECONDS", "3".to_owned()),
+    ];
+    let mut cluster = cluster_with(&env).await;
+    let on_a = user_on(&cluster.a, "alice").await;
+    let on_b = cluster.b.client();
+    on_b.set_cookie("sessionid", &on_a.cookie("sessionid").unwrap());
+    on_b.set_cookie("csrftoken", &on_a.csrf().unwrap());
+    let chat = id(&on_a
+        .post("/api/ai/chats/", &json!({"title": "t"}))
+        .await
+        .body);
+    let mut watching = on_b.ai_ws_v2(chat).await;
+
+    let pieces: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
+    let whole = pieces.concat();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    fake.then(crate::fake_openai::slow(&pieces, 50));
+    let mut asking = on_a.ai_ws_v2(chat).await;
+    asking.send_json(json!({"content": "a long story"})).await;
+    let mut seen = String::new();
+    while seen.matches(' ').count() < 3 {
+        let delta = watching.next_of("assistant_delta").await;
+        seen.push_str(delta["message"]["delta"].as_str().unwrap());
+    }
+    cluster.a.kill();
+
+    // Node B notices the claim lapse and settles the reply with the text streamed so far.
+    let (rest, last) = crate::helpers::read_reply(&mut watching).await;
+    assert_eq!(last["finish_reason"], "interrupted", "{last}");
+    let content = last["content"].as_str().unwrap();
+    assert!(content.starts_with(&format!("{seen}{rest}")), "{content}");
+    assert!(whole.starts_with(content) && content.len() < whole.len());
+    let shown = on_b.get(&format!("/api/ai/chats/{chat}/")).await.body;
+    assert_eq!(shown["messages"][1]["finish_reason"], "interrupted");
+
+    // And it can be answered again, on the node that is left.
+    fake.then(crate::fake_openai::reply("whole answer", 3, 2));
+    let again = on_b
+        .post(&format!("/api/ai/chats/{chat}/regenerate/"), &json!({}))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["content"], "whole answer");
+    assert_eq!(again.body["siblings"].as_array().unwrap().len(), 2);
 }

@@ -61,6 +61,10 @@ struct Shared {
     script: Mutex<VecDeque<Behaviour>>,
     hangups: AtomicUsize,
     hung_up: Notify,
+    /// What `GET /v1/models` lists; `None` answers 404, as servers that cannot list do.
+    models: Mutex<Option<Vec<String>>>,
+    /// `GET /v1/models` requests received.
+    listings: AtomicUsize,
 }
 
 pub struct FakeOpenAi {
@@ -73,6 +77,7 @@ impl FakeOpenAi {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -94,6 +99,25 @@ impl FakeOpenAi {
     pub fn with_context_window(&self, tokens: i64) -> &Self {
         *self.shared.window.lock().unwrap() = Some(tokens);
         self
+    }
+
+    /// Lists these models at `GET /v1/models` from now on.
+    pub fn with_models(&self, models: &[&str]) -> &Self {
+        *self.shared.models.lock().unwrap() = Some(models.iter().map(|m| m.to_string()).collect());
+        self
+    }
+
+    /// How many times the models were listed.
+    pub fn listings(&self) -> usize {
+        self.shared.listings.load(Ordering::SeqCst)
+    }
+
+    /// The model each chat-completions request named, in order.
+    pub fn models_asked(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| r["model"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -215,6 +239,18 @@ fn event_stream(shared: Arc<Shared>, parts: Vec<String>, delay: Duration) -> Res
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
         .unwrap()
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    shared.listings.fetch_add(1, Ordering::SeqCst);
+    match shared.models.lock().unwrap().clone() {
+        Some(models) => Json(json!({
+            "object": "list",
+            "data": models.iter().map(|id| json!({"id": id, "object": "model", "owned_by": "fake"})).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn completions(

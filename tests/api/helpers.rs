@@ -238,6 +238,11 @@ impl TestApp {
         execute(&self.db, sql, username).await;
     }
 
+    pub async fn unmake_staff(&self, username: &str) {
+        let sql = "UPDATE users SET is_staff = FALSE WHERE username = $1";
+        execute(&self.db, sql, username).await;
+    }
+
     /// Stops the server and waits until it has finished.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -821,4 +826,19 @@ pub fn without_email(message: &Value) -> Value {
     let mut message = message.clone();
     message["sender"]["email"] = Value::from("");
     message
+}
+
+/// Frames of one reply on an AI socket until its `assistant_message`: (deltas joined, final).
+pub async fn read_reply(socket: &mut WsClient) -> (String, Value) {
+    let mut text = String::new();
+    loop {
+        let frame = socket
+            .next_of_any(&["assistant_delta", "assistant_message"])
+            .await;
+        if frame["type"] == "assistant_delta" {
+            text.push_str(frame["message"]["delta"].as_str().unwrap());
+        } else {
+            return (text, frame["message"].clone());
+        }
+    }
 }

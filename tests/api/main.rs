@@ -3,6 +3,8 @@
 mod accounts;
 mod admin;
 mod ai;
+mod ai_branches;
+mod ai_models;
 mod attachments;
 mod chats;
 mod cli;

@@ -34,6 +34,8 @@ use crate::{
 
 const MAX_TITLE_CHARS: usize = 255;
 const MAX_SYSTEM_PROMPT_CHARS: usize = 20_000;
+/// A model id's longest: a provider name (32) and a model name (200) with the `/` between.
+const MAX_MODEL_CHARS: usize = 233;
 
 /// Lists the caller's AI chats, most recently updated first, each with its newest 100 messages;
 /// further pages come from the opaque `cursor` in the `Link` header. A page ends early when its
@@ -126,6 +128,11 @@ pub fn chat_settings(
                 .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned()),
         )
     };
+    let model = if input.has("model") {
+        limited_text(input, "model", MAX_MODEL_CHARS, &mut errors)
+    } else {
+        None
+    };
     let related_chat_given = input.has("related_chat");
     let related_chat = if related_chat_given {
         input.optional_nullable_id("related_chat", &mut errors)
@@ -139,6 +146,7 @@ pub fn chat_settings(
             system_prompt,
             related_chat,
             related_chat_given,
+            model,
         }),
         _ => Err(ApiError::BadRequest("incomplete AI chat".into())),
     }

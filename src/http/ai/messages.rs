@@ -44,14 +44,9 @@ pub async fn chat_messages(
     let chat = conversations::owned(&state, id, &auth.user).await?;
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::ai::messages_in_chat(&state.db, chat.id, cursor.probe()).await?;
+    let views = conversations::message_page(&state, rows).await?;
     let path = format!("/api/ai/chats/{}/messages/", chat.id);
-    cursor.respond(
-        rows,
-        |m| m.id,
-        &path,
-        state.config.page_bytes,
-        AiMessageView::from,
-    )
+    cursor.respond(views, |m| m.id, &path, state.config.page_bytes, |m| m)
 }
 
 /// Lists the messages of all the caller's AI chats, oldest first, one page at a time.
@@ -73,12 +68,13 @@ pub async fn all_messages(
 ) -> ApiResult<Response> {
     let cursor = Cursor::from_query(query.as_deref())?;
     let rows = store::ai::messages_for_user(&state.db, auth.user.id, cursor.probe()).await?;
+    let views = conversations::message_page(&state, rows).await?;
     cursor.respond(
-        rows,
+        views,
         |m| m.id,
         "/api/ai/messages/",
         state.config.page_bytes,
-        AiMessageView::from,
+        |m| m,
     )
 }
 
@@ -99,5 +95,9 @@ pub async fn one_message(
     let message = store::ai::message_visible_to(&state.db, id, auth.user.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(AiMessageView::from(message)))
+    Ok(Json(
+        conversations::message_page(&state, vec![message])
+            .await?
+            .remove(0),
+    ))
 }

@@ -4,6 +4,7 @@
 
 pub mod chats;
 pub mod messages;
+pub mod models;
 pub mod replies;
 pub mod usage;
 
@@ -30,6 +31,16 @@ pub fn router() -> Router<AppState> {
             post(replies::send_message),
         )
         .route("/api/ai/chats/{id}/cancel", post(replies::cancel))
+        .route("/api/ai/chats/{id}/regenerate", post(replies::regenerate))
+        .route(
+            "/api/ai/chats/{id}/edit_message",
+            post(replies::edit_message),
+        )
+        .route(
+            "/api/ai/chats/{id}/select_branch",
+            post(replies::select_branch),
+        )
+        .route("/api/ai/models", get(models::models))
         .route("/api/ai/chats/{id}/messages", get(messages::chat_messages))
         .route(
             "/api/ai/chats/{id}/related_chat_context",
