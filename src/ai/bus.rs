@@ -80,21 +80,26 @@ pub trait ReplyBus: Send + Sync {
     /// this run; false when another node runs one. A bus that cannot tell (Redis down) lets the
     /// claim through: this node then only knows its own replies.
     fn claim(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, bool>;
-    /// Renews the claim for `lease` from now, if it is still `token`'s.
+    /// Renews the claim for `lease` from now, if it is still `token`'s or has vanished (Redis
+    /// restarted or failed over meanwhile), so a live reply is never taken for a dead one.
     fn renew(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, ()>;
-    /// Gives the claim up once the reply's last event is published (in order after it).
+    /// Gives the claim up, with the reply's text so far, if it is still `token`'s; queued in
+    /// order with the events published before it.
     fn release(&self, ai_chat_id: i64, token: &str);
-    /// Reply `reply_id` started under the claim: its text so far is empty.
-    fn started(&self, ai_chat_id: i64, reply_id: i64);
+    /// Reply `reply_id` started under the claim: its text so far is empty, and is kept while
+    /// the claim is renewed (and a while after, for a node that settles it).
+    fn started(&self, ai_chat_id: i64, reply_id: i64, lease: Duration);
     /// Tells the other nodes of an event of a reply running here; a delta also extends the
     /// reply's text so far.
     fn publish(&self, ai_chat_id: i64, event: &AiEvent);
     /// Reply `reply_id` was settled after its node stopped: its text so far is no longer
     /// needed.
     fn forget(&self, ai_chat_id: i64, reply_id: i64);
-    /// The id and text so far of a reply running on another node (or left by one that
-    /// stopped).
+    /// The id and text so far of a reply running on another node.
     fn in_progress(&self, ai_chat_id: i64) -> BoxFuture<'_, Option<(i64, String)>>;
+    /// The id and text so far of the AI chat's last reply, claimed or not: what a node that
+    /// stopped left of it.
+    fn leftover(&self, ai_chat_id: i64) -> BoxFuture<'_, Option<(i64, String)>>;
     /// Asks the node running the AI chat's reply to cancel it; true when one was running.
     fn cancel(&self, ai_chat_id: i64) -> BoxFuture<'_, bool>;
     /// Whether some node still holds the AI chat's claim; `None` when the bus cannot tell.
@@ -116,10 +121,13 @@ impl ReplyBus for NoBus {
         Box::pin(async {})
     }
     fn release(&self, _: i64, _: &str) {}
-    fn started(&self, _: i64, _: i64) {}
+    fn started(&self, _: i64, _: i64, _: Duration) {}
     fn forget(&self, _: i64, _: i64) {}
     fn publish(&self, _: i64, _: &AiEvent) {}
     fn in_progress(&self, _: i64) -> BoxFuture<'_, Option<(i64, String)>> {
+        Box::pin(async { None })
+    }
+    fn leftover(&self, _: i64) -> BoxFuture<'_, Option<(i64, String)>> {
         Box::pin(async { None })
     }
     fn cancel(&self, _: i64) -> BoxFuture<'_, bool> {

@@ -184,7 +184,10 @@ pub struct Started {
 }
 
 struct Running {
-    /// Whose question it answers.
+    /// Names the run (and its claim among nodes): what clears the chat's running state checks
+    /// it is clearing its own.
+    token: String,
+    /// Whose question it answers (0 while a branch is switched).
     user_id: i64,
     reply_id: Option<i64>,
     text: String,
@@ -471,69 +474,72 @@ impl Generations {
         // node whose clock runs behind could otherwise look dead.
         let age = self.settings.lease / 3;
         let before = store::now() - chrono::Duration::from_std(age).unwrap_or_default();
-        let unfinished = match store::ai::unfinished(&self.db, before).await {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not look for abandoned AI replies");
+        let mut after = 0;
+        loop {
+            let page = match store::ai::unfinished(&self.db, before, after).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not look for abandoned AI replies");
+                    return;
+                }
+            };
+            let full = page.len() == 100;
+            for found in page {
+                after = found.reply.id;
+                self.settle(found.reply).await;
+            }
+            if !full {
                 return;
             }
+        }
+    }
+
+    /// Settles `reply` if no node holds its chat's claim.
+    async fn settle(&self, reply: AiMessage) {
+        let running_here = lock(&self.channels)
+            .get(&reply.ai_chat_id)
+            .is_some_and(|c| {
+                lock(c)
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.reply_id == Some(reply.id))
+            });
+        if running_here || self.bus.claimed(reply.ai_chat_id).await != Some(false) {
+            return;
+        }
+        let text = match self.bus.leftover(reply.ai_chat_id).await {
+            Some((id, text)) if id == reply.id => text,
+            _ => reply.content.clone(),
         };
-        for found in unfinished {
-            let reply = found.reply;
-            let running_here = lock(&self.channels)
-                .get(&reply.ai_chat_id)
-                .is_some_and(|c| {
-                    lock(c)
-                        .running
-                        .as_ref()
-                        .is_some_and(|r| r.reply_id == Some(reply.id))
-                });
-            if running_here || self.bus.claimed(reply.ai_chat_id).await != Some(false) {
-                continue;
-            }
-            let text = match self.bus.in_progress(reply.ai_chat_id).await {
-                Some((id, text)) if id == reply.id => text,
-                _ => reply.content.clone(),
-            };
-            tracing::info!(
-                ai_chat.id = reply.ai_chat_id,
-                reply.id = reply.id,
-                "settling a reply its node left unfinished"
-            );
-            let settled = if text.is_empty() {
-                store::ai::discard_reply(&self.db, reply.ai_chat_id, reply.id, reply.parent_id)
-                    .await
-                    .map(|()| {
-                        Some(AiEvent::Failed {
-                            id: Some(reply.id),
-                            message: "the reply was interrupted".into(),
-                        })
-                    })
-            } else {
-                match store::ai::finish_reply(
-                    &self.db,
-                    reply.id,
-                    &text,
-                    None,
-                    &FinishReason::Interrupted,
-                )
+        tracing::info!(
+            ai_chat.id = reply.ai_chat_id,
+            reply.id = reply.id,
+            "settling a reply its node left unfinished"
+        );
+        let settled = if text.is_empty() {
+            store::ai::discard_reply(&self.db, reply.ai_chat_id, reply.id, reply.parent_id)
                 .await
-                {
-                    Ok(Some(saved)) => {
-                        Ok(Some(AiEvent::Reply(message_view(&self.db, saved).await)))
-                    }
-                    Ok(None) => Ok(None),
-                    Err(err) => Err(err),
-                }
-            };
-            match settled {
-                Ok(Some(event)) => {
-                    self.bus.forget(reply.ai_chat_id, reply.id);
-                    self.emit(reply.ai_chat_id, event);
-                }
-                Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, "could not settle an abandoned AI reply"),
+                .map(|()| {
+                    Some(AiEvent::Failed {
+                        id: Some(reply.id),
+                        message: "the reply was interrupted".into(),
+                    })
+                })
+        } else {
+            let interrupted = FinishReason::Interrupted;
+            match store::ai::finish_reply(&self.db, reply.id, &text, None, &interrupted).await {
+                Ok(Some(saved)) => Ok(Some(AiEvent::Reply(message_view(&self.db, saved).await))),
+                Ok(None) => Ok(None),
+                Err(err) => Err(err),
             }
+        };
+        match settled {
+            Ok(Some(event)) => {
+                self.bus.forget(reply.ai_chat_id, reply.id);
+                self.emit(reply.ai_chat_id, event);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "could not settle an abandoned AI reply"),
         }
     }
 
@@ -547,22 +553,8 @@ impl Generations {
     pub async fn send(self: &Arc<Self>, request: Request) -> Result<Started, SendError> {
         let this = self.clone();
         tokio::spawn(async move {
-            let channel = this.channel(request.ai_chat_id);
-            let cancel = CancellationToken::new();
-            {
-                let mut state = lock(&channel);
-                if state.running.is_some() {
-                    return Err(SendError::AlreadyRunning);
-                }
-                state.running = Some(Running {
-                    user_id: request.user_id,
-                    reply_id: None,
-                    text: String::new(),
-                    cancel: cancel.clone(),
-                });
-            }
             let ai_chat_id = request.ai_chat_id;
-            let token = crate::auth::secret::random_token(12);
+            let (channel, token, cancel) = this.occupy(ai_chat_id, request.user_id)?;
             let outcome = if this
                 .bus
                 .claim(ai_chat_id, &token, this.settings.lease)
@@ -577,7 +569,7 @@ impl Generations {
                 Err(SendError::AlreadyRunning)
             };
             if outcome.is_err() {
-                lock(&channel).running = None;
+                take_running(&channel, &token);
                 this.release(ai_chat_id);
             }
             outcome
@@ -586,6 +578,56 @@ impl Generations {
         .map_err(|err| {
             SendError::Store(sqlx::Error::Protocol(format!("reply task failed: {err}")))
         })?
+    }
+
+    /// Marks the chat as running a new run of `user_id` here, under the map's lock so that
+    /// `release` cannot drop the channel meanwhile. Errors: `AlreadyRunning`.
+    fn occupy(
+        &self,
+        ai_chat_id: i64,
+        user_id: i64,
+    ) -> Result<(Arc<Mutex<Channel>>, String, CancellationToken), SendError> {
+        let mut channels = lock(&self.channels);
+        let channel = channels
+            .entry(ai_chat_id)
+            .or_insert_with(new_channel)
+            .clone();
+        let mut state = lock(&channel);
+        if state.running.is_some() {
+            return Err(SendError::AlreadyRunning);
+        }
+        let token = crate::auth::secret::random_token(12);
+        let cancel = CancellationToken::new();
+        state.running = Some(Running {
+            token: token.clone(),
+            user_id,
+            reply_id: None,
+            text: String::new(),
+            cancel: cancel.clone(),
+        });
+        drop(state);
+        Ok((channel, token, cancel))
+    }
+
+    /// Holds the AI chat as if a reply ran, on every node, until the hold is dropped: nothing
+    /// may start a reply meanwhile (a branch switch). Errors: `AlreadyRunning`.
+    pub async fn hold(self: &Arc<Self>, ai_chat_id: i64) -> Result<Hold, SendError> {
+        let (channel, token, _) = self.occupy(ai_chat_id, 0)?;
+        let hold = Hold {
+            generations: self.clone(),
+            channel,
+            ai_chat_id,
+            token,
+        };
+        if self
+            .bus
+            .claim(ai_chat_id, &hold.token, self.settings.lease)
+            .await
+        {
+            Ok(hold)
+        } else {
+            Err(SendError::AlreadyRunning)
+        }
     }
 
     fn budget(&self, route: &Route) -> super::prompt::Budget {
@@ -631,10 +673,36 @@ impl Generations {
         if request.route.is_none() && request.turn.question().is_none() {
             return Err(SendError::NotConfigured);
         }
-        let (question, parent) =
-            store::ai::begin_turn(db, request.ai_chat_id, request.turn.as_store())
-                .await?
-                .map_err(SendError::Refused)?;
+        let began = store::ai::begin_turn(db, request.ai_chat_id, request.turn.as_store())
+            .await?
+            .map_err(SendError::Refused)?;
+        let outcome = self
+            .reply_to(channel, request, cancel, token, permit, began.clone())
+            .await;
+        if outcome.is_err() {
+            // The answer a refused regenerate hid is shown again.
+            if let Some(replaced) = began.replaced {
+                if let Err(err) = store::ai::activate(db, began.ai_chat_id, replaced).await {
+                    tracing::error!(error = %err, "could not show an answer again");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Starts the reply of a turn that began: announces its question, fits the prompt, stores
+    /// the reply row and spawns its job.
+    async fn reply_to(
+        self: &Arc<Self>,
+        channel: &Arc<Mutex<Channel>>,
+        request: Request,
+        cancel: CancellationToken,
+        token: String,
+        permit: OwnedSemaphorePermit,
+        began: store::ai::Began,
+    ) -> Result<Started, SendError> {
+        let db = &self.db;
+        let (question, parent) = (began.question, began.parent);
         if let Some(question) = &question {
             let view = message_view(db, question.clone()).await;
             self.emit(request.ai_chat_id, AiEvent::UserMessage(view));
@@ -671,7 +739,8 @@ impl Generations {
         if let Some(running) = lock(channel).running.as_mut() {
             running.reply_id = Some(reply.id);
         }
-        self.bus.started(request.ai_chat_id, reply.id);
+        self.bus
+            .started(request.ai_chat_id, reply.id, self.settings.lease);
         let job = Job {
             generations: self.clone(),
             channel: channel.clone(),
@@ -689,6 +758,23 @@ impl Generations {
             question,
             reply_id: reply.id,
         })
+    }
+}
+
+/// An AI chat held by [`Generations::hold`]; dropping it lets replies start again.
+pub struct Hold {
+    generations: Arc<Generations>,
+    channel: Arc<Mutex<Channel>>,
+    ai_chat_id: i64,
+    token: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if take_running(&self.channel, &self.token) {
+            self.generations.bus.release(self.ai_chat_id, &self.token);
+        }
+        self.generations.release(self.ai_chat_id);
     }
 }
 
@@ -721,11 +807,21 @@ struct RunningGuard {
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        let was_running = lock(&self.channel).running.take().is_some();
-        if was_running {
+        if take_running(&self.channel, &self.token) {
             self.bus.release(self.ai_chat_id, &self.token);
         }
     }
+}
+
+/// Clears the chat's running state if it is still run `token`'s (a later run may have taken
+/// the chat since); returns whether it was.
+fn take_running(channel: &Mutex<Channel>, token: &str) -> bool {
+    let mut state = lock(channel);
+    let own = state.running.as_ref().is_some_and(|r| r.token == token);
+    if own {
+        state.running = None;
+    }
+    own
 }
 
 /// What a run learnt about its reply, whatever way it ended.
@@ -960,8 +1056,14 @@ impl Job {
         drop(lock(&self.permit).take());
         let bus = &self.generations.bus;
         let mut state = lock(&self.channel);
-        state.running = None;
-        bus.release(self.ai_chat_id, &self.token);
+        if state
+            .running
+            .as_ref()
+            .is_some_and(|r| r.token == self.token)
+        {
+            state.running = None;
+            bus.release(self.ai_chat_id, &self.token);
+        }
         for event in [reply, failed].into_iter().flatten() {
             bus.publish(self.ai_chat_id, &event);
             let _ = state.events.send(event);

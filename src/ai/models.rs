@@ -5,7 +5,9 @@
 //! What a provider offers is its allow-list (`models`), narrowed to what its `GET /models`
 //! lists when that answers, or everything it lists when it has no allow-list. Lists are cached
 //! for `MRM_AI_MODELS_CACHE_SECONDS`; a provider that cannot list falls back to its
-//! allow-list, and is asked again after at most 30 s.
+//! allow-list, and is asked again after at most 30 s. Providers are asked at once, each for at
+//! most 5 s, and a list being refreshed is answered from the one before it: a slow provider
+//! never holds up a request for long.
 
 use std::{
     sync::Arc,
@@ -17,6 +19,8 @@ use crate::config::{AiConfig, ProviderSpec, Secret};
 
 /// How long a failed listing is remembered before the provider is asked again.
 const FAILED_LISTING_TTL: Duration = Duration::from_secs(30);
+/// The longest a provider is waited for to list its models.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A model a user may choose: `provider` serves it as `model`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,26 +144,37 @@ impl Catalog {
     }
 
     async fn models_of(&self, provider: &Provider) -> Vec<String> {
-        let mut listed = provider.listed.lock().await;
-        let fresh = listed.as_ref().is_some_and(|(at, list)| {
-            let ttl = if list.is_some() {
-                self.cache
-            } else {
-                self.cache.min(FAILED_LISTING_TTL)
-            };
-            at.elapsed() < ttl
-        });
-        if !fresh {
-            let answer = match provider.client.list_models().await {
-                Ok(models) => Some(models),
-                Err(err) => {
-                    tracing::warn!(provider = %provider.name, error = %err, "could not list the provider's models; using its configured list");
-                    None
+        let listing = match provider.listed.try_lock() {
+            // Another request is refreshing the list: answer from the one before it.
+            Err(_) => None,
+            Ok(mut listed) => {
+                let fresh = listed.as_ref().is_some_and(|(at, list)| {
+                    let ttl = if list.is_some() {
+                        self.cache
+                    } else {
+                        self.cache.min(FAILED_LISTING_TTL)
+                    };
+                    at.elapsed() < ttl
+                });
+                if !fresh {
+                    let asked =
+                        tokio::time::timeout(LISTING_TIMEOUT, provider.client.list_models());
+                    let answer = match asked.await {
+                        Ok(Ok(models)) => Some(models),
+                        Ok(Err(err)) => {
+                            tracing::warn!(provider = %provider.name, error = %err, "could not list the provider's models; using its configured list");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::warn!(provider = %provider.name, "the provider did not list its models in time; using its configured list");
+                            None
+                        }
+                    };
+                    *listed = Some((Instant::now(), answer));
                 }
-            };
-            *listed = Some((Instant::now(), answer));
-        }
-        let listing = listed.as_ref().and_then(|(_, list)| list.as_ref());
+                listed.as_ref().and_then(|(_, list)| list.clone())
+            }
+        };
         match (&provider.allowed, listing) {
             (Some(allowed), Some(listing)) => allowed
                 .iter()
@@ -167,24 +182,29 @@ impl Catalog {
                 .cloned()
                 .collect(),
             (Some(allowed), None) => allowed.clone(),
-            (None, Some(listing)) => listing.clone(),
+            (None, Some(listing)) => listing,
             (None, None) => Vec::new(),
         }
     }
 
     /// The models a user (`staff` or not) may choose, provider by provider in configured order.
     pub async fn offered(&self, staff: bool) -> Vec<Offered> {
-        let mut offered = Vec::new();
-        for provider in self.providers.iter().filter(|p| staff || !p.staff_only) {
-            for model in self.models_of(provider).await {
-                offered.push(Offered {
+        let open: Vec<&Provider> = self
+            .providers
+            .iter()
+            .filter(|p| staff || !p.staff_only)
+            .collect();
+        let lists = futures_util::future::join_all(open.iter().map(|p| self.models_of(p))).await;
+        open.into_iter()
+            .zip(lists)
+            .flat_map(|(provider, models)| {
+                models.into_iter().map(|model| Offered {
                     provider: provider.name.clone(),
                     model,
                     context_window: provider.context_window,
-                });
-            }
-        }
-        offered
+                })
+            })
+            .collect()
     }
 
     /// The id of the offered model `requested` names: its id (`provider/model`), or a model
@@ -198,16 +218,22 @@ impl Catalog {
             .map(Offered::id)
     }
 
-    /// The model of AI chats created without one: `MRM_AI_DEFAULT_MODEL` (qualified as
-    /// [`Catalog::choose`] does), else `openai/OPENAI_MODEL`, else the first offered.
+    /// The model of AI chats created without one: `MRM_AI_DEFAULT_MODEL` (its id, or a model
+    /// name in a provider's allow-list), else `openai/OPENAI_MODEL`, when open to the user;
+    /// else the first model offered to them. Only the last asks providers for their lists.
     pub async fn default_model(&self, staff: bool) -> Option<String> {
         if let Some(model) = &self.default_model {
+            if self.route(model, staff).is_some() {
+                return Some(model.clone());
+            }
+            let allowed = self.providers.iter().find(|p| {
+                (staff || !p.staff_only) && p.allowed.as_ref().is_some_and(|a| a.contains(model))
+            });
+            if let Some(provider) = allowed {
+                return Some(format!("{}/{model}", provider.name));
+            }
             if let Some(id) = self.choose(model, staff).await {
                 return Some(id);
-            }
-            // Not listed right now (the provider is unreachable): still the configured choice.
-            if self.split(model).is_some() {
-                return Some(model.clone());
             }
         }
         self.offered(staff).await.first().map(Offered::id)

@@ -198,8 +198,14 @@ async fn on_text(
     protocol: Protocol,
     text: &str,
 ) -> Result<(), Option<String>> {
-    let Some(frame) = AiClientFrame::parse(text, protocol).map_err(Some)? else {
-        return Ok(());
+    let frame = match AiClientFrame::parse(text, protocol).map_err(Some)? {
+        None | Some(AiClientFrame::Typing {}) => return Ok(()),
+        // The socket's owner was checked when it opened; a cancel reads nothing more.
+        Some(AiClientFrame::Cancel {}) => {
+            state.generations.cancel(ai_chat_id).await;
+            return Ok(());
+        }
+        Some(frame) => frame,
     };
     // Read afresh: the prompt and the related chat may have changed since the socket opened.
     let chat = match conversations::owned(state, ai_chat_id, user).await {
@@ -211,11 +217,7 @@ async fn on_text(
         }
     };
     let request = match frame {
-        AiClientFrame::Typing {} => return Ok(()),
-        AiClientFrame::Cancel {} => {
-            state.generations.cancel(ai_chat_id).await;
-            return Ok(());
-        }
+        AiClientFrame::Typing {} | AiClientFrame::Cancel {} => return Ok(()),
         AiClientFrame::SelectBranch { message } => {
             return match conversations::select_branch(state, user, &chat, message).await {
                 Ok(_) => Ok(()),

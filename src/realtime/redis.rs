@@ -45,13 +45,25 @@ const PUBLISH_BATCH: usize = 256;
 /// AI events from other nodes waiting for this node's replies to relay them; beyond this they
 /// are dropped (the saved reply is in the database).
 const AI_INBOX: usize = 4096;
-/// How long the text so far of a running reply is kept: longer than any reply may run.
-const REPLY_TEXT_TTL_SECONDS: u64 = 900;
-/// Deletes a key only if it still holds the given value (a claim this run made).
-const RELEASE_SCRIPT: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-/// Extends a key's expiry only if it still holds the given value.
-const RENEW_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Gives up a claim (`KEYS[1]`) and its reply's text (`KEYS[2]`) only if the claim is still the
+/// given run's (`ARGV[1]`): after a lapse, another node's newer claim and text stay.
+const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1], KEYS[2]) else return 0 end";
+/// Renews a claim (`KEYS[1]`) for `ARGV[2]` ms if it is still the run's (`ARGV[1]`) or has
+/// vanished, and keeps its reply's text (`KEYS[2]`) for `ARGV[3]` ms more.
+const RENEW_SCRIPT: &str = "local held = redis.call('GET', KEYS[1]) \
+     if held == false or held == ARGV[1] then \
+       redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+       redis.call('PEXPIRE', KEYS[2], ARGV[3]) return 1 end return 0";
+/// Appends to a reply's text only while it exists (never recreating one without its header).
+const APPEND_SCRIPT: &str =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('APPEND', KEYS[1], ARGV[1]) end return 0";
+
+/// How long a reply's text is kept past its claim's renewal: three claims and a minute, time
+/// for a node to settle a reply whose node stopped.
+fn text_ttl(lease: Duration) -> u64 {
+    (lease * 3 + Duration::from_secs(60)).as_millis() as u64
+}
 
 /// One event on the bus. Frames travel as the text sockets will receive.
 #[derive(Debug, Serialize, Deserialize)]
@@ -453,6 +465,12 @@ async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
     }
 }
 
+/// A reply's text as kept in Redis: `<reply id>\n<text>`.
+fn parse_text(kept: &str) -> Option<(i64, String)> {
+    let (id, text) = kept.split_once('\n')?;
+    Some((id.parse().ok()?, text.to_owned()))
+}
+
 impl ReplyBus for RedisBroker {
     fn claim(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, bool> {
         let (key, value) = (self.lease_key(ai_chat_id), self.lease_value(token));
@@ -504,10 +522,12 @@ impl ReplyBus for RedisBroker {
             let mut renew = redis::cmd("EVAL");
             renew
                 .arg(RENEW_SCRIPT)
-                .arg(1)
+                .arg(2)
                 .arg(&key)
+                .arg(self.text_key(ai_chat_id))
                 .arg(&value)
-                .arg(lease.as_millis() as u64);
+                .arg(lease.as_millis() as u64)
+                .arg(text_ttl(lease));
             let renewed = renew.query_async::<i64>(&mut commands);
             if let Ok(Err(err)) = tokio::time::timeout(PRESENCE_TIMEOUT, renewed).await {
                 tracing::warn!(error = %err, "could not renew an AI reply's claim");
@@ -519,21 +539,21 @@ impl ReplyBus for RedisBroker {
         self.queue(
             redis::cmd("EVAL")
                 .arg(RELEASE_SCRIPT)
-                .arg(1)
+                .arg(2)
                 .arg(self.lease_key(ai_chat_id))
+                .arg(self.text_key(ai_chat_id))
                 .arg(self.lease_value(token))
                 .clone(),
         );
-        self.queue(redis::cmd("DEL").arg(self.text_key(ai_chat_id)).clone());
     }
 
-    fn started(&self, ai_chat_id: i64, reply_id: i64) {
+    fn started(&self, ai_chat_id: i64, reply_id: i64, lease: Duration) {
         self.queue(
             redis::cmd("SET")
                 .arg(self.text_key(ai_chat_id))
                 .arg(format!("{reply_id}\n"))
-                .arg("EX")
-                .arg(REPLY_TEXT_TTL_SECONDS)
+                .arg("PX")
+                .arg(text_ttl(lease))
                 .clone(),
         );
     }
@@ -556,7 +576,9 @@ impl ReplyBus for RedisBroker {
         // The text so far grows in the same order as the deltas are published.
         if let AiEvent::Delta { delta, .. } = event {
             self.queue(
-                redis::cmd("APPEND")
+                redis::cmd("EVAL")
+                    .arg(APPEND_SCRIPT)
+                    .arg(1)
                     .arg(self.text_key(ai_chat_id))
                     .arg(delta)
                     .clone(),
@@ -571,6 +593,20 @@ impl ReplyBus for RedisBroker {
     }
 
     fn in_progress(&self, ai_chat_id: i64) -> BoxFuture<'_, Option<(i64, String)>> {
+        let keys = [self.lease_key(ai_chat_id), self.text_key(ai_chat_id)];
+        Box::pin(async move {
+            let mut commands = self.commands.clone();
+            let read = commands.mget::<_, (Option<String>, Option<String>)>(&keys);
+            let (claim, text) = tokio::time::timeout(PRESENCE_TIMEOUT, read)
+                .await
+                .ok()?
+                .ok()?;
+            claim?;
+            parse_text(&text?)
+        })
+    }
+
+    fn leftover(&self, ai_chat_id: i64) -> BoxFuture<'_, Option<(i64, String)>> {
         let key = self.text_key(ai_chat_id);
         Box::pin(async move {
             let mut commands = self.commands.clone();
@@ -579,8 +615,7 @@ impl ReplyBus for RedisBroker {
                 .await
                 .ok()?
                 .ok()??;
-            let (id, text) = text.split_once('\n')?;
-            Some((id.parse().ok()?, text.to_owned()))
+            parse_text(&text)
         })
     }
 

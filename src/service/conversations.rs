@@ -255,11 +255,12 @@ pub async fn select_branch(
     chat: &AiChat,
     message: i64,
 ) -> ServiceResult<AiChatView> {
-    if state.generations.is_running(chat.id).await {
-        return Err(ServiceError::Conflict(
+    // Held as a reply would be, so that no reply starts on any node while the branch moves.
+    let _hold = state.generations.hold(chat.id).await.map_err(|_| {
+        ServiceError::Conflict(
             "A reply is being generated for this AI chat; wait for it or cancel it.".into(),
-        ));
-    }
+        )
+    })?;
     let Some(leaf) = store::ai::activate(&state.db, chat.id, message).await? else {
         return Err(ServiceError::Validation(FieldErrors::single(
             "message",

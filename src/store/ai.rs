@@ -265,14 +265,27 @@ pub enum TurnRefusal {
     NotAQuestion,
 }
 
+/// A turn that began: what [`begin_turn`] stored and moved.
+#[derive(Debug, Clone)]
+pub struct Began {
+    pub ai_chat_id: i64,
+    /// The question it stored (`Ask`, `Edit`).
+    pub question: Option<AiMessage>,
+    /// The message the reply will follow.
+    pub parent: i64,
+    /// The answer a `Regenerate` took off the branch shown, to show again if the reply cannot
+    /// start.
+    pub replaced: Option<i64>,
+}
+
 /// Begins a turn in one transaction (the AI chat's row locked first, so turns and branch
-/// switches of one chat take turns): stores the question of `Ask` and `Edit`, moves the
-/// active branch, and answers the question (if any) and the id the reply will follow.
+/// switches of one chat take turns): stores the question of `Ask` and `Edit`, and moves the
+/// active branch.
 pub async fn begin_turn(
     db: &Db,
     ai_chat_id: i64,
     turn: Turn<'_>,
-) -> sqlx::Result<Result<(Option<AiMessage>, i64), TurnRefusal>> {
+) -> sqlx::Result<Result<Began, TurnRefusal>> {
     let insert = concat!(
         "INSERT INTO ai_messages (ai_chat_id, role, content, created_at, complete, parent_id, active) \
          VALUES ($1, 'user', $2, $3, TRUE, $4, TRUE) RETURNING ",
@@ -299,13 +312,23 @@ pub async fn begin_turn(
             Turn::Regenerate => {
                 let outcome = match last {
                     None => Err(TurnRefusal::NothingToRegenerate),
-                    Some((id, AiRole::User, _)) => Ok((None, id)),
+                    Some((id, AiRole::User, _)) => Ok(Began {
+                        ai_chat_id,
+                        question: None,
+                        parent: id,
+                        replaced: None,
+                    }),
                     Some((id, _, Some(question))) => {
                         sqlx::query("UPDATE ai_messages SET active = FALSE WHERE id = $1")
                             .bind(id)
                             .execute(&mut *tx)
                             .await?;
-                        Ok((None, question))
+                        Ok(Began {
+                            ai_chat_id,
+                            question: None,
+                            parent: question,
+                            replaced: Some(id),
+                        })
                     }
                     Some((_, _, None)) => Err(TurnRefusal::NothingToRegenerate),
                 };
@@ -345,7 +368,12 @@ pub async fn begin_turn(
             .await?;
         tx.commit().await?;
         let id = question.id;
-        Ok(Ok((Some(question), id)))
+        Ok(Ok(Began {
+            ai_chat_id,
+            question: Some(question),
+            parent: id,
+            replaced: None,
+        }))
     })
 }
 
@@ -485,20 +513,26 @@ pub struct Unfinished {
     pub user_id: i64,
 }
 
-/// Replies still being written that were started before `before`; at most 100, oldest first.
-pub async fn unfinished(db: &Db, before: DateTime<Utc>) -> sqlx::Result<Vec<Unfinished>> {
+/// Replies still being written that were started before `before`, after id `after`; at most
+/// 100, oldest first (read through the partial index `ai_messages_unfinished`).
+pub async fn unfinished(
+    db: &Db,
+    before: DateTime<Utc>,
+    after: i64,
+) -> sqlx::Result<Vec<Unfinished>> {
     let sql = concat!(
         "SELECT ",
         ai_message_columns!(),
         ", a.user_id FROM ai_messages m JOIN ai_chats a ON a.id = m.ai_chat_id \
-         WHERE m.complete = FALSE AND m.created_at < $1 ORDER BY m.id LIMIT 100"
+         WHERE m.complete = FALSE AND m.id > $2 AND m.created_at < $1 ORDER BY m.id LIMIT 100"
     );
-    on_pool!(db, pool => sqlx::query_as::<_, Unfinished>(sql).bind(before).fetch_all(pool).await)
+    on_pool!(db, pool => sqlx::query_as::<_, Unfinished>(sql).bind(before).bind(after).fetch_all(pool).await)
 }
 
 /// Completes a reply with its text, token counts (and whether they are estimates) and why it
-/// ended. `None` when it is gone or was completed already (by a node that found its writer
-/// dead): a reply is completed once.
+/// ended. `None` when it is gone or was completed already. A reply another node marked
+/// `interrupted` (its claim had lapsed, say while Redis was away) is completed again by its own
+/// node, which holds the whole text.
 pub async fn finish_reply(
     db: &Db,
     id: i64,
@@ -509,7 +543,7 @@ pub async fn finish_reply(
     let sql = concat!(
         "UPDATE ai_messages SET content = $1, prompt_tokens = $2, completion_tokens = $3, \
          total_tokens = $4, finish_reason = $5, usage_estimated = $7, complete = TRUE \
-         WHERE id = $6 AND complete = FALSE RETURNING ",
+         WHERE id = $6 AND (complete = FALSE OR finish_reason = 'interrupted') RETURNING ",
         ai_message_returning!()
     );
     on_writer!(db, pool => sqlx::query_as::<_, AiMessage>(sql)

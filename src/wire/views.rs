@@ -620,8 +620,8 @@ pub struct AiChatView {
     pub messages: Vec<AiMessageView>,
     /// Every message of the active branch, a reply being generated excepted.
     pub message_count: i64,
-    /// The model it asks, as an id of `GET /api/ai/models/` (`provider/model`); null when no
-    /// provider is configured.
+    /// The model it asks, as an id of `GET /api/ai/models/` (`provider/model`); null when it
+    /// has none of its own and no model is offered.
     pub model: Option<String>,
 }
 
@@ -656,7 +656,7 @@ pub struct AiChatSummary {
     pub title: String,
     pub system_prompt: String,
     pub related_chat: Option<i64>,
-    /// The model it asks (`provider/model`); null when no provider is configured.
+    /// The model it asks (`provider/model`); null when none was named and no model is offered.
     pub model: Option<String>,
 }
 

@@ -1433,3 +1433,38 @@ async fn a_title_is_written_after_the_first_exchange_of_an_untitled_chat() {
         "New conversation"
     );
 }
+
+#[tokio::test]
+async fn a_question_asked_while_the_title_is_written_gets_its_whole_reply() {
+    let fake = FakeOpenAi::start().await;
+    let app = TestApp::spawn_with_ai(&fake, |_| {}).await;
+    let alice = app.user("alice").await;
+    let chat = ai_chat(&alice, json!({})).await;
+    let mut socket = alice.ai_ws_v2(chat).await;
+    fake.then(reply("first answer", 3, 2));
+    // The title is written while the second reply streams, and ends before it.
+    fake.then(slow(&["A short", " title"], 300));
+    let second: Vec<String> = (0..10).map(|i| format!("p{i} ")).collect();
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    fake.then(slow(&second, 150));
+    socket.send_json(json!({"content": "first"})).await;
+    read_reply(&mut socket).await;
+    // The title request is under way before the next question.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.requests().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the title was asked for"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    socket.send_json(json!({"content": "second"})).await;
+    let (streamed, last) = read_reply(&mut socket).await;
+    assert_eq!(streamed, second.concat());
+    assert_eq!(last["content"], second.concat(), "the reply kept its text");
+    assert_eq!(
+        alice.get(&format!("/api/ai/chats/{chat}/")).await.body["title"],
+        "A short title"
+    );
+    app.stop().await;
+}

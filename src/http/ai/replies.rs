@@ -96,12 +96,16 @@ async fn take_turn(
     };
     if stream {
         let listener = Listener::new(subscription.events, state.generations.clone(), chat.id);
+        // The reply runs already: a failure to read the question's alternatives only leaves
+        // them out of this first event.
         let first = match started.question {
-            Some(question) => Some(
-                generation::message_views(&state.db, vec![question])
-                    .await?
-                    .remove(0),
-            ),
+            Some(question) => {
+                let fallback = AiMessageView::from(question.clone());
+                match generation::message_views(&state.db, vec![question]).await {
+                    Ok(mut views) if views.len() == 1 => Some(views.remove(0)),
+                    _ => Some(fallback),
+                }
+            }
             None => None,
         };
         let events = sse_events(listener, first, started.reply_id);
