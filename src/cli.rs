@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `createsuperuser`, `changepassword`.
+//! The command line: `serve`, `migrate`, `createsuperuser`, `changepassword`, `import-django`.
 
 use std::{
     io::{self, BufRead, IsTerminal, Write},
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     config::Config,
     domain::{text, username},
+    import,
     service::{
         accounts::{self, RegistrationForm},
         FieldErrors, ServiceError,
@@ -56,6 +57,20 @@ enum Command {
     /// Ends the user's sessions and revokes their bearer tokens; with REDIS_URL set, running
     /// servers close the sockets opened with them.
     Changepassword { username: String },
+    /// Import a database of MRM Chat 2 (the Django original) into DATABASE_URL, keeping every
+    /// id: users (with their password hashes), chats, messages and AI conversations. Stop the
+    /// original first. Safe to run again: rows already imported are left alone.
+    ImportDjango {
+        /// The original's database: postgres://… or sqlite:PATH (opened read-only).
+        #[arg(long)]
+        from: String,
+        /// Check the source and the target and say what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The model imported replies are recorded as written by (the original's OPENAI_MODEL).
+        #[arg(long, default_value = "gpt-3.5-turbo")]
+        model: String,
+    },
 }
 
 /// Runs the command line: parses the arguments, tunes the process (open-file limit, allocator),
@@ -88,6 +103,18 @@ pub async fn main() -> ExitCode {
             password,
         } => createsuperuser(config, username, email, password).await,
         Command::Changepassword { username } => changepassword(config, username).await,
+        Command::ImportDjango {
+            from,
+            dry_run,
+            model,
+        } => {
+            let options = import::Options {
+                from,
+                dry_run,
+                reply_model: model,
+            };
+            import_django(config, options).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +138,41 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     db.migrate().await?;
     println!("migrations applied ({})", db.backend());
     db.close().await;
+    Ok(())
+}
+
+/// A progress bar on standard error (drawn only on a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl import::Progress for Bar {
+    fn start(&self, phase: &str, total: u64) {
+        self.0.reset();
+        self.0.set_length(total);
+        self.0.set_message(phase.to_owned());
+    }
+    fn advance(&self, rows: u64) {
+        self.0.inc(rows);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+async fn import_django(config: Config, options: import::Options) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url, 2).await?;
+    db.migrate().await?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, {eta} left",
+        )?
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let outcome = import::import(&db, &options, &Bar(bar)).await;
+    db.close().await;
+    let summary = outcome?;
+    println!("{summary}");
+    println!("({:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
 

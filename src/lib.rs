@@ -10,6 +10,7 @@ pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod limits;
 pub mod os;
 pub mod realtime;

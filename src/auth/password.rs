@@ -1,6 +1,11 @@
 //! Argon2id password hashes, computed on the blocking pool so they never stall the async
 //! workers, and bounded in number so a login flood cannot exhaust memory (each hash takes ~19 MiB):
 //! a few run at once, a bounded number wait, and the rest are refused at once.
+//!
+//! Hashes imported from MRM Chat 2 are Django's (`pbkdf2_sha256$<iterations>$<salt>$<hash>`
+//! and Django's other built-in hashers): they are verified as Django does (the `djangohashers`
+//! crate, a port of Django's hashers), and replaced by an Argon2id hash at the first login that
+//! matches ([`Verdict::Legacy`]).
 
 use std::sync::Arc;
 
@@ -70,7 +75,7 @@ impl PasswordHasher {
 
     /// Verifies `password`, as [`HashSlot::verify`]. Errors: `Busy` when the queue is full.
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, HashError> {
-        self.reserve()?.verify(password, hash).await
+        Ok(self.reserve()?.check(password, hash).await?.matches())
     }
 }
 
@@ -90,20 +95,16 @@ impl HashSlot {
 
     /// True when `password` matches `hash`; with no hash, spends the same effort and says no.
     pub async fn verify(self, password: String, hash: Option<String>) -> Result<bool, HashError> {
+        Ok(self.check(password, hash).await?.matches())
+    }
+
+    /// Whether `password` matches `hash` (an Argon2id PHC string, or a Django hash), and whether
+    /// the hash should be replaced; with no hash, spends the same effort and says no.
+    pub async fn check(self, password: String, hash: Option<String>) -> Result<Verdict, HashError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.hasher.dummy_hash.as_ref().clone());
-        let matches = self
-            .run(move || {
-                PasswordHash::new(&hash)
-                    .map(|parsed| {
-                        Argon2::default()
-                            .verify_password(password.as_bytes(), &parsed)
-                            .is_ok()
-                    })
-                    .unwrap_or(false)
-            })
-            .await?;
-        Ok(known && matches)
+        let verdict = self.run(move || check_blocking(&password, &hash)).await?;
+        Ok(if known { verdict } else { Verdict::NoMatch })
     }
 
     /// Runs `work` on the blocking pool once a hashing slot is free.
@@ -124,6 +125,85 @@ impl HashSlot {
     }
 }
 
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It matches an Argon2id hash.
+    Match,
+    /// It matches a hash in one of Django's formats, to be replaced by an Argon2id one.
+    Legacy,
+    /// It does not match, or the hash is unusable (Django's `!…`) or in no known format.
+    NoMatch,
+}
+
+impl Verdict {
+    /// Whether the password matched.
+    pub fn matches(self) -> bool {
+        self != Verdict::NoMatch
+    }
+}
+
+/// The most PBKDF2 iterations a Django hash may ask for: Django 5.2 uses 1,000,000 and raises it
+/// by about a fifth each release; a stored hash asking for far more is refused rather than run,
+/// as each check would tie up a hashing slot.
+const MAX_PBKDF2_ITERATIONS: u64 = 5_000_000;
+
+/// Whether `hash` is in one of the formats Django's built-in hashers write (`algorithm$…`,
+/// Django's `identify_hasher`): what [`check_blocking`] verifies besides Argon2id.
+pub fn is_django_hash(hash: &str) -> bool {
+    const ALGORITHMS: &[&str] = &[
+        "pbkdf2_sha256",
+        "pbkdf2_sha1",
+        "argon2",
+        "bcrypt_sha256",
+        "bcrypt",
+        "scrypt",
+        "sha1",
+        "md5",
+        "unsalted_md5",
+        "unsalted_sha1",
+        "crypt",
+    ];
+    // An unsalted MD5 is 32 hex digits with no prefix (Django accepts both forms).
+    let algorithm = hash.split('$').next().unwrap_or_default();
+    ALGORITHMS.contains(&algorithm)
+        || (hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Checks `password` against `hash` on the calling thread (the blocking pool).
+fn check_blocking(password: &str, hash: &str) -> Verdict {
+    if hash.starts_with("$argon2") {
+        let matches = PasswordHash::new(hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        return if matches {
+            Verdict::Match
+        } else {
+            Verdict::NoMatch
+        };
+    }
+    if !is_django_hash(hash) {
+        return Verdict::NoMatch;
+    }
+    let mut parts = hash.split('$');
+    if matches!(parts.next(), Some("pbkdf2_sha256" | "pbkdf2_sha1"))
+        && parts
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_none_or(|n| n > MAX_PBKDF2_ITERATIONS)
+    {
+        return Verdict::NoMatch;
+    }
+    match djangohashers::check_password(password, hash) {
+        Ok(true) => Verdict::Legacy,
+        _ => Verdict::NoMatch,
+    }
+}
+
 /// Argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's recommendation) and a
 /// random 16-byte salt from the OS generator.
 pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
@@ -136,6 +216,50 @@ pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn django_hashes_verify_and_ask_to_be_replaced() {
+        let hasher = PasswordHasher::new(8);
+        let check = |password: &str, hash: &str| {
+            let (hasher, password, hash) = (hasher.clone(), password.to_owned(), hash.to_owned());
+            async move {
+                hasher
+                    .reserve()
+                    .unwrap()
+                    .check(password, Some(hash))
+                    .await
+                    .unwrap()
+            }
+        };
+        // Written by Django 5.2 (MRM Chat 2) for "Sample-pass-2026", at 1,000,000 iterations.
+        let django = "pbkdf2_sha256$1000000$RNVL98bsIIvFjJu6Mm9b8D$\
+                      UZ2w79P/Gul06+GKDy0kMiJOgHNwxh/3w0YSPjY0W7M=";
+        assert_eq!(check("Sample-pass-2026", django).await, Verdict::Legacy);
+        assert_eq!(check("Sample-pass-2027", django).await, Verdict::NoMatch);
+        // Django's documented test vectors (django/tests/auth_tests/test_hashers.py).
+        let pbkdf2 =
+            "pbkdf2_sha256$24000$KQ8zeK6wKRuR$cmhbSt1XVKuO4FGd9+AX8qSBD4Z0395nZatXTJpEtTY=";
+        assert_eq!(check("ExjGmyUT73bFoT", pbkdf2).await, Verdict::Legacy);
+        assert_eq!(check("wrong", pbkdf2).await, Verdict::NoMatch);
+        let sha1 = "pbkdf2_sha1$24000$KQ8zeK6wKRuR$tSJh4xdxfMJotlxfkCGjTFpGYZU=";
+        assert_eq!(check("ExjGmyUT73bFoT", sha1).await, Verdict::Legacy);
+        let md5 = "md5$KQ8zeK6wKRuR$0137e4d74cb2d9ed9cb1a5f391f6175e";
+        assert_eq!(check("ExjGmyUT73bFoT", md5).await, Verdict::Legacy);
+        for unusable in [
+            "!abcdef",
+            "",
+            "whatever$x$y",
+            "pbkdf2_sha256$99999999$salt$hash",
+        ] {
+            assert_eq!(
+                check("ExjGmyUT73bFoT", unusable).await,
+                Verdict::NoMatch,
+                "{unusable}"
+            );
+        }
+        let own = hasher.hash("s3cret-enough".into()).await.unwrap();
+        assert_eq!(check("s3cret-enough", &own).await, Verdict::Match);
+    }
 
     #[tokio::test]
     async fn verifies_only_the_right_password() {

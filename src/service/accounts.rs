@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use crate::{
+    auth::password::Verdict,
     domain::{password, text, username, Email, UserType, Username},
     state::AppState,
     store::{self, users::NewUser, users::User},
@@ -211,14 +212,40 @@ pub async fn authenticate(
     let slot = state.hasher.reserve()?;
     let credentials = store::users::credentials(&state.db, &username).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    let matches = slot.verify(password, hash).await?;
+    let verdict = slot.check(password.clone(), hash).await?;
     match credentials {
-        Some(c) if matches && c.is_active => store::users::by_id(&state.db, c.id)
-            .await?
-            .ok_or(ServiceError::InvalidCredentials),
+        Some(c) if verdict.matches() && c.is_active => {
+            if verdict == Verdict::Legacy {
+                upgrade_hash(state, c.id, &c.password_hash, password).await;
+            }
+            store::users::by_id(&state.db, c.id)
+                .await?
+                .ok_or(ServiceError::InvalidCredentials)
+        }
         _ => {
             tracing::info!("failed login");
             Err(ServiceError::InvalidCredentials)
+        }
+    }
+}
+
+/// Replaces a user's imported Django hash (`old`, which `password` just matched) by an Argon2id
+/// hash, unless the hash changed meanwhile. A failure is logged: the login still succeeds, and
+/// the next one tries again.
+async fn upgrade_hash(state: &AppState, user_id: i64, old: &str, password: String) {
+    let upgraded = match state.hasher.hash(password).await {
+        Ok(hash) => store::users::replace_password_hash(&state.db, user_id, old, &hash)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(err) => Err(anyhow::anyhow!(err)),
+    };
+    match upgraded {
+        Ok(_) => tracing::info!(
+            user.id = user_id,
+            "imported password hash replaced by Argon2id"
+        ),
+        Err(err) => {
+            tracing::warn!(user.id = user_id, error = %err, "could not replace an imported password hash")
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod attachments;
 pub mod chats;
 pub mod columns;
 pub mod events;
+pub mod import;
 pub mod messages;
 pub mod pins;
 pub mod search;

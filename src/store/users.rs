@@ -90,6 +90,18 @@ pub async fn credentials(db: &Db, username: &str) -> sqlx::Result<Option<Credent
         .await)
 }
 
+/// Sets the user's password hash to `new` if it is still `old`; returns whether it was.
+pub async fn replace_password_hash(db: &Db, id: i64, old: &str, new: &str) -> sqlx::Result<bool> {
+    let sql = "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2";
+    on_writer!(db, pool => sqlx::query(sql)
+        .bind(id)
+        .bind(old)
+        .bind(new)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1))
+}
+
 /// Sets the user's `last_login` to now.
 pub async fn record_login(db: &Db, id: i64) -> sqlx::Result<()> {
     let sql = "UPDATE users SET last_login = $1 WHERE id = $2";

@@ -16,6 +16,7 @@ mod errors;
 mod events;
 mod fake_openai;
 mod helpers;
+mod import;
 mod input;
 mod mentions;
 mod messages;
