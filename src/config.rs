@@ -313,6 +313,11 @@ pub struct Config {
         value_parser = cors_origins
     )]
     pub cors_origins: std::vec::Vec<HeaderValue>,
+    /// `MRM_METRICS_TOKEN`: the bearer token that `GET /metrics` (Prometheus text format)
+    /// requires; surrounding blanks removed. Default: none, and `/metrics` does not exist (404).
+    /// Error: shorter than 16 characters.
+    #[arg(long = "metrics-token", env = "MRM_METRICS_TOKEN", value_parser = metrics_token)]
+    pub metrics_token: Option<Secret>,
     /// `MRM_SECURE_COOKIES`: mark cookies `Secure`; set it when the server sits behind HTTPS.
     /// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, any case. Default false. Error: anything
     /// else.
@@ -860,6 +865,14 @@ fn providers(raw: &str) -> Result<ProviderList, String> {
         }
     }
     Ok(ProviderList(list))
+}
+
+fn metrics_token(raw: &str) -> Result<Secret, String> {
+    let token = raw.trim();
+    if token.chars().count() < 16 {
+        return Err("expected a token of at least 16 characters".into());
+    }
+    Ok(Secret::new(token))
 }
 
 fn api_key(raw: &str) -> Result<Secret, String> {

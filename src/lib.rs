@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod limits;
+pub mod metrics;
 pub mod os;
 pub mod realtime;
 pub mod service;

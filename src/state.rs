@@ -88,15 +88,16 @@ impl AppState {
             max_sockets_per_user: config.max_sockets_per_user,
             write_timeout: config.ws_write_timeout,
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let realtime = match &config.redis_url {
-            None => Realtime::new(db.clone(), settings),
+            None => Realtime::new(db.clone(), settings, metrics),
             Some(url) => {
                 let bus = BusSettings {
                     redis_url: url.expose().to_owned(),
                     prefix: config.redis_prefix.clone(),
                     presence_ttl: config.presence_ttl,
                 };
-                Realtime::clustered(db.clone(), settings, &bus).await?
+                Realtime::clustered(db.clone(), settings, &bus, metrics).await?
             }
         };
         Ok(Self::assemble(db, config, models, realtime, files))
@@ -123,7 +124,12 @@ impl AppState {
             titles: config.ai.titles,
             lease: config.ai.reply_lease,
         };
-        let generations = Generations::new(db.clone(), settings, realtime.replies.clone());
+        let generations = Generations::new(
+            db.clone(),
+            settings,
+            realtime.replies.clone(),
+            realtime.metrics.clone(),
+        );
         let replies = generations.clone();
         realtime
             .sockets

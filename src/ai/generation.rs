@@ -233,6 +233,7 @@ impl Default for ReplySettings {
 /// user here. Each reply is a task of its own, so it outlives the request or socket that asked.
 pub struct Generations {
     db: Db,
+    metrics: Arc<crate::metrics::Metrics>,
     settings: ReplySettings,
     bus: Arc<dyn ReplyBus>,
     channels: Mutex<HashMap<i64, Arc<Mutex<Channel>>>>,
@@ -280,11 +281,17 @@ async fn message_view(db: &Db, message: AiMessage) -> AiMessageView {
 
 impl Generations {
     /// Replies stored in `db`, limited and fitted by `settings`, shared with other nodes over
-    /// `bus`. Events from other nodes are relayed to this node's listeners from now on.
-    pub fn new(db: Db, settings: ReplySettings, bus: Arc<dyn ReplyBus>) -> Arc<Self> {
+    /// `bus`, counted in `metrics`. Events from other nodes are relayed to this node's listeners from now on.
+    pub fn new(
+        db: Db,
+        settings: ReplySettings,
+        bus: Arc<dyn ReplyBus>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
         let incoming = bus.incoming();
         let this = Arc::new(Self {
             db,
+            metrics,
             settings,
             bus,
             channels: Mutex::new(HashMap::new()),
@@ -878,10 +885,49 @@ impl Job {
             None => None,
         };
         let finished = failure.is_none() && outcome.finish == FinishReason::Stop;
+        self.count(tokens, &outcome.finish, failure.as_ref());
         self.save(tokens, outcome.finish, failure).await;
         self.generations.release(self.ai_chat_id);
         if finished && self.generations.settings.titles {
             self.title().await;
+        }
+    }
+
+    /// Counts the reply in the metrics: its outcome, its tokens, and its provider's failure.
+    fn count(
+        &self,
+        tokens: Option<Tokens>,
+        finish: &FinishReason,
+        failure: Option<&ProviderError>,
+    ) {
+        let metrics = &self.generations.metrics;
+        let model = self.route.model.as_str();
+        let outcome = match failure {
+            Some(_) => "error",
+            None => finish.as_str(),
+        };
+        metrics
+            .ai_requests
+            .with_label_values(&[model, outcome])
+            .inc();
+        if let Some(tokens) = tokens {
+            let count = |kind: &str, n: i64| {
+                metrics
+                    .ai_tokens
+                    .with_label_values(&[model, kind])
+                    .inc_by(u64::try_from(n).unwrap_or(0));
+            };
+            count("prompt", tokens.prompt);
+            count("completion", tokens.completion);
+        }
+        if let Some(err) = failure {
+            let kind = match err {
+                ProviderError::Timeout => "timeout",
+                ProviderError::Status(_) => "status",
+                ProviderError::Transport(_) => "transport",
+                ProviderError::Malformed(_) => "malformed",
+            };
+            metrics.ai_provider_errors.with_label_values(&[kind]).inc();
         }
     }
 
@@ -941,6 +987,7 @@ impl Job {
         prompt: Vec<ChatMessage>,
         outcome: &mut Outcome,
     ) -> Result<(), ProviderError> {
+        let asked = std::time::Instant::now();
         let mut stream = tokio::select! {
             _ = self.cancel.cancelled() => {
                 outcome.finish = FinishReason::Cancelled;
@@ -949,6 +996,7 @@ impl Job {
             opened = self.route.provider.stream(&self.route.model, prompt) => opened?,
         };
         outcome.accepted = true;
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => {
@@ -957,7 +1005,16 @@ impl Job {
                 }
                 event = stream.next() => match event {
                     None => return Ok(()),
-                    Some(Ok(StreamEvent::Delta(delta))) => self.append(delta),
+                    Some(Ok(StreamEvent::Delta(delta))) => {
+                        if std::mem::take(&mut first) {
+                            self.generations
+                                .metrics
+                                .ai_first_token
+                                .with_label_values(&[&self.route.model])
+                                .observe(asked.elapsed().as_secs_f64());
+                        }
+                        self.append(delta)
+                    }
                     Some(Ok(StreamEvent::Usage(counted))) => outcome.tokens = Some(counted),
                     Some(Ok(StreamEvent::Finish(reason))) => outcome.finish = FinishReason::parse(&reason),
                     Some(Err(err)) => return Err(err),

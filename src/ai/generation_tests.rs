@@ -80,7 +80,12 @@ async fn fixture(max_per_user: usize) -> Fixture {
     };
     Fixture {
         route: catalog.route("fake/fake-model", false).unwrap(),
-        generations: Generations::new(db.clone(), settings, Arc::new(crate::ai::bus::NoBus)),
+        generations: Generations::new(
+            db.clone(),
+            settings,
+            Arc::new(crate::ai::bus::NoBus),
+            Arc::default(),
+        ),
         db,
         requests: requests_rx,
         _dir: dir,

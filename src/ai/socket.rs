@@ -75,6 +75,10 @@ pub async fn run(
     socket: WebSocket,
     protocol: Protocol,
 ) {
+    let _open = state
+        .realtime
+        .metrics
+        .socket_opened("ai", protocol.extended());
     let subscription = state.generations.subscribe(ai_chat_id);
     // The text so far of a running reply, here or on another node; deltas that start before
     // its end repeat it and are skipped.
@@ -119,7 +123,10 @@ pub async fn run(
                 Ok(AiEvent::Delta { id, offset, .. })
                     if covered.is_some_and(|(reply, end)| reply == id && offset < end) => {}
                 Ok(event) => match event_frame(event, protocol) {
-                    Some(Some(message)) => written = within(limit, sink.send(message)).await,
+                    Some(Some(message)) => {
+                        written = within(limit, sink.send(message)).await;
+                        state.realtime.metrics.frames_delivered.inc();
+                    }
                     Some(None) => {}
                     None => break Ok(Some(Close { code: close::CHAT_DELETED, reason: "AI chat deleted" })),
                 },
@@ -139,7 +146,10 @@ pub async fn run(
     };
     let finish = async {
         match close {
-            Some(close) => sink.send(close_frame(close)).await,
+            Some(close) => {
+                state.realtime.metrics.closed(close.code);
+                sink.send(close_frame(close)).await
+            }
             None => sink.close().await,
         }
     };

@@ -1,19 +1,88 @@
 //! Probes for orchestrators: `/healthz` answers while the process runs, `/readyz` only while the
-//! database answers too.
+//! database answers too; and `/metrics` for Prometheus, behind `MRM_METRICS_TOKEN`.
 
 use std::time::Duration;
 
-use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use axum::{
+    extract::{MatchedPath, State},
+    http::{header, HeaderMap, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
 use serde_json::{json, Value};
 
-use crate::state::AppState;
-use crate::wire::schemas::{Health, Readiness};
+use crate::{
+    error::ApiError,
+    state::AppState,
+    wire::schemas::{Detail, Health, Readiness},
+};
 
 /// The liveness and readiness probes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The server's metrics in the Prometheus text format (0.0.4), for a scraper that presents
+/// `MRM_METRICS_TOKEN` as a bearer token. Without the setting the endpoint does not exist.
+#[utoipa::path(get, path = "/metrics", tag = "Operations", security(("metrics" = [])),
+    responses(
+        (status = 200, description = "Every metric, in the Prometheus text format", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "No token, or not `MRM_METRICS_TOKEN`", body = Detail),
+        (status = 404, description = "`MRM_METRICS_TOKEN` is not set", body = Detail),
+    ))]
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let Some(expected) = &state.config.metrics_token else {
+        return Err(ApiError::NotFound);
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches: bool =
+        subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), expected.expose().as_bytes()).into();
+    if !matches {
+        return Err(ApiError::InvalidToken);
+    }
+    let metrics = &state.realtime.metrics;
+    metrics.refresh(state.realtime.hub.room_count(), state.db.stats());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response())
+}
+
+/// Counts every request in `mrm_http_requests_total` and `mrm_http_request_duration_seconds`,
+/// by its route template (never the path itself, which would make a series per id).
+pub async fn record(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let metrics = &state.realtime.metrics;
+    metrics
+        .http_duration
+        .with_label_values(&[route, method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[route, method.as_str(), response.status().as_str()])
+        .inc();
+    response
 }
 
 /// Answers while the process runs.

@@ -113,6 +113,10 @@ pub fn router(state: AppState) -> Router {
         );
     }
     router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            health::record,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

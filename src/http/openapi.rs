@@ -61,7 +61,7 @@ use crate::{
         ai::models::models,
         ai::messages::chat_messages, ai::chats::related_chat_context, ai::messages::all_messages,
         ai::messages::one_message, ai::usage::usage,
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
         schemas::ChatSendFrame, schemas::TypingRequestFrame, schemas::ChatChangeFrame,
@@ -111,6 +111,15 @@ impl Modify for SecuritySchemes {
                 "X-CSRFToken",
                 "The value of the `csrftoken` cookie; required on writes made with the session cookie.",
             ))),
+        );
+        components.add_security_scheme(
+            "metrics",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`MRM_METRICS_TOKEN`, for `GET /metrics` only."))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "bearer",

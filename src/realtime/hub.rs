@@ -43,7 +43,12 @@ pub type ConnId = u64;
 pub enum Outbound {
     /// A position of the chat's log (a message, or for `mrm.v2` sockets any other event); the
     /// seq lets the connection skip what its replay already sent.
-    Message { seq: i64, frame: Utf8Bytes },
+    Message {
+        seq: i64,
+        frame: Utf8Bytes,
+        /// When the room queued it, for the delivery lag.
+        queued: std::time::Instant,
+    },
     /// An ephemeral frame: typing, presence, errors.
     Frame(Utf8Bytes),
 }
@@ -565,6 +570,7 @@ impl Room {
         self.next_seq = seq + 1;
         let mut slow = Vec::new();
         let mut gone = Vec::new();
+        let queued = std::time::Instant::now();
         for s in &self.subscribers {
             let frame = match &entry {
                 Entry::Message(frames) => match frames.for_viewer(s.viewer, s.protocol) {
@@ -574,7 +580,10 @@ impl Room {
                 Entry::Event(frame, _) if s.protocol.extended() => frame.clone(),
                 Entry::Event(..) => continue,
             };
-            match s.outbound.try_send(Outbound::Message { seq, frame }) {
+            match s
+                .outbound
+                .try_send(Outbound::Message { seq, frame, queued })
+            {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => slow.push(s.conn),
                 Err(mpsc::error::TrySendError::Closed(_)) => gone.push(s.conn),

@@ -226,7 +226,7 @@ impl Fixture {
                 Outbound::Frame(frame) if frame.as_str() == barrier => return messages,
                 Outbound::Frame(_) => {}
                 Outbound::Message { frame, .. } if is_other_event(&frame) => {}
-                Outbound::Message { seq, frame } => messages.push((seq, source(seq, &frame))),
+                Outbound::Message { seq, frame, .. } => messages.push((seq, source(seq, &frame))),
             }
         }
     }
@@ -259,7 +259,7 @@ impl Socket {
     async fn messages(&mut self, count: usize) -> Vec<(i64, Source)> {
         let mut messages = Vec::new();
         while messages.len() < count {
-            if let Outbound::Message { seq, frame } = self.next().await {
+            if let Outbound::Message { seq, frame, .. } = self.next().await {
                 if !is_other_event(&frame) {
                     messages.push((seq, source(seq, &frame)));
                 }

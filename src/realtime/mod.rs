@@ -60,6 +60,8 @@ pub struct Realtime {
     pub bus: Option<Arc<BusHealth>>,
     /// How AI replies reach other nodes (nowhere, for a single node).
     pub replies: Arc<dyn crate::ai::bus::ReplyBus>,
+    /// This server's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where to find the other nodes.
@@ -90,7 +92,11 @@ pub struct SocketSettings {
 
 impl Realtime {
     /// A single node: events go straight to this process's sockets.
-    pub fn new(db: Db, settings: SocketSettings) -> Realtime {
+    pub fn new(
+        db: Db,
+        settings: SocketSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Realtime {
         let hub = Hub::new(db);
         let broker = Arc::new(LocalBroker::new(hub.clone()));
         let replies = Arc::new(crate::ai::bus::NoBus);
@@ -101,6 +107,7 @@ impl Realtime {
             Self::registry(&settings),
             None,
             replies,
+            metrics,
         )
     }
 
@@ -109,6 +116,7 @@ impl Realtime {
         db: Db,
         settings: SocketSettings,
         bus: &BusSettings,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Realtime> {
         let hub = Hub::new(db);
         let sockets = Self::registry(&settings);
@@ -118,6 +126,7 @@ impl Realtime {
             bus.presence_ttl,
             hub.clone(),
             sockets.clone(),
+            metrics.clone(),
         )
         .await?;
         hub.share_presence(broker.clone());
@@ -130,6 +139,7 @@ impl Realtime {
             sockets,
             Some(health),
             replies,
+            metrics,
         ))
     }
 
@@ -144,9 +154,11 @@ impl Realtime {
         sockets: Arc<SocketRegistry>,
         bus: Option<Arc<BusHealth>>,
         replies: Arc<dyn crate::ai::bus::ReplyBus>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Realtime {
         Realtime {
             replies,
+            metrics,
             broker,
             hub,
             sockets,

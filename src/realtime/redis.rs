@@ -227,6 +227,7 @@ pub struct RedisBroker {
     pub health: Arc<BusHealth>,
     ai_inbox: mpsc::Sender<Remote>,
     ai_incoming: std::sync::Mutex<Option<mpsc::Receiver<Remote>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl RedisBroker {
@@ -238,6 +239,7 @@ impl RedisBroker {
         presence_ttl: Duration,
         hub: Arc<Hub>,
         sockets: Arc<SocketRegistry>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<RedisBroker>> {
         let client = redis::Client::open(with_resp3(url))?;
         // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
@@ -257,6 +259,7 @@ impl RedisBroker {
         let (outbox, queue) = mpsc::channel(OUTBOX);
         let (ai_inbox, ai_incoming) = mpsc::channel(AI_INBOX);
         let broker = Arc::new(RedisBroker {
+            metrics,
             ai_inbox,
             ai_incoming: std::sync::Mutex::new(Some(ai_incoming)),
             channel: format!("{prefix}:events"),
@@ -433,6 +436,7 @@ async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
             Ok(_conn) => {
                 if reported_down {
                     tracing::info!("Redis connection restored; catching up from the database");
+                    broker.metrics.redis_reconnects.inc();
                 }
                 backoff = Duration::from_millis(100);
                 broker.health.connected.store(true, Ordering::Relaxed);

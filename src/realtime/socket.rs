@@ -82,6 +82,7 @@ impl Connection {
     /// `resume`: the seq the client asked to continue after; `handshake_seq`: the chat's last
     /// seq when the handshake was answered, where a live-only socket starts.
     pub async fn run(self, socket: WebSocket, resume: Option<i64>, handshake_seq: i64) {
+        let _open = (self.state.realtime.metrics).socket_opened("chat", self.protocol.extended());
         let (outbound, queue) = mpsc::channel(self.queue_capacity);
         let (close_tx, close_rx) = oneshot::channel();
         let member = Member {
@@ -101,7 +102,7 @@ impl Connection {
         let live_from = match self.state.realtime.hub.join(self.chat_id, subscriber).await {
             Ok(live_from) => live_from,
             Err(refusal) => {
-                let _ = send_close(&mut sink, refusal).await;
+                let _ = send_close(&mut sink, refusal, &self.state.realtime.metrics).await;
                 return;
             }
         };
@@ -122,7 +123,7 @@ impl Connection {
                 code: close::REMOVED,
                 reason: "not a participant",
             };
-            let _ = send_close(&mut sink, removed).await;
+            let _ = send_close(&mut sink, removed, &self.state.realtime.metrics).await;
             return;
         }
         let last_heard = Arc::new(AtomicU64::new(0));
@@ -185,7 +186,13 @@ impl Connection {
 
 type Sink = SplitSink<WebSocket, Message>;
 
-async fn send_close(sink: &mut Sink, close: Close) -> Result<(), axum::Error> {
+/// Sends the close frame, counting it by its code.
+async fn send_close(
+    sink: &mut Sink,
+    close: Close,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), axum::Error> {
+    metrics.closed(close.code);
     sink.send(Message::Close(Some(CloseFrame {
         code: close.code,
         reason: Utf8Bytes::from_static(close.reason),
@@ -251,7 +258,9 @@ impl Writer {
         };
         let finish = async {
             match close {
-                Some(close) => send_close(&mut self.sink, close).await,
+                Some(close) => {
+                    send_close(&mut self.sink, close, &self.state.realtime.metrics).await
+                }
                 // Flushes the reply to a close the client started, if any.
                 None => self.sink.close().await,
             }
@@ -356,6 +365,7 @@ impl Writer {
                 };
                 if let Some(frame) = frame {
                     within(limit, self.sink.feed(Message::Text(frame))).await?;
+                    self.state.realtime.metrics.frames_delivered.inc();
                 }
                 self.last_sent = seq;
             }
@@ -367,17 +377,21 @@ impl Writer {
     }
 
     async fn write(&mut self, item: Outbound) -> Result<(), WriteError> {
+        let metrics = &self.state.realtime.metrics;
         let frame = match item {
-            Outbound::Message { seq, frame } => {
+            Outbound::Message { seq, frame, queued } => {
                 if seq <= self.last_sent {
                     return Ok(()); // Already sent by the replay.
                 }
                 self.last_sent = seq;
+                metrics.delivery_lag.observe(queued.elapsed().as_secs_f64());
                 frame
             }
             Outbound::Frame(frame) => frame,
         };
-        within(self.write_timeout, self.sink.feed(Message::Text(frame))).await
+        within(self.write_timeout, self.sink.feed(Message::Text(frame))).await?;
+        metrics.frames_delivered.inc();
+        Ok(())
     }
 }
 

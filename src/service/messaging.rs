@@ -106,6 +106,7 @@ impl MessageWriter {
 async fn write_loop(db: Db, realtime: Realtime, mut pending: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        realtime.metrics.writer_batch.observe(batch.len() as f64);
         let rows: Vec<NewMessage<'_>> = batch.iter().map(Pending::row).collect();
         match store::messages::insert_batch(&db, &rows).await {
             Ok(saved) => {

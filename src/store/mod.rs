@@ -111,7 +111,39 @@ macro_rules! on_sqlite {
 }
 pub(crate) use on_sqlite;
 
+/// What a database pool is doing, for the metrics: connections in use and idle, and (SQLite,
+/// whose connections and write turn this process queues for itself) the seconds waited for them
+/// in all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolStats {
+    pub in_use: usize,
+    pub idle: usize,
+    pub waited_seconds: Option<f64>,
+}
+
 impl Db {
+    /// The pool's connections, and its waits where they are known.
+    pub fn stats(&self) -> PoolStats {
+        match self {
+            Db::Sqlite(sqlite) => {
+                let (in_use, idle, waited) = sqlite.stats();
+                PoolStats {
+                    in_use,
+                    idle,
+                    waited_seconds: Some(waited),
+                }
+            }
+            Db::Postgres(pool) => {
+                let idle = pool.num_idle();
+                PoolStats {
+                    in_use: (pool.size() as usize).saturating_sub(idle),
+                    idle,
+                    waited_seconds: None,
+                }
+            }
+        }
+    }
+
     /// Opens the database named by `url`: `sqlite:…` opens (creating if missing) a SQLite file in
     /// WAL mode with foreign keys on; anything else is taken as a PostgreSQL URL. Up to
     /// `max_connections` connections, waiting at most 10 s for one.

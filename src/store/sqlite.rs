@@ -32,6 +32,10 @@ struct Inner {
     /// meeting SQLITE_BUSY and sleeping in SQLite's busy handler, which made sends stall for up
     /// to a second under load.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The most connections at once.
+    max: usize,
+    /// Microseconds spent waiting for a connection or the write turn, in all.
+    waited_micros: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -76,12 +80,15 @@ impl Sqlite {
                 permits: Arc::new(Semaphore::new(max_connections as usize)),
                 acquire_timeout,
                 write_gate: Arc::default(),
+                max: max_connections as usize,
+                waited_micros: Default::default(),
             }),
         })
     }
 
     /// A connection for one statement or transaction; it returns to the set when dropped.
     pub async fn acquire(&self) -> sqlx::Result<SqliteConn> {
+        let asked = std::time::Instant::now();
         let permit = tokio::time::timeout(
             self.inner.acquire_timeout,
             self.inner.permits.clone().acquire_owned(),
@@ -89,6 +96,7 @@ impl Sqlite {
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
         .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.waited(asked);
         let idle = self.lock_idle().pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -106,7 +114,29 @@ impl Sqlite {
     /// held for the length of a write (`on_writer!` takes it), it keeps a second writer from
     /// meeting SQLITE_BUSY. Writers of other processes on the same file are not queued here.
     pub async fn write_turn(&self) -> OwnedMutexGuard<()> {
-        self.inner.write_gate.clone().lock_owned().await
+        let asked = std::time::Instant::now();
+        let turn = self.inner.write_gate.clone().lock_owned().await;
+        self.waited(asked);
+        turn
+    }
+
+    fn waited(&self, since: std::time::Instant) {
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .waited_micros
+            .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Connections in use, connections idle, and the seconds waited for a connection or the
+    /// write turn since the database was opened.
+    pub fn stats(&self) -> (usize, usize, f64) {
+        let in_use = self.inner.max - self.inner.permits.available_permits();
+        let idle = self.lock_idle().len();
+        let waited = self
+            .inner
+            .waited_micros
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (in_use, idle, waited as f64 / 1e6)
     }
 
     /// Refuses new acquisitions and closes the idle connections; connections in use close when

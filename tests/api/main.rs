@@ -20,6 +20,7 @@ mod import;
 mod input;
 mod mentions;
 mod messages;
+mod metrics;
 mod openapi;
 mod page_bytes;
 mod pagination;
