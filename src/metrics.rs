@@ -22,6 +22,9 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
+    /// Held while a scrape brings the mirrored values up to date, so two at once never add the
+    /// same database wait twice.
+    refreshing: std::sync::Mutex<()>,
     /// `mrm_http_requests_total{route, method, status}`: requests answered, by route template.
     pub http_requests: IntCounterVec,
     /// `mrm_http_request_duration_seconds{route, method}`: time to the response's head.
@@ -174,6 +177,7 @@ impl Metrics {
                 &["kind"],
             ),
             registry,
+            refreshing: std::sync::Mutex::new(()),
         }
     }
 
@@ -205,6 +209,7 @@ impl Metrics {
     /// Brings the gauges that mirror state up to date before a scrape: `rooms` on this node,
     /// and the database pool's connections and waits.
     pub fn refresh(&self, rooms: usize, pool: crate::store::PoolStats) {
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         self.rooms.set(i64::try_from(rooms).unwrap_or(i64::MAX));
         let gauge = |state: &str, n: usize| {
             self.db_connections

@@ -902,9 +902,11 @@ impl Job {
     ) {
         let metrics = &self.generations.metrics;
         let model = self.route.model.as_str();
-        let outcome = match failure {
-            Some(_) => "error",
-            None => finish.as_str(),
+        // A provider's own reasons are open-ended: the standard ones get series of their own.
+        let outcome = match (failure, finish.as_str()) {
+            (Some(_), _) => "error",
+            (None, r @ ("stop" | "length" | "cancelled" | "content_filter" | "tool_calls")) => r,
+            (None, _) => "other",
         };
         metrics
             .ai_requests

@@ -125,7 +125,9 @@ pub async fn run(
                 Ok(event) => match event_frame(event, protocol) {
                     Some(Some(message)) => {
                         written = within(limit, sink.send(message)).await;
-                        state.realtime.metrics.frames_delivered.inc();
+                        if written.is_ok() {
+                            state.realtime.metrics.frames_delivered.inc();
+                        }
                     }
                     Some(None) => {}
                     None => break Ok(Some(Close { code: close::CHAT_DELETED, reason: "AI chat deleted" })),

@@ -143,44 +143,73 @@ impl Verdict {
     }
 }
 
-/// The most PBKDF2 iterations a Django hash may ask for: Django 5.2 uses 1,000,000 and raises it
-/// by about a fifth each release; a stored hash asking for far more is refused rather than run,
-/// as each check would tie up a hashing slot.
-const MAX_PBKDF2_ITERATIONS: u64 = 5_000_000;
+/// Caps on the cost a Django hash may ask for. A stored hash asking for more is refused rather
+/// than run, as each check ties up a hashing slot (and Argon2's memory): PBKDF2 1,500,000
+/// iterations (djangohashers' own ceiling; Django 6.0 uses 1,200,000), bcrypt cost 14 (Django
+/// uses 12), scrypt N 2^17, r 16, p 4 (Django: 2^14, 8, 1), Argon2 256 MiB, 10 passes, 16 lanes
+/// (Django: 100 MiB, 2, 8).
+const MAX_PBKDF2_ITERATIONS: u64 = 1_500_000;
+const MAX_BCRYPT_COST: u32 = 14;
+const MAX_SCRYPT: (u64, u64, u64) = (1 << 17, 16, 4);
+const MAX_ARGON2: (u32, u32, u32) = (256 * 1024, 10, 16);
 
-/// Whether `hash` is in one of the formats Django's built-in hashers write (`algorithm$…`,
-/// Django's `identify_hasher`): what [`check_blocking`] verifies besides Argon2id.
+/// A Django hash this server can verify within its caps, in Django's format (`identify_hasher`):
+/// `pbkdf2_sha256`/`pbkdf2_sha1$<iterations>$<salt>$<hash>`, `argon2$argon2id$v=19$m=…,t=…,p=…$…`
+/// (and `argon2i`), `bcrypt_sha256$$2b$<cost>$…`, `bcrypt$$2b$<cost>$…`,
+/// `scrypt$<salt>$<N>$<r>$<p>$<hash>`, `md5$<salt>$<hash>`, `sha1$<salt>$<hash>`, the unsalted
+/// `md5$$<hash>`, `sha1$$<hash>` and bare 32-hex MD5, and `crypt$$<hash>`.
 pub fn is_django_hash(hash: &str) -> bool {
-    const ALGORITHMS: &[&str] = &[
-        "pbkdf2_sha256",
-        "pbkdf2_sha1",
-        "argon2",
-        "bcrypt_sha256",
-        "bcrypt",
-        "scrypt",
-        "sha1",
-        "md5",
-        "unsalted_md5",
-        "unsalted_sha1",
-        "crypt",
-    ];
-    // An unsalted MD5 is 32 hex digits with no prefix (Django accepts both forms).
-    let algorithm = hash.split('$').next().unwrap_or_default();
-    ALGORITHMS.contains(&algorithm)
-        || (hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    let parts: Vec<&str> = hash.split('$').collect();
+    let number = |i: usize| parts.get(i).and_then(|n| n.parse::<u64>().ok());
+    match parts.as_slice() {
+        ["pbkdf2_sha256" | "pbkdf2_sha1", _, salt, digest] => {
+            number(1).is_some_and(|n| (1..=MAX_PBKDF2_ITERATIONS).contains(&n))
+                && !salt.is_empty()
+                && !digest.is_empty()
+        }
+        ["argon2", ..] => django_argon2(hash).is_some(),
+        ["bcrypt_sha256" | "bcrypt", "", "2a" | "2b" | "2y", cost, rest] => {
+            cost.parse::<u32>()
+                .is_ok_and(|c| (4..=MAX_BCRYPT_COST).contains(&c))
+                && rest.len() == 53
+        }
+        ["scrypt", _, _, _, _, digest] => {
+            let (n, r, p) = MAX_SCRYPT;
+            number(2).is_some_and(|v| (2..=n).contains(&v) && v.is_power_of_two())
+                && number(3).is_some_and(|v| (1..=r).contains(&v))
+                && number(4).is_some_and(|v| (1..=p).contains(&v))
+                && !digest.is_empty()
+        }
+        ["md5" | "sha1", _, digest] => !digest.is_empty(),
+        ["crypt", "", digest] => !digest.is_empty(),
+        [bare] => bare.len() == 32 && bare.bytes().all(|b| b.is_ascii_hexdigit()),
+        _ => false,
+    }
+}
+
+/// A Django Argon2 hash (`argon2` followed by a PHC string, its salt and hash in standard base64
+/// without padding, as PHC writes them) within the caps, as the PHC string.
+fn django_argon2(hash: &str) -> Option<&str> {
+    let phc = hash.strip_prefix("argon2")?;
+    let parsed = PasswordHash::new(phc).ok()?;
+    let params = argon2::Params::try_from(&parsed).ok()?;
+    let (m, t, p) = MAX_ARGON2;
+    (params.m_cost() <= m && params.t_cost() <= t && params.p_cost() <= p).then_some(phc)
 }
 
 /// Checks `password` against `hash` on the calling thread (the blocking pool).
 fn check_blocking(password: &str, hash: &str) -> Verdict {
-    if hash.starts_with("$argon2") {
-        let matches = PasswordHash::new(hash)
+    let argon2 = |phc: &str| {
+        PasswordHash::new(phc)
             .map(|parsed| {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &parsed)
                     .is_ok()
             })
-            .unwrap_or(false);
-        return if matches {
+            .unwrap_or(false)
+    };
+    if hash.starts_with("$argon2") {
+        return if argon2(hash) {
             Verdict::Match
         } else {
             Verdict::NoMatch
@@ -189,18 +218,18 @@ fn check_blocking(password: &str, hash: &str) -> Verdict {
     if !is_django_hash(hash) {
         return Verdict::NoMatch;
     }
-    let mut parts = hash.split('$');
-    if matches!(parts.next(), Some("pbkdf2_sha256" | "pbkdf2_sha1"))
-        && parts
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_none_or(|n| n > MAX_PBKDF2_ITERATIONS)
-    {
-        return Verdict::NoMatch;
-    }
-    match djangohashers::check_password(password, hash) {
-        Ok(true) => Verdict::Legacy,
-        _ => Verdict::NoMatch,
+    // Django's Argon2 is checked here (djangohashers ignores the variant a hash names, and
+    // reads its salt in the wrong base64 alphabet); the others by djangohashers, a port of
+    // Django's hashers, which must never take a login down with it.
+    let matches = match django_argon2(hash) {
+        Some(phc) => argon2(phc),
+        None => std::panic::catch_unwind(|| djangohashers::check_password(password, hash))
+            .is_ok_and(|checked| checked == Ok(true)),
+    };
+    if matches {
+        Verdict::Legacy
+    } else {
+        Verdict::NoMatch
     }
 }
 
@@ -216,6 +245,20 @@ pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Django Argon2 hash of "Sample-pass-2026" as Django's `Argon2PasswordHasher` writes it:
+    /// `argon2` + PHC, argon2id, m=102400, t=2, p=8, made here with the same parameters.
+    fn django_argon2_vector() -> String {
+        let params = argon2::Params::new(102_400, 2, 8, Some(32)).unwrap();
+        let hasher = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = b"\xfb\xff\xbf salt of 16 b";
+        let phc = hasher
+            .hash_password_with_salt(b"Sample-pass-2026", salt)
+            .unwrap()
+            .to_string();
+        assert!(phc.contains('/') || phc.contains('+'), "{phc}");
+        format!("argon2{phc}")
+    }
 
     #[tokio::test]
     async fn django_hashes_verify_and_ask_to_be_replaced() {
@@ -245,12 +288,21 @@ mod tests {
         assert_eq!(check("ExjGmyUT73bFoT", sha1).await, Verdict::Legacy);
         let md5 = "md5$KQ8zeK6wKRuR$0137e4d74cb2d9ed9cb1a5f391f6175e";
         assert_eq!(check("ExjGmyUT73bFoT", md5).await, Verdict::Legacy);
+        // Django 5.2's Argon2 (argon2id, 100 MiB) for "Sample-pass-2026", salt with `+` and `/`.
+        let argon2 = django_argon2_vector();
+        assert_eq!(check("Sample-pass-2026", &argon2).await, Verdict::Legacy);
+        assert_eq!(check("Sample-pass-2027", &argon2).await, Verdict::NoMatch);
         for unusable in [
             "!abcdef",
             "",
             "whatever$x$y",
-            "pbkdf2_sha256$99999999$salt$hash",
+            "pbkdf2_sha256$1500001$salt$hash",
+            "bcrypt$$2b$31$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0",
+            "scrypt$salt$1048576$8$1$hash",
+            "argon2$argon2id$v=19$m=1048576,t=2,p=8$c2FsdHNhbHQ$aGFzaA",
+            "unsalted_md5$abc",
         ] {
+            assert!(!is_django_hash(unusable), "{unusable}");
             assert_eq!(
                 check("ExjGmyUT73bFoT", unusable).await,
                 Verdict::NoMatch,

@@ -113,10 +113,6 @@ pub fn router(state: AppState) -> Router {
         );
     }
     router
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            health::record,
-        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -145,6 +141,11 @@ pub fn router(state: AppState) -> Router {
             )
                 .into_response()
         }))
+        // Outside the panic handler, so the 500s it makes are counted too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            health::record,
+        ))
         .with_state(state)
 }
 

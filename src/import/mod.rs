@@ -222,8 +222,13 @@ fn imported_user(u: source::SourceUser) -> Result<(ImportedUser, bool), String> 
         ));
     }
     let name = username::normalize(&u.username);
-    if name.is_empty() {
-        return Err(format!("user #{} has an empty username", u.id));
+    if name.is_empty() || name.chars().count() > username::MAX_CHARS {
+        return Err(format!(
+            "user #{}: the username {:?} is empty or longer than {} characters once normalized",
+            u.id,
+            u.username,
+            username::MAX_CHARS
+        ));
     }
     // Django's own unusable passwords (`!…`) stay unusable, as they were.
     let known = is_django_hash(&u.password_hash) || u.password_hash.starts_with('!');
@@ -287,13 +292,31 @@ pub async fn import(
     progress.finish();
     let owners = owners?;
     summary.dry_run = options.dry_run;
-    if options.dry_run || summary.unchanged() {
+    if options.dry_run {
         return Ok(summary);
     }
-    progress.start("importing", counts.total());
-    write(db, &source, &owners, &options.reply_model, progress).await?;
+    if !summary.unchanged() {
+        progress.start("importing", counts.total());
+        let written = write(db, &source, &owners, &options.reply_model, progress).await?;
+        progress.finish();
+        let expected = [
+            summary.users.written,
+            summary.chats.written,
+            summary.messages.written,
+            summary.ai_chats.written,
+            summary.ai_messages.written,
+        ];
+        if written != expected {
+            return Err(ImportError::Source(format!(
+                "rows the check found free were taken while the import wrote (written {written:?}, \
+                 expected {expected:?}): is mrm-chat serving this database? Stop it and run the \
+                 import again"
+            )));
+        }
+    }
+    // Also when nothing was left to write: a run that stopped after its last batch moves the
+    // sequences here.
     store::import::advance_sequences(db).await?;
-    progress.finish();
     Ok(summary)
 }
 
@@ -354,10 +377,18 @@ async fn compare_all(
             let id = u.id;
             let (user, unusable) = match imported_user(u) {
                 Ok(found) => found,
-                Err(reason) => return Err(ImportError::Source(format!("the source cannot be imported: {reason}"))),
+                Err(reason) => {
+                    return Err(ImportError::Source(format!(
+                        "the source cannot be imported: {reason}"
+                    )))
+                }
             };
             if !usernames.insert(user.username.clone()) {
-                conflicts.add(format!("user #{id}: username {:?} is another source user's too (the same once normalized)", user.username));
+                return Err(ImportError::Source(format!(
+                    "the source cannot be imported: user #{id}'s username {:?} is another user's \
+                     too once normalized (NFKC, as mrm-chat compares usernames)",
+                    user.username
+                )));
             }
             match existing.get(&id) {
                 Some((name, joined)) if *name == user.username && *joined == user.date_joined => {
@@ -377,7 +408,9 @@ async fn compare_all(
             }
         }
         for (name, holder) in store::import::username_holders(db, &fresh).await? {
-            conflicts.add(format!("username {name:?} is taken in the target by user #{holder}"));
+            conflicts.add(format!(
+                "username {name:?} is taken in the target by user #{holder}"
+            ));
         }
         Ok(())
     })
@@ -496,7 +529,8 @@ async fn write(
     owners: &HashMap<i64, i64>,
     model: &str,
     progress: &dyn Progress,
-) -> Result<(), ImportError> {
+) -> Result<[u64; 5], ImportError> {
+    let mut written = [0_u64; 5];
     batches(source.users(), async |batch| {
         progress.advance(batch.len() as u64);
         let users: Vec<ImportedUser> = batch
@@ -507,7 +541,7 @@ async fn write(
                     .map_err(ImportError::Source)
             })
             .collect::<Result<_, _>>()?;
-        store::import::insert_users(db, &users).await?;
+        written[0] += store::import::insert_users(db, &users).await?;
         Ok(())
     })
     .await?;
@@ -523,7 +557,7 @@ async fn write(
                 participants: c.participants,
             })
             .collect();
-        store::import::insert_chats(db, &chats).await?;
+        written[1] += store::import::insert_chats(db, &chats).await?;
         Ok(())
     })
     .await?;
@@ -541,13 +575,13 @@ async fn write(
                 created_at: m.timestamp,
             })
             .collect();
-        store::import::insert_messages(db, &messages).await?;
+        written[2] += store::import::insert_messages(db, &messages).await?;
         Ok(())
     })
     .await?;
     batches(source.ai_chats(), async |batch| {
         progress.advance(batch.len() as u64);
-        store::import::insert_ai_chats(db, &batch).await?;
+        written[3] += store::import::insert_ai_chats(db, &batch).await?;
         Ok(())
     })
     .await?;
@@ -572,11 +606,11 @@ async fn write(
                 total_tokens: m.total_tokens,
             })
             .collect();
-        store::import::insert_ai_messages(db, &messages, model).await?;
+        written[4] += store::import::insert_ai_messages(db, &messages, model).await?;
         Ok(())
     })
     .await?;
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -235,8 +235,35 @@ const USERS: &str =
 const CHATS: &str = "SELECT id, name, created_at FROM chat_chat ORDER BY id";
 const MESSAGES: &str = "SELECT id, content, timestamp, chat_id, sender_id FROM chat_message \
                         ORDER BY chat_id, timestamp, id";
-const AI_CHATS: &str = "SELECT id, title, system_prompt, created_at, updated_at, related_chat_id, \
-                        user_id FROM ai_chat_aichat ORDER BY id";
+/// A related chat the source no longer has reads as none, as Django's `SET_NULL` would have left it.
+const AI_CHATS: &str = "SELECT a.id, a.title, a.system_prompt, a.created_at, a.updated_at, \
+                        CASE WHEN EXISTS (SELECT 1 FROM chat_chat c WHERE c.id = a.related_chat_id) \
+                        THEN a.related_chat_id END AS related_chat_id, a.user_id \
+                        FROM ai_chat_aichat a ORDER BY a.id";
+/// Rows that refer to what the source does not hold (possible only where its foreign keys were
+/// not enforced, as in a SQLite file edited by hand): what each counts, and the count.
+const ORPHANS: &[(&str, &str)] = &[
+    (
+        "messages whose chat or sender is missing",
+        "SELECT COUNT(*) FROM chat_message m WHERE NOT EXISTS (SELECT 1 FROM chat_chat c WHERE \
+         c.id = m.chat_id) OR NOT EXISTS (SELECT 1 FROM chat_user u WHERE u.id = m.sender_id)",
+    ),
+    (
+        "participants whose chat or user is missing",
+        "SELECT COUNT(*) FROM chat_chat_participants p WHERE NOT EXISTS (SELECT 1 FROM chat_chat c \
+         WHERE c.id = p.chat_id) OR NOT EXISTS (SELECT 1 FROM chat_user u WHERE u.id = p.user_id)",
+    ),
+    (
+        "AI chats whose user is missing",
+        "SELECT COUNT(*) FROM ai_chat_aichat a WHERE NOT EXISTS (SELECT 1 FROM chat_user u WHERE \
+         u.id = a.user_id)",
+    ),
+    (
+        "AI messages whose AI chat is missing",
+        "SELECT COUNT(*) FROM ai_chat_aimessage m WHERE NOT EXISTS (SELECT 1 FROM ai_chat_aichat a \
+         WHERE a.id = m.ai_chat_id)",
+    ),
+];
 const AI_MESSAGES: &str = "SELECT id, role, content, timestamp, CAST(prompt_tokens AS BIGINT) AS \
                            prompt_tokens, CAST(completion_tokens AS BIGINT) AS completion_tokens, \
                            CAST(total_tokens AS BIGINT) AS total_tokens, ai_chat_id \
@@ -380,6 +407,14 @@ impl Source {
             *rows = u64::try_from(n).unwrap_or(0);
         }
         let [users, chats, _participants, messages, ai_chats, ai_messages] = rows;
+        for (what, sql) in ORPHANS {
+            let found = self.scalar(sql).await.map_err(unreadable)?;
+            if found > 0 {
+                return Err(ImportError::Source(format!(
+                    "the source is inconsistent: {found} {what} (its foreign keys were not kept)"
+                )));
+            }
+        }
         Ok(Counts {
             users,
             chats,

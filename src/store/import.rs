@@ -237,8 +237,8 @@ pub async fn insert_chats(db: &Db, chats: &[ImportedChat]) -> sqlx::Result<u64> 
     })
 }
 
-/// Inserts the messages whose ids are free, and moves each chat's last position past them;
-/// returns how many.
+/// Inserts the messages whose ids are free, and moves each chat's last position, and its
+/// participants' read position, past them; returns how many.
 pub async fn insert_messages(db: &Db, messages: &[ImportedMessage]) -> sqlx::Result<u64> {
     if messages.is_empty() {
         return Ok(0);
@@ -267,6 +267,15 @@ pub async fn insert_messages(db: &Db, messages: &[ImportedMessage]) -> sqlx::Res
                 .bind(*seq)
                 .execute(&mut *tx)
                 .await?;
+            // The original had no read state: what its users had is shown as read.
+            sqlx::query(
+                "UPDATE chat_participants SET last_read_seq = CASE WHEN last_read_seq < $2 THEN $2 \
+                 ELSE last_read_seq END WHERE chat_id = $1",
+            )
+            .bind(*chat)
+            .bind(*seq)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(inserted.len() as u64)
@@ -296,18 +305,9 @@ pub async fn insert_ai_chats(db: &Db, chats: &[ImportedAiChat]) -> sqlx::Result<
     })
 }
 
-/// One owner's imported token use on one day, recorded at the time of its first reply.
-struct DayUsage {
-    prompt: i64,
-    completion: i64,
-    total: i64,
-    first: DateTime<Utc>,
-}
-
 /// Inserts the AI messages whose ids are free, replies recorded as written by `model`, and adds
-/// the token use of the replies it inserted to their owners' usage (per owner and UTC day, in
-/// the same transaction, so usage is counted once however often the import runs); returns how
-/// many messages.
+/// the token use of each reply it inserted to its owner's usage (in the same transaction, so
+/// usage is counted once however often the import runs); returns how many messages.
 pub async fn insert_ai_messages(
     db: &Db,
     messages: &[ImportedAiMessage],
@@ -339,37 +339,29 @@ pub async fn insert_ai_messages(
         });
         q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let inserted: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-        let mut usage: HashMap<(i64, String), DayUsage> = HashMap::new();
-        for m in messages.iter().filter(|m| m.role == "assistant" && inserted.contains(&m.id)) {
-            if m.prompt_tokens.is_none() && m.completion_tokens.is_none() && m.total_tokens.is_none() {
-                continue;
-            }
-            let (prompt, completion) = (m.prompt_tokens.unwrap_or(0), m.completion_tokens.unwrap_or(0));
-            let day = m.created_at.format("%Y-%m-%d").to_string();
-            let entry = usage.entry((m.user_id, day)).or_insert(DayUsage {
-                prompt: 0,
-                completion: 0,
-                total: 0,
-                first: m.created_at,
-            });
-            entry.prompt += prompt;
-            entry.completion += completion;
-            entry.total += m.total_tokens.unwrap_or(prompt + completion);
-        }
-        for ((user, day), DayUsage { prompt, completion, total, first: at }) in usage {
-            sqlx::query(
+        // One usage row per reply, as replies are recorded when they are generated.
+        let replies: Vec<&ImportedAiMessage> = messages
+            .iter()
+            .filter(|m| m.role == "assistant" && inserted.contains(&m.id))
+            .filter(|m| m.prompt_tokens.is_some() || m.completion_tokens.is_some() || m.total_tokens.is_some())
+            .collect();
+        for chunk in replies.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO ai_usage (user_id, model, day, prompt_tokens, completion_tokens, \
-                 total_tokens, created_at, estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE)",
-            )
-            .bind(user)
-            .bind(model)
-            .bind(day)
-            .bind(prompt)
-            .bind(completion)
-            .bind(total)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+                 total_tokens, created_at, estimated) ",
+            );
+            q.push_values(chunk, |mut row, m| {
+                let (prompt, completion) = (m.prompt_tokens.unwrap_or(0), m.completion_tokens.unwrap_or(0));
+                row.push_bind(m.user_id)
+                    .push_bind(model)
+                    .push_bind(m.created_at.format("%Y-%m-%d").to_string())
+                    .push_bind(prompt)
+                    .push_bind(completion)
+                    .push_bind(m.total_tokens.unwrap_or(prompt + completion))
+                    .push_bind(m.created_at)
+                    .push_bind(false);
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(inserted.len() as u64)

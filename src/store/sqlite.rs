@@ -93,10 +93,12 @@ impl Sqlite {
             self.inner.acquire_timeout,
             self.inner.permits.clone().acquire_owned(),
         )
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)?
-        .map_err(|_| sqlx::Error::PoolClosed)?;
+        .await;
+        // Counted however the wait ended: the longest ones are those that time out.
         self.waited(asked);
+        let permit = permit
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.lock_idle().pop();
         let conn = match idle {
             Some(conn) => conn,

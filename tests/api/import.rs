@@ -406,3 +406,38 @@ async fn a_password_hash_in_an_unknown_format_is_imported_unusable_and_listed() 
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_whose_rows_refer_to_what_it_does_not_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("source.sqlite3");
+    std::fs::copy(format!("{FIXTURES}/mrmchat2_sample.sqlite3"), &copy).unwrap();
+    std::fs::set_permissions(
+        &copy,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    // SQLite leaves foreign keys unenforced unless asked: a hand edit can orphan rows.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", copy.display()))
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM chat_user WHERE username = 'dara'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let target = TestDatabase::create().await;
+    let refused = import(&target.url, &["--from", &copy.display().to_string()]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("the source is inconsistent")
+            && text(&refused).contains("messages whose chat or sender is missing"),
+        "{}",
+        text(&refused)
+    );
+}

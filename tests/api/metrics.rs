@@ -159,8 +159,14 @@ async fn metrics_need_their_token_and_move_under_load() {
         ),
         1.0
     );
-    // A 404 is counted under no route, never under its path.
+    // A 404 is counted under no route, never under its path; an odd method under `other`.
     alice.get("/api/no/such/thing/42").await;
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    reqwest::Client::new()
+        .request(odd, format!("http://{}/api/chats/", app.addr))
+        .send()
+        .await
+        .unwrap();
     let later = scrape(&app).await;
     assert_eq!(
         value(
@@ -171,6 +177,11 @@ async fn metrics_need_their_token_and_move_under_load() {
         1.0
     );
     assert!(!later.contains("/api/no/such/thing/42"));
+    assert_eq!(
+        value(&later, "mrm_http_requests_total", &[("method", "other")]),
+        1.0
+    );
+    assert!(!later.contains("BREW"));
 
     // Sockets that go are counted out.
     drop(watching);
