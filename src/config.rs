@@ -399,7 +399,9 @@ pub struct Config {
         value_parser = positive_count::<usize>
     )]
     pub page_bytes: usize,
-    /// `MRM_WS_QUEUE`: frames a socket may have queued before it is closed as too slow (4008).
+    /// `MRM_WS_QUEUE`: frames a socket may have queued; past it the socket reads what it missed
+    /// from the database until it is live again (closed as too slow, 4008, only when that happens
+    /// three times within a minute).
     /// Default 256. Error: not a whole number ≥ 1.
     #[arg(
         long = "ws-queue",

@@ -38,6 +38,9 @@ pub struct Metrics {
     /// `mrm_socket_closes_total{code}`: sockets closed by the server, by close code (4008: too
     /// slow to follow its room).
     pub socket_closes: IntCounterVec,
+    /// `mrm_lagging_caught_up_total`: times a socket that fell behind its room read what it
+    /// missed from the database and went live again, without a reconnect.
+    pub caught_up: IntCounter,
     /// `mrm_delivery_lag_seconds`: from a frame being queued for a socket to its write.
     pub delivery_lag: Histogram,
     /// `mrm_message_writer_batch_size`: messages committed per group commit.
@@ -123,6 +126,10 @@ impl Metrics {
             ),
             rooms,
             frames_delivered: counter("mrm_frames_delivered_total", "Frames written to sockets"),
+            caught_up: counter(
+                "mrm_lagging_caught_up_total",
+                "Times a lagging socket caught up from the database without a reconnect",
+            ),
             socket_closes: counter_vec(
                 "mrm_socket_closes_total",
                 "Sockets the server closed, by close code (4008: too slow)",

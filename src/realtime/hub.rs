@@ -7,12 +7,19 @@
 //! if they do not come, the room reads them from the database, the source of truth. Every
 //! published seq implies all smaller ones are committed, so the database always has them.
 //!
-//! Backpressure: a subscriber's queue is bounded. One that is full is closed with 4008 ("too slow,
-//! resume") and dropped; the room never waits for a slow socket.
+//! Backpressure: a subscriber's queue is bounded, and the room never waits for a slow socket.
+//! When a socket's queue is full, the room marks it lagging and stops queueing the chat's log for
+//! it; the socket then reads what it missed from the database, in pages, with bounded memory,
+//! clears the mark and reads once more (what the room skipped while it was clearing), and is live
+//! again, without a reconnect. A socket that begins to lag [`MAX_LAGS`] times within
+//! [`LAG_WINDOW`] cannot keep up even so: it is closed with 4008 ("too slow, resume") and dropped.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     time::Duration,
 };
 
@@ -63,12 +70,54 @@ pub struct Subscriber {
     pub protocol: Protocol,
     /// The socket's user, as views are rendered for them (which emails they see).
     pub viewer: Viewer,
-    /// The socket's bounded queue (`MRM_WS_QUEUE`); a full queue gets the socket closed with
-    /// 4008 rather than making the room wait.
+    /// The socket's bounded queue (`MRM_WS_QUEUE`); the room never waits for it.
     pub outbound: mpsc::Sender<Outbound>,
     /// How the room tells the socket to close, and why (4003, 4004, 4008).
     pub close: oneshot::Sender<Close>,
+    /// Set by the room when the queue is full: the room stops queueing the chat's log for the
+    /// socket, which reads what it missed from the database, in pages, and clears it once it is
+    /// live again (see the module's notes on backpressure).
+    pub lagging: Arc<Lagging>,
+    /// When the socket began to lag, within the last [`LAG_WINDOW`].
+    pub lags: Vec<std::time::Instant>,
 }
+
+/// A socket's lagging mark: set by its room when its queue overflows, cleared by its writer once
+/// it has caught up from the database.
+#[derive(Debug, Default)]
+pub struct Lagging {
+    set: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Lagging {
+    /// Marks the socket lagging and wakes its writer (even one waiting on an empty queue).
+    pub fn mark(&self) {
+        self.set.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether the socket is lagging.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// The socket is live again: the room queues for it from now on.
+    pub fn clear(&self) {
+        self.set.store(false, Ordering::Release);
+    }
+
+    /// Waits until the socket is marked (or was marked since the last wait).
+    pub async fn marked(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// A socket that begins to lag [`MAX_LAGS`] times within this window cannot keep up even by
+/// reading from the database, and is closed with 4008.
+pub const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// See [`LAG_WINDOW`].
+pub const MAX_LAGS: usize = 3;
 
 /// Something that happened in a chat, as every node hears it.
 #[derive(Debug, Clone)]
@@ -571,7 +620,10 @@ impl Room {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         let queued = std::time::Instant::now();
-        for s in &self.subscribers {
+        for s in &mut self.subscribers {
+            if s.lagging.is_set() {
+                continue; // It reads the log from the database until it is live again.
+            }
             let frame = match &entry {
                 Entry::Message(frames) => match frames.for_viewer(s.viewer, s.protocol) {
                     Some(frame) => frame.clone(),
@@ -585,7 +637,15 @@ impl Room {
                 .try_send(Outbound::Message { seq, frame, queued })
             {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(s.conn),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.lags.retain(|at| at.elapsed() < LAG_WINDOW);
+                    if s.lags.len() >= MAX_LAGS {
+                        slow.push(s.conn);
+                    } else {
+                        s.lags.push(queued);
+                        s.lagging.mark();
+                    }
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => gone.push(s.conn),
             }
         }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     close::{self, Close},
     deadline::{within, WriteError},
-    hub::{ConnId, Outbound, RoomEvent, Subscriber},
+    hub::{ConnId, Lagging, Outbound, RoomEvent, Subscriber},
     registry::Slot,
 };
 use crate::{
@@ -90,6 +90,7 @@ impl Connection {
             username: self.user.username.clone(),
         };
         let viewer = Viewer::of(&self.user);
+        let lagging = Arc::new(Lagging::default());
         let subscriber = Subscriber {
             conn: self.conn,
             member: member.clone(),
@@ -97,6 +98,8 @@ impl Connection {
             viewer,
             outbound: outbound.clone(),
             close: close_tx,
+            lagging: lagging.clone(),
+            lags: Vec::new(),
         };
         let (mut sink, stream) = socket.split();
         let live_from = match self.state.realtime.hub.join(self.chat_id, subscriber).await {
@@ -157,6 +160,7 @@ impl Connection {
             ended,
             write_timeout: self.state.realtime.settings.write_timeout,
             protocol: self.protocol,
+            lagging,
         };
         // Messages committed between the handshake and the join are behind the room's live
         // position: they come from the database. Live frames up to where that read ended are
@@ -218,6 +222,9 @@ struct Writer {
     write_timeout: Duration,
     /// Which log entries the replay sends: messages only, or every event (`mrm.v2`).
     protocol: Protocol,
+    /// Set by the room when this socket's queue overflowed: it then catches up from the
+    /// database ([`Writer::catch_up`]).
+    lagging: Arc<Lagging>,
 }
 
 impl Writer {
@@ -311,6 +318,16 @@ impl Writer {
                         batch += 1;
                     }
                     within(limit, self.sink.flush()).await?;
+                    if self.lagging.is_set() {
+                        self.catch_up().await?;
+                    }
+                }
+                // Marked while waiting on an empty queue: nothing more will be queued.
+                _ = self.lagging.marked() => {
+                    if self.lagging.is_set() {
+                        self.catch_up().await?;
+                        within(limit, self.sink.flush()).await?;
+                    }
                 }
                 _ = ping.tick() => {
                     // A peer that has not said anything since the last ping is gone.
@@ -326,6 +343,23 @@ impl Writer {
             }
         };
         Ok(close)
+    }
+
+    /// Reads what the room skipped while this socket lagged: the log from the database up to
+    /// its end, then, the mark cleared (so the room queues again), once more, for what was
+    /// committed meanwhile. Entries that then also come through the queue are at or below
+    /// `last_sent` and skipped: none is lost or sent twice.
+    async fn catch_up(&mut self) -> Result<(), WriteError> {
+        tracing::debug!(
+            chat.id = self.chat_id,
+            from = self.last_sent,
+            "socket catching up from the log"
+        );
+        self.replay().await?;
+        self.lagging.clear();
+        self.replay().await?;
+        self.state.realtime.metrics.caught_up.inc();
+        Ok(())
     }
 
     /// Sends every log entry after `last_sent` from the database, in batches: messages, and for
