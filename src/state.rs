@@ -116,6 +116,7 @@ impl AppState {
             config.password_attempts_per_minute,
             config.messages_per_second,
             config.searches_per_minute,
+            realtime.budgets.clone(),
         );
         let settings = ReplySettings {
             max_per_user: config.ai.max_concurrent_per_user,

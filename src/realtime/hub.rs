@@ -11,8 +11,9 @@
 //! When a socket's queue is full, the room marks it lagging and stops queueing the chat's log for
 //! it; the socket then reads what it missed from the database, in pages, with bounded memory,
 //! clears the mark and reads once more (what the room skipped while it was clearing), and is live
-//! again, without a reconnect. A socket that begins to lag [`MAX_LAGS`] times within
-//! [`LAG_WINDOW`] cannot keep up even so: it is closed with 4008 ("too slow, resume") and dropped.
+//! again, without a reconnect. A socket that falls behind [`MAX_LAGS`] times within
+//! [`LAG_WINDOW`], or is still catching up after it, cannot keep up even so: it is closed with
+//! 4008 ("too slow, resume") and dropped.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -79,7 +80,7 @@ pub struct Subscriber {
     /// live again (see the module's notes on backpressure).
     pub lagging: Arc<Lagging>,
     /// When the socket began to lag, within the last [`LAG_WINDOW`].
-    pub lags: Vec<std::time::Instant>,
+    pub lags: Vec<Instant>,
 }
 
 /// A socket's lagging mark: set by its room when its queue overflows, cleared by its writer once
@@ -113,8 +114,9 @@ impl Lagging {
     }
 }
 
-/// A socket that begins to lag [`MAX_LAGS`] times within this window cannot keep up even by
-/// reading from the database, and is closed with 4008.
+/// A socket that falls behind [`MAX_LAGS`] times within this window cannot keep up even by
+/// reading from the database, and is closed with 4008 the last time; so is one still catching up
+/// this long after it began.
 pub const LAG_WINDOW: Duration = Duration::from_secs(60);
 /// See [`LAG_WINDOW`].
 pub const MAX_LAGS: usize = 3;
@@ -639,10 +641,10 @@ impl Room {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     s.lags.retain(|at| at.elapsed() < LAG_WINDOW);
-                    if s.lags.len() >= MAX_LAGS {
+                    if s.lags.len() + 1 >= MAX_LAGS {
                         slow.push(s.conn);
                     } else {
-                        s.lags.push(queued);
+                        s.lags.push(Instant::now());
                         s.lagging.mark();
                     }
                 }

@@ -62,6 +62,8 @@ pub struct Realtime {
     pub replies: Arc<dyn crate::ai::bus::ReplyBus>,
     /// This server's metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Rate-limit budgets shared by the nodes (none for a single node).
+    pub budgets: Option<Arc<dyn crate::limits::SharedBudgets>>,
 }
 
 /// Where to find the other nodes.
@@ -106,7 +108,7 @@ impl Realtime {
             settings,
             Self::registry(&settings),
             None,
-            replies,
+            (replies, None),
             metrics,
         )
     }
@@ -132,13 +134,14 @@ impl Realtime {
         hub.share_presence(broker.clone());
         let health = broker.health.clone();
         let replies = broker.clone();
+        let budgets: Arc<dyn crate::limits::SharedBudgets> = broker.clone();
         Ok(Self::assemble(
             hub,
             broker,
             settings,
             sockets,
             Some(health),
-            replies,
+            (replies, Some(budgets)),
             metrics,
         ))
     }
@@ -153,11 +156,15 @@ impl Realtime {
         settings: SocketSettings,
         sockets: Arc<SocketRegistry>,
         bus: Option<Arc<BusHealth>>,
-        replies: Arc<dyn crate::ai::bus::ReplyBus>,
+        (replies, budgets): (
+            Arc<dyn crate::ai::bus::ReplyBus>,
+            Option<Arc<dyn crate::limits::SharedBudgets>>,
+        ),
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Realtime {
         Realtime {
             replies,
+            budgets,
             metrics,
             broker,
             hub,

@@ -469,6 +469,52 @@ async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
     }
 }
 
+/// GCRA, the generic cell rate algorithm, in one script on Redis's clock (microseconds):
+/// `KEYS[1]` holds the budget's theoretical arrival time; `ARGV[1]` is the interval that earns
+/// one unit back, `ARGV[2]` the burst tolerance (the interval × (burst − 1)). Answers 0 when the
+/// unit is spent, else the microseconds until one may be.
+const GCRA_SCRIPT: &str = "local t = redis.call('TIME') \
+     local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
+     local tat = tonumber(redis.call('GET', KEYS[1]) or now) \
+     if tat < now then tat = now end \
+     local wait = tat - tonumber(ARGV[2]) - now \
+     if wait > 0 then return wait end \
+     local new = tat + tonumber(ARGV[1]) \
+     redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1) \
+     return 0";
+
+impl crate::limits::SharedBudgets for RedisBroker {
+    fn spend(
+        &self,
+        key: String,
+        interval: Duration,
+        burst: u32,
+    ) -> BoxFuture<'_, Option<Result<(), Duration>>> {
+        Box::pin(async move {
+            let interval_us = interval.as_micros().max(1) as u64;
+            let tolerance_us = interval_us.saturating_mul(u64::from(burst.saturating_sub(1)));
+            let mut commands = self.commands.clone();
+            let mut spend = redis::cmd("EVAL");
+            spend
+                .arg(GCRA_SCRIPT)
+                .arg(1)
+                .arg(format!("{}:limit:{key}", self.prefix))
+                .arg(interval_us)
+                .arg(tolerance_us);
+            let asked = spend.query_async::<i64>(&mut commands);
+            match tokio::time::timeout(PRESENCE_TIMEOUT, asked).await {
+                Ok(Ok(0)) => Some(Ok(())),
+                Ok(Ok(wait)) => Some(Err(Duration::from_micros(u64::try_from(wait).unwrap_or(1)))),
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "shared rate limit unavailable; using this node's");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+    }
+}
+
 /// A reply's text as kept in Redis: `<reply id>\n<text>`.
 fn parse_text(kept: &str) -> Option<(i64, String)> {
     let (id, text) = kept.split_once('\n')?;

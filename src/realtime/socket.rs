@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     close::{self, Close},
     deadline::{within, WriteError},
-    hub::{ConnId, Lagging, Outbound, RoomEvent, Subscriber},
+    hub::{ConnId, Lagging, Outbound, RoomEvent, Subscriber, LAG_WINDOW},
     registry::Slot,
 };
 use crate::{
@@ -282,7 +282,7 @@ impl Writer {
         if !replay {
             return Ok(());
         }
-        self.replay().await.inspect_err(|err| {
+        self.replay(None).await.map(|_| ()).inspect_err(|err| {
             tracing::debug!(error = ?err, "replay ended early");
         })
     }
@@ -300,6 +300,9 @@ impl Writer {
         let limit = self.write_timeout;
         let interval = self.state.realtime.settings.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        // After a long catch-up, one ping, not a burst of them (the second would find the first
+        // unanswered and drop a live peer).
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ping_at: Option<u64> = None;
         let close = loop {
             tokio::select! {
@@ -319,13 +322,18 @@ impl Writer {
                     }
                     within(limit, self.sink.flush()).await?;
                     if self.lagging.is_set() {
-                        self.catch_up().await?;
+                        if let Some(close) = self.catch_up(queue).await? {
+                            break Some(close);
+                        }
+                        within(limit, self.sink.flush()).await?;
                     }
                 }
                 // Marked while waiting on an empty queue: nothing more will be queued.
                 _ = self.lagging.marked() => {
                     if self.lagging.is_set() {
-                        self.catch_up().await?;
+                        if let Some(close) = self.catch_up(queue).await? {
+                            break Some(close);
+                        }
                         within(limit, self.sink.flush()).await?;
                     }
                 }
@@ -349,22 +357,74 @@ impl Writer {
     /// its end, then, the mark cleared (so the room queues again), once more, for what was
     /// committed meanwhile. Entries that then also come through the queue are at or below
     /// `last_sent` and skipped: none is lost or sent twice.
-    async fn catch_up(&mut self) -> Result<(), WriteError> {
+    ///
+    /// Between pages it stops for what would close the socket anyway (shutdown, ended
+    /// credentials, the user no longer a participant: nothing committed after a removal is ever
+    /// sent), and a socket still behind after [`LAG_WINDOW`] is closed with 4008. Before the mark
+    /// is cleared, what the queue still holds is written (its log entries are all behind
+    /// `last_sent` by then and skipped), so the room finds room in it at once.
+    async fn catch_up(
+        &mut self,
+        queue: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<Option<Close>, WriteError> {
         tracing::debug!(
             chat.id = self.chat_id,
             from = self.last_sent,
             "socket catching up from the log"
         );
-        self.replay().await?;
+        let deadline = Instant::now() + LAG_WINDOW;
+        if let Some(close) = self.replay(Some(deadline)).await? {
+            return Ok(Some(close));
+        }
+        while let Ok(item) = queue.try_recv() {
+            self.write(item).await?;
+        }
         self.lagging.clear();
-        self.replay().await?;
+        if let Some(close) = self.replay(Some(deadline)).await? {
+            return Ok(Some(close));
+        }
         self.state.realtime.metrics.caught_up.inc();
-        Ok(())
+        Ok(None)
+    }
+
+    /// Why a catch-up must stop before its next page, if it must: checked after the page is
+    /// read and before any of it is sent.
+    async fn must_stop(&self, deadline: Instant) -> Result<Option<Close>, WriteError> {
+        if self.state.realtime.shutdown.is_cancelled() {
+            return Ok(Some(Close {
+                code: close::GOING_AWAY,
+                reason: "server shutting down",
+            }));
+        }
+        if self.ended.is_cancelled() {
+            return Ok(Some(close::CREDENTIALS_ENDED));
+        }
+        let member = store::chats::visible_to(&self.state.db, self.chat_id, self.viewer.id)
+            .await
+            .map_err(|err| {
+                tracing::debug!(error = %err, "catch-up could not check membership");
+                WriteError::Failed
+            })?;
+        if member.is_none() {
+            return Ok(Some(Close {
+                code: close::REMOVED,
+                reason: "removed from the chat",
+            }));
+        }
+        if Instant::now() > deadline {
+            return Ok(Some(Close {
+                code: close::TOO_SLOW,
+                reason: "too slow, resume",
+            }));
+        }
+        Ok(None)
     }
 
     /// Sends every log entry after `last_sent` from the database, in batches: messages, and for
     /// `mrm.v2` every other event too.
-    async fn replay(&mut self) -> Result<(), WriteError> {
+    /// A catch-up (`deadline` given) checks between pages whether it must stop, and answers the
+    /// close to send if so ([`Writer::must_stop`]).
+    async fn replay(&mut self, deadline: Option<Instant>) -> Result<Option<Close>, WriteError> {
         let limit = self.write_timeout;
         loop {
             let rows = store::events::range(
@@ -380,6 +440,11 @@ impl Writer {
                 tracing::debug!(error = %err, "replay could not read the chat");
                 WriteError::Failed
             })?;
+            if let Some(deadline) = deadline {
+                if let Some(close) = self.must_stop(deadline).await? {
+                    return Ok(Some(close));
+                }
+            }
             let done = (rows.len() as i64) < REPLAY_BATCH;
             for row in rows {
                 let seq = row.seq();
@@ -405,7 +470,7 @@ impl Writer {
             }
             within(limit, self.sink.flush()).await?;
             if done {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

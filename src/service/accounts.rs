@@ -173,7 +173,7 @@ pub async fn register_from(
     form: RegistrationForm,
     errors: FieldErrors,
 ) -> ServiceResult<User> {
-    state.limits.password_check(client)?;
+    state.limits.password_check(client).await?;
     register(state, form, errors, false, false).await
 }
 
@@ -204,7 +204,7 @@ pub async fn authenticate(
     }
     // Stored usernames are in NFKC form, so a look-alike spelling finds the account it imitates.
     let username = username::normalize(&username);
-    state.limits.login(client, &username)?;
+    state.limits.login(client, &username).await?;
     if password::too_long(&password) {
         tracing::info!("failed login: password over the length limit");
         return Err(ServiceError::InvalidCredentials);

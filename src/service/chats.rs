@@ -449,7 +449,7 @@ pub async fn mark_read(
     chat_id: i64,
     seq: i64,
 ) -> ServiceResult<store::chats::ReadState> {
-    state.limits.message(user.id, chat_id)?;
+    state.limits.message(user.id, chat_id).await?;
     let receipt = store::chats::mark_read(&state.db, chat_id, user.id, seq)
         .await?
         .ok_or(ServiceError::NotFound)?;

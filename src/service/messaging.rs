@@ -201,7 +201,7 @@ pub async fn send(
             format!("A message may carry at most {MAX_PER_MESSAGE} attachments."),
         )));
     }
-    state.limits.message(sender.id, chat_id)?;
+    state.limits.message(sender.id, chat_id).await?;
     let reply_to = match reply_to {
         None => None,
         // Messages never change chats and their ids are never reused: checked once, here.
@@ -235,7 +235,7 @@ pub async fn edit(
     message_id: i64,
     content: MessageContent,
 ) -> ServiceResult<MessageView> {
-    state.limits.message(user.id, chat_id)?;
+    state.limits.message(user.id, chat_id).await?;
     let edit = Change::Edit {
         content: content.as_str(),
     };
@@ -260,7 +260,7 @@ pub async fn delete(
     chat_id: i64,
     message_id: i64,
 ) -> ServiceResult<MessageView> {
-    state.limits.message(user.id, chat_id)?;
+    state.limits.message(user.id, chat_id).await?;
     let changed =
         store::messages::change(&state.db, chat_id, message_id, actor(user), Change::Delete)
             .await?
@@ -365,7 +365,7 @@ pub async fn react(
             "Enter one emoji.",
         )));
     };
-    state.limits.message(user.id, chat_id)?;
+    state.limits.message(user.id, chat_id).await?;
     let emoji = emoji.as_str();
     let change = if add {
         Change::React { emoji }

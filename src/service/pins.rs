@@ -37,7 +37,7 @@ pub async fn pin(
     chat_id: i64,
     message_id: i64,
 ) -> ServiceResult<(PinView, bool)> {
-    state.limits.message(user.id, chat_id)?;
+    state.limits.message(user.id, chat_id).await?;
     let done = store::pins::set(&state.db, chat_id, message_id, actor(user), true, MAX_PINS)
         .await?
         .map_err(refused)?;
@@ -63,7 +63,7 @@ pub async fn unpin(
     chat_id: i64,
     message_id: i64,
 ) -> ServiceResult<()> {
-    state.limits.message(user.id, chat_id)?;
+    state.limits.message(user.id, chat_id).await?;
     let done = store::pins::set(&state.db, chat_id, message_id, actor(user), false, MAX_PINS)
         .await?
         .map_err(refused)?;

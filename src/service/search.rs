@@ -48,7 +48,7 @@ pub async fn messages(
 ) -> ServiceResult<SearchPage> {
     let query = SearchQuery::parse(&request.q)
         .map_err(|message| ServiceError::Validation(FieldErrors::single("q", message)))?;
-    state.limits.search(user.id)?;
+    state.limits.search(user.id).await?;
     request.filter.sender = request.filter.sender.map(|s| username::normalize(s.trim()));
     let limit = request.limit.clamp(1, MAX_LIMIT);
     let mut hits = store::search::search(

@@ -183,7 +183,13 @@ async fn resume_by_message_id_and_live_only_by_default() {
 
 #[tokio::test]
 async fn a_slow_client_catches_up_from_the_log_without_a_reconnect() {
-    let app = TestApp::spawn_with(|c| c.ws_queue_capacity = 8).await;
+    // The client reads nothing until every message is sent: a generous write timeout keeps a
+    // slow machine from taking it for one that stopped reading.
+    let app = TestApp::spawn_with(|c| {
+        c.ws_queue_capacity = 8;
+        c.ws_write_timeout = std::time::Duration::from_secs(120);
+    })
+    .await;
     let (alice, bob, carol, chat) = trio(&app).await;
     let mut fast = carol.ws(chat).await;
     let mut slow = bob
@@ -229,6 +235,61 @@ async fn a_slow_client_catches_up_from_the_log_without_a_reconnect() {
     assert_eq!(seq(&slow.next_message().await), total as i64 + 1);
     let caught_up = app.state.realtime.metrics.caught_up.get();
     assert!(caught_up >= 1, "{caught_up}");
+}
+
+#[tokio::test]
+async fn a_member_removed_while_behind_is_sent_nothing_after_the_removal() {
+    let app = TestApp::spawn_with(|c| {
+        c.ws_queue_capacity = 8;
+        c.ws_write_timeout = std::time::Duration::from_secs(120);
+    })
+    .await;
+    let (alice, bob, _carol, chat) = trio(&app).await;
+    let bob_id = id(&bob.me().await);
+    let mut sockets = Vec::new();
+    for protocols in [None, Some("mrm.v2")] {
+        let socket = bob
+            .ws_with(
+                chat,
+                WsOptions {
+                    recv_buffer: Some(4096),
+                    protocols,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        sockets.push(socket);
+    }
+    let big = "x".repeat(8000);
+    // Far more than the sockets' queues and buffers hold: both fall behind.
+    for i in 0..300 {
+        alice.send_message(chat, &format!("before {i} {big}")).await;
+    }
+    let removed = alice
+        .delete(&format!("/api/chats/{chat}/participants/{bob_id}/"))
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.body);
+    for i in 0..20 {
+        alice
+            .send_message(chat, &format!("after the removal {i}"))
+            .await;
+    }
+    for mut socket in sockets {
+        let code = loop {
+            match socket.next().await {
+                WsEvent::Json(frame) => {
+                    let text = frame.to_string();
+                    assert!(
+                        !text.contains("after the removal"),
+                        "sent after the removal: {text}"
+                    );
+                }
+                WsEvent::Closed(code) => break code,
+            }
+        };
+        assert_eq!(code, Some(4003));
+    }
 }
 
 #[tokio::test]
