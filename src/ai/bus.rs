@@ -81,8 +81,27 @@ pub trait ReplyBus: Send + Sync {
     /// claim through: this node then only knows its own replies.
     fn claim(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, bool>;
     /// Renews the claim for `lease` from now, if it is still `token`'s or has vanished (Redis
-    /// restarted or failed over meanwhile), so a live reply is never taken for a dead one.
-    fn renew(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, ()>;
+    /// restarted or failed over meanwhile), so a live reply is never taken for a dead one; and
+    /// the run's place among user `user_id`'s replies ([`ReplyBus::occupy`]).
+    fn renew(
+        &self,
+        ai_chat_id: i64,
+        user_id: i64,
+        token: &str,
+        lease: Duration,
+    ) -> BoxFuture<'_, ()>;
+    /// Takes one of user `user_id`'s `max` places for replies running on any node
+    /// (`MRM_AI_MAX_CONCURRENT_PER_USER`), for `lease` unless renewed: false when all are taken;
+    /// `None` when the bus cannot tell (this node's own count then stands).
+    fn occupy(
+        &self,
+        user_id: i64,
+        token: &str,
+        max: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Option<bool>>;
+    /// Gives the place [`ReplyBus::occupy`] took back.
+    fn vacate(&self, user_id: i64, token: &str);
     /// Gives the claim up, with the reply's text so far, if it is still `token`'s; queued in
     /// order with the events published before it.
     fn release(&self, ai_chat_id: i64, token: &str);
@@ -117,9 +136,13 @@ impl ReplyBus for NoBus {
     fn claim(&self, _: i64, _: &str, _: Duration) -> BoxFuture<'_, bool> {
         Box::pin(async { true })
     }
-    fn renew(&self, _: i64, _: &str, _: Duration) -> BoxFuture<'_, ()> {
+    fn renew(&self, _: i64, _: i64, _: &str, _: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    fn occupy(&self, _: i64, _: &str, _: usize, _: Duration) -> BoxFuture<'_, Option<bool>> {
+        Box::pin(async { None })
+    }
+    fn vacate(&self, _: i64, _: &str) {}
     fn release(&self, _: i64, _: &str) {}
     fn started(&self, _: i64, _: i64, _: Duration) {}
     fn forget(&self, _: i64, _: i64) {}

@@ -561,7 +561,8 @@ impl Generations {
         let this = self.clone();
         tokio::spawn(async move {
             let ai_chat_id = request.ai_chat_id;
-            let (channel, token, cancel) = this.occupy(ai_chat_id, request.user_id)?;
+            let user_id = request.user_id;
+            let (channel, token, cancel) = this.occupy(ai_chat_id, user_id)?;
             let outcome = if this
                 .bus
                 .claim(ai_chat_id, &token, this.settings.lease)
@@ -570,6 +571,7 @@ impl Generations {
                 let outcome = this.start(&channel, request, cancel, token.clone()).await;
                 if outcome.is_err() {
                     this.bus.release(ai_chat_id, &token);
+                    this.bus.vacate(user_id, &token);
                 }
                 outcome
             } else {
@@ -664,6 +666,17 @@ impl Generations {
                 .try_acquire_owned()
                 .map_err(|_| SendError::TooMany)?
         };
+        // And among the user's replies on every node.
+        let places = self.settings.max_per_user;
+        let lease = self.settings.lease;
+        if self
+            .bus
+            .occupy(request.user_id, &token, places, lease)
+            .await
+            == Some(false)
+        {
+            return Err(SendError::TooMany);
+        }
         let db = &self.db;
         // The question must fit with the system prompt before anything is stored.
         if let (Some(route), Some(question)) = (&request.route, request.turn.question()) {
@@ -809,6 +822,7 @@ struct RunningGuard {
     channel: Arc<Mutex<Channel>>,
     bus: Arc<dyn ReplyBus>,
     ai_chat_id: i64,
+    user_id: i64,
     token: String,
 }
 
@@ -817,6 +831,7 @@ impl Drop for RunningGuard {
         if take_running(&self.channel, &self.token) {
             self.bus.release(self.ai_chat_id, &self.token);
         }
+        self.bus.vacate(self.user_id, &self.token);
     }
 }
 
@@ -847,15 +862,17 @@ impl Job {
             channel: self.channel.clone(),
             bus: self.generations.bus.clone(),
             ai_chat_id: self.ai_chat_id,
+            user_id: self.user_id,
             token: self.token.clone(),
         };
         // The claim lives while this node renews it; a node that dies lets it lapse.
         let renewing = CancellationToken::new();
         let _stop_renewing = renewing.clone().drop_guard();
         {
-            let (bus, chat, token) = (
+            let (bus, chat, user, token) = (
                 self.generations.bus.clone(),
                 self.ai_chat_id,
+                self.user_id,
                 self.token.clone(),
             );
             let lease = self.generations.settings.lease;
@@ -863,7 +880,7 @@ impl Job {
                 loop {
                     tokio::select! {
                         _ = renewing.cancelled() => break,
-                        _ = tokio::time::sleep(lease / 3) => bus.renew(chat, &token, lease).await,
+                        _ = tokio::time::sleep(lease / 3) => bus.renew(chat, user, &token, lease).await,
                     }
                 }
             });
@@ -1123,6 +1140,8 @@ impl Job {
             state.running = None;
             bus.release(self.ai_chat_id, &self.token);
         }
+        // Given back before the outcome is heard, as the local permit above.
+        bus.vacate(self.user_id, &self.token);
         for event in [reply, failed].into_iter().flatten() {
             bus.publish(self.ai_chat_id, &event);
             let _ = state.events.send(event);

@@ -55,6 +55,20 @@ const RENEW_SCRIPT: &str = "local held = redis.call('GET', KEYS[1]) \
      if held == false or held == ARGV[1] then \
        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
        redis.call('PEXPIRE', KEYS[2], ARGV[3]) return 1 end return 0";
+/// Takes a place among a user's running replies (`KEYS[1]`, a sorted set of run tokens scored by
+/// their expiry in ms): expired places are dropped first; `ARGV[1]` the run, `ARGV[2]` the most
+/// places, `ARGV[3]` the lease. Answers 1 when taken, 0 when all are taken.
+const OCCUPY_SCRIPT: &str = "local t = redis.call('TIME') \
+     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) \
+     if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end \
+     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) \
+     redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) return 1";
+/// Renews a run's place (`ARGV[1]`) among a user's replies (`KEYS[1]`) for `ARGV[2]` ms.
+const RENEW_PLACE_SCRIPT: &str = "local t = redis.call('TIME') \
+     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) \
+     redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) return 1";
 /// Appends to a reply's text only while it exists (never recreating one without its header).
 const APPEND_SCRIPT: &str =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('APPEND', KEYS[1], ARGV[1]) end return 0";
@@ -311,6 +325,10 @@ impl RedisBroker {
         format!("{}:ai:{ai_chat_id}:text", self.prefix)
     }
 
+    fn user_key(&self, user_id: i64) -> String {
+        format!("{}:ai:user:{user_id}", self.prefix)
+    }
+
     fn lease_value(&self, token: &str) -> String {
         format!("{}:{token}", self.node)
     }
@@ -565,7 +583,51 @@ impl ReplyBus for RedisBroker {
         })
     }
 
-    fn renew(&self, ai_chat_id: i64, token: &str, lease: Duration) -> BoxFuture<'_, ()> {
+    fn occupy(
+        &self,
+        user_id: i64,
+        token: &str,
+        max: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Option<bool>> {
+        let key = self.user_key(user_id);
+        let token = token.to_owned();
+        Box::pin(async move {
+            let mut commands = self.commands.clone();
+            let mut occupy = redis::cmd("EVAL");
+            occupy
+                .arg(OCCUPY_SCRIPT)
+                .arg(1)
+                .arg(&key)
+                .arg(&token)
+                .arg(max)
+                .arg(lease.as_millis() as u64);
+            let asked = occupy.query_async::<i64>(&mut commands);
+            match tokio::time::timeout(PRESENCE_TIMEOUT, asked).await {
+                Ok(Ok(taken)) => Some(taken == 1),
+                _ => None,
+            }
+        })
+    }
+
+    fn vacate(&self, user_id: i64, token: &str) {
+        self.queue(
+            redis::cmd("ZREM")
+                .arg(self.user_key(user_id))
+                .arg(token)
+                .clone(),
+        );
+    }
+
+    fn renew(
+        &self,
+        ai_chat_id: i64,
+        user_id: i64,
+        token: &str,
+        lease: Duration,
+    ) -> BoxFuture<'_, ()> {
+        let user_key = self.user_key(user_id);
+        let user_token = token.to_owned();
         let (key, value) = (self.lease_key(ai_chat_id), self.lease_value(token));
         Box::pin(async move {
             let mut commands = self.commands.clone();
@@ -582,6 +644,15 @@ impl ReplyBus for RedisBroker {
             if let Ok(Err(err)) = tokio::time::timeout(PRESENCE_TIMEOUT, renewed).await {
                 tracing::warn!(error = %err, "could not renew an AI reply's claim");
             }
+            let mut place = redis::cmd("EVAL");
+            place
+                .arg(RENEW_PLACE_SCRIPT)
+                .arg(1)
+                .arg(&user_key)
+                .arg(&user_token)
+                .arg(lease.as_millis() as u64);
+            let _ = tokio::time::timeout(PRESENCE_TIMEOUT, place.query_async::<i64>(&mut commands))
+                .await;
         })
     }
 

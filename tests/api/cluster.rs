@@ -710,3 +710,66 @@ async fn a_reply_whose_node_dies_is_marked_interrupted_and_can_be_regenerated() 
     assert_eq!(again.body["content"], "whole answer");
     assert_eq!(again.body["siblings"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn rate_limits_are_shared_by_the_nodes() {
+    let env = [("MRM_LOGIN_ATTEMPTS_PER_MINUTE", "3".to_owned())];
+    let cluster = cluster_with(&env).await;
+    user_on(&cluster.a, "alice").await;
+    let wrong = json!({"username": "alice", "password": "not the password"});
+    let mut statuses = Vec::new();
+    for node in [&cluster.a, &cluster.b, &cluster.a, &cluster.b, &cluster.a] {
+        statuses.push(node.client().post("/api/login/", &wrong).await.status);
+    }
+    // alice's own login above spent one: two more anywhere, then every node refuses.
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_users_concurrent_ai_replies_are_counted_on_every_node() {
+    let limit = [("MRM_AI_MAX_CONCURRENT_PER_USER", "1".to_owned())];
+    let (fake, _cluster, on_a, on_b, first) = ai_cluster(&limit).await;
+    let second = id(&on_b
+        .post("/api/ai/chats/", &json!({"title": "t2"}))
+        .await
+        .body);
+    let pieces: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    fake.then(crate::fake_openai::slow(&pieces, 50));
+    let mut asking = on_a.ai_ws_v2(first).await;
+    asking.send_json(json!({"content": "a long story"})).await;
+    asking.next_of("assistant_delta").await;
+    // One reply runs on A: a second one for the same user, in another chat, on B, is refused.
+    let refused = on_b
+        .post(
+            &format!("/api/ai/chats/{second}/send_message/"),
+            &json!({"content": "and?"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    on_b.post(&format!("/api/ai/chats/{first}/cancel/"), &json!({}))
+        .await;
+    crate::helpers::read_reply(&mut asking).await;
+    fake.then(crate::fake_openai::reply("now", 1, 1));
+    let allowed = on_b
+        .post(
+            &format!("/api/ai/chats/{second}/send_message/"),
+            &json!({"content": "and now?"}),
+        )
+        .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
+}
