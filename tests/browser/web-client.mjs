@@ -264,6 +264,13 @@ try {
   await alice.getByRole("textbox", { name: "Question" }).press("Enter");
   await alice.locator("li.message.assistant").filter({ hasText: "Hello there" }).waitFor();
   await alice.getByText("7 tokens").waitFor();
+  // The conversation's model is shown; the answer can be asked for again, and the first one
+  // shown again.
+  assert.equal(await alice.getByRole("combobox", { name: "Model" }).inputValue(), "openai/fake-model");
+  await alice.getByRole("button", { name: "Regenerate" }).click();
+  await alice.getByText("Answer 2 of 2").waitFor();
+  await alice.getByRole("button", { name: "Previous answer" }).click();
+  await alice.getByText("Answer 1 of 2").waitFor();
   await alice.getByRole("textbox", { name: "Question" }).fill("a slow one please");
   await alice.getByRole("textbox", { name: "Question" }).press("Enter");
   await alice.locator("li.message.streaming").filter({ hasText: "word3" }).waitFor();

@@ -1,10 +1,11 @@
 // AI conversations: the list, a new one (title, system prompt, optional linked chat), and one
 // conversation whose replies stream in as they are written over the `mrm.v2` AI socket, with
-// Stop and each reply's token usage. A reply still being written when the page loads is picked
-// up where it is: the socket first sends the text so far.
+// Stop and each reply's token usage, the model it asks, Regenerate for the last answer, and
+// arrows between the alternatives of an answer. A reply still being written when the page loads
+// is picked up where it is: the socket first sends the text so far.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { api, type AiChat, type AiMessage, type Chat } from "./api";
+import { api, type AiChat, type AiMessage, type AiModel, type Chat } from "./api";
 import { errorText } from "./text";
 
 export function AiList(props: {
@@ -83,7 +84,29 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
   const [withContext, setWithContext] = useState(false);
   const [live, setLive] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [models, setModels] = useState<AiModel[]>([]);
   const socket = useRef<WebSocket | null>(null);
+
+  useEffect(() => {
+    api.aiModels().then(setModels, () => setModels([]));
+  }, []);
+
+  /** Reads the conversation again, as the branch it now shows. */
+  function reload() {
+    api.aiChat(chatId).then(
+      (loaded) => {
+        setChat(loaded);
+        setMessages(loaded.messages);
+      },
+      () => undefined,
+    );
+  }
+
+  function send(frame: Record<string, unknown>) {
+    if (!socket.current || socket.current.readyState !== WebSocket.OPEN) return;
+    setError(null);
+    socket.current.send(JSON.stringify(frame));
+  }
 
   useEffect(() => {
     let stopped = false;
@@ -117,7 +140,9 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
         const frame = JSON.parse(String(event.data)) as { type: string; message?: Record<string, unknown> };
         const m = frame.message ?? {};
         if (frame.type === "user_message") {
-          setMessages((list) => upsert(list, m as unknown as AiMessage));
+          const question = m as unknown as AiMessage;
+          if ((question.siblings?.length ?? 1) > 1) reload();
+          else setMessages((list) => upsert(list, question));
         } else if (frame.type === "assistant_delta") {
           const id = Number(m.id);
           setStreaming((s) => ({ id, content: (s && s.id === id ? s.content : "") + String(m.delta ?? "") }));
@@ -130,8 +155,12 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
             total_tokens: usage.total_tokens,
           };
           setStreaming(null);
-          setMessages((list) => upsert(list, reply));
+          // Another answer to the same question replaces the one shown: read the branch again.
+          if ((reply.siblings?.length ?? 1) > 1) reload();
+          else setMessages((list) => upsert(list, reply));
           props.onChanged();
+        } else if (frame.type === "branch_selected") {
+          reload();
         } else if (frame.type === "error") {
           setError(String((frame as unknown as { message: string }).message));
           setStreaming(null);
@@ -170,6 +199,16 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
     socket.current?.send(JSON.stringify({ type: "cancel" }));
   }
 
+  async function chooseModel(model: string) {
+    try {
+      setChat(await api.setAiModel(chatId, model));
+    } catch (err) {
+      setError(errorText(err));
+    }
+  }
+
+  const last = messages[messages.length - 1];
+
   return (
     <section class="chat ai" aria-label={chat?.title ?? "AI conversation"}>
       <header>
@@ -177,6 +216,20 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           ←
         </button>
         <h2>{chat?.title ?? "AI conversation"}</h2>
+        {models.length > 0 && (
+          <select
+            class="model"
+            aria-label="Model"
+            value={chat?.model ?? ""}
+            onChange={(e) => chooseModel(e.currentTarget.value)}
+          >
+            {models.map((m) => (
+              <option key={m.id} value={m.id}>
+                {m.id}
+              </option>
+            ))}
+          </select>
+        )}
         <span class="state" role="status">
           {live ? (chat?.related_chat_name ? `Linked to ${chat.related_chat_name}` : "Connected") : "Connecting…"}
         </span>
@@ -194,8 +247,15 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
                   </span>
                 )}
                 {m.finish_reason === "cancelled" && <span class="usage"> · stopped</span>}
+                {m.finish_reason === "interrupted" && <span class="usage"> · interrupted</span>}
               </div>
               <p class="content">{m.content}</p>
+              <Alternatives message={m} onSelect={(id) => send({ type: "select_branch", message: id })} />
+              {m === last && m.role === "assistant" && !streaming && live && (
+                <button type="button" class="link" onClick={() => send({ type: "regenerate" })}>
+                  Regenerate
+                </button>
+              )}
             </li>
           ))}
           {streaming && (
@@ -245,6 +305,36 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
         )}
       </form>
     </section>
+  );
+}
+
+/** Arrows between a message's alternatives (other answers, other versions of a question). */
+function Alternatives(props: { message: AiMessage; onSelect: (id: number) => void }) {
+  const siblings = props.message.siblings ?? [];
+  const at = siblings.indexOf(props.message.id);
+  if (siblings.length < 2 || at === -1) return null;
+  const noun = props.message.role === "user" ? "version" : "answer";
+  return (
+    <span class="alternatives">
+      <button type="button" class="link" aria-label={`Previous ${noun}`} disabled={at === 0} onClick={() => props.onSelect(siblings[at - 1])}>
+        ‹
+      </button>
+      <span aria-hidden="true">
+        {at + 1} / {siblings.length}
+      </span>
+      <span class="visually-hidden">
+        {`${noun[0].toUpperCase()}${noun.slice(1)} ${at + 1} of ${siblings.length}`}
+      </span>
+      <button
+        type="button"
+        class="link"
+        aria-label={`Next ${noun}`}
+        disabled={at === siblings.length - 1}
+        onClick={() => props.onSelect(siblings[at + 1])}
+      >
+        ›
+      </button>
+    </span>
   );
 }
 

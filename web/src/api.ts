@@ -74,6 +74,16 @@ export interface AiChat {
   created_at: string;
   updated_at: string;
   messages: AiMessage[];
+  /** The model it asks, an id of `GET /api/ai/models/`. */
+  model?: string | null;
+}
+
+export interface AiModel {
+  id: string;
+  provider: string;
+  model: string;
+  context_window: number;
+  default: boolean;
 }
 
 export interface AiMessage {
@@ -86,6 +96,10 @@ export interface AiMessage {
   total_tokens?: number | null;
   usage_estimated?: boolean;
   finish_reason?: string | null;
+  /** The message it follows; alternatives share it. */
+  parent?: number | null;
+  /** Every alternative at its place, itself included, oldest first. */
+  siblings?: number[];
 }
 
 export interface Chat {
@@ -226,6 +240,8 @@ export const api = {
   search: (q: string) => request<SearchHit[]>("GET", `/api/search/?q=${encodeURIComponent(q)}`),
   aiChats: () => all<AiChat>("/api/ai/chats/"),
   aiChat: (id: number) => request<AiChat>("GET", `/api/ai/chats/${id}/`),
+  aiModels: () => request<AiModel[]>("GET", "/api/ai/models/"),
+  setAiModel: (id: number, model: string) => request<AiChat>("PATCH", `/api/ai/chats/${id}/`, { model }),
   /** A new AI conversation; a blank system prompt is left out (the server's default applies). */
   createAiChat: (title: string, system_prompt: string, related_chat: number | null) =>
     request<AiChat>("POST", "/api/ai/chats/", {
