@@ -83,22 +83,19 @@ pub trait ReplyBus: Send + Sync {
     /// Renews the claim for `lease` from now, if it is still `token`'s or has vanished (Redis
     /// restarted or failed over meanwhile), so a live reply is never taken for a dead one; and
     /// the run's place among user `user_id`'s replies ([`ReplyBus::occupy`]).
-    fn renew(
-        &self,
-        ai_chat_id: i64,
-        user_id: i64,
-        token: &str,
-        lease: Duration,
-    ) -> BoxFuture<'_, ()>;
+    /// Queued in order with the run's release, so a renewal never lands after it.
+    fn renew(&self, ai_chat_id: i64, user_id: i64, token: &str, lease: Duration);
     /// Takes one of user `user_id`'s `max` places for replies running on any node
     /// (`MRM_AI_MAX_CONCURRENT_PER_USER`), for `lease` unless renewed: false when all are taken;
-    /// `None` when the bus cannot tell (this node's own count then stands).
+    /// `None` when the bus cannot tell (this node's own count then stands). `vacated` are places
+    /// of this node's runs given back lately, whose removal may not have reached the bus yet.
     fn occupy(
         &self,
         user_id: i64,
         token: &str,
         max: usize,
         lease: Duration,
+        vacated: Vec<String>,
     ) -> BoxFuture<'_, Option<bool>>;
     /// Gives the place [`ReplyBus::occupy`] took back.
     fn vacate(&self, user_id: i64, token: &str);
@@ -136,10 +133,15 @@ impl ReplyBus for NoBus {
     fn claim(&self, _: i64, _: &str, _: Duration) -> BoxFuture<'_, bool> {
         Box::pin(async { true })
     }
-    fn renew(&self, _: i64, _: i64, _: &str, _: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-    fn occupy(&self, _: i64, _: &str, _: usize, _: Duration) -> BoxFuture<'_, Option<bool>> {
+    fn renew(&self, _: i64, _: i64, _: &str, _: Duration) {}
+    fn occupy(
+        &self,
+        _: i64,
+        _: &str,
+        _: usize,
+        _: Duration,
+        _: Vec<String>,
+    ) -> BoxFuture<'_, Option<bool>> {
         Box::pin(async { None })
     }
     fn vacate(&self, _: i64, _: &str) {}

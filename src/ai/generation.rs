@@ -233,6 +233,9 @@ impl Default for ReplySettings {
 /// user here. Each reply is a task of its own, so it outlives the request or socket that asked.
 pub struct Generations {
     db: Db,
+    /// Per user, the places of this node's runs given back lately (at most a few each), whose
+    /// removal from the bus may still be queued: a new run of the user clears them first.
+    given_back: Mutex<HashMap<i64, Vec<String>>>,
     metrics: Arc<crate::metrics::Metrics>,
     settings: ReplySettings,
     bus: Arc<dyn ReplyBus>,
@@ -291,6 +294,7 @@ impl Generations {
         let incoming = bus.incoming();
         let this = Arc::new(Self {
             db,
+            given_back: Mutex::new(HashMap::new()),
             metrics,
             settings,
             bus,
@@ -571,7 +575,7 @@ impl Generations {
                 let outcome = this.start(&channel, request, cancel, token.clone()).await;
                 if outcome.is_err() {
                     this.bus.release(ai_chat_id, &token);
-                    this.bus.vacate(user_id, &token);
+                    this.vacate(user_id, &token);
                 }
                 outcome
             } else {
@@ -639,6 +643,25 @@ impl Generations {
         }
     }
 
+    /// Gives run `token`'s place among user `user_id`'s replies back, on the bus and in the
+    /// list a next run of the user clears first.
+    fn vacate(&self, user_id: i64, token: &str) {
+        self.bus.vacate(user_id, token);
+        let mut given_back = lock(&self.given_back);
+        let tokens = given_back.entry(user_id).or_default();
+        tokens.push(token.to_owned());
+        let keep = self.settings.max_per_user.max(1) * 2;
+        if tokens.len() > keep {
+            tokens.drain(..tokens.len() - keep);
+        }
+    }
+
+    /// The places of user `user_id`'s runs given back lately (taken: they are cleared with the
+    /// next run's place).
+    fn vacated(&self, user_id: i64) -> Vec<String> {
+        lock(&self.given_back).remove(&user_id).unwrap_or_default()
+    }
+
     fn budget(&self, route: &Route) -> super::prompt::Budget {
         let window = route
             .context_window
@@ -669,12 +692,11 @@ impl Generations {
         // And among the user's replies on every node.
         let places = self.settings.max_per_user;
         let lease = self.settings.lease;
-        if self
+        let vacated = self.vacated(request.user_id);
+        let occupied = self
             .bus
-            .occupy(request.user_id, &token, places, lease)
-            .await
-            == Some(false)
-        {
+            .occupy(request.user_id, &token, places, lease, vacated);
+        if occupied.await == Some(false) {
             return Err(SendError::TooMany);
         }
         let db = &self.db;
@@ -820,7 +842,7 @@ struct Job {
 /// included, so the chat never stays marked as answering.
 struct RunningGuard {
     channel: Arc<Mutex<Channel>>,
-    bus: Arc<dyn ReplyBus>,
+    generations: Arc<Generations>,
     ai_chat_id: i64,
     user_id: i64,
     token: String,
@@ -829,9 +851,9 @@ struct RunningGuard {
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         if take_running(&self.channel, &self.token) {
-            self.bus.release(self.ai_chat_id, &self.token);
+            self.generations.bus.release(self.ai_chat_id, &self.token);
         }
-        self.bus.vacate(self.user_id, &self.token);
+        self.generations.vacate(self.user_id, &self.token);
     }
 }
 
@@ -860,7 +882,7 @@ impl Job {
     async fn run(self, prompt: Vec<ChatMessage>) {
         let _guard = RunningGuard {
             channel: self.channel.clone(),
-            bus: self.generations.bus.clone(),
+            generations: self.generations.clone(),
             ai_chat_id: self.ai_chat_id,
             user_id: self.user_id,
             token: self.token.clone(),
@@ -875,12 +897,22 @@ impl Job {
                 self.user_id,
                 self.token.clone(),
             );
+            let channel = self.channel.clone();
             let lease = self.generations.settings.lease;
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         _ = renewing.cancelled() => break,
-                        _ = tokio::time::sleep(lease / 3) => bus.renew(chat, user, &token, lease).await,
+                        _ = tokio::time::sleep(lease / 3) => {
+                            // Under the channel's lock, and only while the run is the chat's:
+                            // the run's end releases under the same lock, so a renewal is
+                            // queued before the release or not at all.
+                            let state = lock(&channel);
+                            if state.running.as_ref().is_none_or(|r| r.token != token) {
+                                break;
+                            }
+                            bus.renew(chat, user, &token, lease);
+                        }
                     }
                 }
             });
@@ -1141,7 +1173,7 @@ impl Job {
             bus.release(self.ai_chat_id, &self.token);
         }
         // Given back before the outcome is heard, as the local permit above.
-        bus.vacate(self.user_id, &self.token);
+        self.generations.vacate(self.user_id, &self.token);
         for event in [reply, failed].into_iter().flatten() {
             bus.publish(self.ai_chat_id, &event);
             let _ = state.events.send(event);

@@ -56,18 +56,21 @@ const RENEW_SCRIPT: &str = "local held = redis.call('GET', KEYS[1]) \
        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
        redis.call('PEXPIRE', KEYS[2], ARGV[3]) return 1 end return 0";
 /// Takes a place among a user's running replies (`KEYS[1]`, a sorted set of run tokens scored by
-/// their expiry in ms): expired places are dropped first; `ARGV[1]` the run, `ARGV[2]` the most
+/// their expiry in ms): expired places are dropped first, and so are `ARGV[4…]`, places this node
+/// gave back whose removal may still be on its way; `ARGV[1]` the run, `ARGV[2]` the most
 /// places, `ARGV[3]` the lease. Answers 1 when taken, 0 when all are taken.
 const OCCUPY_SCRIPT: &str = "local t = redis.call('TIME') \
      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
      redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) \
+     for i = 4, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end \
      if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end \
      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) \
      redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) return 1";
-/// Renews a run's place (`ARGV[1]`) among a user's replies (`KEYS[1]`) for `ARGV[2]` ms.
+/// Renews a run's place (`ARGV[1]`) among a user's replies (`KEYS[1]`) for `ARGV[2]` ms, if it
+/// still has one (`XX`: a place given back is never taken again by a late renewal).
 const RENEW_PLACE_SCRIPT: &str = "local t = redis.call('TIME') \
      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
-     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) \
+     redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1]) \
      redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) return 1";
 /// Appends to a reply's text only while it exists (never recreating one without its header).
 const APPEND_SCRIPT: &str =
@@ -509,6 +512,10 @@ impl crate::limits::SharedBudgets for RedisBroker {
         burst: u32,
     ) -> BoxFuture<'_, Option<Result<(), Duration>>> {
         Box::pin(async move {
+            // Redis away: this node's own budgets at once, rather than a wait on every request.
+            if !self.health.connected() {
+                return None;
+            }
             let interval_us = interval.as_micros().max(1) as u64;
             let tolerance_us = interval_us.saturating_mul(u64::from(burst.saturating_sub(1)));
             let mut commands = self.commands.clone();
@@ -589,6 +596,7 @@ impl ReplyBus for RedisBroker {
         token: &str,
         max: usize,
         lease: Duration,
+        vacated: Vec<String>,
     ) -> BoxFuture<'_, Option<bool>> {
         let key = self.user_key(user_id);
         let token = token.to_owned();
@@ -601,7 +609,8 @@ impl ReplyBus for RedisBroker {
                 .arg(&key)
                 .arg(&token)
                 .arg(max)
-                .arg(lease.as_millis() as u64);
+                .arg(lease.as_millis() as u64)
+                .arg(&vacated);
             let asked = occupy.query_async::<i64>(&mut commands);
             match tokio::time::timeout(PRESENCE_TIMEOUT, asked).await {
                 Ok(Ok(taken)) => Some(taken == 1),
@@ -619,41 +628,27 @@ impl ReplyBus for RedisBroker {
         );
     }
 
-    fn renew(
-        &self,
-        ai_chat_id: i64,
-        user_id: i64,
-        token: &str,
-        lease: Duration,
-    ) -> BoxFuture<'_, ()> {
-        let user_key = self.user_key(user_id);
-        let user_token = token.to_owned();
-        let (key, value) = (self.lease_key(ai_chat_id), self.lease_value(token));
-        Box::pin(async move {
-            let mut commands = self.commands.clone();
-            let mut renew = redis::cmd("EVAL");
-            renew
+    fn renew(&self, ai_chat_id: i64, user_id: i64, token: &str, lease: Duration) {
+        self.queue(
+            redis::cmd("EVAL")
                 .arg(RENEW_SCRIPT)
                 .arg(2)
-                .arg(&key)
+                .arg(self.lease_key(ai_chat_id))
                 .arg(self.text_key(ai_chat_id))
-                .arg(&value)
+                .arg(self.lease_value(token))
                 .arg(lease.as_millis() as u64)
-                .arg(text_ttl(lease));
-            let renewed = renew.query_async::<i64>(&mut commands);
-            if let Ok(Err(err)) = tokio::time::timeout(PRESENCE_TIMEOUT, renewed).await {
-                tracing::warn!(error = %err, "could not renew an AI reply's claim");
-            }
-            let mut place = redis::cmd("EVAL");
-            place
+                .arg(text_ttl(lease))
+                .clone(),
+        );
+        self.queue(
+            redis::cmd("EVAL")
                 .arg(RENEW_PLACE_SCRIPT)
                 .arg(1)
-                .arg(&user_key)
-                .arg(&user_token)
-                .arg(lease.as_millis() as u64);
-            let _ = tokio::time::timeout(PRESENCE_TIMEOUT, place.query_async::<i64>(&mut commands))
-                .await;
-        })
+                .arg(self.user_key(user_id))
+                .arg(token)
+                .arg(lease.as_millis() as u64)
+                .clone(),
+        );
     }
 
     fn release(&self, ai_chat_id: i64, token: &str) {

@@ -57,8 +57,9 @@ const port = await new Promise((resolve) => {
 const base = `http://127.0.0.1:${port}`;
 let server;
 
-// A fake OpenAI-compatible provider: a short streamed reply, or, for a question holding "slow",
-// a reply that goes on a word every 100 ms until the server stops reading it.
+// A fake OpenAI-compatible provider: a short streamed reply, numbered, or, for a question holding
+// "slow", a reply that goes on a word every 100 ms until the server stops reading it.
+let replies = 0;
 const provider = createHttpServer((req, res) => {
   let body = "";
   req.on("data", (chunk) => (body += chunk));
@@ -68,7 +69,8 @@ const provider = createHttpServer((req, res) => {
       `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
     const usage = `data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } })}\n\n`;
     if (!body.includes("slow")) {
-      res.end(chunk("Hello") + chunk(" there", "stop") + usage + "data: [DONE]\n\n");
+      replies += 1;
+      res.end(chunk("Hello") + chunk(` there #${replies}`, "stop") + usage + "data: [DONE]\n\n");
       return;
     }
     let n = 0;
@@ -267,10 +269,17 @@ try {
   // The conversation's model is shown; the answer can be asked for again, and the first one
   // shown again.
   assert.equal(await alice.getByRole("combobox", { name: "Model" }).inputValue(), "openai/fake-model");
+  const answers = alice.locator("li.message.assistant:not(.streaming)");
+  const first = (await answers.last().locator("p.content").textContent()).trim();
   await alice.getByRole("button", { name: "Regenerate" }).click();
   await alice.getByText("Answer 2 of 2").waitFor();
+  assert.equal(await answers.count(), 1, "the new answer takes the old one's place");
+  const second = (await answers.last().locator("p.content").textContent()).trim();
+  assert.notEqual(second, first);
   await alice.getByRole("button", { name: "Previous answer" }).click();
   await alice.getByText("Answer 1 of 2").waitFor();
+  assert.equal(await answers.count(), 1);
+  assert.equal((await answers.last().locator("p.content").textContent()).trim(), first);
   await alice.getByRole("textbox", { name: "Question" }).fill("a slow one please");
   await alice.getByRole("textbox", { name: "Question" }).press("Enter");
   await alice.locator("li.message.streaming").filter({ hasText: "word3" }).waitFor();

@@ -85,7 +85,11 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
   const [live, setLive] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [models, setModels] = useState<AiModel[]>([]);
+  /** A regenerate or a branch switch asked for and not yet answered. */
+  const [pending, setPending] = useState(false);
   const socket = useRef<WebSocket | null>(null);
+  /** The latest reload: an older one that answers late is ignored. */
+  const reloads = useRef(0);
 
   useEffect(() => {
     api.aiModels().then(setModels, () => setModels([]));
@@ -93,18 +97,23 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
 
   /** Reads the conversation again, as the branch it now shows. */
   function reload() {
+    const mine = ++reloads.current;
     api.aiChat(chatId).then(
       (loaded) => {
+        if (mine !== reloads.current) return;
         setChat(loaded);
         setMessages(loaded.messages);
+        setPending(false);
       },
-      () => undefined,
+      () => setPending(false),
     );
   }
 
+  /** Sends a regenerate or a branch switch; nothing more is offered until it is answered. */
   function send(frame: Record<string, unknown>) {
     if (!socket.current || socket.current.readyState !== WebSocket.OPEN) return;
     setError(null);
+    setPending(true);
     socket.current.send(JSON.stringify(frame));
   }
 
@@ -129,12 +138,10 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
         attempt = 0;
         setLive(true);
         // A reply in progress is sent again from its start; one that ended while the socket was
-        // away is in the history: drop the partial text and read the history again.
+        // away is in the history: drop the partial text and read the branch shown again (it may
+        // have changed meanwhile).
         setStreaming(null);
-        api.aiChat(chatId).then(
-          (loaded) => !stopped && setMessages((list) => loaded.messages.reduce(upsert, list)),
-          () => undefined,
-        );
+        if (!stopped) reload();
       };
       ws.onmessage = (event) => {
         const frame = JSON.parse(String(event.data)) as { type: string; message?: Record<string, unknown> };
@@ -144,6 +151,7 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           if ((question.siblings?.length ?? 1) > 1) reload();
           else setMessages((list) => upsert(list, question));
         } else if (frame.type === "assistant_delta") {
+          setPending(false);
           const id = Number(m.id);
           setStreaming((s) => ({ id, content: (s && s.id === id ? s.content : "") + String(m.delta ?? "") }));
         } else if (frame.type === "assistant_message") {
@@ -163,6 +171,7 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           reload();
         } else if (frame.type === "error") {
           setError(String((frame as unknown as { message: string }).message));
+          setPending(false);
           setStreaming(null);
         }
       };
@@ -223,6 +232,9 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
             value={chat?.model ?? ""}
             onChange={(e) => chooseModel(e.currentTarget.value)}
           >
+            {chat?.model && !models.some((m) => m.id === chat.model) && (
+              <option value={chat.model}>{chat.model} (no longer offered)</option>
+            )}
             {models.map((m) => (
               <option key={m.id} value={m.id}>
                 {m.id}
@@ -250,8 +262,12 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
                 {m.finish_reason === "interrupted" && <span class="usage"> · interrupted</span>}
               </div>
               <p class="content">{m.content}</p>
-              <Alternatives message={m} onSelect={(id) => send({ type: "select_branch", message: id })} />
-              {m === last && m.role === "assistant" && !streaming && live && (
+              <Alternatives
+                message={m}
+                disabled={!!streaming || pending}
+                onSelect={(id) => send({ type: "select_branch", message: id })}
+              />
+              {m === last && m.role === "assistant" && !streaming && !pending && live && (
                 <button type="button" class="link" onClick={() => send({ type: "regenerate" })}>
                   Regenerate
                 </button>
@@ -309,14 +325,14 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
 }
 
 /** Arrows between a message's alternatives (other answers, other versions of a question). */
-function Alternatives(props: { message: AiMessage; onSelect: (id: number) => void }) {
+function Alternatives(props: { message: AiMessage; disabled: boolean; onSelect: (id: number) => void }) {
   const siblings = props.message.siblings ?? [];
   const at = siblings.indexOf(props.message.id);
   if (siblings.length < 2 || at === -1) return null;
   const noun = props.message.role === "user" ? "version" : "answer";
   return (
     <span class="alternatives">
-      <button type="button" class="link" aria-label={`Previous ${noun}`} disabled={at === 0} onClick={() => props.onSelect(siblings[at - 1])}>
+      <button type="button" class="link" aria-label={`Previous ${noun}`} disabled={props.disabled || at === 0} onClick={() => props.onSelect(siblings[at - 1])}>
         ‹
       </button>
       <span aria-hidden="true">
@@ -329,7 +345,7 @@ function Alternatives(props: { message: AiMessage; onSelect: (id: number) => voi
         type="button"
         class="link"
         aria-label={`Next ${noun}`}
-        disabled={at === siblings.length - 1}
+        disabled={props.disabled || at === siblings.length - 1}
         onClick={() => props.onSelect(siblings[at + 1])}
       >
         ›
