@@ -280,6 +280,19 @@ try {
   await alice.getByText("Answer 1 of 2").waitFor();
   assert.equal(await answers.count(), 1);
   assert.equal((await answers.last().locator("p.content").textContent()).trim(), first);
+  // A question edited is asked again on a branch of its own.
+  await alice.locator("li.message.mine").filter({ hasText: "hi" }).getByRole("button", { name: "Edit" }).click();
+  await alice.getByRole("textbox", { name: "Edit question" }).fill("hi again");
+  await alice.getByRole("button", { name: "Ask again" }).click();
+  await alice.getByText("Version 2 of 2").waitFor();
+  await alice.waitForFunction(
+    (known) => {
+      const shown = [...document.querySelectorAll("li.message.assistant:not(.streaming) p.content")];
+      return shown.length === 1 && !known.includes(shown[0].textContent.trim());
+    },
+    [first, second],
+  );
+  assert.equal(await answers.count(), 1, "the new branch has its own answer only");
   await alice.getByRole("textbox", { name: "Question" }).fill("a slow one please");
   await alice.getByRole("textbox", { name: "Question" }).press("Enter");
   await alice.locator("li.message.streaming").filter({ hasText: "word3" }).waitFor();

@@ -1,7 +1,7 @@
 // AI conversations: the list, a new one (title, system prompt, optional linked chat), and one
 // conversation whose replies stream in as they are written over the `mrm.v2` AI socket, with
-// Stop and each reply's token usage, the model it asks, Regenerate for the last answer, and
-// arrows between the alternatives of an answer. A reply still being written when the page loads
+// Stop and each reply's token usage, the model it asks, Regenerate for the last answer, Edit for
+// a question (asked again on a new branch), and arrows between alternatives. A reply still being written when the page loads
 // is picked up where it is: the socket first sends the text so far.
 
 import { useEffect, useRef, useState } from "preact/hooks";
@@ -87,9 +87,13 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
   const [models, setModels] = useState<AiModel[]>([]);
   /** A regenerate or a branch switch asked for and not yet answered. */
   const [pending, setPending] = useState(false);
+  /** A question being edited: its id and the new text. */
+  const [editing, setEditing] = useState<{ id: number; text: string } | null>(null);
   const socket = useRef<WebSocket | null>(null);
   /** The latest reload: an older one that answers late is ignored. */
   const reloads = useRef(0);
+  /** Whether a reload is on its way: a message heard meanwhile may be missing from its answer. */
+  const reloading = useRef(false);
 
   useEffect(() => {
     api.aiModels().then(setModels, () => setModels([]));
@@ -98,14 +102,19 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
   /** Reads the conversation again, as the branch it now shows. */
   function reload() {
     const mine = ++reloads.current;
+    reloading.current = true;
     api.aiChat(chatId).then(
       (loaded) => {
         if (mine !== reloads.current) return;
+        reloading.current = false;
         setChat(loaded);
         setMessages(loaded.messages);
         setPending(false);
       },
-      () => setPending(false),
+      () => {
+        if (mine === reloads.current) reloading.current = false;
+        setPending(false);
+      },
     );
   }
 
@@ -148,7 +157,7 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
         const m = frame.message ?? {};
         if (frame.type === "user_message") {
           const question = m as unknown as AiMessage;
-          if ((question.siblings?.length ?? 1) > 1) reload();
+          if (reloading.current || (question.siblings?.length ?? 1) > 1) reload();
           else setMessages((list) => upsert(list, question));
         } else if (frame.type === "assistant_delta") {
           setPending(false);
@@ -164,7 +173,7 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
           };
           setStreaming(null);
           // Another answer to the same question replaces the one shown: read the branch again.
-          if ((reply.siblings?.length ?? 1) > 1) reload();
+          if (reloading.current || (reply.siblings?.length ?? 1) > 1) reload();
           else setMessages((list) => upsert(list, reply));
           props.onChanged();
         } else if (frame.type === "branch_selected") {
@@ -217,6 +226,15 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
   }
 
   const last = messages[messages.length - 1];
+  const idle = !streaming && !pending && live;
+
+  function askAgain(event: Event) {
+    event.preventDefault();
+    const content = editing?.text.trim();
+    if (!editing || !content) return;
+    send({ type: "edit", message: editing.id, content, include_related_chat_context: withContext });
+    setEditing(null);
+  }
 
   return (
     <section class="chat ai" aria-label={chat?.title ?? "AI conversation"}>
@@ -261,15 +279,37 @@ export function AiView(props: { chatId: number; onBack: () => void; onChanged: (
                 {m.finish_reason === "cancelled" && <span class="usage"> · stopped</span>}
                 {m.finish_reason === "interrupted" && <span class="usage"> · interrupted</span>}
               </div>
-              <p class="content">{m.content}</p>
+              {editing?.id === m.id ? (
+                <form class="edit" onSubmit={askAgain}>
+                  <textarea
+                    aria-label="Edit question"
+                    rows={2}
+                    value={editing.text}
+                    onInput={(e) => setEditing({ id: m.id, text: e.currentTarget.value })}
+                  />
+                  <button type="submit" disabled={!idle}>
+                    Ask again
+                  </button>
+                  <button type="button" class="link" onClick={() => setEditing(null)}>
+                    Cancel
+                  </button>
+                </form>
+              ) : (
+                <p class="content">{m.content}</p>
+              )}
               <Alternatives
                 message={m}
                 disabled={!!streaming || pending}
                 onSelect={(id) => send({ type: "select_branch", message: id })}
               />
-              {m === last && m.role === "assistant" && !streaming && !pending && live && (
+              {m === last && m.role === "assistant" && idle && (
                 <button type="button" class="link" onClick={() => send({ type: "regenerate" })}>
                   Regenerate
+                </button>
+              )}
+              {m.role === "user" && idle && editing?.id !== m.id && (
+                <button type="button" class="link" onClick={() => setEditing({ id: m.id, text: m.content })}>
+                  Edit
                 </button>
               )}
             </li>
