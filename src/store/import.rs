@@ -3,7 +3,7 @@
 //! an import that stopped part-way is completed by running it again. The reads here let the
 //! import compare what the target already holds under the same ids before it writes anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -218,7 +218,7 @@ pub async fn insert_chats(db: &Db, chats: &[ImportedChat]) -> sqlx::Result<u64> 
                 .push_bind(0_i64);
         });
         q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        let inserted: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+        let inserted: HashSet<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?.into_iter().collect();
         let members: Vec<(i64, i64, DateTime<Utc>)> = chats
             .iter()
             .filter(|c| inserted.contains(&c.id))
@@ -338,7 +338,7 @@ pub async fn insert_ai_messages(
                 .push_bind(true);
         });
         q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        let inserted: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+        let inserted: HashSet<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?.into_iter().collect();
         // One usage row per reply, as replies are recorded when they are generated.
         let replies: Vec<&ImportedAiMessage> = messages
             .iter()

@@ -11,7 +11,12 @@ use crate::{
 
 /// The prompt's messages after the system prompt, as `role: content`.
 fn prompt(request: &Value) -> Vec<String> {
-    request["messages"].as_array().unwrap()[1..]
+    lines(&request["messages"].as_array().unwrap()[1..])
+}
+
+/// Messages as `role: content`.
+fn lines(messages: &[Value]) -> Vec<String> {
+    messages
         .iter()
         .map(|m| {
             format!(
@@ -26,35 +31,13 @@ fn prompt(request: &Value) -> Vec<String> {
 /// The AI chat's messages as it shows them: `role: content`.
 async fn shown(client: &Client, chat: i64) -> Vec<String> {
     let body = client.get(&format!("/api/ai/chats/{chat}/")).await.body;
-    let nested: Vec<String> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}: {}",
-                m["role"].as_str().unwrap(),
-                m["content"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let nested = lines(body["messages"].as_array().unwrap());
     assert_eq!(body["message_count"], nested.len(), "{body}");
     let listed = client
         .get(&format!("/api/ai/chats/{chat}/messages/"))
         .await
         .body;
-    let listed: Vec<String> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}: {}",
-                m["role"].as_str().unwrap(),
-                m["content"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let listed = lines(listed.as_array().unwrap());
     assert_eq!(nested, listed, "both lists show the same branch");
     nested
 }

@@ -86,6 +86,19 @@ async fn source_rows(url: &str, sql: &'static str) -> Vec<(i64, String, DateTime
     }
 }
 
+/// A writable copy of the SQLite sample, to spoil, in a directory removed with the first value.
+fn writable_sample() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("source.sqlite3");
+    std::fs::copy(format!("{FIXTURES}/mrmchat2_sample.sqlite3"), &copy).unwrap();
+    std::fs::set_permissions(
+        &copy,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    (dir, copy)
+}
+
 fn time(value: &Value) -> DateTime<Utc> {
     value.as_str().unwrap().parse().unwrap()
 }
@@ -365,14 +378,7 @@ async fn foreign_corrupted_and_conflicting_sources_are_refused_and_nothing_is_wr
 
 #[tokio::test]
 async fn a_password_hash_in_an_unknown_format_is_imported_unusable_and_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("source.sqlite3");
-    std::fs::copy(format!("{FIXTURES}/mrmchat2_sample.sqlite3"), &copy).unwrap();
-    std::fs::set_permissions(
-        &copy,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
-    )
-    .unwrap();
+    let (_dir, copy) = writable_sample();
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", copy.display()))
         .await
         .unwrap();
@@ -409,14 +415,7 @@ async fn a_password_hash_in_an_unknown_format_is_imported_unusable_and_listed() 
 
 #[tokio::test]
 async fn a_source_whose_rows_refer_to_what_it_does_not_hold_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("source.sqlite3");
-    std::fs::copy(format!("{FIXTURES}/mrmchat2_sample.sqlite3"), &copy).unwrap();
-    std::fs::set_permissions(
-        &copy,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
-    )
-    .unwrap();
+    let (_dir, copy) = writable_sample();
     // SQLite leaves foreign keys unenforced unless asked: a hand edit can orphan rows.
     use sqlx::Connection;
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", copy.display()))
