@@ -425,8 +425,10 @@ pub struct Config {
     /// Attachments and their object store (`MRM_ATTACHMENT_*`, `MRM_S3_*`, …).
     #[command(flatten)]
     pub attachments: AttachmentConfig,
-    /// `REDIS_URL`: Redis for fan-out between nodes, `redis://`, `rediss://` or `redis+unix://`.
-    /// Default: none, and a single node delivers in process. Error: another scheme.
+    /// `REDIS_URL`: Redis for fan-out between nodes, `redis://`, `rediss://` or `redis+unix://`;
+    /// for a Redis Cluster, one or more of its nodes separated by commas (detected from
+    /// `INFO cluster`). Default: none, and a single node delivers in process. Error: another
+    /// scheme.
     #[arg(long = "redis-url", env = "REDIS_URL", value_parser = redis_url)]
     pub redis_url: Option<Secret>,
     /// `MRM_REDIS_PREFIX`: prefix of every Redis key and channel, so deployments (and test runs)
@@ -881,15 +883,17 @@ fn api_key(raw: &str) -> Result<Secret, String> {
     Ok(Secret::new(raw.trim()))
 }
 
+/// One Redis URL, or a Redis Cluster's nodes separated by commas.
 fn redis_url(raw: &str) -> Result<Secret, String> {
-    let url = raw.trim();
-    if ["redis://", "rediss://", "redis+unix://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
-    {
-        Ok(Secret::new(url))
+    let urls: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if urls.iter().all(|url| {
+        ["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+    }) {
+        Ok(Secret::new(urls.join(",")))
     } else {
-        Err("expected redis://host[:port][/db]".into())
+        Err("expected redis://host[:port][/db], or a cluster's nodes separated by commas".into())
     }
 }
 
@@ -1157,7 +1161,7 @@ mod tests {
             ),
             (
                 ("REDIS_URL", "http://cache:6379"),
-                "REDIS_URL: expected redis://host[:port][/db]",
+                "REDIS_URL: expected redis://host[:port][/db], or a cluster's nodes separated by commas",
             ),
             (
                 ("MRM_REDIS_PREFIX", "a b"),

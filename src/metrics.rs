@@ -52,6 +52,11 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     /// `mrm_redis_reconnects_total`: times the bus subscription was re-established.
     pub redis_reconnects: IntCounter,
+    /// `mrm_bus_events_received_total{channel}`: events heard from other nodes, on chat
+    /// channels (`chat`: only those of chats with sockets here) or the `control` channel.
+    pub bus_events_received: IntCounterVec,
+    /// `mrm_bus_chat_subscriptions`: chat channels this node listens to.
+    pub bus_subscriptions: IntGauge,
     /// `mrm_ai_requests_total{model, outcome}`: replies asked of providers, by how they ended.
     pub ai_requests: IntCounterVec,
     /// `mrm_ai_tokens_total{model, kind}`: tokens read (`prompt`) and written (`completion`).
@@ -162,6 +167,19 @@ impl Metrics {
                 "mrm_redis_reconnects_total",
                 "Times the Redis bus subscription was re-established",
             ),
+            bus_events_received: counter_vec(
+                "mrm_bus_events_received_total",
+                "Events heard from other nodes, by channel (chat, control)",
+                &["channel"],
+            ),
+            bus_subscriptions: {
+                let metric = must(IntGauge::new(
+                    "mrm_bus_chat_subscriptions",
+                    "Chat channels this node listens to on Redis",
+                ));
+                must(registry.register(Box::new(metric.clone())));
+                metric
+            },
             ai_requests: counter_vec(
                 "mrm_ai_requests_total",
                 "Replies asked of AI providers, by model and outcome",

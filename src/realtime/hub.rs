@@ -185,6 +185,8 @@ pub struct Hub {
     db: Db,
     rooms: Mutex<HashMap<i64, mpsc::UnboundedSender<Command>>>,
     presence: OnceLock<Arc<dyn SharedPresence>>,
+    /// Told when a room starts or retires, so the bus can follow the chats this node serves.
+    changed: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -194,7 +196,20 @@ impl Hub {
             db,
             rooms: Mutex::new(HashMap::new()),
             presence: OnceLock::new(),
+            changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The chats this node has rooms for (sockets in), in no particular order.
+    pub fn chat_ids(&self) -> Vec<i64> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.keys().copied().collect()
+    }
+
+    /// Completes once a room started or retired since the last call returned (at once if one
+    /// did in between): one waiter, which then reads [`Hub::chat_ids`].
+    pub async fn rooms_changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Shares presence with other nodes from now on (set once, before sockets connect).
@@ -232,6 +247,7 @@ impl Hub {
             let room = rooms.entry(chat_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(Room::new(self.clone(), chat_id, rx).run());
+                self.changed.notify_one();
                 tx
             });
             // Sent under the lock: a room only retires under it too, after checking its inbox.
@@ -264,6 +280,7 @@ impl Hub {
             return false;
         }
         rooms.remove(&chat_id);
+        self.changed.notify_one();
         true
     }
 }

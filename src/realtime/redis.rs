@@ -1,6 +1,18 @@
-//! Fan-out between nodes through Redis. Every node publishes the events of its chats to one
-//! channel and delivers what it hears to its own rooms; presence lives in Redis sorted sets whose
-//! entries expire unless their node keeps refreshing them.
+//! Fan-out between nodes through Redis. Each chat has a channel of its own: a node publishes a
+//! chat's events there and listens only to the channels of chats it has sockets in, so a node
+//! hears none of the traffic of chats it does not serve, and adding nodes does not multiply what
+//! each one handles. What concerns every node (ended credentials, AI replies and their cancels)
+//! travels on one control channel. Presence lives in Redis sorted sets whose entries expire
+//! unless their node keeps refreshing them.
+//!
+//! One Redis or a Redis Cluster: the mode is read from `INFO cluster` at start. On a cluster,
+//! chat channels are sharded channels (`SPUBLISH`/`SSUBSCRIBE`, Redis 7), each served by the
+//! shard that owns its slot, so a chat's traffic stays on one shard instead of being broadcast
+//! over the cluster bus; the client library follows slot moves and failovers and subscribes
+//! again. On one server, sharded and classic pub/sub deliver alike (there is one shard); chat
+//! channels use classic `PUBLISH`/`SUBSCRIBE` there, which this client library offers on a
+//! single connection, with the same per-chat routing. Keys two commands touch together share a
+//! hash tag (`{…}`), so they live in one slot.
 //!
 //! Redis is a transport, never the source of truth: events are delivered locally first (so a
 //! node keeps serving its own sockets through an outage), and rooms fill any gap in `seq` from
@@ -17,7 +29,13 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
-use redis::{aio::ConnectionManager, AsyncCommands, PushKind};
+use redis::{
+    aio::{ConnectionManager, MultiplexedConnection},
+    cluster::ClusterClientBuilder,
+    cluster_async::ClusterConnection,
+    cluster_routing::Slot,
+    AsyncCommands, PushKind,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -42,6 +60,8 @@ const PRESENCE_TIMEOUT: Duration = Duration::from_millis(500);
 const OUTBOX: usize = 65_536;
 /// Most events sent to Redis in one pipelined round trip.
 const PUBLISH_BATCH: usize = 256;
+/// Most chat channels subscribed to, or left, in one go.
+const SUBSCRIBE_BATCH: usize = 256;
 /// AI events from other nodes waiting for this node's replies to relay them; beyond this they
 /// are dropped (the saved reply is in the database).
 const AI_INBOX: usize = 4096;
@@ -229,19 +249,71 @@ impl BusHealth {
     }
 }
 
-/// This node's link to the Redis bus: publishes its chats' events on one channel, hands events
-/// from other nodes to the local [`Hub`], and keeps presence keys that expire after
-/// `presence_ttl`.
+/// Commands to Redis, on one server or routed by slot over a Redis Cluster.
+#[derive(Clone)]
+enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Commands {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Commands::Single(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Commands::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(c) => c.get_db(),
+            Commands::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A command waiting in the outbox, with the slot of the key or channel it names (a cluster
+/// pipelines only commands of one slot together).
+struct Outgoing {
+    slot: Slot,
+    command: redis::Cmd,
+}
+
+/// This node's link to the Redis bus: publishes each chat's events on the chat's channel, listens
+/// to the channels of the chats it has rooms for, hands what it hears to the local [`Hub`], and
+/// keeps presence keys that expire after `presence_ttl`.
 pub struct RedisBroker {
     node: String,
-    channel: String,
+    /// Ended credentials, AI events and cancels: every node listens.
+    control: String,
     prefix: String,
+    /// Whether Redis is a cluster (sharded chat channels) or one server.
+    cluster: bool,
     hub: Arc<Hub>,
     sockets: Arc<SocketRegistry>,
-    outbox: mpsc::Sender<redis::Cmd>,
-    commands: ConnectionManager,
+    outbox: mpsc::Sender<Outgoing>,
+    commands: Commands,
     presence_ttl: Duration,
     pub health: Arc<BusHealth>,
+    /// Told when a cluster shard's connection dropped: every channel is subscribed to again,
+    /// which makes the client library read the cluster's new shape (after a failover, the
+    /// replica that took over) and carries the subscriptions there.
+    resubscribe: tokio::sync::Notify,
     ai_inbox: mpsc::Sender<Remote>,
     ai_incoming: std::sync::Mutex<Option<mpsc::Receiver<Remote>>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -249,7 +321,9 @@ pub struct RedisBroker {
 
 impl RedisBroker {
     /// Connects (retrying in the background if Redis is down) and starts listening: chat events
-    /// go to `hub`, ended credentials to `sockets`.
+    /// go to `hub`, ended credentials to `sockets`. `url` is one Redis, or a comma-separated
+    /// list of a Redis Cluster's nodes (any one of them will do; the others are tried when it
+    /// does not answer). Errors: no answer within 5 s at start.
     pub async fn start(
         url: &str,
         prefix: &str,
@@ -258,20 +332,38 @@ impl RedisBroker {
         sockets: Arc<SocketRegistry>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<RedisBroker>> {
-        let client = redis::Client::open(with_resp3(url))?;
-        // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_min_delay(Duration::from_secs(1))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let commands = tokio::time::timeout(
-            Duration::from_secs(5),
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(with_resp3)
+            .collect();
+        let first = urls
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("REDIS_URL: no address"))?;
+        let client = redis::Client::open(first.as_str())?;
+        let (commands, link) = tokio::time::timeout(Duration::from_secs(5), async {
+            // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_min_delay(Duration::from_secs(1))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(2);
+            let mut single = ConnectionManager::new_with_config(client.clone(), config).await?;
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut single)
+                .await?;
+            if !info.contains("cluster_enabled:1") {
+                return Ok::<_, anyhow::Error>((Commands::Single(single), Link::Single(client)));
+            }
+            let commands = cluster_client(&urls, None)?.get_async_connection().await?;
+            Ok((Commands::Cluster(commands), Link::Cluster(urls.clone())))
+        })
         .await
         .map_err(|_| anyhow::anyhow!("REDIS_URL: Redis did not answer within 5 s"))??;
+        let cluster = matches!(link, Link::Cluster(_));
         let node = crate::auth::secret::random_token(12);
         let (outbox, queue) = mpsc::channel(OUTBOX);
         let (ai_inbox, ai_incoming) = mpsc::channel(AI_INBOX);
@@ -279,8 +371,9 @@ impl RedisBroker {
             metrics,
             ai_inbox,
             ai_incoming: std::sync::Mutex::new(Some(ai_incoming)),
-            channel: format!("{prefix}:events"),
+            control: format!("{prefix}:events"),
             prefix: prefix.to_owned(),
+            cluster,
             node: node.clone(),
             hub: hub.clone(),
             sockets,
@@ -288,11 +381,27 @@ impl RedisBroker {
             commands: commands.clone(),
             presence_ttl,
             health: Arc::new(BusHealth::default()),
+            resubscribe: tokio::sync::Notify::new(),
         });
         tokio::spawn(publish_loop(commands, queue));
-        tokio::spawn(listen_loop(client, broker.clone()));
-        tracing::info!(node = %node, prefix, "fan-out through Redis");
+        tokio::spawn(listen_loop(link, broker.clone()));
+        tracing::info!(node = %node, prefix, cluster, "fan-out through Redis");
         Ok(broker)
+    }
+
+    /// The channel of one chat's events.
+    fn chat_channel(&self, chat_id: i64) -> String {
+        format!("{}:chat:{chat_id}", self.prefix)
+    }
+
+    /// The chat a chat channel belongs to.
+    fn chat_of(&self, channel: &[u8]) -> Option<i64> {
+        let channel = std::str::from_utf8(channel).ok()?;
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":chat:")?
+            .parse()
+            .ok()
     }
 
     fn presence_key(&self, chat_id: i64) -> String {
@@ -308,24 +417,41 @@ impl RedisBroker {
         serde_json::to_string(&envelope).ok()
     }
 
-    fn send(&self, chat_id: i64, event: WireEvent) {
+    /// Publishes a chat's event on the chat's channel, heard by the nodes with sockets in it.
+    fn send_chat(&self, chat_id: i64, event: WireEvent) {
         if let Some(text) = self.envelope(chat_id, event) {
-            self.queue(redis::cmd("PUBLISH").arg(&self.channel).arg(text).clone());
+            let channel = self.chat_channel(chat_id);
+            let verb = if self.cluster { "SPUBLISH" } else { "PUBLISH" };
+            let command = redis::cmd(verb).arg(&channel).arg(text).clone();
+            self.queue(&channel, command);
         }
     }
 
-    /// Queues a command behind every one queued before it. A full outbox means Redis is down or
-    /// far behind: the command is dropped; other nodes catch up from the database.
-    fn queue(&self, command: redis::Cmd) {
-        let _ = self.outbox.try_send(command);
+    /// Publishes on the control channel, heard by every node.
+    fn send_control(&self, chat_id: i64, event: WireEvent) {
+        if let Some(text) = self.envelope(chat_id, event) {
+            let command = redis::cmd("PUBLISH").arg(&self.control).arg(text).clone();
+            self.queue(&self.control, command);
+        }
     }
 
+    /// Queues a command behind every one queued before it for the same slot (`key`: the key or
+    /// channel it names). A full outbox means Redis is down or far behind: the command is
+    /// dropped; other nodes catch up from the database.
+    fn queue(&self, key: &str, command: redis::Cmd) {
+        let _ = self.outbox.try_send(Outgoing {
+            slot: Slot::for_key(key),
+            command,
+        });
+    }
+
+    // A reply's claim and text are changed together by one script: one hash tag, one slot.
     fn lease_key(&self, ai_chat_id: i64) -> String {
-        format!("{}:ai:{ai_chat_id}:lease", self.prefix)
+        format!("{}:ai:{{{ai_chat_id}}}:lease", self.prefix)
     }
 
     fn text_key(&self, ai_chat_id: i64) -> String {
-        format!("{}:ai:{ai_chat_id}:text", self.prefix)
+        format!("{}:ai:{{{ai_chat_id}}}:text", self.prefix)
     }
 
     fn user_key(&self, user_id: i64) -> String {
@@ -337,8 +463,22 @@ impl RedisBroker {
     }
 
     fn receive(&self, payload: &[u8]) {
-        match serde_json::from_slice::<Envelope>(payload) {
-            Ok(envelope) if envelope.node == self.node => {}
+        let envelope = serde_json::from_slice::<Envelope>(payload);
+        if let Ok(envelope) = &envelope {
+            if envelope.node == self.node {
+                // Its own, delivered locally already.
+                return;
+            }
+            let channel = match envelope.event {
+                WireEvent::CredentialsEnded { .. } | WireEvent::Ai { .. } => "control",
+                _ => "chat",
+            };
+            self.metrics
+                .bus_events_received
+                .with_label_values(&[channel])
+                .inc();
+        }
+        match envelope {
             Ok(Envelope {
                 event: WireEvent::CredentialsEnded { ended },
                 ..
@@ -378,7 +518,7 @@ fn with_resp3(url: &str) -> String {
 impl Broker for RedisBroker {
     fn publish(&self, chat_id: i64, event: RoomEvent) {
         if let Some(wire) = WireEvent::from_room(&event) {
-            self.send(chat_id, wire);
+            self.send_chat(chat_id, wire);
         }
         // Local sockets never wait for, or depend on, Redis.
         self.hub.dispatch(chat_id, event);
@@ -396,24 +536,47 @@ impl Broker for RedisBroker {
             // Not through the outbox: the caller waits until Redis has it (a command-line
             // password change exits right after), and nothing orders it with chat events.
             let mut commands = self.commands.clone();
-            if let Err(err) = commands.publish::<_, _, ()>(&self.channel, text).await {
+            if let Err(err) = commands.publish::<_, _, ()>(&self.control, text).await {
                 tracing::warn!(error = %err, "could not tell other nodes that credentials ended");
             }
         })
     }
 }
 
-/// Sends queued events in pipelined batches. While Redis is down events are dropped: other
-/// nodes catch up from the database.
-async fn publish_loop(mut commands: ConnectionManager, mut queue: mpsc::Receiver<redis::Cmd>) {
+/// Sends queued commands in pipelined batches: on one server, a batch in one round trip; on a
+/// cluster, one pipeline per slot, all at once (order matters only within a key or channel, and
+/// those share a slot). While Redis is down commands are dropped: other nodes catch up from the
+/// database.
+async fn publish_loop(commands: Commands, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        for command in batch.drain(..) {
-            pipe.add_command(command).ignore();
-        }
-        match pipe.query_async::<()>(&mut commands).await {
+        let sent = match &commands {
+            Commands::Single(_) => {
+                let mut pipe = redis::pipe();
+                for outgoing in batch.drain(..) {
+                    pipe.add_command(outgoing.command).ignore();
+                }
+                pipe.query_async::<()>(&mut commands.clone()).await
+            }
+            Commands::Cluster(_) => {
+                let mut by_slot: std::collections::HashMap<Slot, redis::Pipeline> =
+                    std::collections::HashMap::new();
+                for outgoing in batch.drain(..) {
+                    by_slot
+                        .entry(outgoing.slot)
+                        .or_insert_with(redis::pipe)
+                        .add_command(outgoing.command)
+                        .ignore();
+                }
+                all_ok(by_slot.into_values().map(|pipe| {
+                    let mut commands = commands.clone();
+                    async move { pipe.query_async::<()>(&mut commands).await }
+                }))
+                .await
+            }
+        };
+        match sent {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("publishing to Redis again");
@@ -428,33 +591,216 @@ async fn publish_loop(mut commands: ConnectionManager, mut queue: mpsc::Receiver
     }
 }
 
+/// Runs the requests at once (on a cluster, each to its own shard); the first error, if any.
+async fn all_ok(
+    requests: impl IntoIterator<Item = impl std::future::Future<Output = redis::RedisResult<()>>>,
+) -> redis::RedisResult<()> {
+    futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Where the listener connects: one server, or a cluster's nodes.
+enum Link {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
+/// A cluster client whose connections time out like the single server's, with `pushes` (if
+/// any) receiving what its subscriptions hear.
+fn cluster_client(
+    urls: &[String],
+    pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    let mut builder = ClusterClientBuilder::new(urls.to_vec())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2));
+    if let Some(pushes) = pushes {
+        builder = builder.push_sender(pushes);
+    }
+    builder.build()
+}
+
+/// The listening connection, which subscribes to the chats this node has rooms for.
+#[derive(Clone)]
+enum Listener {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Listener {
+    /// Starts hearing these chat channels. One server takes them in one command; a cluster one
+    /// channel per command (each may live on another shard), all at once.
+    async fn listen(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Listener::Single(conn) => conn.subscribe(channels).await,
+            Listener::Cluster(conn) => {
+                all_ok(channels.iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(channel).await }
+                }))
+                .await
+            }
+        }
+    }
+
+    /// Stops hearing these chat channels.
+    async fn ignore(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Listener::Single(conn) => conn.unsubscribe(channels).await,
+            Listener::Cluster(conn) => {
+                all_ok(channels.iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move { conn.sunsubscribe(channel).await }
+                }))
+                .await
+            }
+        }
+    }
+}
+
+/// Keeps the listener's chat subscriptions equal to the chats the hub has rooms for, as rooms
+/// start and retire. A chat newly heard catches up from the database: what was published
+/// between its room's start and the subscription is read there.
+async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
+    let mut heard: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    // Every channel again, the control channel included (see `RedisBroker::resubscribe`).
+    let mut again = false;
+    loop {
+        let wanted: std::collections::HashSet<i64> = broker.hub.chat_ids().into_iter().collect();
+        let mut added: Vec<i64> = if again {
+            wanted.iter().copied().collect()
+        } else {
+            wanted.difference(&heard).copied().collect()
+        };
+        let removed: Vec<i64> = heard.difference(&wanted).copied().collect();
+        added.sort_unstable();
+        let mut failed = false;
+        if again {
+            if let Listener::Cluster(conn) = &mut listener {
+                failed = conn.subscribe(&broker.control).await.is_err();
+            }
+        }
+        for chats in added.chunks(SUBSCRIBE_BATCH) {
+            if failed {
+                break;
+            }
+            let channels: Vec<String> = chats.iter().map(|&c| broker.chat_channel(c)).collect();
+            match listener.listen(&channels).await {
+                Ok(()) => {
+                    heard.extend(chats);
+                    for &chat in chats {
+                        broker.hub.dispatch(chat, RoomEvent::Resync);
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "could not subscribe to chat channels; retrying");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        for chats in removed.chunks(SUBSCRIBE_BATCH) {
+            let channels: Vec<String> = chats.iter().map(|&c| broker.chat_channel(c)).collect();
+            match listener.ignore(&channels).await {
+                Ok(()) => {
+                    for chat in chats {
+                        heard.remove(chat);
+                    }
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        broker.metrics.bus_subscriptions.set(heard.len() as i64);
+        if failed {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        } else {
+            again = false;
+            tokio::select! {
+                () = broker.hub.rooms_changed() => {}
+                () = broker.resubscribe.notified() => again = true,
+            }
+        }
+    }
+}
+
+/// Stops the task when dropped (a listener's subscriptions end with its connection).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Hands one push from Redis to where it belongs. Answers false when the connection is gone.
+fn on_push(broker: &RedisBroker, push: redis::PushInfo) -> bool {
+    match push.kind {
+        PushKind::Message | PushKind::SMessage => {
+            if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                broker.receive(payload);
+            }
+        }
+        // A cluster subscribes again by itself after a failover or a slot move: the chat
+        // catches up on what was published while it was not heard.
+        PushKind::SSubscribe => {
+            broker.health.connected.store(true, Ordering::Relaxed);
+            if let Some(redis::Value::BulkString(channel)) = push.data.first() {
+                if let Some(chat) = broker.chat_of(channel) {
+                    broker.hub.dispatch(chat, RoomEvent::Resync);
+                }
+            }
+        }
+        PushKind::Disconnection => return false,
+        _ => {}
+    }
+    true
+}
+
 /// Subscribes, delivers what arrives, and on any disconnection reconnects with backoff; every
 /// (re)connection makes the rooms catch up from the database.
-async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
+async fn listen_loop(link: Link, broker: Arc<RedisBroker>) {
     let mut backoff = Duration::from_millis(100);
     let mut reported_down = false;
     loop {
         let (tx, mut pushes) = mpsc::unbounded_channel();
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_push_sender(tx);
         let connected = async {
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            let name = format!("{}:{}", broker.prefix, broker.node);
-            redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(name)
-                .query_async::<()>(&mut conn)
-                .await?;
-            conn.subscribe(&broker.channel).await?;
-            Ok::<_, redis::RedisError>(conn)
+            let listener = match &link {
+                Link::Single(client) => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(2)))
+                        .set_response_timeout(Some(Duration::from_secs(2)))
+                        .set_push_sender(tx);
+                    let mut conn = client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    let name = format!("{}:{}", broker.prefix, broker.node);
+                    redis::cmd("CLIENT")
+                        .arg("SETNAME")
+                        .arg(name)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    conn.subscribe(&broker.control).await?;
+                    Listener::Single(conn)
+                }
+                Link::Cluster(urls) => {
+                    let mut conn = cluster_client(urls, Some(tx))?
+                        .get_async_connection()
+                        .await?;
+                    conn.subscribe(&broker.control).await?;
+                    Listener::Cluster(conn)
+                }
+            };
+            Ok::<_, redis::RedisError>(listener)
         }
         .await;
         match connected {
-            Ok(_conn) => {
+            Ok(listener) => {
                 if reported_down {
                     tracing::info!("Redis connection restored; catching up from the database");
                     broker.metrics.redis_reconnects.inc();
@@ -462,15 +808,22 @@ async fn listen_loop(client: redis::Client, broker: Arc<RedisBroker>) {
                 backoff = Duration::from_millis(100);
                 broker.health.connected.store(true, Ordering::Relaxed);
                 broker.hub.dispatch_all(RoomEvent::Resync);
+                let cluster = matches!(listener, Listener::Cluster(_));
+                let _following = AbortOnDrop(tokio::spawn(follow_rooms(listener, broker.clone())));
                 while let Some(push) = pushes.recv().await {
-                    match push.kind {
-                        PushKind::Message => {
-                            if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
-                                broker.receive(payload);
-                            }
+                    if !on_push(&broker, push) {
+                        if cluster {
+                            // One shard's connection dropped. The client library reconnects to
+                            // that address, but learns of a failover only when a command fails:
+                            // subscribing again is that command.
+                            broker.health.connected.store(false, Ordering::Relaxed);
+                            broker.resubscribe.notify_one();
+                            continue;
                         }
-                        PushKind::Disconnection => break,
-                        _ => {}
+                        break;
+                    }
+                    if cluster {
+                        broker.health.connected.store(true, Ordering::Relaxed);
                     }
                 }
                 broker.health.connected.store(false, Ordering::Relaxed);
@@ -620,31 +973,31 @@ impl ReplyBus for RedisBroker {
     }
 
     fn vacate(&self, user_id: i64, token: &str) {
-        self.queue(
-            redis::cmd("ZREM")
-                .arg(self.user_key(user_id))
-                .arg(token)
-                .clone(),
-        );
+        let key = self.user_key(user_id);
+        self.queue(&key, redis::cmd("ZREM").arg(&key).arg(token).clone());
     }
 
     fn renew(&self, ai_chat_id: i64, user_id: i64, token: &str, lease: Duration) {
+        let lease_key = self.lease_key(ai_chat_id);
         self.queue(
+            &lease_key,
             redis::cmd("EVAL")
                 .arg(RENEW_SCRIPT)
                 .arg(2)
-                .arg(self.lease_key(ai_chat_id))
+                .arg(&lease_key)
                 .arg(self.text_key(ai_chat_id))
                 .arg(self.lease_value(token))
                 .arg(lease.as_millis() as u64)
                 .arg(text_ttl(lease))
                 .clone(),
         );
+        let user_key = self.user_key(user_id);
         self.queue(
+            &user_key,
             redis::cmd("EVAL")
                 .arg(RENEW_PLACE_SCRIPT)
                 .arg(1)
-                .arg(self.user_key(user_id))
+                .arg(&user_key)
                 .arg(token)
                 .arg(lease.as_millis() as u64)
                 .clone(),
@@ -652,11 +1005,13 @@ impl ReplyBus for RedisBroker {
     }
 
     fn release(&self, ai_chat_id: i64, token: &str) {
+        let lease_key = self.lease_key(ai_chat_id);
         self.queue(
+            &lease_key,
             redis::cmd("EVAL")
                 .arg(RELEASE_SCRIPT)
                 .arg(2)
-                .arg(self.lease_key(ai_chat_id))
+                .arg(&lease_key)
                 .arg(self.text_key(ai_chat_id))
                 .arg(self.lease_value(token))
                 .clone(),
@@ -664,9 +1019,11 @@ impl ReplyBus for RedisBroker {
     }
 
     fn started(&self, ai_chat_id: i64, reply_id: i64, lease: Duration) {
+        let key = self.text_key(ai_chat_id);
         self.queue(
+            &key,
             redis::cmd("SET")
-                .arg(self.text_key(ai_chat_id))
+                .arg(&key)
                 .arg(format!("{reply_id}\n"))
                 .arg("PX")
                 .arg(text_ttl(lease))
@@ -679,10 +1036,11 @@ impl ReplyBus for RedisBroker {
         let prefix = format!("{reply_id}\n");
         let script = "if string.sub(redis.call('GET', KEYS[1]) or '', 1, string.len(ARGV[1])) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
         self.queue(
+            &key,
             redis::cmd("EVAL")
                 .arg(script)
                 .arg(1)
-                .arg(key)
+                .arg(&key)
                 .arg(prefix)
                 .clone(),
         );
@@ -691,16 +1049,18 @@ impl ReplyBus for RedisBroker {
     fn publish(&self, ai_chat_id: i64, event: &AiEvent) {
         // The text so far grows in the same order as the deltas are published.
         if let AiEvent::Delta { delta, .. } = event {
+            let key = self.text_key(ai_chat_id);
             self.queue(
+                &key,
                 redis::cmd("EVAL")
                     .arg(APPEND_SCRIPT)
                     .arg(1)
-                    .arg(self.text_key(ai_chat_id))
+                    .arg(&key)
                     .arg(delta)
                     .clone(),
             );
         }
-        self.send(
+        self.send_control(
             ai_chat_id,
             WireEvent::Ai {
                 event: AiWire::from_event(event),
@@ -750,7 +1110,7 @@ impl ReplyBus for RedisBroker {
             };
             // Straight to Redis, not through the outbox: the caller answers once it is sent.
             let mut commands = self.commands.clone();
-            let sent = commands.publish::<_, _, ()>(&self.channel, text);
+            let sent = commands.publish::<_, _, ()>(&self.control, text);
             matches!(
                 tokio::time::timeout(PRESENCE_TIMEOUT, sent).await,
                 Ok(Ok(()))
@@ -844,7 +1204,7 @@ impl SharedPresence for RedisBroker {
     }
 
     fn changed(&self, chat_id: i64) {
-        self.send(chat_id, WireEvent::PresenceChanged);
+        self.send_chat(chat_id, WireEvent::PresenceChanged);
     }
 
     fn heartbeat(&self) -> Duration {

@@ -1,4 +1,4 @@
-//! Several server processes sharing one database and one Redis.
+//! Several server processes sharing one database and one Redis, or a Redis Cluster.
 
 use std::{
     net::SocketAddr,
@@ -10,7 +10,10 @@ use std::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{id, start_server_process, Client, TestDatabase, WsClient, WsEvent, PASSWORD};
+use crate::{
+    helpers::{id, start_server_process, Client, TestDatabase, WsClient, WsEvent, PASSWORD},
+    redis_cluster::RedisCluster,
+};
 
 static PREFIXES: AtomicU32 = AtomicU32::new(0);
 
@@ -103,6 +106,8 @@ struct Cluster {
     b: Node,
     prefix: TestPrefix,
     _db: TestDatabase,
+    /// The Redis Cluster of this test's own, when it runs on one (dropped after the nodes).
+    redis: Option<RedisCluster>,
 }
 
 async fn cluster() -> Cluster {
@@ -121,6 +126,28 @@ async fn cluster_with(env: &[(&str, String)]) -> Cluster {
         b,
         prefix,
         _db: db,
+        redis: None,
+    }
+}
+
+/// Two nodes on a Redis Cluster of this test's own (three masters with a replica each).
+async fn on_redis_cluster(env: &[(&str, String)]) -> Cluster {
+    let redis = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let mut env = env.to_vec();
+    env.push(("REDIS_URL", redis.url()));
+    let mut cluster = cluster_with(&env).await;
+    cluster.redis = Some(redis);
+    cluster
+}
+
+/// Two nodes on the shared Redis, or on a Redis Cluster of their own.
+async fn nodes_on(redis_cluster: bool, env: &[(&str, String)]) -> Cluster {
+    if redis_cluster {
+        on_redis_cluster(env).await
+    } else {
+        cluster_with(env).await
     }
 }
 
@@ -184,7 +211,16 @@ async fn a_login_on_one_node_works_on_the_other() {
 
 #[tokio::test]
 async fn messages_from_both_nodes_reach_every_client_once_in_order() {
-    let cluster = cluster().await;
+    messages_from_both_nodes_arrive_once_in_order(false).await;
+}
+
+#[tokio::test]
+async fn messages_from_both_nodes_reach_every_client_once_in_order_on_a_redis_cluster() {
+    messages_from_both_nodes_arrive_once_in_order(true).await;
+}
+
+async fn messages_from_both_nodes_arrive_once_in_order(redis_cluster: bool) {
+    let cluster = nodes_on(redis_cluster, &[]).await;
     let alice = user_on(&cluster.a, "alice").await;
     let bob = user_on(&cluster.b, "bob").await;
     let carol = user_on(&cluster.a, "carol").await;
@@ -551,6 +587,14 @@ async fn every_kind_of_log_event_on_one_node_reaches_v2_sockets_on_the_other_in_
 async fn ai_cluster(
     extra: &[(&str, String)],
 ) -> (crate::fake_openai::FakeOpenAi, Cluster, Client, Client, i64) {
+    ai_nodes(false, extra).await
+}
+
+/// [`ai_cluster`], on the shared Redis or on a Redis Cluster of its own.
+async fn ai_nodes(
+    redis_cluster: bool,
+    extra: &[(&str, String)],
+) -> (crate::fake_openai::FakeOpenAi, Cluster, Client, Client, i64) {
     let fake = crate::fake_openai::FakeOpenAi::start().await;
     let mut env = vec![
         ("OPENAI_API_KEY", "test-key".to_owned()),
@@ -559,7 +603,7 @@ async fn ai_cluster(
         ("MRM_AI_TITLES", "false".to_owned()),
     ];
     env.extend(extra.iter().cloned());
-    let cluster = cluster_with(&env).await;
+    let cluster = nodes_on(redis_cluster, &env).await;
     let on_a = user_on(&cluster.a, "alice").await;
     let on_b = cluster.b.client();
     on_b.set_cookie("sessionid", &on_a.cookie("sessionid").unwrap());
@@ -573,7 +617,16 @@ async fn ai_cluster(
 
 #[tokio::test]
 async fn an_ai_reply_on_one_node_streams_to_the_other_and_a_cancel_there_stops_it_upstream() {
-    let (fake, _cluster, on_a, on_b, chat) = ai_cluster(&[]).await;
+    ai_reply_streams_across_nodes_and_cancels(false).await;
+}
+
+#[tokio::test]
+async fn an_ai_reply_streams_across_nodes_and_cancels_on_a_redis_cluster() {
+    ai_reply_streams_across_nodes_and_cancels(true).await;
+}
+
+async fn ai_reply_streams_across_nodes_and_cancels(redis_cluster: bool) {
+    let (fake, _cluster, on_a, on_b, chat) = ai_nodes(redis_cluster, &[]).await;
     let mut watching = on_b.ai_ws_v2(chat).await;
 
     // A reply of 400 pieces, 50 ms apart, asked on node A: it runs there.
@@ -713,8 +766,17 @@ async fn a_reply_whose_node_dies_is_marked_interrupted_and_can_be_regenerated() 
 
 #[tokio::test]
 async fn rate_limits_are_shared_by_the_nodes() {
+    rate_limits_are_shared(false).await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_shared_by_the_nodes_on_a_redis_cluster() {
+    rate_limits_are_shared(true).await;
+}
+
+async fn rate_limits_are_shared(redis_cluster: bool) {
     let env = [("MRM_LOGIN_ATTEMPTS_PER_MINUTE", "3".to_owned())];
-    let cluster = cluster_with(&env).await;
+    let cluster = nodes_on(redis_cluster, &env).await;
     user_on(&cluster.a, "alice").await;
     let wrong = json!({"username": "alice", "password": "not the password"});
     let mut statuses = Vec::new();
@@ -772,4 +834,187 @@ async fn a_users_concurrent_ai_replies_are_counted_on_every_node() {
         )
         .await;
     assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
+}
+
+const METRICS_TOKEN: &str = "cluster-scrape-token-0123456789";
+
+/// A series of this node's metrics (summed over the labels not given).
+async fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("http://{}/metrics", node.addr))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::metrics::value(&text, name, labels)
+}
+
+/// Chat events this node heard from the other one.
+async fn chat_events_heard(node: &Node) -> f64 {
+    metric(
+        node,
+        "mrm_bus_events_received_total",
+        &[("channel", "chat")],
+    )
+    .await
+}
+
+/// Waits (at most 5 s) until the node heard more chat events than `heard`.
+async fn wait_to_hear_beyond(node: &Node, heard: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while chat_events_heard(node).await <= heard {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node heard nothing more from the other"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (at most 10 s) until the node listens to `count` chat channels.
+async fn wait_for_subscriptions(node: &Node, count: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(node, "mrm_bus_chat_subscriptions", &[]).await != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never listened to {count} chat channels"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Subscribers of a chat's channel, as Redis counts them.
+async fn channel_subscribers(cluster: &Cluster, chat: i64) -> i64 {
+    let channel = format!("{}:chat:{chat}", cluster.prefix.0);
+    match &cluster.redis {
+        Some(redis) => redis.shard_subscribers(redis.master_of(&channel), &channel),
+        None => {
+            let mut redis = redis::Client::open(redis_url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let counts: (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            counts.1
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_hears_only_the_chats_it_has_sockets_in() {
+    a_node_hears_only_its_chats(false).await;
+}
+
+#[tokio::test]
+async fn a_node_hears_only_the_chats_it_has_sockets_in_on_a_redis_cluster() {
+    a_node_hears_only_its_chats(true).await;
+}
+
+async fn a_node_hears_only_its_chats(redis_cluster: bool) {
+    let env = [("MRM_METRICS_TOKEN", METRICS_TOKEN.to_owned())];
+    let cluster = nodes_on(redis_cluster, &env).await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let bob_id = id(&bob.me().await);
+    let busy = alice.create_chat("busy", &[bob_id]).await;
+    let quiet = alice.create_chat("quiet", &[bob_id]).await;
+    // Node A has a socket in the busy chat only, node B in the quiet one only.
+    let mut alice_busy = alice.ws(busy).await;
+    let mut bob_quiet = bob.ws(quiet).await;
+    wait_for_subscriptions(&cluster.a, 1.0).await;
+    wait_for_subscriptions(&cluster.b, 1.0).await;
+    assert_eq!(channel_subscribers(&cluster, busy).await, 1);
+    assert_eq!(channel_subscribers(&cluster, quiet).await, 1);
+
+    let heard_before = chat_events_heard(&cluster.b).await;
+    let total = 200;
+    for i in 0..total {
+        alice.send_message(busy, &format!("busy {i}")).await;
+    }
+    assert_eq!(
+        collect(&mut alice_busy, total).await,
+        (1..=total as i64).collect::<Vec<_>>()
+    );
+    // Not one of the busy chat's events reached node B.
+    assert_eq!(chat_events_heard(&cluster.b).await, heard_before);
+
+    // The quiet chat's do.
+    alice.send_message(quiet, "hello").await;
+    assert_eq!(bob_quiet.next_message().await["content"], "hello");
+    wait_to_hear_beyond(&cluster.b, heard_before).await;
+
+    // A socket in the busy chat on B makes B listen to it, and leaving makes it stop.
+    let mut bob_busy = bob.ws(busy).await;
+    wait_for_subscriptions(&cluster.b, 2.0).await;
+    alice.send_message(busy, "now on b too").await;
+    assert_eq!(bob_busy.next_message().await["content"], "now on b too");
+    drop(bob_busy);
+    wait_for_subscriptions(&cluster.b, 1.0).await;
+    assert_eq!(channel_subscribers(&cluster, busy).await, 1);
+}
+
+#[tokio::test]
+async fn a_redis_cluster_master_failover_mid_traffic_loses_nothing() {
+    let env = [("MRM_METRICS_TOKEN", METRICS_TOKEN.to_owned())];
+    let mut cluster = on_redis_cluster(&env).await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let chat = bob.create_chat("failover", &[id(&alice.me().await)]).await;
+    let mut on_a = alice.ws(chat).await;
+    wait_for_subscriptions(&cluster.a, 1.0).await;
+    let channel = format!("{}:chat:{chat}", cluster.prefix.0);
+
+    // Messages sent on B, heard on A through the chat channel's shard, whose master dies
+    // after the first third.
+    let total = 300;
+    let (third, sent_a_third) = tokio::sync::oneshot::channel();
+    let sender = tokio::spawn(async move {
+        let mut third = Some(third);
+        for i in 0..total {
+            bob.send_message(chat, &format!("m{i}")).await;
+            if i == total / 3 {
+                let _ = third.take().unwrap().send(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bob
+    });
+    sent_a_third.await.unwrap();
+    let mut redis = cluster.redis.take().unwrap();
+    let old_master = redis.master_of(&channel);
+    let (redis, new_master) = tokio::task::spawn_blocking(move || {
+        let new_master = redis.kill_master_of(&channel);
+        (redis, new_master)
+    })
+    .await
+    .unwrap();
+    assert_ne!(new_master, old_master);
+    let bob = sender.await.unwrap();
+    assert_eq!(
+        collect(&mut on_a, total).await,
+        (1..=total as i64).collect::<Vec<_>>()
+    );
+    // The new master carries A's subscription: the chat is heard live again, not only read
+    // from the database.
+    let channel = format!("{}:chat:{chat}", cluster.prefix.0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while redis.shard_subscribers(new_master, &channel) != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never subscribed again on the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let heard = chat_events_heard(&cluster.a).await;
+    bob.send_message(chat, "after").await;
+    assert_eq!(on_a.next_message().await["content"], "after");
+    wait_to_hear_beyond(&cluster.a, heard).await;
 }

@@ -28,6 +28,7 @@ mod passwords;
 mod pins;
 mod privacy;
 mod realtime;
+mod redis_cluster;
 mod resume;
 mod schema;
 mod search;

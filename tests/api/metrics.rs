@@ -11,7 +11,7 @@ use crate::{
 const TOKEN: &str = "scrape-token-0123456789";
 
 /// The value of the series `name` whose labels include `labels`, summed over the others.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

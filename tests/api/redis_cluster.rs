@@ -1,0 +1,245 @@
+//! A real Redis Cluster for one test: three masters, each with a replica, started from the
+//! `redis-server` and `redis-cli` on `PATH` on free loopback ports, in a directory of its own,
+//! and stopped when dropped.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long a master may be silent before its replica takes over. Short, so a failover
+/// completes within a test; redis.conf's default is 15 s.
+const NODE_TIMEOUT_MS: u64 = 1000;
+
+pub struct RedisCluster {
+    servers: Vec<(u16, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+/// A port that is free, and whose cluster bus port (the port + 10000) is free too.
+fn free_port_pair(taken: &[u16]) -> u16 {
+    for _ in 0..1000 {
+        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let port = listener.local_addr().unwrap().port();
+        if port > 55_535 || taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of loopback ports for a Redis Cluster node");
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli runs (install redis-tools, or run scripts/test)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits (at most 30 s) until `ready` holds, polling every 50 ms.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "Redis Cluster: timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them into a cluster whose slots are all served.
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..6 {
+            let port = free_port_pair(&ports);
+            ports.push(port);
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--logfile", &format!("redis-{port}.log")])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server starts (install redis-server, or run scripts/test)");
+            servers.push((port, child));
+        }
+        let cluster = RedisCluster { servers, _dir: dir };
+        for &port in &ports {
+            wait_for("the nodes to answer", || {
+                cli(port, &["PING"]).trim() == "PONG"
+            });
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for &port in &ports {
+            wait_for("every node to see every slot served", || {
+                cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
+        // Replicas must have synchronised before one can take over.
+        wait_for("the replicas to synchronise", || {
+            cluster
+                .nodes()
+                .iter()
+                .filter(|n| !n.master)
+                .all(|n| cli(n.port, &["INFO", "replication"]).contains("master_link_status:up"))
+        });
+        cluster
+    }
+
+    /// The cluster's nodes as a `REDIS_URL`: comma-separated seeds.
+    pub fn url(&self) -> String {
+        self.servers
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes as one living node sees them.
+    fn nodes(&self) -> Vec<ClusterNode> {
+        let port = self.living_port();
+        cli(port, &["CLUSTER", "NODES"])
+            .lines()
+            .filter_map(ClusterNode::parse)
+            .collect()
+    }
+
+    fn living_port(&self) -> u16 {
+        self.servers
+            .iter()
+            .map(|(port, _)| *port)
+            .find(|&port| cli(port, &["PING"]).trim() == "PONG")
+            .expect("a living Redis Cluster node")
+    }
+
+    /// The port of the master that serves `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let slot: u16 = cli(self.living_port(), &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
+        self.nodes()
+            .into_iter()
+            .find(|n| n.master && !n.failed && n.slots.iter().any(|r| r.contains(&slot)))
+            .map(|n| n.port)
+            .expect("a master for the slot")
+    }
+
+    /// Kills the master serving `key`'s slot (SIGKILL) and waits until its replica has taken
+    /// over and every living node sees the slots served again. Returns the new master's port.
+    pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        let victim = self.master_of(key);
+        let (_, child) = self
+            .servers
+            .iter_mut()
+            .find(|(port, _)| *port == victim)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_for("a replica to take over", || {
+            self.nodes()
+                .iter()
+                .any(|n| n.master && !n.failed && n.port != victim && n.serves_slot_of(key, self))
+        });
+        let living: Vec<u16> = self
+            .servers
+            .iter()
+            .map(|(port, _)| *port)
+            .filter(|&port| port != victim)
+            .collect();
+        for port in living {
+            wait_for("the cluster to be whole again", || {
+                cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
+        self.master_of(key)
+    }
+
+    /// How many clients the node at `port` has subscribed to the sharded channel.
+    pub fn shard_subscribers(&self, port: u16, channel: &str) -> i64 {
+        cli(port, &["PUBSUB", "SHARDNUMSUB", channel])
+            .lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+struct ClusterNode {
+    port: u16,
+    master: bool,
+    failed: bool,
+    slots: Vec<std::ops::RangeInclusive<u16>>,
+}
+
+impl ClusterNode {
+    fn parse(line: &str) -> Option<ClusterNode> {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let address = fields.get(1)?.split('@').next()?;
+        let port = address.rsplit(':').next()?.parse().ok()?;
+        let flags = fields.get(2)?;
+        let slots = fields
+            .iter()
+            .skip(8)
+            .filter(|f| !f.starts_with('['))
+            .filter_map(|range| {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                Some(start.parse().ok()?..=end.parse().ok()?)
+            })
+            .collect();
+        Some(ClusterNode {
+            port,
+            master: flags.contains("master"),
+            failed: flags.contains("fail"),
+            slots,
+        })
+    }
+
+    fn serves_slot_of(&self, key: &str, cluster: &RedisCluster) -> bool {
+        let slot: u16 = cli(cluster.living_port(), &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap_or(u16::MAX);
+        self.slots.iter().any(|r| r.contains(&slot))
+    }
+}
