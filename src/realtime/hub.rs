@@ -206,6 +206,12 @@ impl Hub {
         rooms.keys().copied().collect()
     }
 
+    /// Whether this node has a room (sockets) for the chat.
+    pub fn has_room(&self, chat_id: i64) -> bool {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.contains_key(&chat_id)
+    }
+
     /// Completes once a room started or retired since the last call returned (at once if one
     /// did in between): one waiter, which then reads [`Hub::chat_ids`].
     pub async fn rooms_changed(&self) {

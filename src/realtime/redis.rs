@@ -8,8 +8,12 @@
 //! One Redis or a Redis Cluster: the mode is read from `INFO cluster` at start. On a cluster,
 //! chat channels are sharded channels (`SPUBLISH`/`SSUBSCRIBE`, Redis 7), each served by the
 //! shard that owns its slot, so a chat's traffic stays on one shard instead of being broadcast
-//! over the cluster bus; the client library follows slot moves and failovers and subscribes
-//! again. On one server, sharded and classic pub/sub deliver alike (there is one shard); chat
+//! over the cluster bus. When a shard's connection drops, or a shard ends its subscriptions
+//! (its slots moved: a failover, resharding), the node subscribes to every channel again, which
+//! also makes the client library learn the cluster's new shape, and its rooms read what was
+//! missed meanwhile from the database. Redis delivers at least once here (a subscription can
+//! briefly exist twice), so envelopes carry their sender's number and each is handled once.
+//! On one server, sharded and classic pub/sub deliver alike (there is one shard); chat
 //! channels use classic `PUBLISH`/`SUBSCRIBE` there, which this client library offers on a
 //! single connection, with the same per-chat routing. Keys two commands touch together share a
 //! hash tag (`{…}`), so they live in one slot.
@@ -92,9 +96,12 @@ const RENEW_PLACE_SCRIPT: &str = "local t = redis.call('TIME') \
      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
      redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1]) \
      redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) return 1";
-/// Appends to a reply's text only while it exists (never recreating one without its header).
-const APPEND_SCRIPT: &str =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('APPEND', KEYS[1], ARGV[1]) end return 0";
+/// Appends `ARGV[1]` to a reply's text (`KEYS[1]`) only while it exists (never recreating one
+/// without its header) and is exactly `ARGV[2]` bytes long, where the piece belongs: after a
+/// piece was lost (its shard was down), the text stays a true beginning of the reply instead of
+/// one with a hole.
+const APPEND_SCRIPT: &str = "if redis.call('STRLEN', KEYS[1]) == tonumber(ARGV[2]) then \
+     return redis.call('APPEND', KEYS[1], ARGV[1]) end return 0";
 
 /// How long a reply's text is kept past its claim's renewal: three claims and a minute, time
 /// for a node to settle a reply whose node stopped.
@@ -107,6 +114,9 @@ fn text_ttl(lease: Duration) -> u64 {
 struct Envelope {
     /// The node that published it (which has already delivered it locally).
     node: String,
+    /// Its number among the node's envelopes, from 1 (0: a node that does not number them).
+    #[serde(default)]
+    n: u64,
     chat: i64,
     #[serde(flatten)]
     event: WireEvent,
@@ -236,6 +246,45 @@ impl WireEvent {
     }
 }
 
+/// Envelopes heard lately, by sender and number, so each is handled once: Redis delivers at
+/// least once here (during a cluster failover a subscription can be made on a replica and again
+/// on its master, and both deliver). Bounded: the oldest are forgotten first.
+#[derive(Default)]
+struct Recent {
+    seen: std::collections::HashSet<(u64, u64)>,
+    order: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// How many envelopes [`Recent`] remembers: far more than can be in flight twice.
+const RECENT: usize = 16_384;
+
+impl Recent {
+    /// True the first time an envelope is seen.
+    fn first(&mut self, node: &str, n: u64) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let key = (node_tag(node), n);
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+fn node_tag(node: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    node.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Whether this node currently hears the bus, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct BusHealth {
@@ -310,6 +359,10 @@ pub struct RedisBroker {
     commands: Commands,
     presence_ttl: Duration,
     pub health: Arc<BusHealth>,
+    /// The number of the last envelope this node published.
+    published: std::sync::atomic::AtomicU64,
+    /// What the listener heard lately (see [`Recent`]).
+    recent: std::sync::Mutex<Recent>,
     /// Told when a cluster shard's connection dropped: every channel is subscribed to again,
     /// which makes the client library read the cluster's new shape (after a failover, the
     /// replica that took over) and carries the subscriptions there.
@@ -338,31 +391,9 @@ impl RedisBroker {
             .filter(|u| !u.is_empty())
             .map(with_resp3)
             .collect();
-        let first = urls
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("REDIS_URL: no address"))?;
-        let client = redis::Client::open(first.as_str())?;
-        let (commands, link) = tokio::time::timeout(Duration::from_secs(5), async {
-            // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_min_delay(Duration::from_secs(1))
-                .set_max_delay(Duration::from_secs(2))
-                .set_number_of_retries(2);
-            let mut single = ConnectionManager::new_with_config(client.clone(), config).await?;
-            let info: String = redis::cmd("INFO")
-                .arg("cluster")
-                .query_async(&mut single)
-                .await?;
-            if !info.contains("cluster_enabled:1") {
-                return Ok::<_, anyhow::Error>((Commands::Single(single), Link::Single(client)));
-            }
-            let commands = cluster_client(&urls, None)?.get_async_connection().await?;
-            Ok((Commands::Cluster(commands), Link::Cluster(urls.clone())))
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("REDIS_URL: Redis did not answer within 5 s"))??;
+        let (commands, link) = tokio::time::timeout(Duration::from_secs(5), connect(&urls))
+            .await
+            .map_err(|_| anyhow::anyhow!("REDIS_URL: Redis did not answer within 5 s"))??;
         let cluster = matches!(link, Link::Cluster(_));
         let node = crate::auth::secret::random_token(12);
         let (outbox, queue) = mpsc::channel(OUTBOX);
@@ -382,8 +413,14 @@ impl RedisBroker {
             presence_ttl,
             health: Arc::new(BusHealth::default()),
             resubscribe: tokio::sync::Notify::new(),
+            published: std::sync::atomic::AtomicU64::new(0),
+            recent: std::sync::Mutex::new(Recent::default()),
         });
-        tokio::spawn(publish_loop(commands, queue));
+        tokio::spawn(publish_loop(
+            commands,
+            Slot::for_key(&broker.control),
+            queue,
+        ));
         tokio::spawn(listen_loop(link, broker.clone()));
         tracing::info!(node = %node, prefix, cluster, "fan-out through Redis");
         Ok(broker)
@@ -411,6 +448,7 @@ impl RedisBroker {
     fn envelope(&self, chat_id: i64, event: WireEvent) -> Option<String> {
         let envelope = Envelope {
             node: self.node.clone(),
+            n: self.published.fetch_add(1, Ordering::Relaxed) + 1,
             chat: chat_id,
             event,
         };
@@ -445,13 +483,22 @@ impl RedisBroker {
         });
     }
 
-    // A reply's claim and text are changed together by one script: one hash tag, one slot.
+    // A reply's claim and text are changed together by one script: on a cluster they share a
+    // hash tag, so one slot. (One server keeps the names older versions use.)
     fn lease_key(&self, ai_chat_id: i64) -> String {
-        format!("{}:ai:{{{ai_chat_id}}}:lease", self.prefix)
+        self.ai_key(ai_chat_id, "lease")
     }
 
     fn text_key(&self, ai_chat_id: i64) -> String {
-        format!("{}:ai:{{{ai_chat_id}}}:text", self.prefix)
+        self.ai_key(ai_chat_id, "text")
+    }
+
+    fn ai_key(&self, ai_chat_id: i64, what: &str) -> String {
+        if self.cluster {
+            format!("{}:ai:{{{ai_chat_id}}}:{what}", self.prefix)
+        } else {
+            format!("{}:ai:{ai_chat_id}:{what}", self.prefix)
+        }
     }
 
     fn user_key(&self, user_id: i64) -> String {
@@ -467,6 +514,14 @@ impl RedisBroker {
         if let Ok(envelope) = &envelope {
             if envelope.node == self.node {
                 // Its own, delivered locally already.
+                return;
+            }
+            let first = self
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first(&envelope.node, envelope.n);
+            if !first {
                 return;
             }
             let channel = match envelope.event {
@@ -544,11 +599,11 @@ impl Broker for RedisBroker {
 }
 
 /// Sends queued commands in pipelined batches: on one server, a batch in one round trip; on a
-/// cluster, one pipeline per slot, all at once (order matters only within a key or channel, and
-/// those share a slot). While Redis is down commands are dropped: other nodes catch up from the
-/// database.
-async fn publish_loop(commands: Commands, mut queue: mpsc::Receiver<Outgoing>) {
+/// cluster, see [`send_by_slot`]. While Redis is down commands are dropped: other nodes catch up
+/// from the database.
+async fn publish_loop(commands: Commands, control: Slot, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut resting = std::collections::HashMap::new();
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let sent = match &commands {
@@ -560,20 +615,7 @@ async fn publish_loop(commands: Commands, mut queue: mpsc::Receiver<Outgoing>) {
                 pipe.query_async::<()>(&mut commands.clone()).await
             }
             Commands::Cluster(_) => {
-                let mut by_slot: std::collections::HashMap<Slot, redis::Pipeline> =
-                    std::collections::HashMap::new();
-                for outgoing in batch.drain(..) {
-                    by_slot
-                        .entry(outgoing.slot)
-                        .or_insert_with(redis::pipe)
-                        .add_command(outgoing.command)
-                        .ignore();
-                }
-                all_ok(by_slot.into_values().map(|pipe| {
-                    let mut commands = commands.clone();
-                    async move { pipe.query_async::<()>(&mut commands).await }
-                }))
-                .await
+                send_by_slot(&commands, control, &mut batch, &mut resting).await
             }
         };
         match sent {
@@ -589,6 +631,103 @@ async fn publish_loop(commands: Commands, mut queue: mpsc::Receiver<Outgoing>) {
             Err(_) => {}
         }
     }
+}
+
+/// Longest wait for one slot's pipeline on a cluster before the slot is rested.
+const SLOT_WAIT: Duration = Duration::from_millis(500);
+/// How long a slot whose shard did not answer has its commands dropped without a wait, so one
+/// shard's failover does not hold up the others' traffic.
+const SLOT_REST: Duration = Duration::from_secs(1);
+
+/// Sends a batch over a cluster: one pipeline per slot (order matters only within a key or
+/// channel, and those share a slot), all at once, then the control channel's, so an AI reply's
+/// text has grown before its delta is heard. Commands of a resting slot are dropped.
+async fn send_by_slot(
+    commands: &Commands,
+    control: Slot,
+    batch: &mut Vec<Outgoing>,
+    resting: &mut std::collections::HashMap<Slot, tokio::time::Instant>,
+) -> redis::RedisResult<()> {
+    let now = tokio::time::Instant::now();
+    resting.retain(|_, until| *until > now);
+    let mut by_slot: std::collections::HashMap<Slot, redis::Pipeline> =
+        std::collections::HashMap::new();
+    for outgoing in batch.drain(..) {
+        if !resting.contains_key(&outgoing.slot) {
+            by_slot
+                .entry(outgoing.slot)
+                .or_insert_with(redis::pipe)
+                .add_command(outgoing.command)
+                .ignore();
+        }
+    }
+    let last = by_slot.remove(&control);
+    let mut failure = None;
+    for phase in [by_slot, last.into_iter().map(|p| (control, p)).collect()] {
+        let sends = phase.into_iter().map(|(slot, pipe)| {
+            let mut commands = commands.clone();
+            async move {
+                let sent = tokio::time::timeout(SLOT_WAIT, pipe.query_async::<()>(&mut commands));
+                (slot, sent.await)
+            }
+        });
+        for (slot, sent) in futures_util::future::join_all(sends).await {
+            let err = match sent {
+                Ok(Ok(())) => continue,
+                Ok(Err(err)) => err,
+                Err(_) => redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
+            };
+            resting.insert(slot, now + SLOT_REST);
+            failure = Some(err);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Finds the first of `urls` that answers and whether it is one server or a cluster's node
+/// (`INFO`'s `cluster_enabled`); a cluster is then reached through all of them.
+async fn connect(urls: &[String]) -> anyhow::Result<(Commands, Link)> {
+    let mut failure = anyhow::anyhow!("REDIS_URL: no address");
+    for url in urls {
+        match probe(url, urls).await {
+            Ok(found) => return Ok(found),
+            Err(err) => failure = err,
+        }
+    }
+    Err(failure)
+}
+
+async fn probe(url: &str, urls: &[String]) -> anyhow::Result<(Commands, Link)> {
+    let client = redis::Client::open(url)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let info: String = redis::cmd("INFO").query_async(&mut conn).await?;
+    if !info.contains("cluster_enabled:1") {
+        // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_min_delay(Duration::from_secs(1))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let single = ConnectionManager::new_with_config(client.clone(), config).await?;
+        return Ok((Commands::Single(single), Link::Single(client)));
+    }
+    let major: u32 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .and_then(|version| version.split('.').next()?.trim().parse().ok())
+        .unwrap_or(0);
+    anyhow::ensure!(
+        major >= 7,
+        "REDIS_URL: a Redis Cluster must run Redis 7 or later (sharded pub/sub); this one runs {major}"
+    );
+    let commands = cluster_client(urls, None)?.get_async_connection().await?;
+    Ok((Commands::Cluster(commands), Link::Cluster(urls.to_vec())))
 }
 
 /// Runs the requests at once (on a cluster, each to its own shard); the first error, if any.
@@ -665,9 +804,13 @@ impl Listener {
 /// start and retire. A chat newly heard catches up from the database: what was published
 /// between its room's start and the subscription is read there.
 async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
+    let cluster = matches!(listener, Listener::Cluster(_));
+    // Chats whose channel may be subscribed to: a subscription that failed part way may still
+    // be in place on a shard, and must be left when its room retires.
     let mut heard: std::collections::HashSet<i64> = std::collections::HashSet::new();
     // Every channel again, the control channel included (see `RedisBroker::resubscribe`).
     let mut again = false;
+    let mut reported = false;
     loop {
         let wanted: std::collections::HashSet<i64> = broker.hub.chat_ids().into_iter().collect();
         let mut added: Vec<i64> = if again {
@@ -677,32 +820,32 @@ async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
         };
         let removed: Vec<i64> = heard.difference(&wanted).copied().collect();
         added.sort_unstable();
-        let mut failed = false;
+        let mut failure = None;
         if again {
             if let Listener::Cluster(conn) = &mut listener {
-                failed = conn.subscribe(&broker.control).await.is_err();
+                failure = conn.subscribe(&broker.control).await.err();
             }
         }
         for chats in added.chunks(SUBSCRIBE_BATCH) {
-            if failed {
+            if failure.is_some() {
                 break;
             }
+            heard.extend(chats);
             let channels: Vec<String> = chats.iter().map(|&c| broker.chat_channel(c)).collect();
             match listener.listen(&channels).await {
+                // What was published before the subscription took hold is read from the database.
                 Ok(()) => {
-                    heard.extend(chats);
                     for &chat in chats {
                         broker.hub.dispatch(chat, RoomEvent::Resync);
                     }
                 }
-                Err(err) => {
-                    tracing::debug!(error = %err, "could not subscribe to chat channels; retrying");
-                    failed = true;
-                    break;
-                }
+                Err(err) => failure = Some(err),
             }
         }
         for chats in removed.chunks(SUBSCRIBE_BATCH) {
+            if failure.is_some() {
+                break;
+            }
             let channels: Vec<String> = chats.iter().map(|&c| broker.chat_channel(c)).collect();
             match listener.ignore(&channels).await {
                 Ok(()) => {
@@ -710,21 +853,30 @@ async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
                         heard.remove(chat);
                     }
                 }
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
+                Err(err) => failure = Some(err),
             }
         }
         broker.metrics.bus_subscriptions.set(heard.len() as i64);
-        if failed {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        } else {
-            again = false;
-            tokio::select! {
-                () = broker.hub.rooms_changed() => {}
-                () = broker.resubscribe.notified() => again = true,
+        if let Some(err) = failure {
+            if !reported {
+                tracing::warn!(error = %err, "cannot subscribe to chat channels; their sockets catch up from the database meanwhile; retrying");
+                reported = true;
             }
+            again = true;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        if cluster && again {
+            // Every subscription is in place again after a shard's connection dropped.
+            tracing::info!("subscribed to the Redis Cluster again");
+            broker.metrics.redis_reconnects.inc();
+            broker.health.connected.store(true, Ordering::Relaxed);
+        }
+        again = false;
+        reported = false;
+        tokio::select! {
+            () = broker.hub.rooms_changed() => {}
+            () = broker.resubscribe.notified() => again = true,
         }
     }
 }
@@ -746,14 +898,17 @@ fn on_push(broker: &RedisBroker, push: redis::PushInfo) -> bool {
                 broker.receive(payload);
             }
         }
-        // A cluster subscribes again by itself after a failover or a slot move: the chat
-        // catches up on what was published while it was not heard.
-        PushKind::SSubscribe => {
-            broker.health.connected.store(true, Ordering::Relaxed);
-            if let Some(redis::Value::BulkString(channel)) = push.data.first() {
-                if let Some(chat) = broker.chat_of(channel) {
-                    broker.hub.dispatch(chat, RoomEvent::Resync);
-                }
+        // A cluster ends a shard's sharded subscriptions when its slots move elsewhere (a
+        // failover, resharding), and the client library then forgets them: a chat that still
+        // has a room here is subscribed to again. (Leaving a chat this node no longer serves
+        // brings the same push, and nothing to do.)
+        PushKind::SUnsubscribe => {
+            let chat = match push.data.first() {
+                Some(redis::Value::BulkString(channel)) => broker.chat_of(channel),
+                _ => None,
+            };
+            if chat.is_some_and(|chat| broker.hub.has_room(chat)) {
+                broker.resubscribe.notify_one();
             }
         }
         PushKind::Disconnection => return false,
@@ -815,15 +970,14 @@ async fn listen_loop(link: Link, broker: Arc<RedisBroker>) {
                         if cluster {
                             // One shard's connection dropped. The client library reconnects to
                             // that address, but learns of a failover only when a command fails:
-                            // subscribing again is that command.
+                            // subscribing again is that command. Until it succeeds, this node
+                            // counts as not hearing the bus.
+                            tracing::warn!("a Redis Cluster connection dropped; subscribing again");
                             broker.health.connected.store(false, Ordering::Relaxed);
                             broker.resubscribe.notify_one();
                             continue;
                         }
                         break;
-                    }
-                    if cluster {
-                        broker.health.connected.store(true, Ordering::Relaxed);
                     }
                 }
                 broker.health.connected.store(false, Ordering::Relaxed);
@@ -1047,9 +1201,11 @@ impl ReplyBus for RedisBroker {
     }
 
     fn publish(&self, ai_chat_id: i64, event: &AiEvent) {
-        // The text so far grows in the same order as the deltas are published.
-        if let AiEvent::Delta { delta, .. } = event {
+        // The text so far grows before the delta is published (the outbox sends the control
+        // channel's commands after the others of their batch).
+        if let AiEvent::Delta { id, offset, delta } = event {
             let key = self.text_key(ai_chat_id);
+            let header = format!("{id}\n").len();
             self.queue(
                 &key,
                 redis::cmd("EVAL")
@@ -1057,6 +1213,7 @@ impl ReplyBus for RedisBroker {
                     .arg(1)
                     .arg(&key)
                     .arg(delta)
+                    .arg(header + offset)
                     .clone(),
             );
         }
@@ -1218,6 +1375,22 @@ mod tests {
     use crate::wire::{frames::Protocol, views::Viewer};
 
     #[test]
+    fn an_envelope_heard_twice_is_handled_once_and_memory_stays_bounded() {
+        let mut recent = Recent::default();
+        assert!(recent.first("a", 1));
+        assert!(!recent.first("a", 1));
+        assert!(recent.first("b", 1), "another node's first envelope");
+        assert!(
+            recent.first("a", 0) && recent.first("a", 0),
+            "unnumbered ones always pass"
+        );
+        for n in 2..(RECENT as u64 + 10) {
+            assert!(recent.first("a", n));
+        }
+        assert!(recent.seen.len() <= RECENT && recent.order.len() <= RECENT);
+    }
+
+    #[test]
     fn ended_credentials_travel_intact() {
         let ended = Ended::User {
             user_id: 7,
@@ -1225,6 +1398,7 @@ mod tests {
         };
         let envelope = Envelope {
             node: "n".into(),
+            n: 1,
             chat: 0,
             event: WireEvent::CredentialsEnded {
                 ended: ended.clone(),
@@ -1245,6 +1419,7 @@ mod tests {
         };
         let envelope = Envelope {
             node: "n".into(),
+            n: 1,
             chat: 2,
             event: WireEvent::from_room(&event).unwrap(),
         };
@@ -1270,6 +1445,7 @@ mod tests {
         let event = RoomEvent::Message { seq: 4, frames };
         let text = serde_json::to_string(&Envelope {
             node: "n".into(),
+            n: 1,
             chat: 2,
             event: WireEvent::from_room(&event).unwrap(),
         })

@@ -132,9 +132,17 @@ async fn cluster_with(env: &[(&str, String)]) -> Cluster {
 
 /// Two nodes on a Redis Cluster of this test's own (three masters with a replica each).
 async fn on_redis_cluster(env: &[(&str, String)]) -> Cluster {
-    let redis = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    on_redis_cluster_with(None, env).await
+}
+
+/// [`on_redis_cluster`], with the cluster's node timeout, if given.
+async fn on_redis_cluster_with(node_timeout_ms: Option<u64>, env: &[(&str, String)]) -> Cluster {
+    let redis = tokio::task::spawn_blocking(move || match node_timeout_ms {
+        Some(timeout) => RedisCluster::start_with(timeout),
+        None => RedisCluster::start(),
+    })
+    .await
+    .unwrap();
     let mut env = env.to_vec();
     env.push(("REDIS_URL", redis.url()));
     let mut cluster = cluster_with(&env).await;
@@ -220,7 +228,8 @@ async fn messages_from_both_nodes_reach_every_client_once_in_order_on_a_redis_cl
 }
 
 async fn messages_from_both_nodes_arrive_once_in_order(redis_cluster: bool) {
-    let cluster = nodes_on(redis_cluster, &[]).await;
+    let env = [("MRM_METRICS_TOKEN", METRICS_TOKEN.to_owned())];
+    let cluster = nodes_on(redis_cluster, &env).await;
     let alice = user_on(&cluster.a, "alice").await;
     let bob = user_on(&cluster.b, "bob").await;
     let carol = user_on(&cluster.a, "carol").await;
@@ -256,6 +265,15 @@ async fn messages_from_both_nodes_arrive_once_in_order(redis_cluster: bool) {
     }
     from_a.await.unwrap();
     from_b.await.unwrap();
+    // They came through the bus, not only from the database: each node heard every message
+    // the other sent.
+    for node in [&cluster.a, &cluster.b] {
+        let heard = chat_events_heard(node).await;
+        assert!(
+            heard >= (total / 2) as f64,
+            "heard {heard} of the other's messages"
+        );
+    }
     // And nothing extra arrives afterwards.
     alice.send_message(chat, "last").await;
     assert_eq!(dave_ws.next_message().await["seq"], total as i64 + 1);
@@ -874,6 +892,43 @@ async fn wait_to_hear_beyond(node: &Node, heard: f64) {
     }
 }
 
+/// Waits (at most 15 s) until exactly one client (node A) is subscribed to the channel, on any
+/// node of its shard.
+async fn subscribed_once_again(redis: &RedisCluster, channel: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while redis.shard_subscribers_anywhere(channel) != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never subscribed again after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends messages on node B until node A hears one through the bus, at most 15 s: one sent
+/// while a failover settles may reach A's socket only from the database (its shard did not
+/// answer in time), never after.
+async fn heard_live_again(cluster: &Cluster, sender: &Client, socket: &mut WsClient, chat: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        let heard = chat_events_heard(&cluster.a).await;
+        let content = format!("live {i}");
+        sender.send_message(chat, &content).await;
+        assert_eq!(socket.next_message().await["content"], content);
+        let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+        while tokio::time::Instant::now() < wait {
+            if chat_events_heard(&cluster.a).await > heard {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never heard B live again"
+        );
+    }
+}
+
 /// Waits (at most 10 s) until the node listens to `count` chat channels.
 async fn wait_for_subscriptions(node: &Node, count: f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -964,7 +1019,8 @@ async fn a_node_hears_only_its_chats(redis_cluster: bool) {
 #[tokio::test]
 async fn a_redis_cluster_master_failover_mid_traffic_loses_nothing() {
     let env = [("MRM_METRICS_TOKEN", METRICS_TOKEN.to_owned())];
-    let mut cluster = on_redis_cluster(&env).await;
+    let quick = Some(crate::redis_cluster::QUICK_NODE_TIMEOUT_MS);
+    let mut cluster = on_redis_cluster_with(quick, &env).await;
     let alice = user_on(&cluster.a, "alice").await;
     let bob = user_on(&cluster.b, "bob").await;
     let chat = bob.create_chat("failover", &[id(&alice.me().await)]).await;
@@ -1002,19 +1058,30 @@ async fn a_redis_cluster_master_failover_mid_traffic_loses_nothing() {
         collect(&mut on_a, total).await,
         (1..=total as i64).collect::<Vec<_>>()
     );
-    // The new master carries A's subscription: the chat is heard live again, not only read
-    // from the database.
+    // The shard's new master carries A's subscription, once: the chat is heard live again, not
+    // only read from the database.
     let channel = format!("{}:chat:{chat}", cluster.prefix.0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while redis.shard_subscribers(new_master, &channel) != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A never subscribed again on the new master"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let heard = chat_events_heard(&cluster.a).await;
-    bob.send_message(chat, "after").await;
-    assert_eq!(on_a.next_message().await["content"], "after");
-    wait_to_hear_beyond(&cluster.a, heard).await;
+    subscribed_once_again(&redis, &channel).await;
+    heard_live_again(&cluster, &bob, &mut on_a, chat).await;
+}
+
+#[tokio::test]
+async fn a_manual_failover_carries_the_subscriptions_to_the_new_master() {
+    let env = [("MRM_METRICS_TOKEN", METRICS_TOKEN.to_owned())];
+    let cluster = on_redis_cluster(&env).await;
+    let alice = user_on(&cluster.a, "alice").await;
+    let bob = user_on(&cluster.b, "bob").await;
+    let chat = bob.create_chat("moved", &[id(&alice.me().await)]).await;
+    let mut on_a = alice.ws(chat).await;
+    wait_for_subscriptions(&cluster.a, 1.0).await;
+    let channel = format!("{}:chat:{chat}", cluster.prefix.0);
+    let redis = cluster.redis.as_ref().unwrap();
+    let old_master = redis.master_of(&channel);
+    assert_eq!(redis.shard_subscribers(old_master, &channel), 1);
+
+    // The old master ends A's sharded subscription as its slots leave; A subscribes again, once,
+    // in the shard (on the new master, or on the old one, now a replica, which serves it too).
+    redis.fail_over_to_replica_of(&channel);
+    subscribed_once_again(redis, &channel).await;
+    heard_live_again(&cluster, &bob, &mut on_a, chat).await;
 }

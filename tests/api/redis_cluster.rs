@@ -8,9 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long a master may be silent before its replica takes over. Short, so a failover
-/// completes within a test; redis.conf's default is 15 s.
-const NODE_TIMEOUT_MS: u64 = 1000;
+/// How long a master may be silent before its replica takes over (redis.conf's default is
+/// 15 s): long enough that a busy test machine does not fail a master over by itself.
+const NODE_TIMEOUT_MS: u64 = 5000;
+/// The same, for a test that kills a master: short, so the failover completes within it.
+pub const QUICK_NODE_TIMEOUT_MS: u64 = 1000;
 
 pub struct RedisCluster {
     servers: Vec<(u16, Child)>,
@@ -56,36 +58,58 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Starts one cluster node on `port`; `None` when it exits at once (the port was taken after
+/// it was found free).
+fn start_node(dir: &std::path::Path, port: u16, node_timeout_ms: u64) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--logfile", &format!("redis-{port}.log")])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts (install redis-server, or run scripts/test)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        if cli(port, &["PING"]).trim() == "PONG" {
+            return Some(child);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on {port} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl RedisCluster {
     /// Starts six nodes and joins them into a cluster whose slots are all served.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(NODE_TIMEOUT_MS)
+    }
+
+    /// [`RedisCluster::start`], with masters failed over after `node_timeout_ms` of silence.
+    pub fn start_with(node_timeout_ms: u64) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut servers = Vec::new();
         let mut ports = Vec::new();
-        for _ in 0..6 {
+        while servers.len() < 6 {
             let port = free_port_pair(&ports);
             ports.push(port);
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--logfile", &format!("redis-{port}.log")])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server starts (install redis-server, or run scripts/test)");
-            servers.push((port, child));
+            if let Some(child) = start_node(dir.path(), port, node_timeout_ms) {
+                servers.push((port, child));
+            }
         }
+        let ports: Vec<u16> = servers.iter().map(|(port, _)| *port).collect();
         let cluster = RedisCluster { servers, _dir: dir };
-        for &port in &ports {
-            wait_for("the nodes to answer", || {
-                cli(port, &["PING"]).trim() == "PONG"
-            });
-        }
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
             .arg("--cluster")
@@ -105,13 +129,14 @@ impl RedisCluster {
                 cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             });
         }
-        // Replicas must have synchronised before one can take over.
+        // Replicas must be attached and synchronised before one can take over.
         wait_for("the replicas to synchronise", || {
-            cluster
-                .nodes()
-                .iter()
-                .filter(|n| !n.master)
-                .all(|n| cli(n.port, &["INFO", "replication"]).contains("master_link_status:up"))
+            let nodes = cluster.nodes();
+            let replicas: Vec<&ClusterNode> = nodes.iter().filter(|n| !n.master).collect();
+            replicas.len() == 3
+                && replicas.iter().all(|n| {
+                    cli(n.port, &["INFO", "replication"]).contains("master_link_status:up")
+                })
         });
         cluster
     }
@@ -183,6 +208,39 @@ impl RedisCluster {
             });
         }
         self.master_of(key)
+    }
+
+    /// Makes the replica of the master serving `key`'s slot take over, as an operator does
+    /// (`CLUSTER FAILOVER`: the master stops, its replica catches up and is promoted, and the old
+    /// master becomes its replica). Returns the new master's port.
+    pub fn fail_over_to_replica_of(&self, key: &str) -> u16 {
+        let master = self.master_of(key);
+        let master_id = cli(master, &["CLUSTER", "MYID"]).trim().to_owned();
+        let replica = cli(master, &["CLUSTER", "NODES"])
+            .lines()
+            .find(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                fields.get(3) == Some(&master_id.as_str()) && !fields[2].contains("fail")
+            })
+            .and_then(ClusterNode::parse)
+            .expect("the master has a replica")
+            .port;
+        assert_eq!(cli(replica, &["CLUSTER", "FAILOVER"]).trim(), "OK");
+        wait_for("the replica to take over", || {
+            self.master_of(key) == replica
+        });
+        replica
+    }
+
+    /// How many clients are subscribed to the sharded channel on all living nodes together (a
+    /// replica serves its master's sharded channels too).
+    pub fn shard_subscribers_anywhere(&self, channel: &str) -> i64 {
+        self.servers
+            .iter()
+            .map(|(port, _)| *port)
+            .filter(|&port| cli(port, &["PING"]).trim() == "PONG")
+            .map(|port| self.shard_subscribers(port, channel))
+            .sum()
     }
 
     /// How many clients the node at `port` has subscribed to the sharded channel.
