@@ -19,6 +19,7 @@ macro_rules! note {
     };
 }
 
+mod ceiling;
 mod client;
 mod os;
 mod scenarios;
@@ -60,6 +61,10 @@ enum Scenario {
     /// Runs one share of `connections --processes P`, driven by its parent over stdin/stdout.
     #[command(hide = true)]
     ConnectionsWorker,
+    /// Serves a ceiling (`--ceiling` of `fanout` and `rest` starts it): prints its address on
+    /// stdout, then serves until stdin closes.
+    #[command(hide = true)]
+    CeilingServer(ceiling::ServerArgs),
 }
 
 /// Options every scenario takes.
@@ -111,6 +116,10 @@ async fn main() {
             scenarios::ai::run(args).await
         }
         Scenario::ConnectionsWorker => match scenarios::connections::worker().await {
+            Ok(()) => return,
+            Err(e) => Err(e),
+        },
+        Scenario::CeilingServer(args) => match ceiling::serve(args).await {
             Ok(()) => return,
             Err(e) => Err(e),
         },

@@ -36,6 +36,7 @@ use tokio_tungstenite::tungstenite::{Error as WsErr, Message as Frame};
 
 use super::Report;
 use crate::{
+    ceiling,
     client::{self, Incoming, Session, Ws},
     stats::{round2, Latency, Tally},
     target::Target,
@@ -85,6 +86,14 @@ pub struct FanoutArgs {
     /// 300 ms after the last one opened.
     #[arg(long)]
     pub connect_first: bool,
+    /// After measuring the target, run the identical load against a bare WebSocket broadcast
+    /// server started for the purpose (no accounts, no storage; see `ceiling-server`) and
+    /// report it as `ceiling`, with the ratio of the two.
+    #[arg(long)]
+    pub ceiling: bool,
+    /// Frames the ceiling lets a socket queue: the server's MRM_WS_QUEUE.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ceiling_ws_queue: u32,
 }
 
 /// Sockets opened at once during setup.
@@ -549,6 +558,37 @@ fn secs(x: f64, name: &str, max: f64) -> Result<Duration> {
 }
 
 pub async fn run(args: FanoutArgs) -> Result<Report> {
+    if args.ceiling && !args.socket_targets.is_empty() {
+        bail!("--ceiling measures one server: it cannot be combined with --socket-targets");
+    }
+    let report = measure(&args, &args.common.target, &args.socket_targets).await?;
+    if !args.ceiling {
+        return Ok(report);
+    }
+    note!("measuring the ceiling: the same load against a bare WebSocket broadcast server");
+    let server = ceiling::Process::spawn(ceiling::Kind::Ws, args.ceiling_ws_queue).await?;
+    let measured = measure(&args, &server.url, &[]).await;
+    server.stop().await;
+    let measured = measured.context("measuring the ceiling")?;
+    Ok(ceiling::attach(
+        report,
+        measured,
+        &ceiling::Measure {
+            kind: ceiling::Kind::Ws,
+            throughput: "delivered_per_sec",
+            open_loop: args.rate.is_some(),
+            settings: json!({ "ws_queue": args.ceiling_ws_queue }),
+        },
+    ))
+}
+
+/// One run of the scenario against `target_url` (sockets spread over `socket_target_urls` when
+/// given).
+async fn measure(
+    args: &FanoutArgs,
+    target_url: &str,
+    socket_target_urls: &[String],
+) -> Result<Report> {
     let chats = args.chats as usize;
     let members = args.members as usize;
     let senders = args.senders.unwrap_or(args.members) as usize;
@@ -577,9 +617,9 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     };
 
     crate::os::raise_nofile_limit()?;
-    let target = Arc::new(Target::resolve(&args.common.target).await?);
+    let target = Arc::new(Target::resolve(target_url).await?);
     let mut socket_targets = Vec::new();
-    for url in &args.socket_targets {
+    for url in socket_target_urls {
         socket_targets.push(Arc::new(Target::resolve(url).await?));
     }
     if socket_targets.is_empty() {

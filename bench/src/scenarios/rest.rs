@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::Report;
 use crate::{
+    ceiling,
     client::Session,
     stats::{round2, Latency, Tally},
     target::Target,
@@ -35,6 +36,11 @@ pub struct RestArgs {
     /// All clients post to one shared chat instead of one chat each.
     #[arg(long)]
     pub shared_chat: bool,
+    /// After measuring the target, run the identical load against a bare HTTP server answering
+    /// the same JSON from memory (no accounts, no storage; see `ceiling-server`) and report it
+    /// as `ceiling`, with the ratio of the two.
+    #[arg(long)]
+    pub ceiling: bool,
 }
 
 /// No client makes more requests than this, however fast the server is.
@@ -92,6 +98,29 @@ async fn client_loop(
 }
 
 pub async fn run(args: RestArgs) -> Result<Report> {
+    let report = measure(&args, &args.common.target).await?;
+    if !args.ceiling {
+        return Ok(report);
+    }
+    note!("measuring the ceiling: the same load against a bare HTTP server");
+    let server = ceiling::Process::spawn(ceiling::Kind::Http, 256).await?;
+    let measured = measure(&args, &server.url).await;
+    server.stop().await;
+    let measured = measured.context("measuring the ceiling")?;
+    Ok(ceiling::attach(
+        report,
+        measured,
+        &ceiling::Measure {
+            kind: ceiling::Kind::Http,
+            throughput: "requests_per_sec",
+            open_loop: false,
+            settings: json!({}),
+        },
+    ))
+}
+
+/// One run of the scenario against `target_url`.
+async fn measure(args: &RestArgs, target_url: &str) -> Result<Report> {
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         bail!("--duration must be in (0, 3600] seconds");
     }
@@ -101,7 +130,7 @@ pub async fn run(args: RestArgs) -> Result<Report> {
     let duration = Duration::from_secs_f64(args.duration);
     let warmup = Duration::from_secs_f64(args.warmup);
     let clients = args.clients as usize;
-    let target = Arc::new(Target::resolve(&args.common.target).await?);
+    let target = Arc::new(Target::resolve(target_url).await?);
     let prefix = users::run_prefix();
     note!("registering {clients} users as {prefix}_*");
     let sessions = users::create(
