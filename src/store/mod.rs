@@ -161,7 +161,14 @@ impl Db {
                 // Reads straight from a memory map: in WAL mode a connection drops its page
                 // cache whenever another one commits, and refilling it allocated and copied
                 // every page again. Writes still go through write(2).
-                .pragma("mmap_size", "268435456");
+                .pragma("mmap_size", "268435456")
+                // Statement journals and sorts in memory: on disk each was a file created,
+                // written and deleted per statement.
+                .pragma("temp_store", "memory")
+                // A checkpoint every 16 MiB of log instead of 4: pages a burst rewrites over and
+                // over (an index's last page, the search index's newest segment) are copied
+                // into the database once per checkpoint, and fsync'd less often.
+                .pragma("wal_autocheckpoint", "4096");
             let sqlite = Sqlite::open(options, max_connections, Duration::from_secs(10))
                 .await
                 .with_context(|| format!("cannot open the SQLite database {url}"))?;
