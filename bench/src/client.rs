@@ -21,6 +21,9 @@ use crate::target::Target;
 /// Long, not common and unlike any username, so the password validators accept it.
 pub const PASSWORD: &str = "bench-Pa55word-long";
 
+/// Most members the server adds in one request.
+pub const PARTICIPANTS_PER_REQUEST: usize = 1000;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {
     pub id: i64,
@@ -162,14 +165,29 @@ impl Session {
         name: &str,
         participant_ids: &[i64],
     ) -> Result<i64, RequestError> {
+        // The server takes at most 1,000 members per request (the original's limit): a larger
+        // room is created with the first ones and the others are added in turn.
+        let mut chunks = participant_ids.chunks(PARTICIPANTS_PER_REQUEST);
+        let first = chunks.next().unwrap_or_default();
         let response = self
             .http
             .post(self.target.url("/api/chats/"))
             .header("X-CSRFToken", &self.csrf)
-            .json(&json!({ "name": name, "participant_ids": participant_ids }))
+            .json(&json!({ "name": name, "participant_ids": first }))
             .send()
             .await?;
-        Ok(decode::<Created>(response).await?.id)
+        let id = decode::<Created>(response).await?.id;
+        for more in chunks {
+            let response = self
+                .http
+                .post(self.target.url(&format!("/api/chats/{id}/participants/")))
+                .header("X-CSRFToken", &self.csrf)
+                .json(&json!({ "participant_ids": more }))
+                .send()
+                .await?;
+            decode::<Created>(response).await?;
+        }
+        Ok(id)
     }
 
     /// `POST /api/ai/chats/`: a private AI chat with the default system prompt.
@@ -219,6 +237,32 @@ impl Session {
 }
 
 impl Session {
+    /// The chat's last log position (`GET /api/chats/{id}/events/`, paged): what its log holds
+    /// before any message is sent (members added after the chat was created, for instance),
+    /// which original-protocol sockets are never sent.
+    pub async fn log_position(&self, chat_id: i64) -> Result<i64, RequestError> {
+        let mut position = 0;
+        loop {
+            let response = self
+                .http
+                .get(self.target.url(&format!(
+                    "/api/chats/{chat_id}/events/?after={position}&limit=500"
+                )))
+                .send()
+                .await?;
+            let items: Vec<serde_json::Value> = decode(response).await?;
+            let last = items
+                .iter()
+                .filter_map(|item| item["seq"].as_i64().or(item["message"]["seq"].as_i64()))
+                .max();
+            match last {
+                Some(seq) if seq > position && items.len() == 500 => position = seq,
+                Some(seq) => return Ok(seq.max(position)),
+                None => return Ok(position),
+            }
+        }
+    }
+
     /// `GET /api/search/?{query}` (`query` already encoded): the hits' count.
     pub async fn search(&self, query: &str) -> Result<usize, RequestError> {
         let response = self

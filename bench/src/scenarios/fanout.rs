@@ -226,6 +226,8 @@ impl Plan {
 struct Member {
     index: usize,
     chat_id: i64,
+    /// The chat's log position before the run: entries up to it are no messages of the run.
+    base: i64,
     cookie: String,
     sends: bool,
     /// Open loop: this sender's offset into the period, so senders do not fire together.
@@ -372,6 +374,12 @@ async fn run_socket(
     mut stop: watch::Receiver<bool>,
 ) -> SocketStats {
     let mut st = SocketStats::default();
+    for seq in 1..=member.base {
+        st.set(seq);
+    }
+    st.contiguous = member.base;
+    st.max_seq = member.base;
+    progress.contiguous.store(member.base, Ordering::Relaxed);
     let hard_end = time::Instant::from_std(plan.hard_end);
     let send_end = time::Instant::from_std(plan.send_end);
     let mut ticker = match plan.mode {
@@ -647,6 +655,17 @@ async fn measure(
         chat_ids.push(id);
         owners.push(group[0].clone());
     }
+    // Members added after a chat was created (a room larger than one request takes) hold log
+    // positions of their own before the first message.
+    let mut bases = vec![0; chats];
+    if members > client::PARTICIPANTS_PER_REQUEST + 1 {
+        for (base, (owner, chat)) in bases.iter_mut().zip(owners.iter().zip(&chat_ids)) {
+            *base = owner
+                .log_position(*chat)
+                .await
+                .context("reading a chat's log position")?;
+        }
+    }
 
     note!("opening {sockets} sockets");
     let connect_started = Instant::now();
@@ -765,6 +784,7 @@ async fn measure(
         let member = Member {
             index: i,
             chat_id: chat_ids[chat],
+            base: bases[chat],
             cookie: sessions[i].cookie.clone(),
             sends: within < senders,
             phase,
@@ -872,7 +892,7 @@ async fn measure(
         sockets_with_loss += u64::from(missing > 0);
         missed_after_failure += (chat_last - upto).max(0) as u64;
     }
-    let committed: i64 = last.iter().sum();
+    let committed: i64 = last.iter().zip(&bases).map(|(l, b)| (l - b).max(0)).sum();
     let rejected = error_frames.total();
     let window_secs = duration.as_secs_f64();
     let lat = latency.summary();
