@@ -323,7 +323,7 @@ def main():
             if options.large_room:
                 args = ["fanout", "--chats", "1", "--members", "5000", "--senders", "50",
                         "--rate", "50", "--duration", "20", "--connect-first",
-                        "--setup-concurrency", "16"]
+                        "--setup-concurrency", "16", "--source-ips", "127.0.0.2,127.0.0.3"]
                 with Server("sqlite") as server:
                     big = {"project": bench(server, args, out)}
                 rows.append(("sqlite", "fanout 1 × 5,000 at 50 msg/s (1 run)", "delivered/s",

@@ -81,6 +81,11 @@ pub struct FanoutArgs {
     /// REST calls still go to `--target`.
     #[arg(long, value_delimiter = ',')]
     pub socket_targets: Vec<String>,
+    /// Open the sockets from these loopback source addresses (comma-separated, round robin),
+    /// e.g. `127.0.0.2,127.0.0.3`: each address has its own range of ports (about 28,000), and
+    /// a server limits connections per address (`MRM_MAX_CONNECTIONS_PER_ADDRESS`).
+    #[arg(long, value_delimiter = ',')]
+    pub source_ips: Vec<std::net::IpAddr>,
     /// Read every socket from the moment it opens, and start sending only once all are open and
     /// each sees its whole chat online; without it, sockets are not read until sending starts,
     /// 300 ms after the last one opened.
@@ -120,6 +125,7 @@ struct Joining {
 /// One socket while the others join (`--connect-first`).
 struct Joiner {
     target: Arc<Target>,
+    source: Option<std::net::IpAddr>,
     chat_id: i64,
     cookie: String,
     /// Users in the chat: the socket has settled once it sees them all online.
@@ -171,7 +177,7 @@ impl Joiner {
                 self.chat_id,
                 "?after_seq=0",
                 &self.cookie,
-                None,
+                self.source,
                 client::ws_config(false),
                 CONNECT_TIMEOUT,
             )
@@ -215,12 +221,23 @@ struct Plan {
     max_resumes: u32,
     /// Where socket `i` connects: `socket_targets[i % len]`.
     socket_targets: Vec<Arc<Target>>,
+    /// Where socket `i` connects from: `source_ips[i % len]`, if any.
+    source_ips: Vec<std::net::IpAddr>,
 }
 
 impl Plan {
     fn socket_target(&self, index: usize) -> &Arc<Target> {
         &self.socket_targets[index % self.socket_targets.len()]
     }
+
+    fn source(&self, index: usize) -> Option<std::net::IpAddr> {
+        source_of(&self.source_ips, index)
+    }
+}
+
+/// The source address of socket `index`, round robin over `sources` (none: the system's).
+fn source_of(sources: &[std::net::IpAddr], index: usize) -> Option<std::net::IpAddr> {
+    (!sources.is_empty()).then(|| sources[index % sources.len()])
 }
 
 struct Member {
@@ -521,7 +538,7 @@ async fn run_socket(
             member.chat_id,
             &query,
             &member.cookie,
-            None,
+            plan.source(member.index),
             client::ws_config(false),
             CONNECT_TIMEOUT,
         )
@@ -630,6 +647,7 @@ async fn measure(
     for url in socket_target_urls {
         socket_targets.push(Arc::new(Target::resolve(url).await?));
     }
+    crate::target::check_sources(&target, &args.source_ips)?;
     if socket_targets.is_empty() {
         socket_targets.push(target.clone());
     }
@@ -675,6 +693,7 @@ async fn measure(
         .map(|i| {
             let joiner = Joiner {
                 target: socket_targets[i % socket_targets.len()].clone(),
+                source: source_of(&args.source_ips, i),
                 chat_id: chat_ids[i / members],
                 cookie: sessions[i].cookie.clone(),
                 members,
@@ -689,7 +708,7 @@ async fn measure(
                     joiner.chat_id,
                     "",
                     &joiner.cookie,
-                    None,
+                    joiner.source,
                     client::ws_config(false),
                     CONNECT_TIMEOUT,
                 )
@@ -769,6 +788,7 @@ async fn measure(
         mode,
         max_resumes: args.max_resumes,
         socket_targets: socket_targets.clone(),
+        source_ips: args.source_ips.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(sockets);
@@ -905,6 +925,7 @@ async fn measure(
         "scenario": "fanout",
         "target": target.base.as_str(),
         "socket_targets": socket_targets.iter().map(|t| t.base.as_str()).collect::<Vec<_>>(),
+        "source_ips": args.source_ips,
         "params": {
             "chats": chats,
             "members": members,
