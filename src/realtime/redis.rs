@@ -96,11 +96,12 @@ const RENEW_PLACE_SCRIPT: &str = "local t = redis.call('TIME') \
      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
      redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1]) \
      redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) return 1";
-/// Appends `ARGV[1]` to a reply's text (`KEYS[1]`) only while it exists (never recreating one
-/// without its header) and is exactly `ARGV[2]` bytes long, where the piece belongs: after a
-/// piece was lost (its shard was down), the text stays a true beginning of the reply instead of
-/// one with a hole.
-const APPEND_SCRIPT: &str = "if redis.call('STRLEN', KEYS[1]) == tonumber(ARGV[2]) then \
+/// Appends `ARGV[1]` to a reply's text (`KEYS[1]`) only while it holds that reply (its header
+/// is `ARGV[3]`: never another reply's text, never one recreated without its header) and is
+/// exactly `ARGV[2]` bytes long, where the piece belongs: after a piece was lost (its shard was
+/// down), the text stays a true beginning of the reply instead of one with a hole.
+const APPEND_SCRIPT: &str = "if redis.call('STRLEN', KEYS[1]) == tonumber(ARGV[2]) and \
+     redis.call('GETRANGE', KEYS[1], 0, string.len(ARGV[3]) - 1) == ARGV[3] then \
      return redis.call('APPEND', KEYS[1], ARGV[1]) end return 0";
 
 /// How long a reply's text is kept past its claim's renewal: three claims and a minute, time
@@ -603,7 +604,7 @@ impl Broker for RedisBroker {
 /// from the database.
 async fn publish_loop(commands: Commands, control: Slot, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    let mut resting = std::collections::HashMap::new();
+    let mut rests = Rests::new();
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let sent = match &commands {
@@ -614,9 +615,7 @@ async fn publish_loop(commands: Commands, control: Slot, mut queue: mpsc::Receiv
                 }
                 pipe.query_async::<()>(&mut commands.clone()).await
             }
-            Commands::Cluster(_) => {
-                send_by_slot(&commands, control, &mut batch, &mut resting).await
-            }
+            Commands::Cluster(_) => send_by_slot(&commands, control, &mut batch, &mut rests).await,
         };
         match sent {
             Ok(()) if failing => {
@@ -633,27 +632,78 @@ async fn publish_loop(commands: Commands, control: Slot, mut queue: mpsc::Receiv
     }
 }
 
-/// Longest wait for one slot's pipeline on a cluster before the slot is rested.
+/// Longest wait for one slot's pipeline on a cluster before its shard is rested.
 const SLOT_WAIT: Duration = Duration::from_millis(500);
-/// How long a slot whose shard did not answer has its commands dropped without a wait, so one
-/// shard's failover does not hold up the others' traffic.
-const SLOT_REST: Duration = Duration::from_secs(1);
+/// How long a shard that did not answer has its commands dropped without a wait, so one shard's
+/// failover does not hold up the others' traffic.
+const SHARD_REST: Duration = Duration::from_secs(1);
+
+/// Shards (as ranges of slot numbers) whose commands are dropped until a moment, and the number
+/// of every slot (redis-rs gives a key's slot, not its number).
+struct Rests {
+    until: Vec<(std::ops::RangeInclusive<u16>, tokio::time::Instant)>,
+    numbers: std::collections::HashMap<Slot, u16>,
+}
+
+impl Rests {
+    fn new() -> Rests {
+        Rests {
+            until: Vec::new(),
+            numbers: (0..16_384u16)
+                .filter_map(|n| Some((Slot::new(n)?, n)))
+                .collect(),
+        }
+    }
+
+    fn resting(&self, slot: Slot) -> bool {
+        let n = self.numbers.get(&slot).copied().unwrap_or(0);
+        self.until.iter().any(|(range, _)| range.contains(&n))
+    }
+
+    /// Rests the shard that serves `slot`, as `CLUSTER SLOTS` says now (the slot alone when it
+    /// cannot be asked).
+    async fn rest(&mut self, commands: &Commands, slot: Slot) {
+        let n = self.numbers.get(&slot).copied().unwrap_or(0);
+        let mut commands = commands.clone();
+        let mut ask = redis::cmd("CLUSTER");
+        ask.arg("SLOTS");
+        let asked = ask.query_async::<Vec<redis::Value>>(&mut commands);
+        let shard = match tokio::time::timeout(Duration::from_millis(300), asked).await {
+            Ok(Ok(ranges)) => ranges.iter().find_map(|range| {
+                let redis::Value::Array(fields) = range else {
+                    return None;
+                };
+                let number = |v: Option<&redis::Value>| match v {
+                    Some(redis::Value::Int(i)) => u16::try_from(*i).ok(),
+                    _ => None,
+                };
+                let (start, end) = (number(fields.first())?, number(fields.get(1))?);
+                (start..=end).contains(&n).then_some(start..=end)
+            }),
+            _ => None,
+        };
+        let until = tokio::time::Instant::now() + SHARD_REST;
+        self.until.push((shard.unwrap_or(n..=n), until));
+    }
+}
 
 /// Sends a batch over a cluster: one pipeline per slot (order matters only within a key or
 /// channel, and those share a slot), all at once, then the control channel's, so an AI reply's
-/// text has grown before its delta is heard. Commands of a resting slot are dropped.
+/// text has grown before its delta is heard. Commands for a resting shard are dropped (their
+/// chats catch up from the database); the control channel's never are, and wait as long as the
+/// connection lets them: AI events have no other way to their sockets.
 async fn send_by_slot(
     commands: &Commands,
     control: Slot,
     batch: &mut Vec<Outgoing>,
-    resting: &mut std::collections::HashMap<Slot, tokio::time::Instant>,
+    rests: &mut Rests,
 ) -> redis::RedisResult<()> {
     let now = tokio::time::Instant::now();
-    resting.retain(|_, until| *until > now);
+    rests.until.retain(|(_, until)| *until > now);
     let mut by_slot: std::collections::HashMap<Slot, redis::Pipeline> =
         std::collections::HashMap::new();
     for outgoing in batch.drain(..) {
-        if !resting.contains_key(&outgoing.slot) {
+        if outgoing.slot == control || !rests.resting(outgoing.slot) {
             by_slot
                 .entry(outgoing.slot)
                 .or_insert_with(redis::pipe)
@@ -663,21 +713,26 @@ async fn send_by_slot(
     }
     let last = by_slot.remove(&control);
     let mut failure = None;
-    for phase in [by_slot, last.into_iter().map(|p| (control, p)).collect()] {
-        let sends = phase.into_iter().map(|(slot, pipe)| {
-            let mut commands = commands.clone();
-            async move {
-                let sent = tokio::time::timeout(SLOT_WAIT, pipe.query_async::<()>(&mut commands));
-                (slot, sent.await)
-            }
-        });
-        for (slot, sent) in futures_util::future::join_all(sends).await {
-            let err = match sent {
-                Ok(Ok(())) => continue,
-                Ok(Err(err)) => err,
-                Err(_) => redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
-            };
-            resting.insert(slot, now + SLOT_REST);
+    let sends = by_slot.into_iter().map(|(slot, pipe)| {
+        let mut commands = commands.clone();
+        async move {
+            let sent = tokio::time::timeout(SLOT_WAIT, pipe.query_async::<()>(&mut commands));
+            (slot, sent.await)
+        }
+    });
+    for (slot, sent) in futures_util::future::join_all(sends).await {
+        let err = match sent {
+            Ok(Ok(())) => continue,
+            Ok(Err(err)) => err,
+            Err(_) => redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
+        };
+        if !rests.resting(slot) {
+            rests.rest(commands, slot).await;
+        }
+        failure = Some(err);
+    }
+    if let Some(pipe) = last {
+        if let Err(err) = pipe.query_async::<()>(&mut commands.clone()).await {
             failure = Some(err);
         }
     }
@@ -707,6 +762,12 @@ async fn probe(url: &str, urls: &[String]) -> anyhow::Result<(Commands, Link)> {
         .await?;
     let info: String = redis::cmd("INFO").query_async(&mut conn).await?;
     if !info.contains("cluster_enabled:1") {
+        // A list names a cluster's nodes: a lone server found in it (a standby, say) would
+        // split the nodes between two buses.
+        anyhow::ensure!(
+            urls.len() == 1,
+            "REDIS_URL: several addresses name a Redis Cluster's nodes, but one that answered is a lone server"
+        );
         // A lost connection is retried twice, after about 1 s and then 2 s (with jitter).
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -808,6 +869,8 @@ async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
     // Chats whose channel may be subscribed to: a subscription that failed part way may still
     // be in place on a shard, and must be left when its room retires.
     let mut heard: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    // Of those, the ones whose subscription was not confirmed (not counted as heard).
+    let mut unconfirmed: std::collections::HashSet<i64> = std::collections::HashSet::new();
     // Every channel again, the control channel included (see `RedisBroker::resubscribe`).
     let mut again = false;
     let mut reported = false;
@@ -836,10 +899,14 @@ async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
                 // What was published before the subscription took hold is read from the database.
                 Ok(()) => {
                     for &chat in chats {
+                        unconfirmed.remove(&chat);
                         broker.hub.dispatch(chat, RoomEvent::Resync);
                     }
                 }
-                Err(err) => failure = Some(err),
+                Err(err) => {
+                    unconfirmed.extend(chats);
+                    failure = Some(err);
+                }
             }
         }
         for chats in removed.chunks(SUBSCRIBE_BATCH) {
@@ -851,12 +918,16 @@ async fn follow_rooms(mut listener: Listener, broker: Arc<RedisBroker>) {
                 Ok(()) => {
                     for chat in chats {
                         heard.remove(chat);
+                        unconfirmed.remove(chat);
                     }
                 }
                 Err(err) => failure = Some(err),
             }
         }
-        broker.metrics.bus_subscriptions.set(heard.len() as i64);
+        broker
+            .metrics
+            .bus_subscriptions
+            .set((heard.len() - unconfirmed.len()) as i64);
         if let Some(err) = failure {
             if !reported {
                 tracing::warn!(error = %err, "cannot subscribe to chat channels; their sockets catch up from the database meanwhile; retrying");
@@ -1205,7 +1276,7 @@ impl ReplyBus for RedisBroker {
         // channel's commands after the others of their batch).
         if let AiEvent::Delta { id, offset, delta } = event {
             let key = self.text_key(ai_chat_id);
-            let header = format!("{id}\n").len();
+            let header = format!("{id}\n");
             self.queue(
                 &key,
                 redis::cmd("EVAL")
@@ -1213,7 +1284,8 @@ impl ReplyBus for RedisBroker {
                     .arg(1)
                     .arg(&key)
                     .arg(delta)
-                    .arg(header + offset)
+                    .arg(header.len() + offset)
+                    .arg(&header)
                     .clone(),
             );
         }

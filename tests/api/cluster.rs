@@ -244,6 +244,8 @@ async fn messages_from_both_nodes_arrive_once_in_order(redis_cluster: bool) {
     let mut bob_ws = bob.ws(chat).await;
     let mut carol_ws = carol.ws(chat).await;
     let mut dave_ws = dave.ws(chat).await;
+    wait_for_subscriptions(&cluster.a, 1.0).await;
+    wait_for_subscriptions(&cluster.b, 1.0).await;
 
     let total = 1000;
     let send_all = |client: Client, tag: &'static str| {
@@ -1081,7 +1083,16 @@ async fn a_manual_failover_carries_the_subscriptions_to_the_new_master() {
 
     // The old master ends A's sharded subscription as its slots leave; A subscribes again, once,
     // in the shard (on the new master, or on the old one, now a replica, which serves it too).
+    let rounds = metric(&cluster.a, "mrm_redis_reconnects_total", &[]).await;
     redis.fail_over_to_replica_of(&channel);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while metric(&cluster.a, "mrm_redis_reconnects_total", &[]).await <= rounds {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never subscribed again after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     subscribed_once_again(redis, &channel).await;
     heard_live_again(&cluster, &bob, &mut on_a, chat).await;
 }

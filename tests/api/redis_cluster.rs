@@ -102,6 +102,15 @@ impl RedisCluster {
         let mut servers = Vec::new();
         let mut ports = Vec::new();
         while servers.len() < 6 {
+            assert!(
+                ports.len() < 30,
+                "redis-server keeps exiting at start; its last log:\n{}",
+                std::fs::read_to_string(
+                    dir.path()
+                        .join(format!("redis-{}.log", ports.last().copied().unwrap_or(0)))
+                )
+                .unwrap_or_default()
+            );
             let port = free_port_pair(&ports);
             ports.push(port);
             if let Some(child) = start_node(dir.path(), port, node_timeout_ms) {
