@@ -698,6 +698,26 @@ pub struct Measure {
     pub settings: Value,
 }
 
+/// Runs `run` (the scenario, given a target URL) against a ceiling of `measure.kind` started for
+/// it with `ws_queue` frames per socket, stops the ceiling, and returns `project` with the
+/// ceiling's result attached (see [`attach`]).
+pub async fn beside<F, Fut>(
+    project: Report,
+    measure: Measure,
+    ws_queue: u32,
+    run: F,
+) -> Result<Report>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Report>>,
+{
+    let server = Process::spawn(measure.kind, ws_queue).await?;
+    let measured = run(server.url.clone()).await;
+    server.stop().await;
+    let measured = measured.context("measuring the ceiling")?;
+    Ok(attach(project, measured, &measure))
+}
+
 /// The project's report with the ceiling's added: `ceiling` in the JSON (the ceiling's result
 /// fields, its settings, `ratio`, and for open loop both p99s), and `= NN % of ceiling (X/s)` on
 /// the summary line.

@@ -591,20 +591,16 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         return Ok(report);
     }
     note!("measuring the ceiling: the same load against a bare WebSocket broadcast server");
-    let server = ceiling::Process::spawn(ceiling::Kind::Ws, args.ceiling_ws_queue).await?;
-    let measured = measure(&args, &server.url, &[]).await;
-    server.stop().await;
-    let measured = measured.context("measuring the ceiling")?;
-    Ok(ceiling::attach(
-        report,
-        measured,
-        &ceiling::Measure {
-            kind: ceiling::Kind::Ws,
-            throughput: "delivered_per_sec",
-            open_loop: args.rate.is_some(),
-            settings: json!({ "ws_queue": args.ceiling_ws_queue }),
-        },
-    ))
+    let bare = ceiling::Measure {
+        kind: ceiling::Kind::Ws,
+        throughput: "delivered_per_sec",
+        open_loop: args.rate.is_some(),
+        settings: json!({ "ws_queue": args.ceiling_ws_queue }),
+    };
+    ceiling::beside(report, bare, args.ceiling_ws_queue, |url| async move {
+        measure(&args, &url, &[]).await
+    })
+    .await
 }
 
 /// One run of the scenario against `target_url` (sockets spread over `socket_target_urls` when

@@ -103,20 +103,17 @@ pub async fn run(args: RestArgs) -> Result<Report> {
         return Ok(report);
     }
     note!("measuring the ceiling: the same load against a bare HTTP server");
-    let server = ceiling::Process::spawn(ceiling::Kind::Http, 256).await?;
-    let measured = measure(&args, &server.url).await;
-    server.stop().await;
-    let measured = measured.context("measuring the ceiling")?;
-    Ok(ceiling::attach(
-        report,
-        measured,
-        &ceiling::Measure {
-            kind: ceiling::Kind::Http,
-            throughput: "requests_per_sec",
-            open_loop: false,
-            settings: json!({}),
-        },
-    ))
+    let bare = ceiling::Measure {
+        kind: ceiling::Kind::Http,
+        throughput: "requests_per_sec",
+        open_loop: false,
+        settings: json!({}),
+    };
+    // The queue is the server's default; no socket is opened.
+    ceiling::beside(report, bare, 256, |url| async move {
+        measure(&args, &url).await
+    })
+    .await
 }
 
 /// One run of the scenario against `target_url`.
